@@ -1,0 +1,26 @@
+"""Small helpers shared by the modules."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeAlias, TypeVar
+
+T = TypeVar("T")
+
+MaybeAwaitable: TypeAlias = T | Awaitable[T]
+
+
+async def resolve(value: MaybeAwaitable[T]) -> T:
+    """``value``, awaited if it is awaitable: services may be sync or async."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+def user_id_of(user: Any) -> str:
+    """The ``id`` of a user object or mapping, as the string a ``sub`` claim carries."""
+    identifier = user.get("id") if isinstance(user, Mapping) else getattr(user, "id", None)
+    if identifier is None or isinstance(identifier, bool) or identifier == "":
+        raise TypeError("a user must have a non-empty 'id'")
+    return str(identifier)

@@ -1,0 +1,38 @@
+"""``AuthRefreshContainer``: the providers one refresh registration resolves per request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dependency_injector import containers, providers
+
+from auth_refresh.authentication import IssueTokenService, VerifyTokenService
+from auth_refresh.extractors import BodyFieldExtractor, TokenExtractor
+from auth_refresh.settings import AuthRefreshSettings, JwtSettings, build_settings
+from auth_refresh.tokens import JwtService
+
+__all__ = ["AuthRefreshContainer"]
+
+
+def extractor_from_settings(settings: AuthRefreshSettings) -> TokenExtractor:
+    return settings.jwt_from_request or DEFAULT_EXTRACTOR
+
+
+DEFAULT_EXTRACTOR = BodyFieldExtractor("refreshToken")
+
+
+class AuthRefreshContainer(containers.DeclarativeContainer):
+    """Providers of one registration; options and tests override them on an instance.
+
+    ``user_lookup`` has no default. ``issuer`` and ``verifier`` default to the
+    authentication services over ``JWT_MODULE_*`` settings; ``extractor`` follows
+    ``settings.jwt_from_request``.
+    """
+
+    jwt_settings = providers.ThreadSafeSingleton(build_settings, JwtSettings)
+    jwt_service = providers.ThreadSafeSingleton(JwtService, settings=jwt_settings)
+    settings = providers.ThreadSafeSingleton(build_settings, AuthRefreshSettings)
+    extractor = providers.Callable(extractor_from_settings, settings)
+    verifier = providers.ThreadSafeSingleton(VerifyTokenService, jwt_service)
+    issuer = providers.ThreadSafeSingleton(IssueTokenService, jwt_service)
+    user_lookup: providers.Dependency[Any] = providers.Dependency()

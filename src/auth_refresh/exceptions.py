@@ -1,0 +1,118 @@
+"""Errors raised by auth-refresh.
+
+Every error has an HTTP status, a machine-readable ``error_code`` and a message that names no
+internals and never contains a token or a password. The hierarchy:
+
+* AuthRefreshError
+  + ConfigurationError
+  + InvalidRequestError
+  + UnauthorizedError
+  |  + AuthRefreshUnauthorizedError
+  |  |  + MissingTokenError
+  |  |  + InvalidTokenError
+  |  + AuthJwtUnauthorizedError
+  |  + AuthLocalInvalidCredentialsError
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "AuthJwtUnauthorizedError",
+    "AuthLocalInvalidCredentialsError",
+    "AuthRefreshError",
+    "AuthRefreshUnauthorizedError",
+    "ConfigurationError",
+    "InvalidRequestError",
+    "InvalidTokenError",
+    "MissingTokenError",
+    "UnauthorizedError",
+]
+
+
+class AuthRefreshError(Exception):
+    """Base class of every error this library raises."""
+
+    status_code: ClassVar[int] = 500
+    error_code: ClassVar[str] = "AUTH_REFRESH_ERROR"
+    default_message: ClassVar[str] = "Internal authentication error"
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or self.default_message
+        super().__init__(self.message)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class ConfigurationError(AuthRefreshError):
+    """A module was registered with missing or invalid options; raised at startup."""
+
+    default_message = "Invalid auth-refresh configuration"
+
+
+class InvalidRequestError(AuthRefreshError):
+    """The request itself is malformed (RFC 6750 ``invalid_request``)."""
+
+    status_code = 400
+    error_code = "AUTH_REFRESH_INVALID_REQUEST_ERROR"
+    default_message = "Malformed request"
+
+
+class UnauthorizedError(AuthRefreshError):
+    """The request carries no acceptable credentials."""
+
+    status_code = 401
+    error_code = "AUTH_REFRESH_NOT_AUTHORIZED_ERROR"
+    default_message = "Unauthorized"
+    token_sent: bool = True
+
+    def __init__(self, message: str | None = None, *, token_sent: bool | None = None) -> None:
+        super().__init__(message)
+        if token_sent is not None:
+            self.token_sent = token_sent
+
+    @property
+    def headers(self) -> dict[str, str]:
+        # RFC 6750 §3.1: a request without credentials gets a challenge without an error code.
+        if self.token_sent:
+            return {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class AuthRefreshUnauthorizedError(UnauthorizedError):
+    """A refresh attempt was refused."""
+
+    default_message = "Unauthorized refresh attempt"
+
+
+class MissingTokenError(AuthRefreshUnauthorizedError):
+    """No refresh token was found in the request."""
+
+    token_sent = False
+
+
+class InvalidTokenError(AuthRefreshUnauthorizedError):
+    """The token is malformed, forged, expired, of the wrong type or names no user."""
+
+    def __init__(self, message: str | None = None, *, reason: str = "invalid") -> None:
+        super().__init__(message)
+        # For logs and tests only: the response never says why a token was refused.
+        self.reason = reason
+
+
+class AuthJwtUnauthorizedError(UnauthorizedError):
+    """An access-token-guarded route was called without a valid access token."""
+
+    error_code = "AUTH_JWT_NOT_AUTHORIZED_ERROR"
+    default_message = "Unauthorized access attempt"
+
+
+class AuthLocalInvalidCredentialsError(UnauthorizedError):
+    """A login gave an unknown username or a wrong password."""
+
+    error_code = "AUTH_LOCAL_INVALID_CREDENTIALS_ERROR"
+    default_message = "Invalid username or password"
+    token_sent = False

@@ -1,0 +1,241 @@
+"""Finding the token in a request, after passport-jwt's ``ExtractJwt``.
+
+An extractor is any callable ``(request) -> str | None`` (sync or async). A value that is not a
+non-empty string counts as no token. The built-in ones also describe themselves for OpenAPI.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from starlette.requests import Request
+
+from auth_refresh._utils import MaybeAwaitable, resolve
+from auth_refresh.exceptions import InvalidRequestError
+
+__all__ = [
+    "AuthHeaderSchemeExtractor",
+    "BodyFieldExtractor",
+    "ChainExtractor",
+    "CookieExtractor",
+    "ExtractJwt",
+    "Extractor",
+    "HeaderExtractor",
+    "QueryParameterExtractor",
+    "TokenExtractor",
+    "read_body_fields",
+]
+
+TokenExtractor = Callable[[Request], MaybeAwaitable[Any]]
+
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+@runtime_checkable
+class Extractor(Protocol):
+    """A built-in extractor: finds the token and says where it looks."""
+
+    def __call__(self, request: Request) -> Awaitable[str | None]: ...
+
+    def openapi(self) -> dict[str, Any]:
+        """``{"parameters": [...]}`` and/or ``{"requestBody": {...}}`` for the operation."""
+        ...
+
+
+def _token(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def read_body_fields(request: Request) -> Mapping[str, Any] | None:
+    """The fields of a JSON object or form body; None for other bodies.
+
+    Raises ``InvalidRequestError`` when the body claims to be JSON or a form and is not.
+    """
+    content_type = _content_type(request)
+    if content_type == "application/json" or content_type.endswith("+json"):
+        body = await request.body()
+        if not body.strip():
+            return None
+        try:
+            data = json.loads(body)
+        except ValueError:  # UnicodeDecodeError included
+            raise InvalidRequestError("The request body is not valid JSON") from None
+        except RecursionError:
+            raise InvalidRequestError("The request body is nested too deeply") from None
+        return data if isinstance(data, dict) else None
+    if content_type in _FORM_TYPES:
+        try:
+            return await request.form()
+        except Exception:  # multipart parsing raises several types; all mean a bad body
+            raise InvalidRequestError("The request body is not a valid form") from None
+    return None
+
+
+class BodyFieldExtractor:
+    """The token from a field of a JSON or form body (the original's default: ``refreshToken``)."""
+
+    def __init__(self, field: str = "refreshToken") -> None:
+        self.field = field
+
+    async def __call__(self, request: Request) -> str | None:
+        fields = await read_body_fields(request)
+        return _token(fields.get(self.field)) if fields is not None else None
+
+    def openapi(self) -> dict[str, Any]:
+        schema = {
+            "type": "object",
+            "properties": {self.field: {"type": "string"}},
+            "required": [self.field],
+        }
+        return {
+            "requestBody": {
+                "content": {
+                    "application/json": {"schema": schema},
+                    "application/x-www-form-urlencoded": {"schema": schema},
+                }
+            }
+        }
+
+
+class HeaderExtractor:
+    """The token as the whole value of a header."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def __call__(self, request: Request) -> str | None:
+        return _token(request.headers.get(self.name))
+
+    def openapi(self) -> dict[str, Any]:
+        return {"parameters": [_parameter("header", self.name)]}
+
+
+class AuthHeaderSchemeExtractor:
+    """The token from ``Authorization: <scheme> <token>``; the scheme matches in any case."""
+
+    def __init__(self, scheme: str) -> None:
+        self.scheme = scheme.lower()
+
+    async def __call__(self, request: Request) -> str | None:
+        parts = request.headers.get("authorization", "").split()
+        if len(parts) == 2 and parts[0].lower() == self.scheme:
+            return parts[1]
+        return None
+
+    def openapi(self) -> dict[str, Any]:
+        return {"parameters": [_parameter("header", "Authorization", f"{self.scheme} <token>")]}
+
+
+class QueryParameterExtractor:
+    """The token from a URL query parameter."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def __call__(self, request: Request) -> str | None:
+        return _token(request.query_params.get(self.name))
+
+    def openapi(self) -> dict[str, Any]:
+        return {"parameters": [_parameter("query", self.name)]}
+
+
+class CookieExtractor:
+    """The token from a cookie."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def __call__(self, request: Request) -> str | None:
+        return _token(request.cookies.get(self.name))
+
+    def openapi(self) -> dict[str, Any]:
+        return {"parameters": [_parameter("cookie", self.name)]}
+
+
+class ChainExtractor:
+    """The token any of several extractors finds.
+
+    Every extractor is asked. The same token in several places is accepted; two different
+    tokens are an ``invalid_request`` (RFC 6750 §2), so which one counts is never decided
+    by the order of the list.
+    """
+
+    def __init__(self, extractors: Sequence[TokenExtractor]) -> None:
+        self.extractors = tuple(extractors)
+
+    async def __call__(self, request: Request) -> str | None:
+        found: str | None = None
+        for extractor in self.extractors:
+            token = _token(await resolve(extractor(request)))
+            if token is None:
+                continue
+            if found is not None and token != found:
+                raise InvalidRequestError("The request carries more than one token")
+            found = token
+        return found
+
+    def openapi(self) -> dict[str, Any]:
+        parameters: list[dict[str, Any]] = []
+        description: dict[str, Any] = {}
+        for extractor in self.extractors:
+            if isinstance(extractor, Extractor):
+                part = extractor.openapi()
+                parameters.extend(part.get("parameters", ()))
+                description.setdefault("requestBody", part.get("requestBody"))
+        for parameter in parameters:
+            parameter["required"] = False
+        if description.get("requestBody") is None:
+            description.pop("requestBody", None)
+        else:
+            description["requestBody"] = {**description["requestBody"], "required": False}
+        if parameters:
+            description["parameters"] = parameters
+        return description
+
+
+def _parameter(location: str, name: str, description: str = "The token") -> dict[str, Any]:
+    return {
+        "in": location,
+        "name": name,
+        "required": True,
+        "schema": {"type": "string"},
+        "description": description,
+    }
+
+
+class ExtractJwt:
+    """Factories for the built-in extractors, named as in passport-jwt."""
+
+    @staticmethod
+    def from_body_field(field: str = "refreshToken") -> BodyFieldExtractor:
+        return BodyFieldExtractor(field)
+
+    @staticmethod
+    def from_header(name: str) -> HeaderExtractor:
+        return HeaderExtractor(name)
+
+    @staticmethod
+    def from_auth_header_with_scheme(scheme: str) -> AuthHeaderSchemeExtractor:
+        return AuthHeaderSchemeExtractor(scheme)
+
+    @staticmethod
+    def from_auth_header_as_bearer_token() -> AuthHeaderSchemeExtractor:
+        return AuthHeaderSchemeExtractor("bearer")
+
+    @staticmethod
+    def from_url_query_parameter(name: str) -> QueryParameterExtractor:
+        return QueryParameterExtractor(name)
+
+    @staticmethod
+    def from_cookie(name: str) -> CookieExtractor:
+        return CookieExtractor(name)
+
+    @staticmethod
+    def from_extractors(extractors: Sequence[TokenExtractor]) -> ChainExtractor:
+        return ChainExtractor(extractors)

@@ -1,0 +1,168 @@
+"""The ``AuthLocalModule`` companion: ``POST /auth/login`` with a username and a password."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from functools import cached_property
+from typing import Any, Protocol
+
+from fastapi import APIRouter, FastAPI
+from pwdlib import PasswordHash
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from auth_refresh._utils import MaybeAwaitable, resolve, user_id_of
+from auth_refresh.application import AppRegistry
+from auth_refresh.authentication import AuthenticationModule, IssueTokenServiceInterface
+from auth_refresh.exceptions import AuthLocalInvalidCredentialsError, InvalidRequestError
+from auth_refresh.extractors import read_body_fields
+from auth_refresh.responses import TokenPairBody, error_responses, token_response
+from auth_refresh.routing import operation_id
+
+__all__ = ["AuthLocalModule", "AuthLocalUserLookupServiceInterface", "PasswordStorageService"]
+
+DEFAULT_LOGIN_PATH = "/auth/login"
+MAX_USERNAME_LENGTH = 320
+MAX_PASSWORD_BYTES = 4096
+
+
+class AuthLocalUserLookupServiceInterface(Protocol):
+    """Finds a user by username; the user has ``id`` and ``password_hash``."""
+
+    def by_username(self, username: str) -> MaybeAwaitable[Any | None]: ...
+
+
+class PasswordStorageService:
+    """Hashes and verifies passwords with pwdlib (argon2 by default)."""
+
+    def __init__(self, password_hash: PasswordHash | None = None) -> None:
+        self._password_hash = password_hash or PasswordHash.recommended()
+
+    def hash(self, password: str) -> str:
+        return self._password_hash.hash(password)
+
+    def verify(self, password: str, password_hash: str | None) -> bool:
+        """Whether ``password`` matches; a missing hash costs as much as a wrong password."""
+        if password_hash is None:
+            # Same work for unknown users, so timing does not tell which usernames exist.
+            self._password_hash.verify(password, self._unknown_user_hash)
+            return False
+        try:
+            return self._password_hash.verify(password, password_hash)
+        except Exception:  # an unknown or corrupt stored hash never matches
+            return False
+
+    @cached_property
+    def _unknown_user_hash(self) -> str:
+        return self._password_hash.hash(secrets.token_urlsafe(32))
+
+
+class AuthLocalModule:
+    """Local login: verifies a username and password, answers with a token pair."""
+
+    is_global = True
+
+    def __init__(
+        self,
+        user_lookup_service: AuthLocalUserLookupServiceInterface,
+        issue_token_service: IssueTokenServiceInterface,
+        password_storage_service: PasswordStorageService,
+        path: str,
+    ) -> None:
+        self.user_lookup_service = user_lookup_service
+        self.issue_token_service = issue_token_service
+        self.password_storage_service = password_storage_service
+        self.path = path
+        self.router = APIRouter(tags=["auth"])
+        self.router.add_api_route(
+            path,
+            self.login,
+            methods=["POST"],
+            summary="Log in with a username and password",
+            operation_id=operation_id("login", path),
+            responses={
+                200: {"model": TokenPairBody, "description": "An access and a refresh token"},
+                **error_responses(400, 401),
+            },
+            openapi_extra={"requestBody": _credentials_body()},
+        )
+
+    @classmethod
+    def for_root(
+        cls,
+        *,
+        user_lookup_service: AuthLocalUserLookupServiceInterface,
+        issue_token_service: IssueTokenServiceInterface | None = None,
+        password_storage_service: PasswordStorageService | None = None,
+        path: str = DEFAULT_LOGIN_PATH,
+    ) -> AuthLocalModule:
+        """The login route; the issue service defaults to ``AuthenticationModule``'s."""
+        if issue_token_service is None:
+            issue_token_service = AuthenticationModule.for_root().issue_token_service
+        return cls(
+            user_lookup_service,
+            issue_token_service,
+            password_storage_service or PasswordStorageService(),
+            path,
+        )
+
+    def attach(self, app: FastAPI) -> None:
+        AppRegistry.install(app).add(self, "auth_local")
+        app.include_router(self.router)
+
+    async def startup(self, registry: AppRegistry) -> None:
+        return None
+
+    async def login(self, request: Request) -> Response:
+        username, password = await _credentials(request)
+        user = await resolve(self.user_lookup_service.by_username(username))
+        stored_hash = _password_hash_of(user) if user is not None else None
+        # Hashing is slow by design: keep it off the event loop.
+        matches = await run_in_threadpool(
+            self.password_storage_service.verify, password, stored_hash
+        )
+        if user is None or not matches:
+            raise AuthLocalInvalidCredentialsError()
+        pair = await resolve(self.issue_token_service.response_payload(user_id_of(user)))
+        return token_response(pair)
+
+
+async def _credentials(request: Request) -> tuple[str, str]:
+    fields = await read_body_fields(request)
+    if fields is None:
+        raise InvalidRequestError("Send username and password as a JSON object or a form")
+    username, password = fields.get("username"), fields.get("password")
+    # The messages never repeat what was sent: the password must not come back.
+    if not isinstance(username, str) or not username:
+        raise InvalidRequestError("username is required and must be a non-empty string")
+    if not isinstance(password, str) or not password:
+        raise InvalidRequestError("password is required and must be a non-empty string")
+    if len(username) > MAX_USERNAME_LENGTH or len(password.encode()) > MAX_PASSWORD_BYTES:
+        raise InvalidRequestError("username or password is too long")
+    return username, password
+
+
+def _password_hash_of(user: Any) -> str | None:
+    value = (
+        user.get("password_hash")
+        if isinstance(user, Mapping)
+        else getattr(user, "password_hash", None)
+    )
+    return value if isinstance(value, str) else None
+
+
+def _credentials_body() -> dict[str, Any]:
+    schema = {
+        "type": "object",
+        "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
+        "required": ["username", "password"],
+    }
+    return {
+        "required": True,
+        "content": {
+            "application/json": {"schema": schema},
+            "application/x-www-form-urlencoded": {"schema": schema},
+        },
+    }

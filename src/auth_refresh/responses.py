@@ -1,0 +1,60 @@
+"""The JSON bodies this library answers with, and their OpenAPI models."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from auth_refresh.authentication import TokenPair
+from auth_refresh.exceptions import AuthRefreshError
+
+__all__ = ["ErrorBody", "TokenPairBody", "error_response", "token_response"]
+
+# RFC 6749 §5.1: token responses must not be cached.
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class TokenPairBody(BaseModel):
+    """A new access and refresh token."""
+
+    accessToken: str = Field(description="Access token (JWT, typ at+jwt)")
+    refreshToken: str = Field(description="Refresh token (JWT, typ rt+jwt)")
+
+
+class ErrorBody(BaseModel):
+    """The body of every error this library answers with."""
+
+    statusCode: int
+    errorCode: str
+    message: str
+    timestamp: str = Field(description="ISO 8601, UTC")
+
+
+def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
+    descriptions = {
+        400: "Malformed request",
+        401: "Missing or invalid credentials",
+        403: "Forbidden",
+        503: "Service unavailable",
+    }
+    return {code: {"model": ErrorBody, "description": descriptions[code]} for code in status_codes}
+
+
+def token_response(pair: TokenPair) -> Response:
+    return JSONResponse(dict(pair), headers=NO_STORE)
+
+
+async def error_response(request: Request, exc: Exception) -> Response:
+    """The exception handler for ``AuthRefreshError``."""
+    assert isinstance(exc, AuthRefreshError)
+    body = {
+        "statusCode": exc.status_code,
+        "errorCode": exc.error_code,
+        "message": exc.message,
+        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+    return JSONResponse(body, status_code=exc.status_code, headers={**NO_STORE, **exc.headers})

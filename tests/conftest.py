@@ -1,0 +1,82 @@
+"""Shared fixtures: secrets, an in-memory user store, and a client that runs the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from auth_refresh import PasswordStorageService
+
+ACCESS_SECRET = "access-secret-for-tests-0123456789abcdef"
+REFRESH_SECRET = "refresh-secret-for-tests-0123456789abcdef"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def jwt_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test starts from the same JWT environment and no AUTH_REFRESH_* variables."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("JWT_MODULE_", "AUTH_REFRESH_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("JWT_MODULE_ACCESS_SECRET", ACCESS_SECRET)
+    monkeypatch.setenv("JWT_MODULE_REFRESH_SECRET", REFRESH_SECRET)
+    yield
+
+
+@dataclass
+class User:
+    id: str
+    username: str
+    password_hash: str = ""
+
+
+class InMemoryUsers:
+    """A real user store, small enough for tests: lookups by subject and by username."""
+
+    def __init__(self, *users: User) -> None:
+        self.users = {user.id: user for user in users}
+        self.subject_lookups: list[str] = []
+
+    def by_subject(self, subject: str) -> User | None:
+        self.subject_lookups.append(subject)
+        return self.users.get(subject)
+
+    def by_username(self, username: str) -> User | None:
+        return next((u for u in self.users.values() if u.username == username), None)
+
+
+_PASSWORDS = PasswordStorageService()
+_PASSWORD_HASH = _PASSWORDS.hash("password")
+
+
+@pytest.fixture(scope="session")
+def password_storage() -> PasswordStorageService:
+    return _PASSWORDS
+
+
+@pytest.fixture
+def users() -> InMemoryUsers:
+    return InMemoryUsers(User("user-1", "user@example.com", _PASSWORD_HASH))
+
+
+@asynccontextmanager
+async def serve(app: FastAPI, **client_options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for ``app`` with its lifespan running, over httpx's ASGI transport."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://testserver", **client_options
+        ) as client:
+            yield client
