@@ -1,0 +1,1 @@
+"""Runnable examples: ``python -m examples.sync_registration`` (or ``async_registration``)."""

@@ -1,0 +1,4 @@
+from examples.async_registration.app import app
+from examples.demo import run
+
+run(app)

@@ -1,0 +1,1 @@
+"""Synchronous registration: ``for_root`` and ``register`` with service instances."""

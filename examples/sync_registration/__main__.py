@@ -1,0 +1,4 @@
+from examples.demo import run
+from examples.sync_registration.app import app
+
+run(app)

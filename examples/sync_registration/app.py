@@ -1,0 +1,52 @@
+"""Every option given up front: ``uvicorn examples.sync_registration.app:app``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, FastAPI
+
+from auth_refresh import (
+    AuthenticationModule,
+    AuthJwtGuard,
+    AuthJwtModule,
+    AuthLocalModule,
+    AuthRefreshModule,
+    ExtractJwt,
+)
+from examples.demo import DemoUser, DemoUsers, ensure_development_secrets
+
+ensure_development_secrets()
+
+users = DemoUsers.with_demo_user()
+authentication = AuthenticationModule.for_root()
+
+app = FastAPI(title="auth-refresh: synchronous registration")
+
+AuthLocalModule.for_root(
+    user_lookup_service=users,
+    issue_token_service=authentication.issue_token_service,
+).attach(app)
+
+AuthJwtModule.for_root(
+    user_lookup_service=users,
+    verify_token_service=authentication.verify_token_service,
+).attach(app)
+
+# The global registration: POST /auth/refresh with {"refreshToken": "..."}.
+AuthRefreshModule.for_root(
+    user_lookup_service=users,
+    issue_token_service=authentication.issue_token_service,
+    verify_token_service=authentication.verify_token_service,
+).attach(app)
+
+# One feature with its own route and extractor; the services come from the global registration.
+AuthRefreshModule.register(
+    settings={"jwt_from_request": ExtractJwt.from_auth_header_as_bearer_token()},
+    path="/auth/mobile/refresh",
+).attach(app)
+
+
+@app.get("/me")
+async def me(user: Annotated[DemoUser, Depends(AuthJwtGuard())]) -> dict[str, str]:
+    return {"id": user.id, "username": user.username}
