@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +23,7 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(autouse=True)
-def jwt_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def jwt_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test starts from the same JWT environment and no AUTH_REFRESH_* variables."""
     import os
 
@@ -32,7 +32,6 @@ def jwt_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             monkeypatch.delenv(name)
     monkeypatch.setenv("JWT_MODULE_ACCESS_SECRET", ACCESS_SECRET)
     monkeypatch.setenv("JWT_MODULE_REFRESH_SECRET", REFRESH_SECRET)
-    yield
 
 
 @dataclass
