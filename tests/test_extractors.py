@@ -68,7 +68,8 @@ async def test_bodies_that_carry_no_token_field(content: bytes, content_type: st
 
 @pytest.mark.parametrize(
     "content",
-    [b"{", b'{"refreshToken": }', b"\xff\xfe\x00", b"[" * 100_000 + b"]" * 100_000],
+    # Deep nesting within the 64 KiB body limit (larger bodies are a 413).
+    [b"{", b'{"refreshToken": }', b"\xff\xfe\x00", b"[" * 30_000 + b"]" * 30_000],
     ids=["truncated", "invalid", "not-utf8", "deeply-nested"],
 )
 async def test_a_malformed_json_body_is_a_400(content: bytes) -> None:

@@ -13,9 +13,10 @@ from typing import Any, Protocol, runtime_checkable
 from starlette.requests import Request
 
 from auth_refresh._utils import MaybeAwaitable, resolve
-from auth_refresh.exceptions import InvalidRequestError
+from auth_refresh.exceptions import InvalidRequestError, RequestTooLargeError
 
 __all__ = [
+    "MAX_BODY_BYTES",
     "AuthHeaderSchemeExtractor",
     "BodyFieldExtractor",
     "ChainExtractor",
@@ -31,6 +32,8 @@ __all__ = [
 TokenExtractor = Callable[[Request], MaybeAwaitable[Any]]
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+# Far above any token or login form, far below what would strain memory.
+MAX_BODY_BYTES = 64 * 1024
 
 
 @runtime_checkable
@@ -52,29 +55,58 @@ def _content_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-async def read_body_fields(request: Request) -> Mapping[str, Any] | None:
+async def read_body_fields(
+    request: Request, *, max_bytes: int = MAX_BODY_BYTES
+) -> Mapping[str, Any] | None:
     """The fields of a JSON object or form body; None for other bodies.
 
-    Raises ``InvalidRequestError`` when the body claims to be JSON or a form and is not.
+    Raises ``InvalidRequestError`` when the body claims to be JSON or a form and is not, and
+    ``RequestTooLargeError`` (413) when it is longer than ``max_bytes``.
     """
     content_type = _content_type(request)
-    if content_type == "application/json" or content_type.endswith("+json"):
-        body = await request.body()
+    is_json = content_type == "application/json" or content_type.endswith("+json")
+    if not is_json and content_type not in _FORM_TYPES:
+        return None
+    body = await _limited_body(request, max_bytes)
+    if is_json:
         if not body.strip():
             return None
         try:
-            data = json.loads(body)
+            # RFC 8259 §8.1: JSON between systems is UTF-8; json.loads would guess UTF-16/32.
+            data = json.loads(body.decode("utf-8"))
         except ValueError:  # UnicodeDecodeError included
             raise InvalidRequestError("The request body is not valid JSON") from None
         except RecursionError:
             raise InvalidRequestError("The request body is nested too deeply") from None
         return data if isinstance(data, dict) else None
-    if content_type in _FORM_TYPES:
-        try:
-            return await request.form()
-        except Exception:  # multipart parsing raises several types; all mean a bad body
-            raise InvalidRequestError("The request body is not a valid form") from None
-    return None
+    try:
+        return await request.form()
+    except Exception:  # multipart parsing raises several types; all mean a bad body
+        raise InvalidRequestError("The request body is not a valid form") from None
+
+
+async def _limited_body(request: Request, max_bytes: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not (declared.isascii() and declared.isdigit()):
+            raise InvalidRequestError("The Content-Length header is not a number")
+        if int(declared) > max_bytes:
+            raise RequestTooLargeError()
+    if getattr(request, "_body", None) is None:
+        # Read in chunks and stop at the limit, so an endless body costs at most max_bytes.
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise RequestTooLargeError()
+            chunks.append(chunk)
+        # Starlette's cache of the body: request.body() and request.form() read it from here.
+        request._body = b"".join(chunks)
+    body = await request.body()
+    if len(body) > max_bytes:
+        raise RequestTooLargeError()
+    return body
 
 
 class BodyFieldExtractor:
