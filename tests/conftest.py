@@ -13,6 +13,9 @@ from fastapi import FastAPI
 
 from auth_refresh import PasswordStorageService
 
+# Redis servers and store URLs for the rotation tests (tests/store_fixtures.py).
+pytest_plugins = ["store_fixtures"]
+
 ACCESS_SECRET = "access-secret-for-tests-0123456789abcdef"
 REFRESH_SECRET = "refresh-secret-for-tests-0123456789abcdef"
 
@@ -24,7 +27,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture(autouse=True)
 def jwt_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test starts from the same JWT environment and no AUTH_REFRESH_* variables."""
+    """Every test starts from the same JWT environment and no other AUTH_REFRESH_* variables."""
     import os
 
     for name in list(os.environ):
@@ -32,6 +35,8 @@ def jwt_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
     monkeypatch.setenv("JWT_MODULE_ACCESS_SECRET", ACCESS_SECRET)
     monkeypatch.setenv("JWT_MODULE_REFRESH_SECRET", REFRESH_SECRET)
+    # Token families in memory unless a test names a store: none writes ./auth-refresh.db.
+    monkeypatch.setenv("AUTH_REFRESH_STORE_URL", "memory://")
 
 
 @dataclass

@@ -21,6 +21,13 @@ from factories import assert_unauthorized, login, tutorial_app
 pytestmark = pytest.mark.anyio
 
 
+@pytest.fixture(autouse=True)
+def stateless_refresh(jwt_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests refresh tokens signed without a token family: stateless mode (rotation is
+    tested in tests/test_rotation*.py)."""
+    monkeypatch.setenv("AUTH_REFRESH_ROTATION", "false")
+
+
 class RecordingIssuer:
     """A real issue service that remembers whom it issued for (wraps the default one)."""
 

@@ -15,6 +15,13 @@ from factories import assert_unauthorized
 pytestmark = pytest.mark.anyio
 
 
+@pytest.fixture(autouse=True)
+def stateless_refresh(jwt_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests refresh tokens signed without a token family: stateless mode (rotation is
+    tested in tests/test_rotation*.py)."""
+    monkeypatch.setenv("AUTH_REFRESH_ROTATION", "false")
+
+
 def refresh_app(users: InMemoryUsers, **options: Any) -> FastAPI:
     app = FastAPI()
     AuthRefreshModule.for_root(user_lookup_service=users, **options).attach(app)

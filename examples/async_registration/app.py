@@ -51,19 +51,25 @@ async def mobile_refresh_options(users: DemoUsers) -> dict[str, object]:
 
 app = FastAPI(title="auth-refresh: asynchronous registration")
 
+# POST /auth/refresh and POST /auth/logout; token families live in the store
+# AUTH_REFRESH_STORE_URL names (by default the SQLite file ./auth-refresh.db).
+refresh = AuthRefreshModule.for_root_async(
+    factory=refresh_options,
+    inject=[container.users, container.authentication],
+    logout_path="/auth/logout",
+)
+refresh.attach(app)
+
+# Each login starts a token family in the refresh module's store (resolved at login time, so
+# the options made at startup apply).
 AuthLocalModule.for_root(
     user_lookup_service=container.users(),
-    issue_token_service=container.authentication().issue_token_service,
+    issue_token_service=refresh.login_issue_token_service,
 ).attach(app)
 
 AuthJwtModule.for_root(
     user_lookup_service=container.users(),
     verify_token_service=container.authentication().verify_token_service,
-).attach(app)
-
-AuthRefreshModule.for_root_async(
-    factory=refresh_options,
-    inject=[container.users, container.authentication],
 ).attach(app)
 
 AuthRefreshModule.register_async(

@@ -23,20 +23,25 @@ authentication = AuthenticationModule.for_root()
 
 app = FastAPI(title="auth-refresh: synchronous registration")
 
-AuthLocalModule.for_root(
+# The global registration: POST /auth/refresh with {"refreshToken": "..."}, and POST
+# /auth/logout. Rotation is on: each refresh token works once, within a token family kept in
+# the store AUTH_REFRESH_STORE_URL names (by default the SQLite file ./auth-refresh.db).
+refresh = AuthRefreshModule.for_root(
     user_lookup_service=users,
     issue_token_service=authentication.issue_token_service,
+    verify_token_service=authentication.verify_token_service,
+    logout_path="/auth/logout",
+)
+refresh.attach(app)
+
+# Each login starts a token family in the refresh module's store.
+AuthLocalModule.for_root(
+    user_lookup_service=users,
+    issue_token_service=refresh.login_issue_token_service,
 ).attach(app)
 
 AuthJwtModule.for_root(
     user_lookup_service=users,
-    verify_token_service=authentication.verify_token_service,
-).attach(app)
-
-# The global registration: POST /auth/refresh with {"refreshToken": "..."}.
-AuthRefreshModule.for_root(
-    user_lookup_service=users,
-    issue_token_service=authentication.issue_token_service,
     verify_token_service=authentication.verify_token_service,
 ).attach(app)
 

@@ -16,9 +16,12 @@ from auth_refresh.exceptions import (
     AuthRefreshError,
     AuthRefreshUnauthorizedError,
     ConfigurationError,
+    CsrfError,
     InvalidRequestError,
     InvalidTokenError,
     MissingTokenError,
+    RequestTooLargeError,
+    StoreUnavailableError,
     UnauthorizedError,
 )
 from auth_refresh.extractors import (
@@ -31,19 +34,31 @@ from auth_refresh.extractors import (
     QueryParameterExtractor,
 )
 from auth_refresh.guard import AuthRefreshGuard
+from auth_refresh.keys import JwtKey, KeyRing, KeySettings
 from auth_refresh.local import (
     AuthLocalModule,
     AuthLocalUserLookupServiceInterface,
     PasswordStorageService,
 )
+from auth_refresh.memory_store import MemoryRefreshTokenStore
 from auth_refresh.module import (
     AuthRefreshModule,
     AuthRefreshOptions,
     AuthRefreshOptionsFactory,
     AuthRefreshUserLookupServiceInterface,
+    LoginIssueTokenService,
 )
+from auth_refresh.rotation import TokenReuseEvent, TokenRotationService
 from auth_refresh.settings import AuthRefreshSettings, JwtSettings
-from auth_refresh.tokens import JwtModule, JwtService
+from auth_refresh.sqlite_store import SqliteRefreshTokenStore
+from auth_refresh.store import (
+    RefreshTokenStore,
+    Rotation,
+    RotationOutcome,
+    Successor,
+    open_store,
+)
+from auth_refresh.tokens import JwtModule, JwtService, jwks_router
 
 __all__ = [
     "AuthHeaderSchemeExtractor",
@@ -68,22 +83,39 @@ __all__ = [
     "ChainExtractor",
     "ConfigurationError",
     "CookieExtractor",
+    "CsrfError",
     "ExtractJwt",
     "HeaderExtractor",
     "InvalidRequestError",
     "InvalidTokenError",
     "IssueTokenService",
     "IssueTokenServiceInterface",
+    "JwtKey",
     "JwtModule",
     "JwtService",
     "JwtSettings",
+    "KeyRing",
+    "KeySettings",
+    "LoginIssueTokenService",
+    "MemoryRefreshTokenStore",
     "MissingTokenError",
     "PasswordStorageService",
     "QueryParameterExtractor",
+    "RefreshTokenStore",
+    "RequestTooLargeError",
+    "Rotation",
+    "RotationOutcome",
+    "SqliteRefreshTokenStore",
+    "StoreUnavailableError",
+    "Successor",
     "TokenPair",
+    "TokenReuseEvent",
+    "TokenRotationService",
     "UnauthorizedError",
     "VerifyTokenService",
     "VerifyTokenServiceInterface",
+    "jwks_router",
+    "open_store",
 ]
 
 __version__ = "0.1.0"

@@ -48,7 +48,10 @@ class AppRegistry:
             # Inside the application's own lifespan, so option factories can use its resources.
             async with inner(asgi_app) as state:
                 await registry.startup()
-                yield state
+                try:
+                    yield state
+                finally:
+                    await registry.shutdown()
 
         app.router.lifespan_context = lifespan
         return registry
@@ -75,3 +78,10 @@ class AppRegistry:
         # Global modules first: the others inherit from them.
         for module in sorted(self.modules, key=lambda module: not module.is_global):
             await module.startup(self)
+
+    async def shutdown(self) -> None:
+        # Modules that hold resources (a refresh module's store) have shutdown(); in reverse.
+        for module in reversed(self.modules):
+            shutdown = getattr(module, "shutdown", None)
+            if shutdown is not None:
+                await shutdown()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from dependency_injector import containers, providers
 
 from auth_refresh.authentication import IssueTokenService, VerifyTokenService
 from auth_refresh.extractors import BodyFieldExtractor, TokenExtractor
+from auth_refresh.rotation import TokenRotationService
 from auth_refresh.settings import AuthRefreshSettings, JwtSettings, build_settings
+from auth_refresh.store import RefreshTokenStore, open_store
 from auth_refresh.tokens import JwtService
 
 __all__ = ["AuthRefreshContainer"]
@@ -16,6 +19,10 @@ __all__ = ["AuthRefreshContainer"]
 
 def extractor_from_settings(settings: AuthRefreshSettings) -> TokenExtractor:
     return settings.jwt_from_request or DEFAULT_EXTRACTOR
+
+
+def store_from_settings(settings: AuthRefreshSettings) -> RefreshTokenStore:
+    return open_store(settings.store_url)
 
 
 DEFAULT_EXTRACTOR = BodyFieldExtractor("refreshToken")
@@ -26,7 +33,8 @@ class AuthRefreshContainer(containers.DeclarativeContainer):
 
     ``user_lookup`` has no default. ``issuer`` and ``verifier`` default to the
     authentication services over ``JWT_MODULE_*`` settings; ``extractor`` follows
-    ``settings.jwt_from_request``.
+    ``settings.jwt_from_request``; ``store`` is the one ``settings.store_url`` names, opened
+    on first use; ``clock`` gives the store's notion of now.
     """
 
     jwt_settings = providers.ThreadSafeSingleton(build_settings, JwtSettings)
@@ -36,3 +44,8 @@ class AuthRefreshContainer(containers.DeclarativeContainer):
     verifier = providers.ThreadSafeSingleton(VerifyTokenService, jwt_service)
     issuer = providers.ThreadSafeSingleton(IssueTokenService, jwt_service)
     user_lookup: providers.Dependency[Any] = providers.Dependency()
+    clock = providers.Object(time.time)
+    store = providers.ThreadSafeSingleton(store_from_settings, settings)
+    rotation = providers.Factory(
+        TokenRotationService, store=store, issuer=issuer, settings=settings, clock=clock
+    )

@@ -6,12 +6,15 @@ internals and never contains a token or a password. The hierarchy:
 * AuthRefreshError
   + ConfigurationError
   + InvalidRequestError
+  |  + RequestTooLargeError
   + UnauthorizedError
   |  + AuthRefreshUnauthorizedError
   |  |  + MissingTokenError
   |  |  + InvalidTokenError
   |  + AuthJwtUnauthorizedError
   |  + AuthLocalInvalidCredentialsError
+  + CsrfError
+  + StoreUnavailableError
 """
 
 from __future__ import annotations
@@ -24,9 +27,12 @@ __all__ = [
     "AuthRefreshError",
     "AuthRefreshUnauthorizedError",
     "ConfigurationError",
+    "CsrfError",
     "InvalidRequestError",
     "InvalidTokenError",
     "MissingTokenError",
+    "RequestTooLargeError",
+    "StoreUnavailableError",
     "UnauthorizedError",
 ]
 
@@ -59,6 +65,14 @@ class InvalidRequestError(AuthRefreshError):
     status_code = 400
     error_code = "AUTH_REFRESH_INVALID_REQUEST_ERROR"
     default_message = "Malformed request"
+
+
+class RequestTooLargeError(InvalidRequestError):
+    """The request body is larger than the library reads (RFC 9110 §15.5.14)."""
+
+    status_code = 413
+    error_code = "AUTH_REFRESH_REQUEST_TOO_LARGE_ERROR"
+    default_message = "The request body is too large"
 
 
 class UnauthorizedError(AuthRefreshError):
@@ -116,3 +130,24 @@ class AuthLocalInvalidCredentialsError(UnauthorizedError):
     error_code = "AUTH_LOCAL_INVALID_CREDENTIALS_ERROR"
     default_message = "Invalid username or password"
     token_sent = False
+
+
+class CsrfError(AuthRefreshError):
+    """A refresh token came from the cookie without the matching CSRF token header."""
+
+    status_code = 403
+    error_code = "AUTH_REFRESH_CSRF_ERROR"
+    default_message = "Missing or invalid CSRF token"
+
+
+class StoreUnavailableError(AuthRefreshError):
+    """The refresh-token store did not answer in time; nothing was issued, the client may retry."""
+
+    status_code = 503
+    error_code = "AUTH_REFRESH_STORE_UNAVAILABLE_ERROR"
+    default_message = "The token store is unavailable; retry shortly"
+    retry_after_seconds: ClassVar[int] = 1
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}

@@ -8,6 +8,11 @@
 
 Options become overrides on the module's ``AuthRefreshContainer``; a service resolves as the
 feature's own override, then the option, then the global registration, then the default.
+
+With rotation (``AUTH_REFRESH_ROTATION``, on by default) a refresh consumes the presented token
+in the store and answers with its successor; a login module given
+``module.login_issue_token_service`` starts a token family per login; ``logout_path`` (e.g.
+``"/auth/logout"``) adds a route that revokes the presented token's family.
 """
 
 from __future__ import annotations
@@ -40,19 +45,23 @@ from auth_refresh.exceptions import (
 )
 from auth_refresh.extractors import Extractor
 from auth_refresh.guard import AuthRefreshGuard
+from auth_refresh.rotation import TokenRotationService, family_of
 from auth_refresh.routing import refresh_router
 from auth_refresh.settings import AuthRefreshSettings, build_settings
+from auth_refresh.store import RefreshTokenStore
 
 __all__ = [
     "AuthRefreshModule",
     "AuthRefreshOptions",
     "AuthRefreshOptionsFactory",
     "AuthRefreshUserLookupServiceInterface",
+    "LoginIssueTokenService",
 ]
 
 DEFAULT_PATH = "/auth/refresh"
 KIND = "auth_refresh"
 
+log = logging.getLogger("auth_refresh")
 security_log = logging.getLogger("auth_refresh.security")
 
 
@@ -88,7 +97,7 @@ _OPTION_PROVIDERS = {
     "settings": "settings",
 }
 # What a non-global module takes from the global one when it does not set it itself.
-_INHERITED = ("settings", "verifier", "issuer", "user_lookup")
+_INHERITED = ("settings", "verifier", "issuer", "user_lookup", "clock")
 
 
 class AuthRefreshModule:
@@ -104,18 +113,22 @@ class AuthRefreshModule:
         inject: Sequence[providers.Provider[Any]] = (),
         controllers: bool = True,
         path: str = DEFAULT_PATH,
+        logout_path: str | None = None,
         needs_global: bool = False,
     ) -> None:
         self.name = name
         self.is_global = is_global
         self.controllers = controllers
         self.path = path
+        self.logout_path = logout_path
         self.container = AuthRefreshContainer()
         self.guard = AuthRefreshGuard(self)
+        self.login_issue_token_service = LoginIssueTokenService(self)
         self._factory = factory
         self._inject = tuple(inject)
         self._needs_global = needs_global
         self._started = False
+        self._owned_store: RefreshTokenStore | None = None
         for provider in self._inject:
             if not isinstance(provider, providers.Provider):
                 raise ConfigurationError(
@@ -124,9 +137,9 @@ class AuthRefreshModule:
         if options is not None:
             self._apply(options)
         self.router: APIRouter | None = None
-        self._route: APIRoute | None = None
-        if controllers:
-            self.router, self._route = refresh_router(self)
+        self._routes: list[APIRoute] = []
+        if controllers or logout_path is not None:
+            self.router, self._routes = refresh_router(self)
 
     # -- registration ------------------------------------------------------------------------
 
@@ -140,6 +153,7 @@ class AuthRefreshModule:
         settings: AuthRefreshSettings | Mapping[str, Any] | None = None,
         controllers: bool = True,
         path: str = DEFAULT_PATH,
+        logout_path: str | None = None,
     ) -> AuthRefreshModule:
         """The global registration: unqualified ``AuthRefreshGuard()`` uses it."""
         return cls(
@@ -153,6 +167,7 @@ class AuthRefreshModule:
             ),
             controllers=controllers,
             path=path,
+            logout_path=logout_path,
         )
 
     @classmethod
@@ -165,6 +180,7 @@ class AuthRefreshModule:
         settings: AuthRefreshSettings | Mapping[str, Any] | None = None,
         controllers: bool = True,
         path: str = DEFAULT_PATH,
+        logout_path: str | None = None,
     ) -> AuthRefreshModule:
         """One feature's registration, inheriting what it does not set from the global one."""
         return cls(
@@ -178,6 +194,7 @@ class AuthRefreshModule:
             ),
             controllers=controllers,
             path=path,
+            logout_path=logout_path,
         )
 
     @classmethod
@@ -189,6 +206,7 @@ class AuthRefreshModule:
         inject: Sequence[providers.Provider[Any]] = (),
         controllers: bool = True,
         path: str = DEFAULT_PATH,
+        logout_path: str | None = None,
     ) -> AuthRefreshModule:
         """The global registration, its options made at startup by ``factory(*inject)``."""
         return cls(
@@ -198,6 +216,7 @@ class AuthRefreshModule:
             inject=inject,
             controllers=controllers,
             path=path,
+            logout_path=logout_path,
         )
 
     @classmethod
@@ -209,6 +228,7 @@ class AuthRefreshModule:
         inject: Sequence[providers.Provider[Any]] = (),
         controllers: bool = True,
         path: str = DEFAULT_PATH,
+        logout_path: str | None = None,
     ) -> AuthRefreshModule:
         """One feature's registration, its options made at startup by ``factory(*inject)``."""
         return cls(
@@ -218,6 +238,7 @@ class AuthRefreshModule:
             inject=inject,
             controllers=controllers,
             path=path,
+            logout_path=logout_path,
         )
 
     @classmethod
@@ -230,6 +251,7 @@ class AuthRefreshModule:
         settings: AuthRefreshSettings | Mapping[str, Any] | None = None,
         controllers: bool = False,
         path: str = DEFAULT_PATH,
+        logout_path: str | None = None,
     ) -> AuthRefreshModule:
         """A feature of the global registration: overrides some providers, inherits the rest.
 
@@ -246,26 +268,34 @@ class AuthRefreshModule:
             ),
             controllers=controllers,
             path=path,
+            logout_path=logout_path,
             needs_global=True,
         )
 
     # -- application wiring ------------------------------------------------------------------
 
     def attach(self, app: FastAPI) -> None:
-        """Add this module's route, the error handler and its startup to ``app``."""
+        """Add this module's routes, the error handler, its startup and shutdown to ``app``."""
         AppRegistry.install(app).add(self, KIND)
         if self.router is not None:
             app.include_router(self.router)
 
     async def startup(self, registry: AppRegistry | None) -> None:
         """Resolve async options, inherit from the global module, check every provider."""
-        if self._started:
-            return
-        if self._factory is not None:
-            self._apply(await self._run_factory())
-        self._inherit(registry)
-        self._check()
-        self._started = True
+        if not self._started:
+            if self._factory is not None:
+                self._apply(await self._run_factory())
+            self._inherit(registry)
+            self._check()
+            self._started = True
+        self._open_store()
+
+    async def shutdown(self) -> None:
+        """Close the store this module opened (not one it inherited or was given)."""
+        store, self._owned_store = self._owned_store, None
+        if store is not None:
+            self.container.store.reset()
+            await store.close()
 
     def _start_without_lifespan(self, app: Any) -> None:
         if self._factory is not None:
@@ -276,13 +306,75 @@ class AuthRefreshModule:
         self._inherit(AppRegistry.of(app))
         self._check()
         self._started = True
+        self._open_store()
 
     # -- per request -------------------------------------------------------------------------
 
     async def authenticate(self, request: Request) -> Any:
-        """The user the request's refresh token names; raises a 401 error otherwise."""
+        """The user the request's refresh token names; raises a 401 error otherwise.
+
+        With rotation, this consumes the token: its successor pair is kept on the request for
+        ``issue(user, request)``.
+        """
         if not self._started:
             self._start_without_lifespan(request.app)
+        container = self.container
+        settings: AuthRefreshSettings = container.settings()
+        claims = await self._verified_claims(request)
+        subject: str = claims["sub"]
+        if settings.rotation:
+            # Before the user lookup: a replayed token revokes its family whoever it names.
+            pair = await container.rotation().rotate(claims)
+            _successors(request)[self] = pair
+        user = await resolve(container.user_lookup().by_subject(subject))
+        if user is None:
+            security_log.info("refresh token refused: unknown subject")
+            raise InvalidTokenError(reason="unknown_subject")
+        if not _is_active(user):
+            security_log.info("refresh token refused: inactive user")
+            raise InvalidTokenError(reason="inactive_user")
+        return user
+
+    async def issue(self, user: Any, request: Request | None = None) -> TokenPair:
+        """The token pair to answer ``user`` with.
+
+        For a request this module authenticated with rotation on, that is the successor pair of
+        the token it consumed; otherwise a new pair (with rotation, the first of a new family).
+        """
+        if request is not None:
+            pair = _successors(request).get(self)
+            if pair is not None:
+                return pair
+        return await self.issue_for_subject(user_id_of(user))
+
+    async def issue_for_subject(self, subject: str) -> TokenPair:
+        """A new pair for ``subject``; with rotation, the first of a new token family."""
+        if not self._started:
+            self._start_without_lifespan(None)
+        container = self.container
+        if container.settings().rotation:
+            return await container.rotation().start_family(subject)
+        pair: TokenPair = await resolve(container.issuer().response_payload(subject))
+        return pair
+
+    async def logout(self, request: Request) -> None:
+        """Revoke the family of the request's refresh token (``POST /auth/logout``)."""
+        if not self._started:
+            self._start_without_lifespan(request.app)
+        claims = await self._verified_claims(request)
+        await self.revoke_family(family_of(claims))
+
+    async def revoke_family(self, family_id: str) -> None:
+        """Refuse every refresh token of one token family from now on (one session)."""
+        await self._rotation("revoke_family").revoke_family(family_id)
+
+    async def revoke_subject(self, subject: str) -> None:
+        """Revoke every family of ``subject``: log out everywhere (password change, disabled
+        account). Logins after this start new families as usual."""
+        await self._rotation("revoke_subject").revoke_subject(subject)
+
+    async def _verified_claims(self, request: Request) -> Mapping[str, Any]:
+        # Extract and verify: no I/O but what custom extractors or verify_token do.
         container = self.container
         settings: AuthRefreshSettings = container.settings()
         token = await resolve(container.extractor()(request))
@@ -301,16 +393,30 @@ class AuthRefreshModule:
         if not isinstance(subject, str) or not subject:
             security_log.info("refresh token refused: no subject")
             raise InvalidTokenError(reason="no_subject")
-        user = await resolve(container.user_lookup().by_subject(subject))
-        if user is None:
-            security_log.info("refresh token refused: unknown subject")
-            raise InvalidTokenError(reason="unknown_subject")
-        return user
+        verified: Mapping[str, Any] = claims
+        return verified
 
-    async def issue(self, user: Any) -> TokenPair:
-        """The new token pair for ``user``."""
-        pair: TokenPair = await resolve(self.container.issuer().response_payload(user_id_of(user)))
-        return pair
+    def _rotation(self, operation: str) -> TokenRotationService:
+        if not self._started:
+            self._start_without_lifespan(None)
+        if not self.container.settings().rotation:
+            raise ConfigurationError(
+                f"{self.name}: {operation} needs rotation; AUTH_REFRESH_ROTATION is false"
+            )
+        rotation: TokenRotationService = self.container.rotation()
+        return rotation
+
+    def _open_store(self) -> None:
+        # Opened at startup so a bad URL fails there; the connection itself is made on first use.
+        container = self.container
+        if not container.settings().rotation or self._owned_store is not None:
+            return
+        try:
+            store = container.store()
+        except ConfigurationError as error:
+            raise ConfigurationError(f"{self.name}: {error.message}") from None
+        if not container.store.overridden:
+            self._owned_store = store
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -367,6 +473,10 @@ class AuthRefreshModule:
                 provider.override(getattr(root.container, name))
                 if name == "settings" and not self.container.extractor.overridden:
                     self.container.extractor.override(root.container.extractor)
+        # One URL, one store: a login through the global module starts families this module
+        # must find, which for memory:// means the very same object.
+        if not self.container.store.overridden and _same_store_url(self, root):
+            self.container.store.override(root.container.store)
 
     def _check(self) -> None:
         container = self.container
@@ -389,11 +499,75 @@ class AuthRefreshModule:
                 raise
             raise ConfigurationError(f"{self.name}: {error.message}") from None
         _require_method(self.name, "issue_token_service", issuer, "response_payload")
+        if settings.rotation:
+            _require_method(self.name, "issue_token_service", issuer, "access_token")
+            _require_method(self.name, "issue_token_service", issuer, "refresh_token")
+        elif self.logout_path is not None:
+            raise ConfigurationError(
+                f"{self.name}: POST {self.logout_path} needs rotation (AUTH_REFRESH_ROTATION): "
+                "a stateless refresh token cannot be revoked"
+            )
+        else:
+            log.warning(
+                "%s: AUTH_REFRESH_ROTATION is false: refresh tokens are stateless and can be "
+                "replayed until they expire; reuse detection and revocation are off",
+                self.name,
+            )
         extractor = container.extractor()
         if not callable(extractor):
             raise ConfigurationError(f"{self.name}: settings.jwt_from_request is not callable")
-        if self._route is not None and isinstance(extractor, Extractor):
-            self._route.openapi_extra = extractor.openapi()
+        if isinstance(extractor, Extractor):
+            for route in self._routes:
+                route.openapi_extra = extractor.openapi()
+
+
+class LoginIssueTokenService:
+    """The issue service to give a login module (``module.login_issue_token_service``).
+
+    Each login's pair comes from the refresh module: with rotation, the first pair of a new
+    token family in the store the refresh route uses.
+    """
+
+    def __init__(self, module: AuthRefreshModule) -> None:
+        self.module = module
+
+    def access_token(self, payload: Mapping[str, Any]) -> MaybeAwaitable[str]:
+        token: MaybeAwaitable[str] = self.module.container.issuer().access_token(payload)
+        return token
+
+    def refresh_token(self, payload: Mapping[str, Any]) -> MaybeAwaitable[str]:
+        token: MaybeAwaitable[str] = self.module.container.issuer().refresh_token(payload)
+        return token
+
+    async def response_payload(self, user_id: str) -> TokenPair:
+        return await self.module.issue_for_subject(user_id)
+
+
+def _successors(request: Request) -> dict[AuthRefreshModule, TokenPair]:
+    # On the request's scope state: the guard and the route see the same request.
+    successors: dict[AuthRefreshModule, TokenPair] | None = getattr(
+        request.state, "auth_refresh_successors", None
+    )
+    if successors is None:
+        successors = {}
+        request.state.auth_refresh_successors = successors
+    return successors
+
+
+def _is_active(user: Any) -> bool:
+    # Users without an "active" attribute are active; one that is present must be true.
+    if isinstance(user, Mapping):
+        return bool(user.get("active", True))
+    return bool(getattr(user, "active", True))
+
+
+def _same_store_url(module: AuthRefreshModule, root: AuthRefreshModule) -> bool:
+    try:
+        own: AuthRefreshSettings = module.container.settings()
+        inherited: AuthRefreshSettings = root.container.settings()
+    except ConfigurationError:
+        return False  # reported by _check with the module's name
+    return own.store_url == inherited.store_url
 
 
 def _require_method(name: str, option: str, service: Any, method: str) -> None:

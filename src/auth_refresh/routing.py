@@ -1,4 +1,4 @@
-"""The built-in routes: ``POST /auth/refresh``."""
+"""The built-in routes: ``POST /auth/refresh`` and, when asked for, ``POST /auth/logout``."""
 
 # No "from __future__ import annotations": FastAPI must see the Depends of a local guard.
 import re
@@ -6,10 +6,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.routing import APIRoute
+from starlette.requests import Request
 from starlette.responses import Response
 
 from auth_refresh.container import DEFAULT_EXTRACTOR
-from auth_refresh.responses import TokenPairBody, error_responses, token_response
+from auth_refresh.responses import NO_STORE, TokenPairBody, error_responses, token_response
 
 if TYPE_CHECKING:
     from auth_refresh.module import AuthRefreshModule
@@ -21,25 +22,43 @@ def operation_id(method: str, path: str) -> str:
     return method + "_" + re.sub(r"\W+", "_", path).strip("_")
 
 
-def refresh_router(module: "AuthRefreshModule") -> tuple[APIRouter, APIRoute]:
-    """A router with the module's refresh route, and the route (its OpenAPI is set at startup)."""
+def refresh_router(module: "AuthRefreshModule") -> tuple[APIRouter, list[APIRoute]]:
+    """A router with the module's routes, and the routes (their OpenAPI is set at startup)."""
     router = APIRouter(tags=["auth"])
 
-    async def refresh(user: Annotated[Any, Depends(module.guard)]) -> Response:
-        return token_response(await module.issue(user))
+    async def refresh(request: Request, user: Annotated[Any, Depends(module.guard)]) -> Response:
+        return token_response(await module.issue(user, request))
 
-    router.add_api_route(
-        module.path,
-        refresh,
-        methods=["POST"],
-        summary="Exchange a refresh token for a new access and refresh token",
-        operation_id=operation_id("refresh", module.path),
-        responses={
-            200: {"model": TokenPairBody, "description": "A new token pair"},
-            **error_responses(400, 401),
-        },
-        openapi_extra=DEFAULT_EXTRACTOR.openapi(),
-    )
-    route = router.routes[-1]
-    assert isinstance(route, APIRoute)
-    return router, route
+    async def logout(request: Request) -> Response:
+        await module.logout(request)
+        return Response(status_code=204, headers=NO_STORE)
+
+    if module.controllers:
+        router.add_api_route(
+            module.path,
+            refresh,
+            methods=["POST"],
+            summary="Exchange a refresh token for a new access and refresh token",
+            operation_id=operation_id("refresh", module.path),
+            responses={
+                200: {"model": TokenPairBody, "description": "A new token pair"},
+                **error_responses(400, 401, 503),
+            },
+            openapi_extra=DEFAULT_EXTRACTOR.openapi(),
+        )
+    if module.logout_path is not None:
+        router.add_api_route(
+            module.logout_path,
+            logout,
+            methods=["POST"],
+            status_code=204,
+            summary="Log out: revoke the refresh token's family (this session's tokens)",
+            operation_id=operation_id("logout", module.logout_path),
+            responses={
+                204: {"description": "The session's refresh tokens are revoked"},
+                **error_responses(400, 401, 503),
+            },
+            openapi_extra=DEFAULT_EXTRACTOR.openapi(),
+        )
+    routes = [route for route in router.routes if isinstance(route, APIRoute)]
+    return router, routes

@@ -1,0 +1,156 @@
+"""Refresh-token rotation: a login starts a token family, each refresh rotates it in the store,
+and a consumed token that comes back revokes the whole family.
+
+A refresh token names its family in the ``fam`` claim; its ``jti`` is its id in the family. The
+successor pair is signed *before* the store step, so the step can record it atomically and hand
+the same pair to every repeat within the grace window.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from auth_refresh._utils import resolve
+from auth_refresh.authentication import IssueTokenServiceInterface, TokenPair
+from auth_refresh.exceptions import ConfigurationError, InvalidTokenError
+from auth_refresh.settings import AuthRefreshSettings
+from auth_refresh.store import RefreshTokenStore, RotationOutcome, Successor
+
+__all__ = ["FAMILY_CLAIM", "TokenReuseEvent", "TokenRotationService", "family_of"]
+
+FAMILY_CLAIM = "fam"
+# 16 random bytes: 128 bits, as the jti.
+FAMILY_ID_BYTES = 16
+
+security_log = logging.getLogger("auth_refresh.security")
+
+
+@dataclass(frozen=True)
+class TokenReuseEvent:
+    """A consumed refresh token came back after the grace window; its family is revoked."""
+
+    family_id: str
+    subject: str | None
+    detected_at: float
+
+
+class TokenRotationService:
+    """Starts, rotates and revokes token families in ``store``; tokens come from ``issuer``."""
+
+    def __init__(
+        self,
+        store: RefreshTokenStore,
+        issuer: IssueTokenServiceInterface,
+        settings: AuthRefreshSettings,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.issuer = issuer
+        self.settings = settings
+        self.clock = clock
+
+    async def start_family(self, subject: str) -> TokenPair:
+        """The first pair of a new family for ``subject`` (what a login answers with)."""
+        family_id = secrets.token_urlsafe(FAMILY_ID_BYTES)
+        first = await self._sign(subject, family_id)
+        await self.store.start_family(
+            family_id,
+            subject,
+            first.token_id,
+            token_expires_at=first.expires_at,
+            now=self.clock(),
+            absolute_lifetime=self.settings.absolute_lifetime,
+        )
+        return first.pair
+
+    async def rotate(self, claims: Mapping[str, Any]) -> TokenPair:
+        """The successor pair for a verified refresh token; ``InvalidTokenError`` otherwise."""
+        family_id = family_of(claims)
+        token_id, subject = claims.get("jti"), claims.get("sub")
+        if not isinstance(token_id, str) or not isinstance(subject, str):
+            raise InvalidTokenError(reason="no_token_id")
+        successor = await self._sign(subject, family_id)
+        now = self.clock()
+        rotation = await self.store.rotate(
+            family_id,
+            token_id,
+            successor,
+            now=now,
+            grace_seconds=self.settings.grace_seconds,
+            absolute_lifetime=self.settings.absolute_lifetime,
+        )
+        if rotation.pair is not None:
+            return rotation.pair
+        if rotation.outcome is RotationOutcome.REUSED:
+            security_log.warning("refresh token reused: family revoked")
+            await self._report_reuse(TokenReuseEvent(family_id, rotation.subject, now))
+        else:
+            security_log.info("refresh token refused by the store: %s", rotation.outcome.value)
+        raise InvalidTokenError(reason=rotation.outcome.value)
+
+    async def revoke_family(self, family_id: str) -> None:
+        await self.store.revoke_family(family_id)
+
+    async def revoke_subject(self, subject: str) -> None:
+        await self.store.revoke_subject(subject)
+
+    async def _sign(self, subject: str, family_id: str) -> Successor:
+        access = await resolve(self.issuer.access_token({"sub": subject}))
+        claims = {"sub": subject, FAMILY_CLAIM: family_id}
+        refresh = await resolve(self.issuer.refresh_token(claims))
+        signed = _payload_of(refresh)
+        token_id, expires_at = signed.get("jti"), signed.get("exp")
+        if (
+            signed.get(FAMILY_CLAIM) != family_id
+            or not isinstance(token_id, str)
+            or not token_id
+            or not isinstance(expires_at, int | float)
+            or isinstance(expires_at, bool)
+        ):
+            raise ConfigurationError(
+                "rotation needs refresh tokens that are JWTs keeping the claims they are given "
+                f"('{FAMILY_CLAIM}') and adding 'jti' and 'exp'; the issue service's "
+                "refresh_token() does not"
+            )
+        return Successor(
+            token_id=token_id,
+            pair={"accessToken": access, "refreshToken": refresh},
+            expires_at=float(expires_at),
+        )
+
+    async def _report_reuse(self, event: TokenReuseEvent) -> None:
+        hook = self.settings.on_token_reuse
+        if hook is None:
+            return
+        try:
+            await resolve(hook(event))
+        except Exception:
+            # The answer is a 401 whatever the hook does; its failure must not change that.
+            security_log.exception("on_token_reuse failed")
+
+
+def _payload_of(token: object) -> Mapping[str, Any]:
+    # Our own token, just signed: only its id and expiry are read back, unverified.
+    if not isinstance(token, str):
+        return {}
+    try:
+        segment = token.split(".")[1]
+        payload = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (IndexError, ValueError):
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def family_of(claims: Mapping[str, Any]) -> str:
+    """The family a verified refresh token names; ``InvalidTokenError`` if it names none."""
+    family_id = claims.get(FAMILY_CLAIM)
+    if not isinstance(family_id, str) or not family_id or len(family_id) > 1024:
+        security_log.info("refresh token refused: no token family")
+        raise InvalidTokenError(reason="no_family")
+    return family_id

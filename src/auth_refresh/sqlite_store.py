@@ -1,0 +1,298 @@
+"""``sqlite:///path/to/file.db``: token families in a SQLite file, shared by the processes of
+one machine.
+
+Each step is one ``BEGIN IMMEDIATE`` transaction: SQLite's write lock serialises the steps of
+every process (WAL keeps readers out of the way). Every step writes, so one process gains
+nothing from several connections: each store has one connection on one thread of its own, never
+the event loop, and its steps queue there. A step that cannot start and take the lock within
+``busy_timeout`` of being asked for (another writer holds it, or the queue is long) fails with
+``StoreUnavailableError`` instead of waiting on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, TypeVar, cast
+
+from auth_refresh.authentication import TokenPair
+from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
+from auth_refresh.store import (
+    FamilyRecord,
+    Rotation,
+    Successor,
+    decide_rotation,
+    new_family_record,
+)
+
+__all__ = ["SqliteRefreshTokenStore"]
+
+URL_PREFIX = "sqlite:///"
+# Under the 2 s a client should wait for a 503, with room for the work itself.
+BUSY_TIMEOUT_SECONDS = 1.0
+PURGE_BATCH = 100
+
+T = TypeVar("T")
+
+store_log = logging.getLogger("auth_refresh.store")
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS auth_refresh_families (
+        family_id TEXT PRIMARY KEY,
+        subject TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        live_token_id TEXT NOT NULL,
+        previous_token_id TEXT,
+        consumed_at REAL,
+        successor_pair TEXT,
+        revoked INTEGER NOT NULL DEFAULT 0
+    )""",
+    "CREATE INDEX IF NOT EXISTS auth_refresh_families_subject ON auth_refresh_families (subject)",
+    "CREATE INDEX IF NOT EXISTS auth_refresh_families_expires_at "
+    "ON auth_refresh_families (expires_at)",
+)
+
+COLUMNS = (
+    "subject, created_at, expires_at, live_token_id, previous_token_id, consumed_at, "
+    "successor_pair, revoked"
+)
+
+
+class SqliteRefreshTokenStore:
+    """Families in one SQLite file (WAL); safe for several worker processes on one machine."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        busy_timeout: float = BUSY_TIMEOUT_SECONDS,
+    ) -> None:
+        if not path or path == ":memory:" or path.startswith("file:"):
+            raise ConfigurationError(
+                "sqlite:/// needs a file path (sqlite:///relative.db, sqlite:////absolute.db); "
+                "use memory:// for a store in memory"
+            )
+        # Resolved now: a relative path means the working directory at startup.
+        self.path = os.path.abspath(path)
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            raise ConfigurationError(f"the SQLite store's directory does not exist: {directory}")
+        self.busy_timeout = busy_timeout
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="auth-refresh-sqlite")
+        # Opened and used on the executor's one thread only.
+        self._connection: sqlite3.Connection | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> SqliteRefreshTokenStore:
+        """``sqlite:///relative/file.db`` or ``sqlite:////absolute/file.db`` (as SQLAlchemy)."""
+        if not url.startswith(URL_PREFIX):
+            raise ConfigurationError("a SQLite store URL starts with sqlite:///")
+        return cls(url.removeprefix(URL_PREFIX))
+
+    async def start_family(
+        self,
+        family_id: str,
+        subject: str,
+        token_id: str,
+        *,
+        token_expires_at: float,
+        now: float,
+        absolute_lifetime: float,
+    ) -> None:
+        record = new_family_record(
+            subject,
+            token_id,
+            token_expires_at=token_expires_at,
+            now=now,
+            absolute_lifetime=absolute_lifetime,
+        )
+
+        def start(connection: sqlite3.Connection) -> None:
+            with _immediate(connection):
+                connection.execute(
+                    "DELETE FROM auth_refresh_families WHERE family_id IN (SELECT family_id "
+                    "FROM auth_refresh_families WHERE expires_at <= ? LIMIT ?)",
+                    (now, PURGE_BATCH),
+                )
+                _write(connection, family_id, record, insert=True)
+
+        await self._run(start)
+
+    async def rotate(
+        self,
+        family_id: str,
+        token_id: str,
+        successor: Successor,
+        *,
+        now: float,
+        grace_seconds: float,
+        absolute_lifetime: float,
+    ) -> Rotation:
+        def rotate(connection: sqlite3.Connection) -> Rotation:
+            with _immediate(connection):
+                row = connection.execute(
+                    f"SELECT {COLUMNS} FROM auth_refresh_families WHERE family_id = ?",  # noqa: S608
+                    (family_id,),
+                ).fetchone()
+                record = _record(row) if row is not None else None
+                rotation, updated = decide_rotation(
+                    record,
+                    token_id,
+                    successor,
+                    now=now,
+                    grace_seconds=grace_seconds,
+                    absolute_lifetime=absolute_lifetime,
+                )
+                if updated is None and record is not None:
+                    connection.execute(
+                        "DELETE FROM auth_refresh_families WHERE family_id = ?", (family_id,)
+                    )
+                elif updated is not None and updated != record:
+                    _write(connection, family_id, updated, insert=False)
+                return rotation
+
+        return await self._run(rotate)
+
+    async def revoke_family(self, family_id: str) -> None:
+        def revoke(connection: sqlite3.Connection) -> None:
+            with _immediate(connection):
+                connection.execute(
+                    "UPDATE auth_refresh_families SET revoked = 1, successor_pair = NULL "
+                    "WHERE family_id = ?",
+                    (family_id,),
+                )
+
+        await self._run(revoke)
+
+    async def revoke_subject(self, subject: str) -> None:
+        def revoke(connection: sqlite3.Connection) -> None:
+            with _immediate(connection):
+                connection.execute(
+                    "UPDATE auth_refresh_families SET revoked = 1, successor_pair = NULL "
+                    "WHERE subject = ?",
+                    (subject,),
+                )
+
+        await self._run(revoke)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._close)
+
+    def _close(self) -> None:
+        self._executor.shutdown(wait=True)
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    async def _run(self, step: Callable[[sqlite3.Connection], T]) -> T:
+        deadline = time.monotonic() + self.busy_timeout
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._call, step, deadline)
+        except sqlite3.Error as error:
+            # "database is locked" after busy_timeout, I/O errors, a corrupt file: fail closed.
+            store_log.warning("SQLite store unavailable: %s: %s", type(error).__name__, error)
+            raise StoreUnavailableError() from None
+
+    def _call(self, step: Callable[[sqlite3.Connection], T], deadline: float) -> T:
+        # The time spent queued counts: the wait for the lock gets what is left.
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise sqlite3.OperationalError("queued longer than the busy timeout")
+        connection = self._connection or self._open()
+        connection.execute(f"PRAGMA busy_timeout = {max(1, int(remaining * 1000))}")
+        return step(connection)
+
+    def _open(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            _use_wal(connection)
+            # With WAL, NORMAL syncs at checkpoints: a power cut may lose the last steps, never
+            # corrupt the file.
+            connection.execute("PRAGMA synchronous=NORMAL")
+            # IMMEDIATE: processes starting together on a new file wait for each other here.
+            with _immediate(connection):
+                for statement in SCHEMA:
+                    connection.execute(statement)
+        except BaseException:
+            connection.close()
+            raise
+        self._connection = connection
+        return connection
+
+
+def _use_wal(connection: sqlite3.Connection) -> None:
+    # The journal mode is kept in the file: once one connection switches it, it stays.
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError as error:
+        # Another process switching it at this moment: correct without WAL, only slower, and
+        # the next connection tries again.
+        store_log.info("SQLite store: journal mode not switched to WAL yet: %s", error)
+
+
+@contextmanager
+def _immediate(connection: sqlite3.Connection) -> Iterator[None]:
+    # IMMEDIATE takes the write lock before the read, so two steps never decide on one state.
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        # SQLite rolls some errors back itself; a second ROLLBACK would hide the first error.
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def _record(row: tuple[Any, ...]) -> FamilyRecord:
+    (subject, created_at, expires_at, live, previous, consumed_at, pair, revoked) = row
+    return FamilyRecord(
+        subject=subject,
+        created_at=created_at,
+        expires_at=expires_at,
+        live_token_id=live,
+        previous_token_id=previous,
+        consumed_at=consumed_at,
+        successor_pair=cast(TokenPair, json.loads(pair)) if pair is not None else None,
+        revoked=bool(revoked),
+    )
+
+
+def _write(
+    connection: sqlite3.Connection, family_id: str, record: FamilyRecord, *, insert: bool
+) -> None:
+    values = (
+        record.subject,
+        record.created_at,
+        record.expires_at,
+        record.live_token_id,
+        record.previous_token_id,
+        record.consumed_at,
+        json.dumps(record.successor_pair) if record.successor_pair is not None else None,
+        int(record.revoked),
+        family_id,
+    )
+    if insert:
+        connection.execute(
+            f"INSERT INTO auth_refresh_families ({COLUMNS}, family_id) "  # noqa: S608
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            values,
+        )
+    else:
+        connection.execute(
+            "UPDATE auth_refresh_families SET subject = ?, created_at = ?, expires_at = ?, "
+            "live_token_id = ?, previous_token_id = ?, consumed_at = ?, successor_pair = ?, "
+            "revoked = ? WHERE family_id = ?",
+            values,
+        )

@@ -1,0 +1,125 @@
+"""What each backend promises beyond the contract: Redis answers a refresh in one round trip
+and lets keys expire with the tokens; SQLite runs in WAL mode and forgets expired families."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from auth_refresh import ConfigurationError, RotationOutcome, open_store
+from store_fixtures import LIFETIME, Family, opened, running_redis
+
+pytestmark = pytest.mark.anyio
+
+
+MARKER = "end-of-the-refresh"
+
+
+def watch_commands(url: str, ready: threading.Event, seen: list[dict[str, Any]]) -> None:
+    """Every command the server runs, as MONITOR reports it, until the marker."""
+    with redis.Redis.from_url(url) as client, client.monitor() as monitor:
+        ready.set()
+        while True:
+            command = monitor.next_command()
+            seen.append(command)
+            if command["command"] == f"ECHO {MARKER}":
+                return
+
+
+async def test_a_redis_refresh_is_one_round_trip(tmp_path: Path) -> None:
+    # A server of its own, so every command it sees is this test's.
+    with running_redis(tmp_path) as server:
+        async with opened(server.url) as store:
+            warm_up = await Family(store).start()
+            await warm_up.rotate(warm_up.first_token)  # connects, loads the script once
+            family = await Family(store).start()
+            ready, seen = threading.Event(), []
+            watcher = threading.Thread(target=watch_commands, args=(server.url, ready, seen))
+            watcher.start()
+            assert ready.wait(timeout=10)
+            outcome, _, _ = await family.rotate(family.first_token)
+            with redis.Redis.from_url(server.url) as marker:
+                marker.echo(MARKER)
+            watcher.join(timeout=10)
+    assert outcome is RotationOutcome.ROTATED
+    marker_port = seen[-1]["client_port"]
+    # One command from the store, whatever connection it used (the marker client aside)...
+    from_the_store = [
+        command["command"].split()[0]
+        for command in seen
+        if command["client_type"] != "lua" and command["client_port"] != marker_port
+    ]
+    assert from_the_store == ["EVALSHA"]
+    # ...and the work happened inside the script, on the server.
+    inside = {command["command"].split()[0] for command in seen if command["client_type"] == "lua"}
+    assert inside >= {"HMGET", "HSET", "PEXPIREAT"}
+
+
+async def test_redis_keys_expire_with_the_live_token(redis_url: str) -> None:
+    async with opened(redis_url) as store:
+        family = await Family(store).start(idle=60)
+        key = f"auth-refresh:family:{family.id}"
+        with redis.Redis.from_url(redis_url) as client:
+            first_ttl = client.pttl(key)
+            await family.rotate(family.first_token, idle=120)
+            rotated_ttl = client.pttl(key)
+            subject_ttl = client.pttl(f"auth-refresh:subject:{family.subject}")
+    # The clock is the real one here: the key lives as long as the live token, no longer.
+    assert 0 < first_ttl <= 60_000
+    assert 60_000 < rotated_ttl <= 120_000
+    # The subject's set of families outlives any family of it.
+    assert LIFETIME * 1000 - 5_000 < subject_ttl <= LIFETIME * 1000
+
+
+def test_a_redis_url_without_the_extra_installed_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "redis", None)
+    monkeypatch.delitem(sys.modules, "auth_refresh.redis_store", raising=False)
+    with pytest.raises(ConfigurationError, match=r"auth-refresh\[redis\]"):
+        open_store("redis://127.0.0.1:6379/0")
+
+
+def test_a_malformed_redis_url_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="Redis URL"):
+        open_store("redis://127.0.0.1:6379/0?socket_timeout=soon")
+
+
+async def test_the_sqlite_file_is_in_wal_mode_and_forgets_expired_families(tmp_path: Path) -> None:
+    path = tmp_path / "families.db"
+    async with opened(f"sqlite:///{path}") as store:
+        expired = await Family(store).start(idle=60)
+        later = Family(store)
+        later.now = expired.now + 61
+        await later.start()
+        with sqlite3.connect(path) as reader:
+            assert reader.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            families = reader.execute("SELECT family_id FROM auth_refresh_families").fetchall()
+        reader.close()
+    assert families == [(later.id,)]
+
+
+async def test_a_relative_sqlite_path_is_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    async with opened("sqlite:///relative.db") as store:
+        await Family(store).start()
+    assert (tmp_path / "relative.db").is_file()
+
+
+def test_the_redis_timeouts_default_to_half_a_second_and_the_url_overrides_them() -> None:
+    default = open_store("redis://127.0.0.1:6379/0")
+    given = open_store("redis://127.0.0.1:6379/0?socket_timeout=0.2&socket_connect_timeout=0.1")
+    settings = [
+        store._client.connection_pool.connection_kwargs  # type: ignore[attr-defined]
+        for store in (default, given)
+    ]
+    assert (settings[0]["socket_timeout"], settings[0]["socket_connect_timeout"]) == (0.5, 0.5)
+    assert (settings[1]["socket_timeout"], settings[1]["socket_connect_timeout"]) == (0.2, 0.1)
