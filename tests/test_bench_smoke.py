@@ -1,0 +1,72 @@
+"""The benchmark harness keeps working: ``python -m bench.run --smoke`` (``make bench-smoke``).
+
+The smoke run measures nothing worth keeping; it proves every configuration that can run here
+is served, loaded and reported, and that none that could run is skipped.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from auth_refresh import AuthRefreshSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_benchmark_smoke_run_measures_every_available_configuration(tmp_path: Path) -> None:
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("JWT_MODULE_", "AUTH_REFRESH_"))
+    }
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--smoke",
+            "--output-dir",
+            str(tmp_path / "results"),
+            "--docs-dir",
+            str(tmp_path / "docs"),
+        ],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    results = json.loads((tmp_path / "results" / "latest.json").read_text())
+    assert results["kind"] == "smoke"
+    sections = {
+        "pipeline": results["inprocess"]["pipeline"],
+        "application": results["inprocess"]["application"],
+        "http": results["http"]["configurations"],
+    }
+    for rows in sections.values():
+        for row in rows:
+            # Measured, or skipped with a reason: never silently missing.
+            assert (
+                row.get("skipped")
+                or row.get("microseconds", 0) > 0
+                or row.get("requests_per_second", 0) > 0
+            ), row
+    measured = {
+        name: {row["name"] for row in rows if not row.get("skipped")}
+        for name, rows in sections.items()
+    }
+    # The raw limit and the library itself always run.
+    assert {"raw", "library-stateless"} <= measured["pipeline"]
+    assert {"raw", "library-stateless"} <= measured["application"]
+    assert {"raw", "library-stateless"} <= measured["http"]
+    if "store_url" in AuthRefreshSettings.model_fields:
+        # With stores in the library, the ones that need no server must be measured.
+        for rows in measured.values():
+            assert {"library-memory", "library-sqlite"} <= rows
+    page = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert page.startswith("# Benchmarks")
+    assert "| FastAPI + PyJWT by hand (the limit) |" in page
