@@ -80,7 +80,6 @@ async def serve(app: FastAPI, **client_options: Any) -> AsyncIterator[httpx.Asyn
     """An HTTP client for ``app`` with its lifespan running, over httpx's ASGI transport."""
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://testserver", **client_options
-        ) as client:
+        options = {"base_url": "http://testserver", **client_options}
+        async with httpx.AsyncClient(transport=transport, **options) as client:
             yield client

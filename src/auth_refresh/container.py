@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
 from dependency_injector import containers, providers
 
 from auth_refresh.authentication import IssueTokenService, VerifyTokenService
-from auth_refresh.extractors import BodyFieldExtractor, TokenExtractor
+from auth_refresh.extractors import (
+    BodyFieldExtractor,
+    ChainExtractor,
+    CookieExtractor,
+    TokenExtractor,
+)
 from auth_refresh.rotation import TokenRotationService
 from auth_refresh.settings import AuthRefreshSettings, JwtSettings, build_settings
 from auth_refresh.store import RefreshTokenStore, open_store
@@ -18,7 +24,17 @@ __all__ = ["AuthRefreshContainer"]
 
 
 def extractor_from_settings(settings: AuthRefreshSettings) -> TokenExtractor:
-    return settings.jwt_from_request or DEFAULT_EXTRACTOR
+    if settings.jwt_from_request is not None:
+        return settings.jwt_from_request
+    if settings.cookie_transport:
+        return _cookie_then_body(settings.cookie_name)
+    return DEFAULT_EXTRACTOR
+
+
+@functools.cache
+def _cookie_then_body(cookie_name: str) -> ChainExtractor:
+    # Under the chain's rule, a cookie and a body naming different tokens are a 400.
+    return ChainExtractor([CookieExtractor(cookie_name), DEFAULT_EXTRACTOR])
 
 
 def store_from_settings(settings: AuthRefreshSettings) -> RefreshTokenStore:
@@ -33,8 +49,8 @@ class AuthRefreshContainer(containers.DeclarativeContainer):
 
     ``user_lookup`` has no default. ``issuer`` and ``verifier`` default to the
     authentication services over ``JWT_MODULE_*`` settings; ``extractor`` follows
-    ``settings.jwt_from_request``; ``store`` is the one ``settings.store_url`` names, opened
-    on first use; ``clock`` gives the store's notion of now.
+    ``settings.jwt_from_request`` (cookie then body with cookie transport); ``store`` is the
+    one ``settings.store_url`` names, opened on first use; ``clock`` gives the store's now.
     """
 
     jwt_settings = providers.ThreadSafeSingleton(build_settings, JwtSettings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from fastapi import APIRouter, FastAPI
 from pwdlib import PasswordHash
@@ -15,7 +15,11 @@ from starlette.responses import Response
 
 from auth_refresh._utils import MaybeAwaitable, resolve, user_id_of
 from auth_refresh.application import AppRegistry
-from auth_refresh.authentication import AuthenticationModule, IssueTokenServiceInterface
+from auth_refresh.authentication import (
+    AuthenticationModule,
+    IssueTokenServiceInterface,
+    TokenPair,
+)
 from auth_refresh.exceptions import AuthLocalInvalidCredentialsError, InvalidRequestError
 from auth_refresh.extractors import read_body_fields
 from auth_refresh.responses import TokenPairBody, error_responses, token_response
@@ -26,6 +30,13 @@ __all__ = ["AuthLocalModule", "AuthLocalUserLookupServiceInterface", "PasswordSt
 DEFAULT_LOGIN_PATH = "/auth/login"
 MAX_USERNAME_LENGTH = 320
 MAX_PASSWORD_BYTES = 4096
+
+
+@runtime_checkable
+class TokenResponder(Protocol):
+    """An issue service that also shapes the login answer (``login_issue_token_service``)."""
+
+    def token_response(self, pair: TokenPair) -> Response: ...
 
 
 class AuthLocalUserLookupServiceInterface(Protocol):
@@ -126,6 +137,9 @@ class AuthLocalModule:
         if user is None or not matches:
             raise AuthLocalInvalidCredentialsError()
         pair = await resolve(self.issue_token_service.response_payload(user_id_of(user)))
+        # An issue service that owns a transport (the refresh module's cookie) answers itself.
+        if isinstance(self.issue_token_service, TokenResponder):
+            return self.issue_token_service.token_response(pair)
         return token_response(pair)
 
 

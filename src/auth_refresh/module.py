@@ -28,6 +28,7 @@ from dependency_injector import providers
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from starlette.requests import Request
+from starlette.responses import Response
 
 from auth_refresh._utils import MaybeAwaitable, resolve, user_id_of
 from auth_refresh.application import AppRegistry
@@ -37,6 +38,7 @@ from auth_refresh.authentication import (
     VerifyTokenServiceInterface,
 )
 from auth_refresh.container import AuthRefreshContainer
+from auth_refresh.cookies import CookieTransport
 from auth_refresh.exceptions import (
     AuthRefreshError,
     ConfigurationError,
@@ -45,6 +47,13 @@ from auth_refresh.exceptions import (
 )
 from auth_refresh.extractors import Extractor
 from auth_refresh.guard import AuthRefreshGuard
+from auth_refresh.responses import (
+    COOKIE_ANSWER,
+    NO_STORE,
+    CookieTokenBody,
+    error_responses,
+    token_response,
+)
 from auth_refresh.rotation import TokenRotationService, family_of
 from auth_refresh.routing import refresh_router
 from auth_refresh.settings import AuthRefreshSettings, build_settings
@@ -121,6 +130,8 @@ class AuthRefreshModule:
         self.controllers = controllers
         self.path = path
         self.logout_path = logout_path
+        # The refresh cookie goes only where it is needed.
+        self._cookie_paths = tuple(p for p in (path, logout_path) if p is not None)
         self.container = AuthRefreshContainer()
         self.guard = AuthRefreshGuard(self)
         self.login_issue_token_service = LoginIssueTokenService(self)
@@ -129,6 +140,7 @@ class AuthRefreshModule:
         self._needs_global = needs_global
         self._started = False
         self._owned_store: RefreshTokenStore | None = None
+        self._option_providers: set[str] = set()
         for provider in self._inject:
             if not isinstance(provider, providers.Provider):
                 raise ConfigurationError(
@@ -364,6 +376,24 @@ class AuthRefreshModule:
         claims = await self._verified_claims(request)
         await self.revoke_family(family_of(claims))
 
+    def token_response(self, pair: TokenPair) -> Response:
+        """The answer carrying ``pair``: JSON, or the refresh cookie with cookie transport."""
+        transport = self._cookie_transport(self.container.settings())
+        if transport is None:
+            return token_response(pair)
+        return transport.token_response(pair)
+
+    def logout_response(self) -> Response:
+        """The answer to a logout: 204, clearing the refresh cookie with cookie transport."""
+        response = Response(status_code=204, headers=NO_STORE)
+        transport = self._cookie_transport(self.container.settings())
+        return response if transport is None else transport.clear(response)
+
+    def _cookie_transport(self, settings: AuthRefreshSettings) -> CookieTransport | None:
+        if not settings.cookie_transport:
+            return None
+        return CookieTransport.from_settings(settings, self._cookie_paths)
+
     async def revoke_family(self, family_id: str) -> None:
         """Refuse every refresh token of one token family from now on (one session)."""
         await self._rotation("revoke_family").revoke_family(family_id)
@@ -393,6 +423,11 @@ class AuthRefreshModule:
         if not isinstance(subject, str) or not subject:
             security_log.info("refresh token refused: no subject")
             raise InvalidTokenError(reason="no_subject")
+        transport = self._cookie_transport(settings)
+        if transport is not None and transport.came_from_cookie(request, token):
+            # The browser sends the cookie on its own: only the page can add the header.
+            # Checked after the signature (no I/O) and before any store step.
+            transport.check_csrf(request, token, claims)
         verified: Mapping[str, Any] = claims
         return verified
 
@@ -437,7 +472,10 @@ class AuthRefreshModule:
                 continue
             if field.name == "settings":
                 value = self._settings(value)
-            getattr(self.container, _OPTION_PROVIDERS[field.name]).override(providers.Object(value))
+            name = _OPTION_PROVIDERS[field.name]
+            self._option_providers.add(name)
+            # Options made at startup go under overrides a test made before it.
+            _override_under(getattr(self.container, name), providers.Object(value))
 
     def _settings(self, given: AuthRefreshSettings | Mapping[str, Any]) -> AuthRefreshSettings:
         try:
@@ -466,17 +504,17 @@ class AuthRefreshModule:
                     "attached to the same application"
                 )
             return
-        # Only what this module left alone: its options and earlier overrides stay on top.
+        # Only what this module's options left alone; overrides made before startup (tests)
+        # stay on top of what is inherited.
         for name in _INHERITED:
-            provider = getattr(self.container, name)
-            if not provider.overridden:
-                provider.override(getattr(root.container, name))
-                if name == "settings" and not self.container.extractor.overridden:
-                    self.container.extractor.override(root.container.extractor)
+            if name not in self._option_providers:
+                _override_under(getattr(self.container, name), getattr(root.container, name))
+                if name == "settings":
+                    _override_under(self.container.extractor, root.container.extractor)
         # One URL, one store: a login through the global module starts families this module
         # must find, which for memory:// means the very same object.
-        if not self.container.store.overridden and _same_store_url(self, root):
-            self.container.store.override(root.container.store)
+        if _same_store_url(self, root):
+            _override_under(self.container.store, root.container.store)
 
     def _check(self) -> None:
         container = self.container
@@ -513,12 +551,31 @@ class AuthRefreshModule:
                 "replayed until they expire; reuse detection and revocation are off",
                 self.name,
             )
+        if settings.cookie_transport and not settings.cookie_secure:
+            log.warning(
+                "%s: AUTH_REFRESH_COOKIE_SECURE is false: the refresh cookie may travel over "
+                "plain http; only for localhost development",
+                self.name,
+            )
         extractor = container.extractor()
         if not callable(extractor):
             raise ConfigurationError(f"{self.name}: settings.jwt_from_request is not callable")
-        if isinstance(extractor, Extractor):
-            for route in self._routes:
-                route.openapi_extra = extractor.openapi()
+        self._describe_routes(extractor, self._cookie_transport(settings))
+
+    def _describe_routes(self, extractor: Any, transport: CookieTransport | None) -> None:
+        # A custom extractor says nothing of where it looks: claim no request body then.
+        described = extractor.openapi() if isinstance(extractor, Extractor) else {}
+        if transport is not None:
+            parameters = [*described.get("parameters", ()), transport.csrf_parameter()]
+            described = {**described, "parameters": parameters}
+        for route in self._routes:
+            route.openapi_extra = described
+            if transport is not None and route.path == self.path:
+                route.responses = {
+                    **route.responses,
+                    200: {"model": CookieTokenBody, "description": COOKIE_ANSWER},
+                    **error_responses(403),
+                }
 
 
 class LoginIssueTokenService:
@@ -541,6 +598,10 @@ class LoginIssueTokenService:
 
     async def response_payload(self, user_id: str) -> TokenPair:
         return await self.module.issue_for_subject(user_id)
+
+    def token_response(self, pair: TokenPair) -> Response:
+        """The login answer, in the refresh module's transport (the cookie, when it is on)."""
+        return self.module.token_response(pair)
 
 
 def _successors(request: Request) -> dict[AuthRefreshModule, TokenPair]:
@@ -568,6 +629,16 @@ def _same_store_url(module: AuthRefreshModule, root: AuthRefreshModule) -> bool:
     except ConfigurationError:
         return False  # reported by _check with the module's name
     return own.store_url == inherited.store_url
+
+
+def _override_under(provider: providers.Provider[Any], overriding: providers.Provider[Any]) -> None:
+    """Override ``provider`` beneath the overrides it already has, which keep precedence."""
+    above = provider.overridden
+    for _ in above:
+        provider.reset_last_overriding()
+    provider.override(overriding)
+    for override in above:
+        provider.override(override)
 
 
 def _require_method(name: str, option: str, service: Any, method: str) -> None:

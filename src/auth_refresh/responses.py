@@ -12,7 +12,14 @@ from starlette.responses import JSONResponse, Response
 from auth_refresh.authentication import TokenPair
 from auth_refresh.exceptions import AuthRefreshError
 
-__all__ = ["ErrorBody", "TokenPairBody", "error_response", "token_response"]
+__all__ = [
+    "COOKIE_ANSWER",
+    "CookieTokenBody",
+    "ErrorBody",
+    "TokenPairBody",
+    "error_response",
+    "token_response",
+]
 
 # RFC 6749 §5.1: token responses must not be cached.
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -23,6 +30,20 @@ class TokenPairBody(BaseModel):
 
     accessToken: str = Field(description="Access token (JWT, typ at+jwt)")
     refreshToken: str = Field(description="Refresh token (JWT, typ rt+jwt)")
+
+
+COOKIE_ANSWER = (
+    "A new access token and CSRF token; the refresh token is in the HttpOnly cookie "
+    "(and in the body only with AUTH_REFRESH_COOKIE_BODY_REFRESH_TOKEN)"
+)
+
+
+class CookieTokenBody(BaseModel):
+    """The answer with cookie transport: the refresh token travels in a cookie."""
+
+    accessToken: str = Field(description="Access token (JWT, typ at+jwt)")
+    csrfToken: str = Field(description="Send it back in the X-CSRF-Token header")
+    refreshToken: str | None = Field(default=None, description="Only when configured")
 
 
 class ErrorBody(BaseModel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BeforeValidator,
@@ -149,6 +149,11 @@ class AuthRefreshSettings(BaseSettings):
     gets the same successor pair (0 turns it off); ``absolute_lifetime`` caps a family's age.
     ``on_token_reuse`` (sync or async) is called with a ``TokenReuseEvent`` when a consumed token
     comes back and its family is revoked.
+
+    ``cookie_transport`` puts the refresh token in an ``HttpOnly`` cookie named ``cookie_name``
+    (``Secure`` unless ``cookie_secure`` is false, for plain-http localhost development only;
+    ``SameSite`` from ``cookie_same_site``); requests whose token came from the cookie need the
+    CSRF header. ``cookie_body_refresh_token`` keeps ``refreshToken`` in the body as well.
     """
 
     model_config = SettingsConfigDict(
@@ -162,6 +167,11 @@ class AuthRefreshSettings(BaseSettings):
     absolute_lifetime: Duration = Field(default=30 * 86400, gt=0)
     store_url: str = DEFAULT_STORE_URL
     on_token_reuse: Callable[..., Any] | None = None
+    cookie_transport: bool = False
+    cookie_name: str = Field(default="refresh_token", pattern=r"^[A-Za-z0-9_.-]+$")
+    cookie_secure: bool = True
+    cookie_same_site: Literal["strict", "lax", "none"] = "strict"
+    cookie_body_refresh_token: bool = False
 
     @field_validator("store_url")
     @classmethod
@@ -169,6 +179,13 @@ class AuthRefreshSettings(BaseSettings):
         if not url.startswith(STORE_URL_SCHEMES):
             raise ValueError("must start with memory://, sqlite:/// (then a file path) or redis://")
         return url
+
+    @model_validator(mode="after")
+    def _same_site_none_needs_secure(self) -> AuthRefreshSettings:
+        # Browsers drop SameSite=None cookies that are not Secure.
+        if self.cookie_same_site == "none" and not self.cookie_secure:
+            raise ValueError("AUTH_REFRESH_COOKIE_SAME_SITE=none needs AUTH_REFRESH_COOKIE_SECURE")
+        return self
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

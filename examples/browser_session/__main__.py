@@ -1,0 +1,4 @@
+from examples.browser_session.app import app
+from examples.demo import run
+
+run(app)

@@ -1,0 +1,157 @@
+"""The browser session example in real headless Chromium (Debian's), driven by Playwright.
+
+Screenshots of each step go to ``test-artifacts/browser/`` (git-ignored).
+"""
+
+import json
+import shutil
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import ACCESS_SECRET, REFRESH_SECRET
+from servers import ROOT, free_port, running_server
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+# Flags for a closed network: no background connections, no sandbox as root.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason="Chromium is not installed (apt-get install chromium); .ci/run installs it",
+)
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> Iterator[str]:
+    environment = {
+        "JWT_MODULE_ACCESS_SECRET": ACCESS_SECRET,
+        "JWT_MODULE_REFRESH_SECRET": REFRESH_SECRET,
+        # Short-lived access tokens, so the page must refresh silently during the test.
+        "JWT_MODULE_ACCESS_EXPIRES_IN": "2",
+        "JWT_MODULE_LEEWAY": "0",
+        "AUTH_REFRESH_STORE_URL": f"sqlite:///{tmp_path / 'sessions.db'}",
+    }
+    with running_server(
+        ["-m", "examples.browser_session"], workdir=tmp_path, env=environment
+    ) as server:
+        yield server.base_url
+
+
+@pytest.fixture
+def attacker_site(example: str) -> Iterator[str]:
+    """Another site (``localhost`` is not ``127.0.0.1``) that posts a form to the refresh route."""
+    page = (
+        f'<form method="post" action="{example}/auth/refresh">'
+        '<input name="refreshToken" value=""></form>'
+        "<script>document.forms[0].submit()</script>"
+    ).encode()
+
+    class AttackPage(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), AttackPage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://localhost:{server.server_port}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_browser_session(example: str, attacker_site: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context()
+            page = context.new_page()
+
+            def text(selector: str) -> str:
+                return page.text_content(selector) or ""
+
+            def snapshot(name: str) -> None:
+                page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
+
+            page.goto(example + "/")
+            snapshot("01-loaded")
+
+            page.click("#login button")
+            page.wait_for_function("document.getElementById('status').textContent === 'logged in'")
+            snapshot("02-logged-in")
+
+            # The refresh token exists, HttpOnly, but the page's script cannot read it.
+            refresh_cookies = [c for c in context.cookies() if c["name"] == "refresh_token"]
+            assert refresh_cookies
+            assert all(c["httpOnly"] and c["secure"] for c in refresh_cookies)
+            assert all(c["sameSite"] == "Strict" for c in refresh_cookies)
+            script_sees = page.evaluate("document.cookie")
+            assert "refresh_token" not in script_sees
+            assert refresh_cookies[0]["value"] not in script_sees
+            assert "csrf_token=" in script_sees
+
+            page.click("#me")
+            page.wait_for_function(
+                "document.getElementById('profile').textContent === 'user@example.com'"
+            )
+            assert text("#refreshes") == "0"
+            snapshot("03-me")
+
+            # Past the access token's two seconds: the page refreshes silently and retries.
+            page.wait_for_timeout(3000)
+            page.click("#me")
+            page.wait_for_function("document.getElementById('refreshes').textContent === '1'")
+            assert text("#profile") == "user@example.com"
+            rotated = [c for c in context.cookies() if c["name"] == "refresh_token"]
+            assert rotated[0]["value"] != refresh_cookies[0]["value"]
+            snapshot("04-silent-refresh")
+
+            # A cross-site form post to the refresh route gets no token.
+            attack = context.new_page()
+            attack.goto(attacker_site)
+            attack.wait_for_url(example + "/auth/refresh")
+            answer = json.loads(attack.text_content("body") or "{}")
+            attack.screenshot(path=ARTIFACTS / "05-cross-site-post.png")
+            assert answer["statusCode"] in (401, 403)
+            assert "accessToken" not in answer
+            attack.close()
+            # ...and it did not disturb the session.
+            page.wait_for_timeout(2500)
+            page.click("#me")
+            page.wait_for_function("document.getElementById('refreshes').textContent === '2'")
+            assert text("#profile") == "user@example.com"
+
+            page.click("#logout")
+            page.wait_for_function("document.getElementById('status').textContent === 'logged out'")
+            assert not [c for c in context.cookies() if c["name"] == "refresh_token"]
+            page.wait_for_timeout(2500)
+            page.click("#me")
+            page.wait_for_function("document.getElementById('profile').textContent === 'HTTP 401'")
+            assert text("#refreshes") == "2"
+            snapshot("06-logged-out")
+        finally:
+            browser.close()
