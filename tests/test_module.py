@@ -440,3 +440,36 @@ async def test_overriding_providers_in_a_test(
 async def test_invalid_settings_in_code_fail_at_registration() -> None:
     with pytest.raises(ConfigurationError, match="AUTH_REFRESH_UNKNOWN"):
         AuthRefreshModule.for_root(user_lookup_service=InMemoryUsers(), settings={"unknown": 1})
+
+
+async def test_an_override_made_before_startup_keeps_precedence_over_async_options(
+    users: InMemoryUsers,
+) -> None:
+    factory_users = InMemoryUsers()  # knows nobody
+    module = AuthRefreshModule.for_root_async(
+        factory=lambda: {"user_lookup_service": factory_users}
+    )
+    app = guarded_app(module)
+    token = AuthenticationModule.for_root().issue_token_service.refresh_token({"sub": "user-1"})
+    with module.container.user_lookup.override(providers.Object(users)):
+        async with serve(app) as client:
+            ok = await client.post("/auth/refresh", json={"refreshToken": token})
+            assert ok.status_code == 200
+    assert users.subject_lookups == ["user-1"]
+    assert factory_users.subject_lookups == []
+
+
+async def test_a_feature_inherits_again_once_an_early_override_ends(users: InMemoryUsers) -> None:
+    feature = AuthRefreshModule.register(path="/feature/refresh")
+    app = guarded_app(AuthRefreshModule.for_root(user_lookup_service=users), feature)
+    issue = AuthenticationModule.for_root().issue_token_service
+    body = {"refreshToken": issue.refresh_token({"sub": "user-1"})}
+    nobody = InMemoryUsers()
+    with feature.container.user_lookup.override(providers.Object(nobody)):
+        async with serve(app) as client:
+            assert_unauthorized(await client.post("/feature/refresh", json=body))
+        assert nobody.subject_lookups == ["user-1"]
+    async with serve(app) as client:
+        # The override is gone: the feature falls back to the global lookup, not to nothing.
+        assert (await client.post("/feature/refresh", json=body)).status_code == 200
+    assert users.subject_lookups == ["user-1"]
