@@ -68,3 +68,15 @@ async def test_the_extractor_is_configurable(users: InMemoryUsers) -> None:
     async with serve(app) as client:
         assert (await client.get("/me", headers={"Cookie": f"access={token}"})).status_code == 200
         assert (await client.get("/me", headers=bearer(token))).status_code == 401
+
+
+async def test_an_inactive_user_is_refused_even_with_a_valid_access_token() -> None:
+    from conftest import User
+
+    disabled = User("user-1", "user@example.com")
+    disabled.active = False  # type: ignore[attr-defined]
+    token = AuthenticationModule.for_root().issue_token_service.access_token({"sub": "user-1"})
+    async with serve(protected_app(InMemoryUsers(disabled))) as client:
+        response = await client.get("/me", headers=bearer(token))
+    assert response.status_code == 401
+    assert response.json()["errorCode"] == "AUTH_JWT_NOT_AUTHORIZED_ERROR"

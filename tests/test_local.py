@@ -145,3 +145,26 @@ def test_passwords_are_hashed_with_argon2(password_storage: PasswordStorageServi
     assert hashed.startswith("$argon2id$")
     assert password_storage.verify("password", hashed)
     assert not password_storage.verify("Password", hashed)
+
+
+@pytest.mark.parametrize("active", [False, 0])
+async def test_an_inactive_user_cannot_log_in_even_with_the_right_password(
+    password_storage: PasswordStorageService, active: object
+) -> None:
+    stored = {"id": "user-1", "password_hash": password_storage.hash("password"), "active": active}
+
+    class Users:
+        def by_username(self, username: str) -> dict[str, Any]:
+            return stored
+
+    async with serve(login_app(Users(), password_storage)) as client:
+        response = await client.post(
+            "/auth/login", json={"username": "user@example.com", "password": "password"}
+        )
+        assert response.status_code == 401
+        assert response.json()["errorCode"] == "AUTH_LOCAL_INVALID_CREDENTIALS_ERROR"
+        stored["active"] = True
+        enabled = await client.post(
+            "/auth/login", json={"username": "user@example.com", "password": "password"}
+        )
+        assert enabled.status_code == 200

@@ -18,9 +18,21 @@ async def resolve(value: MaybeAwaitable[T]) -> T:
     return value
 
 
+def attribute_of(user: Any, name: str, default: Any = None) -> Any:
+    """``user.name``, or ``user[name]`` for users given as mappings."""
+    if isinstance(user, Mapping):
+        return user.get(name, default)
+    return getattr(user, name, default)
+
+
 def user_id_of(user: Any) -> str:
     """The ``id`` of a user object or mapping, as the string a ``sub`` claim carries."""
-    identifier = user.get("id") if isinstance(user, Mapping) else getattr(user, "id", None)
+    identifier = attribute_of(user, "id")
     if identifier is None or isinstance(identifier, bool) or identifier == "":
         raise TypeError("a user must have a non-empty 'id'")
     return str(identifier)
+
+
+def is_active(user: Any) -> bool:
+    """Users without an ``active`` attribute are active; one that has it must be true."""
+    return bool(attribute_of(user, "active", True))

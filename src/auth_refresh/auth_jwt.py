@@ -7,7 +7,7 @@ from typing import Any, Protocol
 from fastapi import FastAPI
 from starlette.requests import Request
 
-from auth_refresh._utils import MaybeAwaitable, resolve
+from auth_refresh._utils import MaybeAwaitable, is_active, resolve
 from auth_refresh.application import AppRegistry
 from auth_refresh.authentication import AuthenticationModule, VerifyTokenServiceInterface
 from auth_refresh.exceptions import AuthJwtUnauthorizedError, AuthRefreshError
@@ -80,7 +80,7 @@ class AuthJwtModule:
         if not isinstance(subject, str) or not subject:
             raise AuthJwtUnauthorizedError()
         user = await resolve(self.user_lookup_service.by_subject(subject))
-        if user is None:
+        if user is None or not is_active(user):
             raise AuthJwtUnauthorizedError()
         return user
 

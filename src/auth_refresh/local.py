@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
 from functools import cached_property
 from typing import Any, Protocol, runtime_checkable
 
@@ -13,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from auth_refresh._utils import MaybeAwaitable, resolve, user_id_of
+from auth_refresh._utils import MaybeAwaitable, attribute_of, is_active, resolve, user_id_of
 from auth_refresh.application import AppRegistry
 from auth_refresh.authentication import (
     AuthenticationModule,
@@ -134,7 +133,8 @@ class AuthLocalModule:
         matches = await run_in_threadpool(
             self.password_storage_service.verify, password, stored_hash
         )
-        if user is None or not matches:
+        # A disabled account gets the same answer as a wrong password.
+        if user is None or not matches or not is_active(user):
             raise AuthLocalInvalidCredentialsError()
         pair = await resolve(self.issue_token_service.response_payload(user_id_of(user)))
         # An issue service that owns a transport (the refresh module's cookie) answers itself.
@@ -159,11 +159,7 @@ async def _credentials(request: Request) -> tuple[str, str]:
 
 
 def _password_hash_of(user: Any) -> str | None:
-    value = (
-        user.get("password_hash")
-        if isinstance(user, Mapping)
-        else getattr(user, "password_hash", None)
-    )
+    value = attribute_of(user, "password_hash")
     return value if isinstance(value, str) else None
 
 

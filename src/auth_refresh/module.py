@@ -30,7 +30,7 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
-from auth_refresh._utils import MaybeAwaitable, resolve, user_id_of
+from auth_refresh._utils import MaybeAwaitable, is_active, resolve, user_id_of
 from auth_refresh.application import AppRegistry
 from auth_refresh.authentication import (
     IssueTokenServiceInterface,
@@ -342,7 +342,7 @@ class AuthRefreshModule:
         if user is None:
             security_log.info("refresh token refused: unknown subject")
             raise InvalidTokenError(reason="unknown_subject")
-        if not _is_active(user):
+        if not is_active(user):
             security_log.info("refresh token refused: inactive user")
             raise InvalidTokenError(reason="inactive_user")
         return user
@@ -613,13 +613,6 @@ def _successors(request: Request) -> dict[AuthRefreshModule, TokenPair]:
         successors = {}
         request.state.auth_refresh_successors = successors
     return successors
-
-
-def _is_active(user: Any) -> bool:
-    # Users without an "active" attribute are active; one that is present must be true.
-    if isinstance(user, Mapping):
-        return bool(user.get("active", True))
-    return bool(getattr(user, "active", True))
 
 
 def _same_store_url(module: AuthRefreshModule, root: AuthRefreshModule) -> bool:
