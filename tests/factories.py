@@ -1,45 +1,8 @@
-"""Small real applications for the tests: login, an access-guarded /me, and refresh."""
+"""Helpers for driving the tutorial flow in tests (the apps are in rotation_app.py)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
 import httpx
-from fastapi import Depends, FastAPI
-
-from auth_refresh import (
-    AuthenticationModule,
-    AuthJwtGuard,
-    AuthJwtModule,
-    AuthLocalModule,
-    AuthRefreshModule,
-    PasswordStorageService,
-)
-
-
-def tutorial_app(
-    users: Any,
-    password_storage: PasswordStorageService,
-    refresh_module: AuthRefreshModule | None = None,
-) -> FastAPI:
-    """The tutorial's application: POST /auth/login, POST /auth/refresh, GET /me."""
-    authentication = AuthenticationModule.for_root()
-    app = FastAPI()
-    AuthLocalModule.for_root(
-        user_lookup_service=users,
-        issue_token_service=authentication.issue_token_service,
-        password_storage_service=password_storage,
-    ).attach(app)
-    AuthJwtModule.for_root(
-        user_lookup_service=users, verify_token_service=authentication.verify_token_service
-    ).attach(app)
-    (refresh_module or AuthRefreshModule.for_root(user_lookup_service=users)).attach(app)
-
-    @app.get("/me")
-    async def me(user: Annotated[Any, Depends(AuthJwtGuard())]) -> dict[str, str]:
-        return {"id": user.id}
-
-    return app
 
 
 async def login(client: httpx.AsyncClient) -> dict[str, str]:

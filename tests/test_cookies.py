@@ -10,7 +10,6 @@ import pytest
 from fastapi import FastAPI
 
 from auth_refresh import (
-    AuthLocalModule,
     AuthRefreshModule,
     ConfigurationError,
     ExtractJwt,
@@ -18,6 +17,7 @@ from auth_refresh import (
 )
 from auth_refresh.cookies import csrf_token_for
 from conftest import InMemoryUsers, serve
+from rotation_app import rotating_app
 
 pytestmark = pytest.mark.anyio
 
@@ -28,19 +28,7 @@ REFRESH_LIFETIME = 7 * 86400
 def cookie_app(
     users: InMemoryUsers, storage: PasswordStorageService, **settings: Any
 ) -> tuple[FastAPI, AuthRefreshModule]:
-    app = FastAPI()
-    refresh = AuthRefreshModule.for_root(
-        user_lookup_service=users,
-        logout_path="/auth/logout",
-        settings={"cookie_transport": True, **settings},
-    )
-    refresh.attach(app)
-    AuthLocalModule.for_root(
-        user_lookup_service=users,
-        issue_token_service=refresh.login_issue_token_service,
-        password_storage_service=storage,
-    ).attach(app)
-    return app, refresh
+    return rotating_app(users, storage, settings={"cookie_transport": True, **settings})
 
 
 def set_cookies(response: httpx.Response) -> list[SimpleCookie]:

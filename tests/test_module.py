@@ -16,7 +16,8 @@ from auth_refresh import (
     PasswordStorageService,
 )
 from conftest import InMemoryUsers, User, serve
-from factories import assert_unauthorized, login, tutorial_app
+from factories import assert_unauthorized, login
+from rotation_app import rotating_app
 
 pytestmark = pytest.mark.anyio
 
@@ -63,7 +64,7 @@ def guarded_app(*modules: AuthRefreshModule, guard: AuthRefreshGuard | None = No
 async def test_for_root_serves_the_tutorial_flow(
     users: InMemoryUsers, password_storage: PasswordStorageService
 ) -> None:
-    app = tutorial_app(users, password_storage)
+    app, _ = rotating_app(users, password_storage, logout_path=None)
     async with serve(app) as client:
         pair = await login(client)
         refreshed = await client.post("/auth/refresh", json={"refreshToken": pair["refreshToken"]})
@@ -423,8 +424,7 @@ async def test_overriding_providers_in_a_test(
     users: InMemoryUsers, password_storage: PasswordStorageService
 ) -> None:
     """The idiom to copy: override a provider of the module's container instance."""
-    refresh = AuthRefreshModule.for_root(user_lookup_service=users)
-    app = tutorial_app(users, password_storage, refresh)
+    app, refresh = rotating_app(users, password_storage, logout_path=None)
     disabled_users = InMemoryUsers()  # e.g. the account was deleted meanwhile
     async with serve(app) as client:
         pair = await login(client)
