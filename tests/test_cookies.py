@@ -115,7 +115,10 @@ async def test_refresh_with_the_cookie_and_its_csrf_token_rotates_the_cookie(
 
 @pytest.mark.parametrize("csrf", [None, "", "not-the-token", "other-session"])
 async def test_a_cookie_without_its_csrf_token_is_a_403_and_consumes_nothing(
-    users: InMemoryUsers, password_storage: PasswordStorageService, csrf: str | None
+    users: InMemoryUsers,
+    password_storage: PasswordStorageService,
+    csrf: str | None,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     app, _ = cookie_app(users, password_storage)
     async with https_client(app) as client:
@@ -124,8 +127,15 @@ async def test_a_cookie_without_its_csrf_token_is_a_403_and_consumes_nothing(
             client.cookies.clear()
         session = await login(client)
         headers = {} if csrf is None else {"X-CSRF-Token": csrf}
-        refused = await client.post("/auth/refresh", headers=headers)
+        with caplog.at_level(logging.WARNING, logger="auth_refresh.security"):
+            refused = await client.post("/auth/refresh", headers=headers)
         assert refused.status_code == 403
+        assert [r.message for r in caplog.records if r.message.startswith("refresh cookie")] == [
+            "refresh cookie refused: no CSRF token"
+            if not csrf
+            else "refresh cookie refused: wrong CSRF token"
+        ]
+        assert all(session.json()["csrfToken"] not in r.message for r in caplog.records)
         assert refused.json()["errorCode"] == "AUTH_REFRESH_CSRF_ERROR"
         assert "set-cookie" not in refused.headers
         assert "eyJ" not in refused.text
@@ -304,6 +314,9 @@ async def test_openapi_documents_the_cookie_the_csrf_header_and_the_403(
     assert ok == {"$ref": "#/components/schemas/CookieTokenBody"}
     logout = schema["paths"]["/auth/logout"]["post"]
     assert ("header", "X-CSRF-Token") in {(p["in"], p["name"]) for p in logout["parameters"]}
+    assert {"403", "413"} <= set(logout["responses"])
+    login = schema["paths"]["/auth/login"]["post"]
+    assert {"400", "401", "413", "503"} <= set(login["responses"])
 
 
 async def test_a_custom_extractor_claims_no_request_body_in_openapi(users: InMemoryUsers) -> None:

@@ -473,3 +473,23 @@ async def test_a_feature_inherits_again_once_an_early_override_ends(users: InMem
         # The override is gone: the feature falls back to the global lookup, not to nothing.
         assert (await client.post("/feature/refresh", json=body)).status_code == 200
     assert users.subject_lookups == ["user-1"]
+
+
+async def test_a_configuration_fault_at_request_time_is_a_500_naming_no_internals(
+    users: InMemoryUsers, caplog: pytest.LogCaptureFixture
+) -> None:
+    module = AuthRefreshModule.for_root(user_lookup_service=users)  # stateless in this file
+    app = guarded_app(module)
+
+    @app.post("/admin/log-out-everywhere")
+    async def log_out_everywhere() -> None:
+        await module.revoke_subject("user-1")
+
+    async with serve(app) as client:
+        with caplog.at_level("ERROR", logger="auth_refresh"):
+            response = await client.post("/admin/log-out-everywhere")
+    assert response.status_code == 500
+    assert response.json()["errorCode"] == "AUTH_REFRESH_ERROR"
+    assert response.json()["message"] == "Internal authentication error"
+    assert "AuthRefreshModule" not in response.text
+    assert any("revoke_subject needs rotation" in record.message for record in caplog.records)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from auth_refresh.rotation import FAMILY_CLAIM, _payload_of
 from auth_refresh.settings import AuthRefreshSettings
 
 __all__ = ["CSRF_COOKIE_NAME", "CSRF_HEADER", "CookieTransport", "csrf_token_for"]
+
+security_log = logging.getLogger("auth_refresh.security")
 
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_COOKIE_NAME = "csrf_token"
@@ -78,9 +81,11 @@ class CookieTransport:
         """Raise ``CsrfError`` unless the CSRF header matches the verified ``token``'s."""
         sent = request.headers.get(self.csrf_header)
         if not sent:
+            security_log.warning("refresh cookie refused: no CSRF token")
             raise CsrfError("The CSRF token header is missing")
         expected = csrf_token_for(token, claims)
         if not hmac.compare_digest(sent.encode(), expected.encode()):
+            security_log.warning("refresh cookie refused: wrong CSRF token")
             raise CsrfError("The CSRF token does not match")
 
     def token_response(self, pair: TokenPair) -> Response:

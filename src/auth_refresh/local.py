@@ -94,7 +94,7 @@ class AuthLocalModule:
             operation_id=operation_id("login", path),
             responses={
                 200: {"model": TokenPairBody, "description": "An access and a refresh token"},
-                **error_responses(400, 401),
+                **error_responses(400, 401, 413, 503),
             },
             openapi_extra={"requestBody": _credentials_body()},
         )

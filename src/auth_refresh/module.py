@@ -570,12 +570,11 @@ class AuthRefreshModule:
             described = {**described, "parameters": parameters}
         for route in self._routes:
             route.openapi_extra = described
-            if transport is not None and route.path == self.path:
-                route.responses = {
-                    **route.responses,
-                    200: {"model": CookieTokenBody, "description": COOKIE_ANSWER},
-                    **error_responses(403),
-                }
+            if transport is None:
+                continue
+            route.responses = {**route.responses, **error_responses(403)}
+            if route.path == self.path:
+                route.responses[200] = {"model": CookieTokenBody, "description": COOKIE_ANSWER}
 
 
 class LoginIssueTokenService:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,8 @@ __all__ = [
     "error_response",
     "token_response",
 ]
+
+log = logging.getLogger("auth_refresh")
 
 # RFC 6749 §5.1: token responses must not be cached.
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -60,6 +63,7 @@ def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
         400: "Malformed request",
         401: "Missing or invalid credentials",
         403: "Forbidden",
+        413: "Request body too large",
         503: "Service unavailable",
     }
     return {code: {"model": ErrorBody, "description": descriptions[code]} for code in status_codes}
@@ -72,10 +76,15 @@ def token_response(pair: TokenPair) -> Response:
 async def error_response(request: Request, exc: Exception) -> Response:
     """The exception handler for ``AuthRefreshError``."""
     assert isinstance(exc, AuthRefreshError)
+    message = exc.message
+    if exc.status_code >= 500 and exc.status_code != 503:
+        # A configuration fault met at request time: the details go to the log, not the client.
+        log.error("%s: %s", type(exc).__name__, exc.message)
+        message = AuthRefreshError.default_message
     body = {
         "statusCode": exc.status_code,
         "errorCode": exc.error_code,
-        "message": exc.message,
+        "message": message,
         "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     }
     return JSONResponse(body, status_code=exc.status_code, headers={**NO_STORE, **exc.headers})

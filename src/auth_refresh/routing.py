@@ -45,7 +45,7 @@ def refresh_router(module: AuthRefreshModule) -> tuple[APIRouter, list[APIRoute]
             operation_id=operation_id("refresh", module.path),
             responses={
                 200: {"model": TokenPairBody, "description": "A new token pair"},
-                **error_responses(400, 401, 503),
+                **error_responses(400, 401, 413, 503),
             },
             openapi_extra=DEFAULT_EXTRACTOR.openapi(),
         )
@@ -59,7 +59,7 @@ def refresh_router(module: AuthRefreshModule) -> tuple[APIRouter, list[APIRoute]
             operation_id=operation_id("logout", module.logout_path),
             responses={
                 204: {"description": "The session's refresh tokens are revoked"},
-                **error_responses(400, 401, 503),
+                **error_responses(400, 401, 413, 503),
             },
             openapi_extra=DEFAULT_EXTRACTOR.openapi(),
         )

@@ -43,7 +43,7 @@ _DURATION = re.compile(r"\s*(\d+)\s*([smhdwy]?)\s*")
 def parse_duration(value: object) -> int:
     """Seconds from a number or a string: ``"30"``, ``"30s"``, ``"30m"``, ``"1h"``, ``"7d"``."""
     if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string like '30m', '1h', '7d'")
+        raise ValueError("must be a number of seconds or a string like '30m', '1h', '7d'")
     if isinstance(value, int):
         return value
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
@@ -52,7 +52,7 @@ def parse_duration(value: object) -> int:
         match = _DURATION.fullmatch(value)
         if match:
             return int(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
-    raise ValueError("a duration is a number of seconds or a string like '30m', '1h', '7d'")
+    raise ValueError("must be a number of seconds or a string like '30m', '1h', '7d'")
 
 
 Duration = Annotated[int, BeforeValidator(parse_duration)]
@@ -68,7 +68,7 @@ class JwtSettings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="JWT_MODULE_", extra="forbid", validate_default=True
+        env_prefix="JWT_MODULE_", extra="forbid", validate_default=True, hide_input_in_errors=True
     )
 
     access_secret: SecretStr | None = None
@@ -157,7 +157,10 @@ class AuthRefreshSettings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="AUTH_REFRESH_", extra="forbid", arbitrary_types_allowed=True
+        env_prefix="AUTH_REFRESH_",
+        extra="forbid",
+        arbitrary_types_allowed=True,
+        hide_input_in_errors=True,
     )
 
     jwt_from_request: Callable[..., Any] | None = None
