@@ -92,7 +92,7 @@ async def test_the_logout_path_is_configurable_and_documented(
         assert ended.status_code == 204
         schema = (await client.get("/openapi.json")).json()
     operation = schema["paths"]["/session/end"]["post"]
-    assert set(operation["responses"]) == {"204", "400", "401", "503"}
+    assert set(operation["responses"]) == {"204", "400", "401", "413", "503"}
     assert operation["requestBody"]["content"]["application/json"]["schema"]["required"] == [
         "refreshToken"
     ]
