@@ -8,7 +8,7 @@ logging anyone out. Keys are parsed and checked once, when the ring is built.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -406,6 +406,10 @@ def _public_der(key: Any) -> bytes:
     return der
 
 
+_TO_BASE64URL = bytes.maketrans(b"+/", b"-_")
+
+
 def base64url(data: bytes) -> str:
     """Base64url without padding (RFC 7515 §2)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    encoded = binascii.b2a_base64(data, newline=False).translate(_TO_BASE64URL)
+    return encoded.rstrip(b"=").decode("ascii")

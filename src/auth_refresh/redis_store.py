@@ -78,7 +78,8 @@ if token_id == family[4] then
         redis.call('HDEL', KEYS[1], 'successor')
     end
     redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', math.ceil(expires_at * 1000)))
-    return {'rotated', subject, successor_pair}
+    -- The caller holds the successor pair already: it is not sent back.
+    return {'rotated', subject}
 end
 if token_id == family[5] and family[6] and family[7] and now < tonumber(family[6]) + grace then
     return {'grace', subject, family[7]}
@@ -187,6 +188,8 @@ class RedisRefreshTokenStore:
         )
         outcome = RotationOutcome(answer[0])
         subject = answer[1] if len(answer) > 1 else None
+        if outcome is RotationOutcome.ROTATED:
+            return Rotation(outcome, subject, successor.pair)
         pair = cast(TokenPair, json.loads(answer[2])) if len(answer) > 2 else None
         return Rotation(outcome, subject, pair)
 

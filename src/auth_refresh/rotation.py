@@ -8,7 +8,7 @@ the same pair to every repeat within the grace window.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import json
 import logging
 import secrets
@@ -29,6 +29,8 @@ FAMILY_CLAIM = "fam"
 FAMILY_ID_BYTES = 16
 
 security_log = logging.getLogger("auth_refresh.security")
+
+_FROM_BASE64URL = bytes.maketrans(b"-_", b"+/")
 
 
 @dataclass(frozen=True)
@@ -141,8 +143,9 @@ def _payload_of(token: object) -> Mapping[str, Any]:
         return {}
     try:
         segment = token.split(".")[1]
-        payload = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (IndexError, ValueError):
+        padded = segment.encode("ascii").translate(_FROM_BASE64URL) + b"=" * (-len(segment) % 4)
+        payload = json.loads(binascii.a2b_base64(padded))
+    except (IndexError, ValueError):  # binascii.Error and UnicodeError are ValueErrors
         return {}
     return payload if isinstance(payload, dict) else {}
 

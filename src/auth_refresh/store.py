@@ -148,14 +148,17 @@ def decide_rotation(
     if record.revoked:
         return Rotation(RotationOutcome.REVOKED, subject), record
     if token_id == record.live_token_id:
-        rotated = replace(
-            record,
+        # Built field by field rather than with replace(): this is every refresh's path.
+        rotated = FamilyRecord(
+            subject=subject,
+            created_at=record.created_at,
             expires_at=min(successor.expires_at, deadline),
             live_token_id=successor.token_id,
             previous_token_id=token_id,
             consumed_at=now,
             # Kept only for a grace window: without one there is no repeat to answer.
             successor_pair=successor.pair if grace_seconds > 0 else None,
+            revoked=record.revoked,
         )
         return Rotation(RotationOutcome.ROTATED, subject, successor.pair), rotated
     if (

@@ -11,7 +11,6 @@ fails any of them costs no I/O.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import logging
@@ -59,6 +58,7 @@ JWKS_PATH = "/.well-known/jwks.json"
 JWKS_MEDIA_TYPE = "application/jwk-set+json"
 
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+_FROM_BASE64URL = bytes.maketrans(b"-_", b"+/")
 
 security_log = logging.getLogger("auth_refresh.security")
 
@@ -84,6 +84,11 @@ class JwtService:
         self._lifetimes: dict[TokenType, int] = {
             "access": settings.access_expires_in,
             "refresh": settings.refresh_expires_in,
+        }
+        # The JOSE header is the same for every token of a type: encoded once, with its key.
+        self._signers: dict[TokenType, tuple[JwtKey, str]] = {
+            token_type: (ring.signing, _encoded_header(ring.signing, token_type))
+            for token_type, ring in self._rings.items()
         }
 
     def key_ring(self, token_type: TokenType) -> KeyRing:
@@ -125,20 +130,14 @@ class JwtService:
                 payload[name] = configured
         if "aud" in payload and self.settings.audience is None:
             raise ValueError("'aud' needs JWT_MODULE_AUDIENCE: tokens with an audience are refused")
-        key = self._rings[token_type].signing
-        header = {"alg": key.algorithm, "typ": TOKEN_MEDIA_TYPES[token_type]}
-        if key.kid is not None:
-            header["kid"] = key.kid
-        payload_json = json.dumps(payload, separators=(",", ":"), allow_nan=False)
-        if _json_object(payload_json.encode()) is None:
+        key, encoded_header = self._signers[token_type]
+        payload_json = _CLAIMS_ENCODER.encode(payload)
+        # Read back as verify will: only claims that are not plain can be refused there.
+        if not _plain_claims(payload) and _json_object(payload_json.encode()) is None:
             raise ValueError(
                 f"the claims must be Unicode text nested at most {MAX_JSON_DEPTH} levels deep"
             )
-        signing_input = (
-            base64url(json.dumps(header, separators=(",", ":")).encode())
-            + "."
-            + base64url(payload_json.encode())
-        )
+        signing_input = encoded_header + "." + base64url(payload_json.encode())
         token = signing_input + "." + base64url(key.sign(signing_input.encode("ascii")))
         if len(token) > self.settings.max_token_bytes:
             raise ValueError("the token would be longer than JWT_MODULE_MAX_TOKEN_BYTES")
@@ -277,7 +276,8 @@ def _base64url_decode(segment: str) -> bytes | None:
     if not _BASE64URL.fullmatch(segment) or len(segment) % 4 == 1:
         return None
     try:
-        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        padded = segment.encode("ascii").translate(_FROM_BASE64URL) + b"=" * (-len(segment) % 4)
+        data = binascii.a2b_base64(padded)
     except binascii.Error:
         return None
     return data if base64url(data) == segment else None
@@ -287,13 +287,16 @@ def _json_object(data: bytes) -> dict[str, Any] | None:
     """A JSON object from strict UTF-8 text: no duplicate members, NaN or deep nesting."""
     try:
         text = data.decode("utf-8")
-        value = json.loads(
-            text, object_pairs_hook=_without_duplicates, parse_constant=_no_constants
-        )
-        if not isinstance(value, dict) or _too_deep(value):
+        value = _DECODER.decode(text)
+        if not isinstance(value, dict):
             return None
-        # "\ud800" escapes decode to lone surrogates, which are not Unicode text.
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
+        # Each level of nesting opens a bracket: with few brackets there is nothing to measure.
+        if text.count("{") + text.count("[") > MAX_JSON_DEPTH and _too_deep(value):
+            return None
+        # "\ud800" escapes decode to lone surrogates, which are not Unicode text. Strict UTF-8
+        # decoding never yields a surrogate, so without a "\u" there is nothing to check.
+        if "\\u" in text:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError):  # UnicodeError is a ValueError
         return None
     return value
@@ -324,6 +327,47 @@ def _without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+# What json.loads and json.dumps would build on every call with these options, built once.
+_DECODER = json.JSONDecoder(object_pairs_hook=_without_duplicates, parse_constant=_no_constants)
+_CLAIMS_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_PLAIN_SCALARS = frozenset({int, float, bool, type(None)})
+
+
+def _encoded_header(key: JwtKey, token_type: TokenType) -> str:
+    header = {"alg": key.algorithm, "typ": TOKEN_MEDIA_TYPES[token_type]}
+    if key.kid is not None:
+        header["kid"] = key.kid
+    return base64url(json.dumps(header, separators=(",", ":")).encode())
+
+
+def _plain_claims(claims: Mapping[str, Any]) -> bool:
+    """Whether ``claims`` read back from their JSON unchanged and acceptable, by construction.
+
+    Flat, exact built-in scalars, string names and values free of surrogates: no duplicate
+    member, nesting or lone surrogate can come back. Anything else is read back to be sure.
+    """
+    for name, value in claims.items():
+        if type(name) is not str or not _is_unicode_text(name):
+            return False
+        kind = type(value)
+        if kind is str:
+            if not _is_unicode_text(value):
+                return False
+        elif kind not in _PLAIN_SCALARS:
+            return False
+    return True
+
+
+def _is_unicode_text(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _media_type(typ: object) -> str | None:
