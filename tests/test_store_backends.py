@@ -3,6 +3,7 @@ and lets keys expire with the tokens; SQLite runs in WAL mode and forgets expire
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import sys
 import threading
@@ -123,3 +124,39 @@ def test_the_redis_timeouts_default_to_half_a_second_and_the_url_overrides_them(
     ]
     assert (settings[0]["socket_timeout"], settings[0]["socket_connect_timeout"]) == (0.5, 0.5)
     assert (settings[1]["socket_timeout"], settings[1]["socket_connect_timeout"]) == (0.2, 0.1)
+
+
+async def test_a_redis_that_lost_its_scripts_still_rotates(tmp_path: Path) -> None:
+    with running_redis(tmp_path) as server:
+        async with opened(server.url) as store:
+            family = await Family(store).start()
+            await family.rotate(family.first_token)  # the script is loaded
+            with redis.Redis.from_url(server.url) as client:
+                client.script_flush()
+                outcome, _, _ = await family.rotate(family.first_token)
+                # The step ran (a repeat within the grace window) and EVAL put the script back.
+                assert outcome is RotationOutcome.GRACE
+                assert client.script_exists(store._rotate.sha) == [True]  # type: ignore[attr-defined]
+
+
+async def test_redis_steps_reuse_connections_and_replace_ones_the_server_closed(
+    tmp_path: Path,
+) -> None:
+    with running_redis(tmp_path) as server:
+        async with opened(server.url) as store:
+            family = await Family(store).start()
+            token = family.first_token
+            with redis.Redis.from_url(server.url) as client:
+                for _ in range(5):
+                    outcome, _, successor = await family.rotate(token)
+                    assert outcome is RotationOutcome.ROTATED
+                    token = successor.token_id
+                # Six sequential steps used one connection; the other is this client's own.
+                assert len(client.client_list()) == 2
+                client.client_kill_filter(_type="normal", skipme=True)
+                assert len(client.client_list()) == 1
+            # As in a running application, the event loop gets to see the socket close.
+            await asyncio.sleep(0.2)
+            outcome, _, _ = await family.rotate(token)
+    # The closed connection was noticed before the step and replaced, not answered with a 503.
+    assert outcome is RotationOutcome.ROTATED
