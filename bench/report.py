@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ PACKAGES = (
 )
 CHART_NAME = "benchmarks.png"
 TIMES = "\N{MULTIPLICATION SIGN}"
+NDASH = "\N{EN DASH}"
 DOCS_NAME = "benchmarks.md"
 
 
@@ -49,6 +51,28 @@ def machine() -> dict[str, Any]:
 
 def load_average() -> tuple[float, float, float]:
     return os.getloadavg()
+
+
+def cpu_busy(seconds: float = 1.0) -> float | None:
+    """The share of all CPUs' time spent busy over ``seconds`` (None without /proc/stat).
+
+    Read before the benchmark starts: the load average still counts what ran a minute ago
+    (the install step of ``make bench``), this does not."""
+
+    def times() -> tuple[int, int] | None:
+        try:
+            fields = [int(value) for value in Path("/proc/stat").read_text().split()[1:9]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + fields[4]  # idle and iowait
+        return sum(fields), idle
+
+    before = times()
+    time.sleep(seconds)
+    after = times()
+    if before is None or after is None or after[0] == before[0]:
+        return None
+    return 1 - (after[1] - before[1]) / (after[0] - before[0])
 
 
 def _cpu_model() -> str:
@@ -170,20 +194,31 @@ def http_table(results: dict[str, Any]) -> list[str]:
     if not rows:
         return []
     lines = [
-        f"| Over HTTP | req/s | {TIMES} raw | p50 ms | p99 ms "
+        f"| Over HTTP | req/s | {TIMES} raw | {TIMES} raw, range | p50 ms | p99 ms "
         f"| {TIMES} raw p50 | {TIMES} raw p99 |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
         if row.get("skipped"):
-            lines.append(f"| {row['label']} | skipped: {row['skipped']} | | | | | |")
+            lines.append(f"| {row['label']} | skipped: {row['skipped']} | | | | | | |")
             continue
+        pair_ratios = row.get("pair_ratios") or []
+        spread = (
+            f"{min(pair_ratios):.2f}{NDASH}{max(pair_ratios):.2f}" if len(pair_ratios) > 1 else ""
+        )
         lines.append(
             f"| {row['label']} | {row['requests_per_second']:.0f} | {_ratio(row.get('ratio'))} "
-            f"| {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {_ratio(row.get('p50_ratio'))} "
-            f"| {_ratio(row.get('p99_ratio'))} |"
+            f"| {spread} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} "
+            f"| {_ratio(row.get('p50_ratio'))} | {_ratio(row.get('p99_ratio'))} |"
         )
-    lines.append("")
+    lines += [
+        "",
+        f"req/s and latencies: medians of the runs. {TIMES} raw: the median over the rounds of",
+        "each run against the raw run beside it, so it can differ from the quotient of the",
+        "medians when the machine's speed drifted during the benchmark; the range is the",
+        "lowest and highest of those side-by-side ratios.",
+        "",
+    ]
     return lines
 
 
@@ -423,8 +458,8 @@ def page(results: dict[str, Any], chart_name: str | None) -> str:
         "  store, user lookup), then `issue(...)` (with rotation the successor pair signed",
         "  during the store step, otherwise two new tokens), against the raw work: PyJWT's",
         "  `jwt.decode` of the same token, the same user lookup and two `jwt.encode` calls with",
-        "  the same claims and `typ` headers. One refresh at a time, so for the SQLite and",
-        "  Redis stores this includes waiting for the store (a thread, a round trip).",
+        "  the same claims and `typ` headers. One refresh at a time, so for the Redis store",
+        "  this includes waiting for the round trip.",
         "- **Whole application, in-process**: each application's `POST /auth/refresh` called",
         "  as an ASGI app without a server or sockets: what routing, dependencies and the",
         "  response add.",
@@ -433,8 +468,11 @@ def page(results: dict[str, Any], chart_name: str | None) -> str:
         + "no access log);",
         f"  {http_section.get('pinning', 'pinning unknown')}, and Redis beside the load",
         f"  generator; {http_section.get('loader', '?')} with {settings.get('connections')}"
-        + f" connections for {settings.get('duration')} s per run, {settings.get('rounds')}",
-        "  rounds interleaved across configurations after a warm-up, median reported. Every",
+        + f" connections for {settings.get('duration')} s per run, after a warm-up. In each",
+        f"  of {settings.get('rounds')} rounds every configuration runs beside a run of the raw",
+        "  endpoint, just before or just after it (alternately): the machine's speed drifts",
+        "  over minutes, so each ratio is the median of side-by-side ratios, not a ratio of",
+        "  medians; req/s and latencies are the medians of the runs. Every",
         "  request presents a refresh token never presented before (pre-minted by each",
         "  application's own issuing code and fed to wrk by `bench/refresh.lua`), so the",
         "  rotating stores do their real work; a run with any non-2xx answer is left out.",

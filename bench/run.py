@@ -51,6 +51,9 @@ SMOKE_WRK_CHECK_TOKENS = 1000
 SMOKE_PYTHON_TOKENS = 150
 SMOKE_PYTHON_SECONDS = 0.3
 REDIS_WARMUP_REFRESHES = 20
+# More than this share of the CPUs busy before the start, or raw runs this far apart, is noted.
+BUSY_AT_START = 0.1
+DRIFT_NOTED = 1.2
 
 
 @dataclass
@@ -76,9 +79,9 @@ class Options:
 def parse_arguments(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="a few seconds, no thresholds")
-    parser.add_argument("--duration", type=int, default=10, help="seconds per HTTP run")
+    parser.add_argument("--duration", type=int, default=6, help="seconds per HTTP run")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of HTTP warm-up")
-    parser.add_argument("--rounds", type=int, default=3, help="HTTP rounds (median reported)")
+    parser.add_argument("--rounds", type=int, default=5, help="HTTP rounds (medians reported)")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--iterations", type=int, default=2000, help="in-process, per round")
@@ -208,10 +211,12 @@ def collect(
         results["notes"].append(
             "Smoke run: tiny samples to check the harness; the numbers mean nothing."
         )
-    if machine["load_average"][0] > 0.5:
+    busy = report.cpu_busy()
+    results["cpu_busy_at_start"] = busy
+    if busy is not None and busy > BUSY_AT_START:
         results["notes"].append(
-            f"The machine was not idle (load average {machine['load_average'][0]:.2f} at the "
-            "start): other work shared the CPUs, so these numbers are noisy."
+            f"The machine was not idle ({busy:.0%} of the CPUs busy just before the start): "
+            "other work shared the CPUs, so these numbers are noisy."
         )
     _, load_cpu, _ = over_http.cpu_plan()
     with redis_server(workdir, None if options.smoke else load_cpu) as (redis_url, redis_reason):
@@ -232,8 +237,27 @@ def collect(
         )
         phases["redis"] = round(time.monotonic() - began, 1)
     results["load_average_end"] = list(report.load_average())
+    drift = raw_drift(results)
+    if drift is not None:
+        results["notes"].append(drift)
     results["targets"] = report.evaluate_targets(results)
     return results
+
+
+def raw_drift(results: dict[str, Any]) -> str | None:
+    """A note when the raw endpoint's own runs differ much: the machine's speed drifted."""
+    rows = (results.get("http") or {}).get("configurations") or []
+    raw = next((row for row in rows if row["name"] == RAW.name and row.get("rounds")), None)
+    if raw is None or len(raw["rounds"]) < 2:
+        return None
+    speeds = [run["requests_per_second"] for run in raw["rounds"]]
+    if max(speeds) < DRIFT_NOTED * min(speeds):
+        return None
+    return (
+        f"The same raw endpoint served from {min(speeds):.0f} to {max(speeds):.0f} req/s in "
+        "this run: the machine's speed drifted (a shared host), so read each ratio with the "
+        "range of its side-by-side runs."
+    )
 
 
 def availability(
@@ -384,6 +408,10 @@ def http_phase(
     launches = [(c, environment(c, directory, redis_url)) for c in runnable]
     runs: dict[str, list[over_http.LoadResult]] = {c.name: [] for c in runnable}
     invalid: dict[str, list[str]] = {c.name: [] for c in runnable}
+    # Each configuration's valid runs with the raw run beside them: (run, raw run).
+    pairs: dict[str, list[tuple[over_http.LoadResult, over_http.LoadResult]]] = {
+        c.name: [] for c in runnable
+    }
     with over_http.running(
         launches, workdir=directory, cpu=server_cpu, loop=options.loop, http=options.http
     ) as servers:
@@ -395,32 +423,48 @@ def http_phase(
                 warm = load(server, tokens, options.warmup)
                 estimates[name] = warm.requests_per_second
                 say(f"  warm-up {name}: {warm.requests_per_second:.0f} req/s")
+
+        def measure(server: over_http.Server, round_number: int) -> over_http.LoadResult | None:
+            name = server.configuration.name
+            if options.smoke:
+                needed = SMOKE_WRK_TOKENS if options.loader == "wrk" else SMOKE_PYTHON_TOKENS
+            else:
+                needed = int(estimates.get(name, WARMUP_TOKENS_PER_SECOND) * seconds * 1.5)
+                needed += 1000
+            result = load(server, over_http.mint(server.base_url, needed), seconds)
+            if result.wraps and not options.smoke:
+                say(f"  {name}: ran out of tokens, again with more")
+                result = load(server, over_http.mint(server.base_url, needed * 3), seconds)
+            say(
+                f"  round {round_number + 1} {name}: {result.requests_per_second:.0f} req/s, "
+                f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms"
+            )
+            if result.valid:
+                runs[name].append(result)
+                return result
+            message = f"{name} over HTTP: {result.problems()}"
+            invalid[name].append(result.problems())
+            if options.smoke:
+                failures.add(message)
+            else:
+                say(f"  INVALID (left out of the medians): {message}")
+            return None
+
+        raw_server = next(s for s in servers if s.configuration.name == RAW.name)
+        others = [server for server in servers if server is not raw_server]
         for round_number in range(options.rounds):
-            shift = round_number % len(servers)
-            for server in servers[shift:] + servers[:shift]:
-                name = server.configuration.name
-                if options.smoke:
-                    needed = SMOKE_WRK_TOKENS if options.loader == "wrk" else SMOKE_PYTHON_TOKENS
-                else:
-                    needed = int(estimates.get(name, WARMUP_TOKENS_PER_SECOND) * seconds * 1.5)
-                    needed += 1000
-                result = load(server, over_http.mint(server.base_url, needed), seconds)
-                if result.wraps and not options.smoke:
-                    say(f"  {name}: ran out of tokens, again with more")
-                    result = load(server, over_http.mint(server.base_url, needed * 3), seconds)
-                say(
-                    f"  round {round_number + 1} {name}: {result.requests_per_second:.0f} req/s, "
-                    f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms"
-                )
-                if result.valid:
-                    runs[name].append(result)
-                else:
-                    message = f"{name} over HTTP: {result.problems()}"
-                    invalid[name].append(result.problems())
-                    if options.smoke:
-                        failures.add(message)
-                    else:
-                        say(f"  INVALID (left out of the medians): {message}")
+            if not others:
+                measure(raw_server, round_number)
+            shift = round_number % len(others) if others else 0
+            for server in others[shift:] + others[:shift]:
+                # The machine's speed drifts over minutes (shared hosts): each ratio compares
+                # a run with a raw run made just before or after it, alternately.
+                pair = [raw_server, server] if round_number % 2 == 0 else [server, raw_server]
+                raw_result, result = (measure(member, round_number) for member in pair)
+                if pair[0] is server:
+                    raw_result, result = result, raw_result
+                if raw_result is not None and result is not None:
+                    pairs[server.configuration.name].append((result, raw_result))
         wrk_check = None
         if options.smoke and options.loader == "python" and over_http.wrk_version():
             wrk_check = smoke_wrk_check(servers[0], directory, failures)
@@ -433,7 +477,7 @@ def http_phase(
         "loader": options.loader,
         "pinning": pinning,
         "server": report.server_stack(options.loop, options.http),
-        "configurations": _http_rows(selected, skipped, runs, invalid),
+        "configurations": _http_rows(selected, skipped, runs, invalid, pairs),
         "wrk_check": wrk_check,
     }, redis_store
 
@@ -464,6 +508,7 @@ def _http_rows(
     skipped: dict[str, str | None],
     runs: dict[str, list[over_http.LoadResult]],
     invalid: dict[str, list[str]],
+    pairs: dict[str, list[tuple[over_http.LoadResult, over_http.LoadResult]]],
 ) -> list[dict[str, Any]]:
     rows = []
     for configuration in selected:
@@ -491,12 +536,19 @@ def _http_rows(
                 invalid_rounds=invalid.get(configuration.name, []),
             )
         rows.append(row)
-    raw = next((row for row in rows if row["name"] == RAW.name and not row.get("skipped")), None)
     for row in rows:
-        if raw is not None and not row.get("skipped"):
-            row["ratio"] = row["requests_per_second"] / raw["requests_per_second"]
-            row["p50_ratio"] = row["p50_ms"] / raw["p50_ms"] if raw["p50_ms"] else None
-            row["p99_ratio"] = row["p99_ms"] / raw["p99_ms"] if raw["p99_ms"] else None
+        if row["name"] == RAW.name and not row.get("skipped"):
+            row.update(ratio=1.0, p50_ratio=1.0, p99_ratio=1.0)
+        elif pairs.get(row["name"]):
+            # The median of the ratios of runs made side by side, not a ratio of medians.
+            beside = pairs[row["name"]]
+            ratios = [run.requests_per_second / raw.requests_per_second for run, raw in beside]
+            row.update(
+                ratio=statistics.median(ratios),
+                p50_ratio=statistics.median(run.p50_ms / raw.p50_ms for run, raw in beside),
+                p99_ratio=statistics.median(run.p99_ms / raw.p99_ms for run, raw in beside),
+                pair_ratios=ratios,
+            )
     return rows
 
 
