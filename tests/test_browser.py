@@ -7,10 +7,12 @@ import json
 import shutil
 import threading
 from collections.abc import Iterator
+from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from conftest import ACCESS_SECRET, REFRESH_SECRET
@@ -53,11 +55,24 @@ def example(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def attacker_site(example: str) -> Iterator[str]:
-    """Another site (``localhost`` is not ``127.0.0.1``) that posts a form to the refresh route."""
+def attackers_token(example: str) -> str:
+    """A refresh token of the attacker's own session: anyone can log in and take theirs."""
+    credentials = {"username": "user@example.com", "password": "password"}
+    response = httpx.post(example + "/auth/login", json=credentials, timeout=10)
+    assert response.status_code == 200, response.text
+    cookie: SimpleCookie = SimpleCookie()
+    for header in response.headers.get_list("set-cookie"):
+        cookie.load(header)
+    return cookie["refresh_token"].value
+
+
+@pytest.fixture
+def attacker_site(example: str, attackers_token: str) -> Iterator[str]:
+    """Another site (``localhost`` is not ``127.0.0.1``) whose page posts a form to the refresh
+    route with the attacker's own token, to plant the attacker's session (login CSRF)."""
     page = (
         f'<form method="post" action="{example}/auth/refresh">'
-        '<input name="refreshToken" value=""></form>'
+        f'<input name="refreshToken" value="{attackers_token}"></form>'
         "<script>document.forms[0].submit()</script>"
     ).encode()
 
@@ -130,14 +145,23 @@ def test_the_browser_session(example: str, attacker_site: str) -> None:
             assert rotated[0]["value"] != refresh_cookies[0]["value"]
             snapshot("04-silent-refresh")
 
-            # A cross-site form post to the refresh route gets no token.
+            # No script under the cookie's own path can read it either.
+            under_auth = context.new_page()
+            under_auth.goto(example + "/auth/refresh")  # a GET: 405, but a page at that path
+            assert "refresh_token" not in under_auth.evaluate("document.cookie")
+            under_auth.close()
+
+            # A cross-site form post of the attacker's token gets no token and plants nothing.
+            before_attack = {c["name"]: c["value"] for c in context.cookies()}
             attack = context.new_page()
             attack.goto(attacker_site)
             attack.wait_for_url(example + "/auth/refresh")
             answer = json.loads(attack.text_content("body") or "{}")
             attack.screenshot(path=ARTIFACTS / "05-cross-site-post.png")
-            assert answer["statusCode"] in (401, 403)
+            assert answer["statusCode"] == 403
+            assert answer["errorCode"] == "AUTH_REFRESH_CSRF_ERROR"
             assert "accessToken" not in answer
+            assert {c["name"]: c["value"] for c in context.cookies()} == before_attack
             attack.close()
             # ...and it did not disturb the session.
             page.wait_for_timeout(2500)

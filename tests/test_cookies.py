@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import time
 from http.cookies import SimpleCookie
 from typing import Any
 
@@ -13,9 +14,10 @@ from auth_refresh import (
     AuthRefreshModule,
     ConfigurationError,
     ExtractJwt,
+    JwtModule,
     PasswordStorageService,
 )
-from auth_refresh.cookies import csrf_token_for
+from auth_refresh.cookies import CookieTransport, csrf_token_for
 from conftest import InMemoryUsers, serve
 from rotation_app import rotating_app
 
@@ -315,8 +317,101 @@ async def test_openapi_documents_the_cookie_the_csrf_header_and_the_403(
     logout = schema["paths"]["/auth/logout"]["post"]
     assert ("header", "X-CSRF-Token") in {(p["in"], p["name"]) for p in logout["parameters"]}
     assert {"403", "413"} <= set(logout["responses"])
+    # The body fallback of the cookie-then-body chain is documented too.
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"] == {"refreshToken": {"type": "string"}}
+    assert "Set-Cookie" in operation["responses"]["200"]["headers"]
     login = schema["paths"]["/auth/login"]["post"]
-    assert {"400", "401", "413", "503"} <= set(login["responses"])
+    assert {"400", "401", "403", "413", "503"} <= set(login["responses"])
+    login_ok = login["responses"]["200"]
+    assert login_ok["content"]["application/json"]["schema"] == ok
+    assert "Set-Cookie" in login_ok["headers"]
+
+
+async def test_without_cookie_transport_login_documents_the_token_pair(
+    users: InMemoryUsers, password_storage: PasswordStorageService
+) -> None:
+    app, _ = cookie_app(users, password_storage, cookie_transport=False)
+    async with serve(app) as client:
+        schema = (await client.get("/openapi.json")).json()
+    ok = schema["paths"]["/auth/login"]["post"]["responses"]["200"]
+    assert ok["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/TokenPairBody"
+    }
+    assert "403" not in schema["paths"]["/auth/login"]["post"]["responses"]
+
+
+CROSS_SITE = {"Sec-Fetch-Site": "cross-site"}
+
+
+async def test_a_cross_site_post_with_a_token_of_its_own_sets_no_cookie(
+    users: InMemoryUsers, password_storage: PasswordStorageService, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Login CSRF: an attacker's page posts the attacker's own refresh token (or credentials)
+    as a form, to plant the attacker's session in the victim's browser."""
+    app, _ = cookie_app(users, password_storage, cookie_body_refresh_token=True)
+    async with https_client(app) as client:
+        attackers_token = (await login(client)).json()["refreshToken"]
+        client.cookies.clear()
+        form = {"refreshToken": attackers_token}
+        with caplog.at_level(logging.WARNING, logger="auth_refresh.security"):
+            refused = await client.post("/auth/refresh", data=form, headers=CROSS_SITE)
+            refused_login = await client.post("/auth/login", data=CREDENTIALS, headers=CROSS_SITE)
+        for response in (refused, refused_login):
+            assert response.status_code == 403
+            assert response.json()["errorCode"] == "AUTH_REFRESH_CSRF_ERROR"
+            assert response.json()["message"] == "Cross-site requests are refused"
+            assert "set-cookie" not in response.headers
+        assert [r.message for r in caplog.records] == [
+            "cookie transport: cross-site request refused"
+        ] * 2
+        # The token was not consumed; the same request from the application's own pages works.
+        for site in ("same-origin", "same-site", "none"):
+            accepted = await client.post(
+                "/auth/refresh", data=form, headers={"Sec-Fetch-Site": site}
+            )
+            assert accepted.status_code == 200, site
+            form = {"refreshToken": accepted.json()["refreshToken"]}
+            client.cookies.clear()  # the token again in the body only, not the cookie
+        assert (await client.post("/auth/login", data=CREDENTIALS)).status_code == 200
+
+
+async def test_with_same_site_none_cross_site_requests_are_the_application_s_own(
+    users: InMemoryUsers, password_storage: PasswordStorageService
+) -> None:
+    app, _ = cookie_app(users, password_storage, cookie_same_site="none")
+    async with https_client(app) as client:
+        session = await client.post("/auth/login", json=CREDENTIALS, headers=CROSS_SITE)
+        assert session.status_code == 200
+        refreshed = await client.post(
+            "/auth/refresh", headers={**CROSS_SITE, "X-CSRF-Token": session.json()["csrfToken"]}
+        )
+    assert refreshed.status_code == 200
+
+
+def test_the_cookie_lives_as_long_as_the_token_it_carries() -> None:
+    service = JwtModule.for_root().service
+    now = int(time.time())
+    # A token with less life left than the configured lifetime (a grace-window repeat of a
+    # pair signed earlier, or a shortened exp).
+    refresh_token = service.sign("refresh", {"sub": "user-1", "exp": now + 100})
+    access_token = service.sign("access", {"sub": "user-1"})
+    transport = CookieTransport(
+        cookie_name="refresh_token",
+        paths=("/auth/refresh",),
+        secure=True,
+        same_site="strict",
+        body_refresh_token=False,
+    )
+    response = transport.token_response(
+        {"accessToken": access_token, "refreshToken": refresh_token}
+    )
+    max_ages = [
+        int(header.split("Max-Age=")[1].split(";")[0])
+        for header in response.headers.getlist("set-cookie")
+    ]
+    assert len(max_ages) == 2  # the refresh cookie and the CSRF cookie
+    assert all(98 <= max_age <= 100 for max_age in max_ages)
 
 
 async def test_a_custom_extractor_claims_no_request_body_in_openapi(users: InMemoryUsers) -> None:

@@ -1,9 +1,9 @@
 """Every extractor, driven over HTTP: what each finds, and what counts as no token."""
 
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Form, Request
 
 from auth_refresh import AuthRefreshError, ExtractJwt
 from auth_refresh.extractors import Extractor, TokenExtractor
@@ -69,8 +69,15 @@ async def test_bodies_that_carry_no_token_field(content: bytes, content_type: st
 @pytest.mark.parametrize(
     "content",
     # Deep nesting within the 64 KiB body limit (larger bodies are a 413).
-    [b"{", b'{"refreshToken": }', b"\xff\xfe\x00", b"[" * 30_000 + b"]" * 30_000],
-    ids=["truncated", "invalid", "not-utf8", "deeply-nested"],
+    [
+        b"{",
+        b'{"refreshToken": }',
+        b"\xff\xfe\x00",
+        b"[" * 30_000 + b"]" * 30_000,
+        b'{"refreshToken": NaN}',
+        b'{"refreshToken": "t", "n": -Infinity}',
+    ],
+    ids=["truncated", "invalid", "not-utf8", "deeply-nested", "nan", "infinity"],
 )
 async def test_a_malformed_json_body_is_a_400(content: bytes) -> None:
     async with serve(extractor_app(ExtractJwt.from_body_field())) as client:
@@ -181,3 +188,29 @@ def test_built_in_extractors_describe_themselves_for_openapi() -> None:
     assert description["requestBody"]["required"] is False
     body_schema = description["requestBody"]["content"]["application/json"]["schema"]
     assert body_schema["properties"] == {"refreshToken": {"type": "string"}}
+    # Extractors before the body one leave the body to it, whatever their order.
+    cookie_first = ExtractJwt.from_extractors(
+        [ExtractJwt.from_cookie("c"), ExtractJwt.from_body_field()]
+    )
+    assert isinstance(cookie_first, Extractor)
+    assert cookie_first.openapi()["requestBody"] == description["requestBody"]
+
+
+async def test_a_route_that_parsed_the_form_itself_still_gives_the_body_token() -> None:
+    """FastAPI reads Form() and File() parameters before the dependencies run; the stream is
+    spent by then."""
+    extractor = ExtractJwt.from_body_field()
+    app = FastAPI()
+
+    @app.post("/with-form")
+    async def with_form(request: Request, note: Annotated[str, Form()]) -> dict[str, Any]:
+        return {"token": await extractor(request), "note": note}
+
+    async with serve(app) as client:
+        form = await client.post("/with-form", data={"refreshToken": "abc", "note": "n"})
+        multipart = await client.post(
+            "/with-form", files={"refreshToken": (None, "abc"), "note": (None, "n")}
+        )
+    for response in (form, multipart):
+        assert response.status_code == 200, response.text
+        assert response.json() == {"token": "abc", "note": "n"}

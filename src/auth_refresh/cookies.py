@@ -74,6 +74,19 @@ class CookieTransport:
             body_refresh_token=settings.cookie_body_refresh_token,
         )
 
+    def refuse_cross_site(self, request: Request) -> None:
+        """Raise ``CsrfError`` for a request the browser says another site made.
+
+        The CSRF token guards the cookie, but a cross-site form can also post a refresh token
+        or credentials of the attacker's own in its body: the answer would set the attacker's
+        session cookie in the victim's browser (login CSRF). Browsers mark every request with
+        ``Sec-Fetch-Site``, which pages cannot set. With ``SameSite=None`` the application is
+        meant to be called from other sites, and the check is off.
+        """
+        if self.same_site != "none" and request.headers.get("sec-fetch-site") == "cross-site":
+            security_log.warning("cookie transport: cross-site request refused")
+            raise CsrfError("Cross-site requests are refused")
+
     def came_from_cookie(self, request: Request, token: str) -> bool:
         return request.cookies.get(self.cookie_name) == token
 

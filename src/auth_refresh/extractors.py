@@ -67,13 +67,20 @@ async def read_body_fields(
     is_json = content_type == "application/json" or content_type.endswith("+json")
     if not is_json and content_type not in _FORM_TYPES:
         return None
+    # A route with Form() or File() parameters has parsed the form already, and its stream is
+    # spent: Starlette keeps the parsed form.
+    parsed_form = getattr(request, "_form", None)
+    if not is_json and parsed_form is not None:
+        form: Mapping[str, Any] = parsed_form
+        return form
     body = await _limited_body(request, max_bytes)
     if is_json:
         if not body.strip():
             return None
         try:
             # RFC 8259 §8.1: JSON between systems is UTF-8; json.loads would guess UTF-16/32.
-            data = json.loads(body.decode("utf-8"))
+            # NaN and Infinity are not JSON (RFC 8259 §6), whatever Python's parser allows.
+            data = _BODY_DECODER.decode(body.decode("utf-8"))
         except ValueError:  # UnicodeDecodeError included
             raise InvalidRequestError("The request body is not valid JSON") from None
         except RecursionError:
@@ -83,6 +90,13 @@ async def read_body_fields(
         return await request.form()
     except Exception:  # multipart parsing raises several types; all mean a bad body
         raise InvalidRequestError("The request body is not a valid form") from None
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_BODY_DECODER = json.JSONDecoder(parse_constant=_not_json)
 
 
 async def _limited_body(request: Request, max_bytes: int) -> bytes:
@@ -219,7 +233,9 @@ class ChainExtractor:
             if isinstance(extractor, Extractor):
                 part = extractor.openapi()
                 parameters.extend(part.get("parameters", ()))
-                description.setdefault("requestBody", part.get("requestBody"))
+                # The first extractor that reads the body describes it.
+                if part.get("requestBody") is not None:
+                    description.setdefault("requestBody", part["requestBody"])
         for parameter in parameters:
             parameter["required"] = False
         if description.get("requestBody") is None:

@@ -7,6 +7,7 @@ from functools import cached_property
 from typing import Any, Protocol, runtime_checkable
 
 from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 from pwdlib import PasswordHash
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -34,6 +35,14 @@ MAX_PASSWORD_BYTES = 4096
 @runtime_checkable
 class TokenResponder(Protocol):
     """An issue service that also shapes the login answer (``login_issue_token_service``)."""
+
+    def check_request(self, request: Request) -> None:
+        """Raise for a login request its transport must not answer."""
+        ...
+
+    def describe_route(self, route: APIRoute) -> None:
+        """Document ``route``'s answer in its transport, once the transport is known."""
+        ...
 
     def token_response(self, pair: TokenPair) -> Response: ...
 
@@ -98,6 +107,10 @@ class AuthLocalModule:
             },
             openapi_extra={"requestBody": _credentials_body()},
         )
+        if isinstance(issue_token_service, TokenResponder):
+            route = self.router.routes[-1]
+            assert isinstance(route, APIRoute)
+            issue_token_service.describe_route(route)
 
     @classmethod
     def for_root(
@@ -126,6 +139,10 @@ class AuthLocalModule:
         return None
 
     async def login(self, request: Request) -> Response:
+        responder = self.issue_token_service
+        if isinstance(responder, TokenResponder):
+            # Before the password is checked: a refused request costs no hashing.
+            responder.check_request(request)
         username, password = await _credentials(request)
         user = await resolve(self.user_lookup_service.by_username(username))
         stored_hash = _password_hash_of(user) if user is not None else None
@@ -138,8 +155,8 @@ class AuthLocalModule:
             raise AuthLocalInvalidCredentialsError()
         pair = await resolve(self.issue_token_service.response_payload(user_id_of(user)))
         # An issue service that owns a transport (the refresh module's cookie) answers itself.
-        if isinstance(self.issue_token_service, TokenResponder):
-            return self.issue_token_service.token_response(pair)
+        if isinstance(responder, TokenResponder):
+            return responder.token_response(pair)
         return token_response(pair)
 
 

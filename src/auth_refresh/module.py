@@ -50,6 +50,7 @@ from auth_refresh.guard import AuthRefreshGuard
 from auth_refresh.responses import (
     COOKIE_ANSWER,
     NO_STORE,
+    SET_COOKIE,
     CookieTokenBody,
     error_responses,
     token_response,
@@ -134,6 +135,8 @@ class AuthRefreshModule:
         self._cookie_paths = tuple(p for p in (path, logout_path) if p is not None)
         self.container = AuthRefreshContainer()
         self.guard = AuthRefreshGuard(self)
+        # Routes of other modules that answer in this module's transport (a login route).
+        self._answering_routes: list[APIRoute] = []
         self.login_issue_token_service = LoginIssueTokenService(self)
         self._factory = factory
         self._inject = tuple(inject)
@@ -403,10 +406,22 @@ class AuthRefreshModule:
         account). Logins after this start new families as usual."""
         await self._rotation("revoke_subject").revoke_subject(subject)
 
+    def check_request(self, request: Request) -> None:
+        """Refuse, before any work, a request this module's transport must not answer: with
+        cookie transport, one a browser marks as cross-site."""
+        if not self._started:
+            self._start_without_lifespan(request.app)
+        transport = self._cookie_transport(self.container.settings())
+        if transport is not None:
+            transport.refuse_cross_site(request)
+
     async def _verified_claims(self, request: Request) -> Mapping[str, Any]:
         # Extract and verify: no I/O but what custom extractors or verify_token do.
         container = self.container
         settings: AuthRefreshSettings = container.settings()
+        transport = self._cookie_transport(settings)
+        if transport is not None:
+            transport.refuse_cross_site(request)
         token = await resolve(container.extractor()(request))
         if not isinstance(token, str) or not token:
             raise MissingTokenError()
@@ -423,7 +438,6 @@ class AuthRefreshModule:
         if not isinstance(subject, str) or not subject:
             security_log.info("refresh token refused: no subject")
             raise InvalidTokenError(reason="no_subject")
-        transport = self._cookie_transport(settings)
         if transport is not None and transport.came_from_cookie(request, token):
             # The browser sends the cookie on its own: only the page can add the header.
             # Checked after the signature (no I/O) and before any store step.
@@ -570,11 +584,13 @@ class AuthRefreshModule:
             described = {**described, "parameters": parameters}
         for route in self._routes:
             route.openapi_extra = described
-            if transport is None:
-                continue
+        if transport is None:
+            return
+        answer = {"model": CookieTokenBody, "description": COOKIE_ANSWER, "headers": SET_COOKIE}
+        for route in [*self._routes, *self._answering_routes]:
             route.responses = {**route.responses, **error_responses(403)}
-            if route.path == self.path:
-                route.responses[200] = {"model": CookieTokenBody, "description": COOKIE_ANSWER}
+            if route.path != self.logout_path:
+                route.responses[200] = answer
 
 
 class LoginIssueTokenService:
@@ -597,6 +613,15 @@ class LoginIssueTokenService:
 
     async def response_payload(self, user_id: str) -> TokenPair:
         return await self.module.issue_for_subject(user_id)
+
+    def check_request(self, request: Request) -> None:
+        """Refuse a login the refresh module's transport must not answer (cross-site, with
+        cookie transport)."""
+        self.module.check_request(request)
+
+    def describe_route(self, route: APIRoute) -> None:
+        """Document ``route``'s answer in the refresh module's transport, at its startup."""
+        self.module._answering_routes.append(route)
 
     def token_response(self, pair: TokenPair) -> Response:
         """The login answer, in the refresh module's transport (the cookie, when it is on)."""

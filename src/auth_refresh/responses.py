@@ -15,6 +15,7 @@ from auth_refresh.exceptions import AuthRefreshError
 
 __all__ = [
     "COOKIE_ANSWER",
+    "SET_COOKIE",
     "CookieTokenBody",
     "ErrorBody",
     "TokenPairBody",
@@ -39,6 +40,16 @@ COOKIE_ANSWER = (
     "A new access token and CSRF token; the refresh token is in the HttpOnly cookie "
     "(and in the body only with AUTH_REFRESH_COOKIE_BODY_REFRESH_TOKEN)"
 )
+
+
+# The headers of an answer with cookie transport, for OpenAPI.
+SET_COOKIE = {
+    "Set-Cookie": {
+        "description": "The refresh token (HttpOnly, limited to the refresh and logout paths) "
+        "and the csrf_token cookie",
+        "schema": {"type": "string"},
+    }
+}
 
 
 class CookieTokenBody(BaseModel):
