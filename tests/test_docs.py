@@ -272,7 +272,9 @@ def substitute(argv: list[str], origin: str, **placeholders: str) -> list[str]:
 def run_the_tutorial_flow(page: Path, origin: str) -> None:
     """The page's three curl commands (log in, refresh, GET /me) against ``origin``."""
     if shutil.which("curl") is None:
-        pytest.fail("the tutorial tests run the real curl: install curl (CI machines have it)")
+        pytest.skip(
+            "the tutorial's curl commands need curl (apt-get install curl); .ci/run installs it"
+        )
     login, refresh, me = shell_commands(page, "curl")  # exactly three, in this order
 
     first_pair = run_curl(substitute(login, origin))
