@@ -4,6 +4,7 @@ and lets keys expire with the tokens; SQLite runs in WAL mode and forgets expire
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 import sys
 import threading
@@ -14,6 +15,8 @@ import pytest
 import redis
 
 from auth_refresh import ConfigurationError, RotationOutcome, open_store
+from auth_refresh.redis_store import MAX_CONNECTIONS
+from auth_refresh.sqlite_store import CHECKPOINT_STEPS, SqliteRefreshTokenStore
 from store_fixtures import LIFETIME, Family, opened, running_redis
 
 pytestmark = pytest.mark.anyio
@@ -160,3 +163,71 @@ async def test_redis_steps_reuse_connections_and_replace_ones_the_server_closed(
             outcome, _, _ = await family.rotate(token)
     # The closed connection was noticed before the step and replaced, not answered with a 503.
     assert outcome is RotationOutcome.ROTATED
+
+
+async def test_sqlite_steps_run_on_the_caller_s_thread_and_disk_syncs_on_the_store_s(
+    tmp_path: Path,
+) -> None:
+    async with opened(f"sqlite:///{tmp_path / 'families.db'}") as store:
+        assert isinstance(store, SqliteRefreshTokenStore)
+        family = await Family(store).start()  # the first step opens the connection
+        connection = store._connection
+        assert connection is not None
+        statements: list[tuple[bool, str]] = []
+        on_loop = threading.get_ident()
+        connection.set_trace_callback(
+            lambda sql: statements.append((threading.get_ident() == on_loop, sql))
+        )
+        token = family.first_token
+        for _ in range(CHECKPOINT_STEPS + 10):
+            outcome, _, next_one = await family.rotate(token)
+            assert outcome is RotationOutcome.ROTATED
+            token = next_one.token_id
+        connection.set_trace_callback(None)
+    steps = [on_loop_thread for on_loop_thread, sql in statements if sql == "BEGIN IMMEDIATE"]
+    checkpoints = [on_loop_thread for on_loop_thread, sql in statements if "checkpoint" in sql]
+    assert len(steps) == CHECKPOINT_STEPS + 10
+    assert checkpoints
+    assert not any(checkpoints)
+    # One step on the store's thread: the one after the checkpoint, which starts the WAL over
+    # and syncs its header. Every other step ran at once on the event loop's thread.
+    assert steps.count(False) == 1
+
+
+# The connections of a loop that ended without closing the store are closed by the garbage
+# collector, which warns about each; collected here, within this test.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_redis_store_serves_every_event_loop_it_is_used_from(redis_url: str) -> None:
+    """A connection belongs to the loop that opened it: a store used from a second loop (a
+    test client without a lifespan, ``asyncio.run`` twice) opens its own there."""
+    store = open_store(redis_url)
+    family = Family(store)
+    asyncio.run(family.start())
+    first_rotation = asyncio.run(family.rotate(family.first_token))
+    assert first_rotation[0] is RotationOutcome.ROTATED
+    second_rotation = asyncio.run(family.rotate(first_rotation[2].token_id))
+    assert second_rotation[0] is RotationOutcome.ROTATED
+    asyncio.run(store.close())
+    del store, family
+    gc.collect()
+
+
+async def test_redis_steps_at_once_share_a_bounded_number_of_connections(tmp_path: Path) -> None:
+    with running_redis(tmp_path) as server:
+        async with opened(server.url) as store:
+            families = [Family(store) for _ in range(3 * MAX_CONNECTIONS)]
+            await asyncio.gather(*(family.start() for family in families))
+            outcomes = await asyncio.gather(
+                *(family.rotate(family.first_token) for family in families)
+            )
+            with redis.Redis.from_url(server.url) as client:
+                # The store's connections and this client's own.
+                assert len(client.client_list()) <= MAX_CONNECTIONS + 1
+    assert {outcome for outcome, _, _ in outcomes} == {RotationOutcome.ROTATED}
+
+
+def test_a_rediss_url_names_the_redis_store_with_tls() -> None:
+    store = open_store("rediss://127.0.0.1:6380/0")
+    assert type(store).__name__ == "RedisRefreshTokenStore"
+    pool = store._client.connection_pool  # type: ignore[attr-defined]
+    assert pool.connection_class.__name__ == "SSLConnection"

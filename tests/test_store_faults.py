@@ -13,11 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from auth_refresh import PasswordStorageService
+from auth_refresh import PasswordStorageService, RotationOutcome, StoreUnavailableError
 from conftest import InMemoryUsers, serve
 from factories import login
 from rotation_app import assert_store_unavailable, refresh, rotating_app
-from store_fixtures import running_redis
+from store_fixtures import Family, opened, running_redis
 
 pytestmark = pytest.mark.anyio
 
@@ -95,3 +95,16 @@ async def test_a_sqlite_file_locked_by_another_writer_is_a_bounded_wait_then_a_5
             other_writer.close()
         # The refused attempt consumed nothing: the same token rotates now.
         assert (await refresh(client, token)).status_code == 200
+
+
+async def test_a_corrupt_sqlite_row_is_a_503_not_a_500(tmp_path: Path) -> None:
+    path = tmp_path / "families.db"
+    async with opened(f"sqlite:///{path}") as store:
+        family = await Family(store).start()
+        assert (await family.rotate(family.first_token))[0] is RotationOutcome.ROTATED
+        with sqlite3.connect(path) as writer:
+            writer.execute("UPDATE auth_refresh_families SET successor_pair = '{not json'")
+        writer.close()
+        # A repeat within the grace window reads the stored pair back.
+        with pytest.raises(StoreUnavailableError):
+            await family.rotate(family.first_token)

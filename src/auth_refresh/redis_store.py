@@ -6,7 +6,8 @@ that expires with its live token; a set per subject lists its families for ``rev
 The client has connect and socket timeouts (0.5 s; a URL query such as
 ``?socket_timeout=0.2`` overrides them) and no retries, and every step has a deadline: a dead or
 hung Redis gives ``StoreUnavailableError`` well within 2 s. The scripts name keys they were not
-given (a subject's families), so use a standalone Redis or Sentinel, not Redis Cluster.
+given (a subject's families), so use a standalone Redis, not Redis Cluster. ``rediss://`` URLs
+connect with TLS.
 
 The steps go straight over redis-py connections the store keeps idle between steps, one step
 on a connection at a time: the client's per-command machinery (pool lock, retry wrapper,
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import weakref
 from typing import Any, cast
 
 import redis.asyncio as redis
@@ -38,8 +40,9 @@ SOCKET_TIMEOUT_SECONDS = 0.5
 # The most one step may take, whatever the socket does: under the 2 s promised to clients.
 STEP_DEADLINE_SECONDS = 1.5
 KEY_PREFIX = "auth-refresh:"
-# Connections kept open between steps: as many as steps ran at once, up to this.
-MAX_IDLE_CONNECTIONS = 64
+# Steps at once per event loop, each on a connection of its own; more wait for a free one
+# (within the step's deadline) rather than open connections without end.
+MAX_CONNECTIONS = 64
 
 store_log = logging.getLogger("auth_refresh.store")
 
@@ -124,7 +127,10 @@ class RedisRefreshTokenStore:
     def __init__(self, client: redis.Redis, *, key_prefix: str = KEY_PREFIX) -> None:
         self._client = client
         self._pool = client.connection_pool
-        self._idle: list[AbstractConnection] = []
+        # A connection belongs to the event loop that opened it.
+        self._connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Connections] = (
+            weakref.WeakKeyDictionary()
+        )
         self._family_prefix = key_prefix + "family:"
         self._subject_prefix = key_prefix + "subject:"
         self._start_family = client.register_script(START_FAMILY)
@@ -211,8 +217,9 @@ class RedisRefreshTokenStore:
         )
 
     async def close(self) -> None:
-        idle, self._idle = self._idle, []
-        for connection in idle:
+        # Those of this loop; another loop's go with it.
+        connections = self._connections.pop(asyncio.get_running_loop(), None)
+        for connection in connections.idle if connections is not None else ():
             await connection.disconnect()
         await self._client.aclose()
 
@@ -229,7 +236,17 @@ class RedisRefreshTokenStore:
         return cast(AbstractConnection, self._pool.make_connection())  # type: ignore[no-untyped-call]
 
     async def _evaluate(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        connection = self._idle.pop() if self._idle else self._new_connection()
+        loop = asyncio.get_running_loop()
+        connections = self._connections.get(loop)
+        if connections is None:
+            connections = self._connections[loop] = _Connections()
+        async with connections.slots:
+            return await self._evaluate_on(connections.idle, script, keys, args)
+
+    async def _evaluate_on(
+        self, idle: list[AbstractConnection], script: Any, keys: list[str], args: list[Any]
+    ) -> Any:
+        connection = idle.pop() if idle else self._new_connection()
         try:
             await _ready(connection)
             try:
@@ -243,11 +260,16 @@ class RedisRefreshTokenStore:
             # Whatever state it is in (a reply half read, a timeout), it is not used again.
             await connection.disconnect(nowait=True)
             raise
-        if len(self._idle) < MAX_IDLE_CONNECTIONS:
-            self._idle.append(connection)
-        else:
-            await connection.disconnect()
+        idle.append(connection)
         return answer
+
+
+class _Connections:
+    """One event loop's connections: the idle ones, and the slots that bound them all."""
+
+    def __init__(self) -> None:
+        self.idle: list[AbstractConnection] = []
+        self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
 
 
 async def _ready(connection: AbstractConnection) -> None:

@@ -133,7 +133,7 @@ class JwtSettings(BaseSettings):
 
 
 DEFAULT_STORE_URL = "sqlite:///auth-refresh.db"
-STORE_URL_SCHEMES = ("memory://", "sqlite:///", "redis://")
+STORE_URL_SCHEMES = ("memory://", "sqlite:///", "redis://", "rediss://")
 
 
 class AuthRefreshSettings(BaseSettings):
@@ -180,7 +180,9 @@ class AuthRefreshSettings(BaseSettings):
     @classmethod
     def _store_url_is_supported(cls, url: str) -> str:
         if not url.startswith(STORE_URL_SCHEMES):
-            raise ValueError("must start with memory://, sqlite:/// (then a file path) or redis://")
+            raise ValueError(
+                "must start with memory://, sqlite:/// (then a file path), redis:// or rediss://"
+            )
         return url
 
     @model_validator(mode="after")

@@ -179,7 +179,7 @@ def revoked_record(record: FamilyRecord) -> FamilyRecord:
 
 def open_store(url: str) -> RefreshTokenStore:
     """The store ``url`` names: ``memory://``, ``sqlite:///path/to/file.db`` or
-    ``redis://host:port/db``."""
+    ``redis://host:port/db`` (``rediss://`` with TLS)."""
     if url == "memory://":
         from auth_refresh.memory_store import MemoryRefreshTokenStore
 
@@ -188,7 +188,7 @@ def open_store(url: str) -> RefreshTokenStore:
         from auth_refresh.sqlite_store import SqliteRefreshTokenStore
 
         return SqliteRefreshTokenStore.from_url(url)
-    if url.startswith("redis://"):
+    if url.startswith(("redis://", "rediss://")):
         try:
             from auth_refresh.redis_store import RedisRefreshTokenStore
         except ImportError:
@@ -198,5 +198,5 @@ def open_store(url: str) -> RefreshTokenStore:
         return RedisRefreshTokenStore.from_url(url)
     raise ConfigurationError(
         "AUTH_REFRESH_STORE_URL must be memory://, sqlite:///path/to/file.db or "
-        "redis://host:port/db"
+        "redis://host:port/db (rediss:// with TLS)"
     )
