@@ -33,7 +33,9 @@ from auth_refresh import (
     JwtModule,
     RequestTooLargeError,
 )
+from auth_refresh.cookies import csrf_token_for
 from auth_refresh.extractors import read_body_fields
+from auth_refresh.tokens import MAX_JSON_DEPTH
 from conftest import ACCESS_SECRET, REFRESH_SECRET, InMemoryUsers, serve
 from forgery import (
     ACCESS,
@@ -883,3 +885,126 @@ async def test_the_body_limit_and_content_length_are_checked_before_parsing() ->
     for bad_length in ("²", "-1", "1e3", " "):
         with pytest.raises(InvalidRequestError, match="Content-Length"):
             await _read_fields([json_type, (b"content-length", bad_length.encode("latin-1"))], body)
+
+
+# -- limits at their edges: each fails if its limit moves ----------------------------------------
+
+
+@TARGETS
+async def test_the_limits_hold_at_their_edges(
+    target: Target, users: InMemoryUsers, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, _ = build_app(users)
+
+    def nested(levels: int) -> Any:
+        # Below the claims object, which is one level more.
+        value: Any = "bottom"
+        for _ in range(levels):
+            value = {"n": value}
+        return value
+
+    async with serve(app) as client:
+        # The right algorithm and type, spelled differently: exact, case-sensitive comparisons.
+        await attack(client, target, signed(target, {"alg": "hs256"}), caplog, "algorithm_mismatch")
+        typ = header(target.token_type)["typ"]
+        await attack(client, target, signed(target, {"typ": f" {typ} "}), caplog, "wrong_type")
+        await attack(client, target, signed(target, jti="j" * 21), caplog, "invalid_claim")
+        await attack(
+            client, target, signed(target, deep=nested(MAX_JSON_DEPTH)), caplog, "malformed"
+        )
+    # At each limit, the verifier accepts.
+    service = JwtModule.for_root().service
+    for accepted in (signed(target, jti="j" * 22), signed(target, deep=nested(MAX_JSON_DEPTH - 1))):
+        assert service.verify(target.token_type, accepted)["sub"] == "user-1"
+
+
+@TARGETS
+@pytest.mark.parametrize("digits", [400, 4000])
+async def test_a_time_claim_too_large_for_a_float_is_an_invalid_claim(
+    target: Target, digits: int, users: InMemoryUsers, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, _ = build_app(users)
+    async with serve(app) as client:
+        await attack(client, target, signed(target, exp=int("9" * digits)), caplog, "invalid_claim")
+    with pytest.raises(ValueError, match="NumericDate"):
+        JwtModule.for_root().service.sign("access", {"sub": "user-1", "exp": int("9" * digits)})
+
+
+@TARGETS
+async def test_an_audience_of_null_is_an_audience_too(
+    target: Target, users: InMemoryUsers, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, _ = build_app(users)
+    async with serve(app) as client:
+        await attack(client, target, signed(target, aud=None), caplog, "wrong_audience")
+
+
+# -- one token per place: repeats are refused, never resolved silently ---------------------------
+
+
+async def test_a_token_given_twice_in_one_place_is_an_invalid_request(
+    users: InMemoryUsers,
+) -> None:
+    app, module = build_app(users)
+    bearer_app = FastAPI()
+    bearer_module = AuthRefreshModule.for_root(
+        user_lookup_service=users,
+        settings={"jwt_from_request": ExtractJwt.from_auth_header_as_bearer_token()},
+    )
+    bearer_module.attach(bearer_app)
+    async with serve(app) as client, serve(bearer_app) as bearer_client:
+        good = (await module.issue(users.users["user-1"]))["refreshToken"]
+        access = JwtModule.for_root().service.sign("access", {"sub": "user-1"})
+        duplicate_member = '{"refreshToken": "garbage", "refreshToken": "' + good + '"}'
+        answers = [
+            await client.post(
+                "/auth/refresh",
+                content=duplicate_member,
+                headers={"content-type": "application/json"},
+            ),
+            await client.post(
+                "/auth/refresh",
+                content=f"refreshToken=garbage&refreshToken={good}",
+                headers={"content-type": "application/x-www-form-urlencoded"},
+            ),
+            await bearer_client.post(
+                "/auth/refresh",
+                headers=[("authorization", f"Bearer {good}"), ("authorization", "Bearer x")],
+            ),
+            await client.get(
+                "/me",
+                headers=[("authorization", f"Bearer {access}"), ("authorization", "Bearer x")],
+            ),
+        ]
+        for response in answers:
+            assert response.status_code == 400, response.text
+            assert response.json()["errorCode"].endswith("INVALID_REQUEST_ERROR")
+            assert_no_token(response, good)
+        assert users.subject_lookups == []
+        # Each alone is fine.
+        assert (await client.post("/auth/refresh", json={"refreshToken": good})).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("cookie_header", "status"),
+    [("refresh_token=garbage; refresh_token={token}", 400), ("refresh_token={token}", 200)],
+    ids=["two-values", "one"],
+)
+async def test_two_refresh_cookies_of_different_values_are_an_invalid_request(
+    cookie_header: str, status: int, users: InMemoryUsers
+) -> None:
+    app = FastAPI()
+    module = AuthRefreshModule.for_root(
+        user_lookup_service=users, settings={"cookie_transport": True}, logout_path="/auth/logout"
+    )
+    module.attach(app)
+    async with serve(app, base_url="https://testserver") as client:
+        token = (await module.issue(users.users["user-1"]))["refreshToken"]
+        response = await client.post(
+            "/auth/refresh",
+            headers={
+                "cookie": cookie_header.format(token=token),
+                "x-csrf-token": csrf_token_for(token),
+            },
+        )
+    assert response.status_code == status, response.text

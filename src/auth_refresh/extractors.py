@@ -10,6 +10,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from starlette.datastructures import FormData
 from starlette.requests import Request
 
 from auth_refresh._utils import MaybeAwaitable, resolve
@@ -27,6 +28,7 @@ __all__ = [
     "QueryParameterExtractor",
     "TokenExtractor",
     "read_body_fields",
+    "single_field",
 ]
 
 TokenExtractor = Callable[[Request], MaybeAwaitable[Any]]
@@ -96,7 +98,38 @@ def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-_BODY_DECODER = json.JSONDecoder(parse_constant=_not_json)
+class _JsonObject(dict[str, Any]):
+    """A JSON object, and the member names it repeats (of which the last value is kept)."""
+
+    repeated: frozenset[str] = frozenset()
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> _JsonObject:
+    members = _JsonObject(pairs)
+    if len(members) != len(pairs):
+        names = [name for name, _ in pairs]
+        members.repeated = frozenset(name for name in members if names.count(name) > 1)
+    return members
+
+
+_BODY_DECODER = json.JSONDecoder(parse_constant=_not_json, object_pairs_hook=_json_object)
+
+
+def single_field(fields: Mapping[str, Any], name: str) -> Any:
+    """The value of ``name`` in a body's fields, None without it; ``InvalidRequestError``
+    when the body gives it more than once, rather than keeping one of them silently."""
+    if isinstance(fields, _JsonObject) and name in fields.repeated:
+        raise InvalidRequestError("The request body gives one field more than once")
+    if isinstance(fields, FormData) and len(fields.getlist(name)) > 1:
+        raise InvalidRequestError("The request body gives one field more than once")
+    return fields.get(name)
+
+
+def _single_header(request: Request, name: str) -> str | None:
+    values = request.headers.getlist(name)
+    if len(values) > 1:
+        raise InvalidRequestError(f"The request repeats the {name} header")
+    return values[0] if values else None
 
 
 async def _limited_body(request: Request, max_bytes: int) -> bytes:
@@ -131,7 +164,7 @@ class BodyFieldExtractor:
 
     async def __call__(self, request: Request) -> str | None:
         fields = await read_body_fields(request)
-        return _token(fields.get(self.field)) if fields is not None else None
+        return _token(single_field(fields, self.field)) if fields is not None else None
 
     def openapi(self) -> dict[str, Any]:
         schema = {
@@ -156,7 +189,7 @@ class HeaderExtractor:
         self.name = name
 
     async def __call__(self, request: Request) -> str | None:
-        return _token(request.headers.get(self.name))
+        return _token(_single_header(request, self.name))
 
     def openapi(self) -> dict[str, Any]:
         return {"parameters": [_parameter("header", self.name)]}
@@ -169,7 +202,7 @@ class AuthHeaderSchemeExtractor:
         self.scheme = scheme.lower()
 
     async def __call__(self, request: Request) -> str | None:
-        parts = request.headers.get("authorization", "").split()
+        parts = (_single_header(request, "authorization") or "").split()
         if len(parts) == 2 and parts[0].lower() == self.scheme:
             return parts[1]
         return None
@@ -198,7 +231,11 @@ class CookieExtractor:
         self.name = name
 
     async def __call__(self, request: Request) -> str | None:
-        return _token(request.cookies.get(self.name))
+        token = _token(request.cookies.get(self.name))
+        if token is not None and len(_cookie_values(request, self.name)) > 1:
+            # Another site of the same domain can set a cookie of this name (cookie tossing).
+            raise InvalidRequestError(f"The request carries two {self.name} cookies")
+        return token
 
     def openapi(self) -> dict[str, Any]:
         return {"parameters": [_parameter("cookie", self.name)]}
@@ -245,6 +282,17 @@ class ChainExtractor:
         if parameters:
             description["parameters"] = parameters
         return description
+
+
+def _cookie_values(request: Request, name: str) -> set[str]:
+    # Starlette's parsed cookies keep one value per name; the header has them all.
+    values = set()
+    for header in request.headers.getlist("cookie"):
+        for part in header.split(";"):
+            cookie_name, equals, value = part.partition("=")
+            if equals and cookie_name.strip() == name:
+                values.add(value.strip())
+    return values
 
 
 def _parameter(location: str, name: str, description: str = "The token") -> dict[str, Any]:

@@ -21,7 +21,7 @@ from auth_refresh.authentication import (
     TokenPair,
 )
 from auth_refresh.exceptions import AuthLocalInvalidCredentialsError, InvalidRequestError
-from auth_refresh.extractors import read_body_fields
+from auth_refresh.extractors import read_body_fields, single_field
 from auth_refresh.responses import TokenPairBody, error_responses, token_response
 from auth_refresh.routing import operation_id
 
@@ -164,7 +164,7 @@ async def _credentials(request: Request) -> tuple[str, str]:
     fields = await read_body_fields(request)
     if fields is None:
         raise InvalidRequestError("Send username and password as a JSON object or a form")
-    username, password = fields.get("username"), fields.get("password")
+    username, password = single_field(fields, "username"), single_field(fields, "password")
     # The messages never repeat what was sent: the password must not come back.
     if not isinstance(username, str) or not username:
         raise InvalidRequestError("username is required and must be a non-empty string")

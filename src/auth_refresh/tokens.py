@@ -222,7 +222,7 @@ class JwtService:
         issuer = self.settings.issuer
         if issuer is not None and claims.get("iss") != issuer:
             raise _refuse(token_type, "wrong_issuer")
-        if not _audience_matches(claims.get("aud"), self.settings.audience):
+        if not _audience_matches(claims.get("aud", _NO_AUDIENCE), self.settings.audience):
             raise _refuse(token_type, "wrong_audience")
 
 
@@ -380,6 +380,9 @@ def _media_type(typ: object) -> str | None:
 def _is_timestamp(value: object) -> bool:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
+    if isinstance(value, int):
+        # Compared as an int: one too large for a float must not raise OverflowError.
+        return 0 <= value <= LATEST_TIMESTAMP
     return math.isfinite(value) and 0 <= value <= LATEST_TIMESTAMP
 
 
@@ -391,10 +394,14 @@ def _is_token_id(value: object) -> bool:
     return isinstance(value, str) and MINIMUM_JTI_LENGTH <= len(value) <= MAXIMUM_ID_LENGTH
 
 
+_NO_AUDIENCE = object()
+
+
 def _audience_matches(audience: object, configured: str | None) -> bool:
     # RFC 7519 §4.1.3: with an "aud" the service must find itself in it, by exact comparison.
+    # Without a configured audience, any "aud" (null and [] included) is refused.
     if configured is None:
-        return audience is None
+        return audience is _NO_AUDIENCE
     if isinstance(audience, str):
         return audience == configured
     return isinstance(audience, list) and configured in audience
