@@ -177,6 +177,7 @@ class BodyFieldExtractor:
                 "content": {
                     "application/json": {"schema": schema},
                     "application/x-www-form-urlencoded": {"schema": schema},
+                    "multipart/form-data": {"schema": schema},
                 }
             }
         }
