@@ -4,10 +4,10 @@ one machine.
 Each step is one ``BEGIN IMMEDIATE`` transaction: SQLite's write lock serialises the steps of
 every process (WAL keeps readers out of the way). Every step writes, so one process gains
 nothing from several connections: each store has one connection. A step runs at once on the
-caller's thread when nothing is queued and the lock is free (a few tens of microseconds of
-page-cache I/O, no disk sync: cheaper than handing it to a thread); when another writer holds
-the lock, the connection is in use, or steps are queued, it goes to the store's own thread and
-waits there, never on the event loop. A step that cannot start and take the lock within
+caller's thread when the lock is free (a few tens of microseconds of page-cache I/O, no disk
+sync: cheaper than handing it to a thread); when another writer holds the lock or the
+connection is in use, it goes to the store's own thread and waits there, never on the event
+loop. A step that cannot start and take the lock within
 ``busy_timeout`` of being asked for (another writer holds it, or the queue is long) fails with
 ``StoreUnavailableError`` instead of waiting on. The disk syncs, WAL checkpoints and the restart
 of the WAL by the first step after one, happen on the store's thread too.
@@ -102,8 +102,6 @@ class SqliteRefreshTokenStore:
         self._connection_lock = threading.Lock()
         self._busy_timeout_ms: int | None = None
         self._steps_since_checkpoint = 0
-        # Steps handed to the store's thread and not done; read and written on the event loop.
-        self._queued = 0
         # After a checkpoint the next write starts the WAL over and syncs its header: that step
         # goes to the store's thread, behind the checkpoint.
         self._restart_due = False
@@ -219,11 +217,12 @@ class SqliteRefreshTokenStore:
     async def _run(self, step: Callable[[sqlite3.Connection], T]) -> T:
         deadline = time.monotonic() + self.busy_timeout
         try:
-            # Queue behind the steps already waiting (first come, first served), and when the
-            # connection is not opened yet or in use by another thread's step.
+            # To the store's thread when the connection is not opened yet or in use by another
+            # thread's step, and while the WAL's restart is due. Not whenever steps are queued
+            # there: under load the queue would never drain, and every step would pay the
+            # hand-off.
             if (
-                self._queued == 0
-                and not self._restart_due
+                not self._restart_due
                 and self._connection is not None
                 and self._connection_lock.acquire(blocking=False)
             ):
@@ -234,11 +233,7 @@ class SqliteRefreshTokenStore:
                 finally:
                     self._connection_lock.release()
             loop = asyncio.get_running_loop()
-            self._queued += 1
-            try:
-                return await loop.run_in_executor(self._executor, self._call, step, deadline)
-            finally:
-                self._queued -= 1
+            return await loop.run_in_executor(self._executor, self._call, step, deadline)
         except (sqlite3.Error, ValueError) as error:
             # "database is locked" after busy_timeout, I/O errors, a corrupt file or row (a
             # successor pair that is not JSON): fail closed.
