@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from auth_refresh import ConfigurationError, RotationOutcome, open_store
-from auth_refresh.redis_store import MAX_CONNECTIONS
+from auth_refresh.redis_store import MAX_CONNECTIONS, _Connections
 from auth_refresh.sqlite_store import CHECKPOINT_STEPS, SqliteRefreshTokenStore
 from store_fixtures import LIFETIME, Family, opened, running_redis
 
@@ -231,3 +231,35 @@ def test_a_rediss_url_names_the_redis_store_with_tls() -> None:
     assert type(store).__name__ == "RedisRefreshTokenStore"
     pool = store._client.connection_pool  # type: ignore[attr-defined]
     assert pool.connection_class.__name__ == "SSLConnection"
+
+
+async def test_redis_connection_slots_are_handed_over_and_survive_cancelled_waiters() -> None:
+    connections = _Connections()
+    for _ in range(MAX_CONNECTIONS):
+        await connections.take_slot()
+    first = asyncio.ensure_future(connections.take_slot())
+    cancelled = asyncio.ensure_future(connections.take_slot())
+    last = asyncio.ensure_future(connections.take_slot())
+    await asyncio.sleep(0)
+    assert not any(waiter.done() for waiter in (first, cancelled, last))
+    cancelled.cancel()  # its step's deadline passed while it waited
+    await asyncio.sleep(0)
+    connections.give_slot_back()  # to the first waiter, straight
+    await asyncio.sleep(0)
+    assert first.done()
+    assert not last.done()
+    connections.give_slot_back()  # the cancelled waiter is passed over
+    await asyncio.sleep(0)
+    assert last.done()
+    assert connections.taken == MAX_CONNECTIONS
+    # A slot handed to a waiter cancelled at the same moment is passed on, not lost.
+    racing = asyncio.ensure_future(connections.take_slot())
+    await asyncio.sleep(0)
+    connections.give_slot_back()
+    racing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await racing
+    assert connections.taken == MAX_CONNECTIONS - 1
+    for _ in range(MAX_CONNECTIONS - 1):
+        connections.give_slot_back()
+    assert connections.taken == 0
