@@ -389,6 +389,16 @@ async def test_with_same_site_none_cross_site_requests_are_the_application_s_own
     assert refreshed.status_code == 200
 
 
+async def test_the_cookie_ends_with_the_session_s_absolute_lifetime(
+    users: InMemoryUsers, password_storage: PasswordStorageService
+) -> None:
+    app, _ = cookie_app(users, password_storage, absolute_lifetime=100)
+    async with https_client(app) as client:
+        session = await login(client)
+    for cookie in cookie_attributes(session, "refresh_token"):
+        assert 95 <= int(cookie["max-age"]) <= 100
+
+
 def test_the_cookie_lives_as_long_as_the_token_it_carries() -> None:
     service = JwtModule.for_root().service
     now = int(time.time())

@@ -195,6 +195,27 @@ async def test_the_absolute_lifetime_caps_a_family_that_keeps_rotating(
         assert_unauthorized(await refresh(client, token))
 
 
+async def test_no_refresh_token_outlives_its_family(
+    users: InMemoryUsers, password_storage: PasswordStorageService, clock: Clock
+) -> None:
+    app, _ = rotating_app(
+        users, password_storage, settings={"absolute_lifetime": 3600}, clock=clock
+    )
+    async with serve(app) as client:
+        logged_in_at = int(clock.now)
+        token = (await login(client))["refreshToken"]
+        first = claims_of(token)
+        assert first["auth_time"] == logged_in_at
+        # The refresh lifetime is 7 days; the family ends an hour after the login.
+        assert first["exp"] == logged_in_at + 3600
+        clock.advance(1000)
+        rotated = await refresh(client, token)
+        successor = claims_of(rotated.json()["refreshToken"])
+        # The successor carries the login's time, not its own.
+        assert successor["auth_time"] == logged_in_at
+        assert successor["exp"] == logged_in_at + 3600
+
+
 async def test_missing_and_inactive_users_cannot_refresh(
     password_storage: PasswordStorageService,
 ) -> None:

@@ -22,9 +22,17 @@ from auth_refresh.exceptions import ConfigurationError, InvalidTokenError
 from auth_refresh.settings import AuthRefreshSettings
 from auth_refresh.store import RefreshTokenStore, RotationOutcome, Successor
 
-__all__ = ["FAMILY_CLAIM", "TokenReuseEvent", "TokenRotationService", "family_of"]
+__all__ = [
+    "AUTH_TIME_CLAIM",
+    "FAMILY_CLAIM",
+    "TokenReuseEvent",
+    "TokenRotationService",
+    "family_of",
+]
 
 FAMILY_CLAIM = "fam"
+# OpenID Connect's name for when the login happened: the family's tokens expire with it.
+AUTH_TIME_CLAIM = "auth_time"
 # 16 random bytes: 128 bits, as the jti.
 FAMILY_ID_BYTES = 16
 
@@ -60,13 +68,14 @@ class TokenRotationService:
     async def start_family(self, subject: str) -> TokenPair:
         """The first pair of a new family for ``subject`` (what a login answers with)."""
         family_id = secrets.token_urlsafe(FAMILY_ID_BYTES)
-        first = await self._sign(subject, family_id)
+        now = self.clock()
+        first = await self._sign(subject, family_id, authenticated_at=int(now))
         await self.store.start_family(
             family_id,
             subject,
             first.token_id,
             token_expires_at=first.expires_at,
-            now=self.clock(),
+            now=now,
             absolute_lifetime=self.settings.absolute_lifetime,
         )
         return first.pair
@@ -77,7 +86,7 @@ class TokenRotationService:
         token_id, subject = claims.get("jti"), claims.get("sub")
         if not isinstance(token_id, str) or not isinstance(subject, str):
             raise InvalidTokenError(reason="no_token_id")
-        successor = await self._sign(subject, family_id)
+        successor = await self._sign(subject, family_id, _authenticated_at(claims))
         now = self.clock()
         rotation = await self.store.rotate(
             family_id,
@@ -102,9 +111,16 @@ class TokenRotationService:
     async def revoke_subject(self, subject: str) -> None:
         await self.store.revoke_subject(subject)
 
-    async def _sign(self, subject: str, family_id: str) -> Successor:
+    async def _sign(
+        self, subject: str, family_id: str, authenticated_at: int | None = None
+    ) -> Successor:
         access = await resolve(self.issuer.access_token({"sub": subject}))
-        claims = {"sub": subject, FAMILY_CLAIM: family_id}
+        claims: dict[str, Any] = {"sub": subject, FAMILY_CLAIM: family_id}
+        if authenticated_at is not None:
+            # No refresh token outlives its family's absolute lifetime: a client (a cookie's
+            # Max-Age) never keeps one the store would refuse.
+            claims[AUTH_TIME_CLAIM] = authenticated_at
+            claims["exp"] = authenticated_at + int(self.settings.absolute_lifetime)
         refresh = await resolve(self.issuer.refresh_token(claims))
         signed = _payload_of(refresh)
         token_id, expires_at = signed.get("jti"), signed.get("exp")
@@ -135,6 +151,14 @@ class TokenRotationService:
         except Exception:
             # The answer is a 401 whatever the hook does; its failure must not change that.
             security_log.exception("on_token_reuse failed")
+
+
+def _authenticated_at(claims: Mapping[str, Any]) -> int | None:
+    # Tokens signed before auth_time was carried have none: their successors keep without.
+    value = claims.get(AUTH_TIME_CLAIM)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
 
 
 def _payload_of(token: object) -> Mapping[str, Any]:
