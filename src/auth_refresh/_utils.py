@@ -36,3 +36,8 @@ def user_id_of(user: Any) -> str:
 def is_active(user: Any) -> bool:
     """Users without an ``active`` attribute are active; one that has it must be true."""
     return bool(attribute_of(user, "active", True))
+
+
+def refuse_json_constant(name: str) -> Any:
+    """``parse_constant`` for ``json``: NaN and Infinity are not JSON (RFC 8259 §6)."""
+    raise ValueError(f"{name} is not JSON")

@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 from starlette.datastructures import FormData
 from starlette.requests import Request
 
-from auth_refresh._utils import MaybeAwaitable, resolve
+from auth_refresh._utils import MaybeAwaitable, refuse_json_constant, resolve
 from auth_refresh.exceptions import InvalidRequestError, RequestTooLargeError
 
 __all__ = [
@@ -94,10 +94,6 @@ async def read_body_fields(
         raise InvalidRequestError("The request body is not a valid form") from None
 
 
-def _not_json(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 class _JsonObject(dict[str, Any]):
     """A JSON object, and the member names it repeats (of which the last value is kept)."""
 
@@ -112,7 +108,9 @@ def _json_object(pairs: list[tuple[str, Any]]) -> _JsonObject:
     return members
 
 
-_BODY_DECODER = json.JSONDecoder(parse_constant=_not_json, object_pairs_hook=_json_object)
+_BODY_DECODER = json.JSONDecoder(
+    parse_constant=refuse_json_constant, object_pairs_hook=_json_object
+)
 
 
 def single_field(fields: Mapping[str, Any], name: str) -> Any:

@@ -411,17 +411,22 @@ class AuthRefreshModule:
         cookie transport, one a browser marks as cross-site."""
         if not self._started:
             self._start_without_lifespan(request.app)
-        transport = self._cookie_transport(self.container.settings())
+        self._checked_transport(request, self.container.settings())
+
+    def _checked_transport(
+        self, request: Request, settings: AuthRefreshSettings
+    ) -> CookieTransport | None:
+        # The cookie transport, once the request is known not to be a cross-site one.
+        transport = self._cookie_transport(settings)
         if transport is not None:
             transport.refuse_cross_site(request)
+        return transport
 
     async def _verified_claims(self, request: Request) -> Mapping[str, Any]:
         # Extract and verify: no I/O but what custom extractors or verify_token do.
         container = self.container
         settings: AuthRefreshSettings = container.settings()
-        transport = self._cookie_transport(settings)
-        if transport is not None:
-            transport.refuse_cross_site(request)
+        transport = self._checked_transport(request, settings)
         token = await resolve(container.extractor()(request))
         if not isinstance(token, str) or not token:
             raise MissingTokenError()

@@ -8,7 +8,6 @@ the same pair to every repeat within the grace window.
 
 from __future__ import annotations
 
-import binascii
 import json
 import logging
 import secrets
@@ -19,6 +18,7 @@ from typing import Any
 from auth_refresh._utils import resolve
 from auth_refresh.authentication import IssueTokenServiceInterface, TokenPair
 from auth_refresh.exceptions import ConfigurationError, InvalidTokenError
+from auth_refresh.keys import base64url_decode
 from auth_refresh.settings import AuthRefreshSettings
 from auth_refresh.store import RefreshTokenStore, RotationOutcome, Successor
 
@@ -37,8 +37,6 @@ AUTH_TIME_CLAIM = "auth_time"
 FAMILY_ID_BYTES = 16
 
 security_log = logging.getLogger("auth_refresh.security")
-
-_FROM_BASE64URL = bytes.maketrans(b"-_", b"+/")
 
 
 @dataclass(frozen=True)
@@ -167,8 +165,7 @@ def _payload_of(token: object) -> Mapping[str, Any]:
         return {}
     try:
         segment = token.split(".")[1]
-        padded = segment.encode("ascii").translate(_FROM_BASE64URL) + b"=" * (-len(segment) % 4)
-        payload = json.loads(binascii.a2b_base64(padded))
+        payload = json.loads(base64url_decode(segment))
     except (IndexError, ValueError):  # binascii.Error and UnicodeError are ValueErrors
         return {}
     return payload if isinstance(payload, dict) else {}

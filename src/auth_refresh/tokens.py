@@ -11,7 +11,6 @@ fails any of them costs no I/O.
 
 from __future__ import annotations
 
-import binascii
 import json
 import logging
 import math
@@ -24,8 +23,16 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.responses import JSONResponse, Response
 
+from auth_refresh._utils import refuse_json_constant
 from auth_refresh.exceptions import InvalidTokenError
-from auth_refresh.keys import JwtKey, KeyRing, TokenType, base64url, key_rings_from_settings
+from auth_refresh.keys import (
+    JwtKey,
+    KeyRing,
+    TokenType,
+    base64url,
+    base64url_decode,
+    key_rings_from_settings,
+)
 from auth_refresh.settings import JwtSettings, build_settings
 
 __all__ = [
@@ -58,7 +65,6 @@ JWKS_PATH = "/.well-known/jwks.json"
 JWKS_MEDIA_TYPE = "application/jwk-set+json"
 
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
-_FROM_BASE64URL = bytes.maketrans(b"-_", b"+/")
 
 security_log = logging.getLogger("auth_refresh.security")
 
@@ -276,9 +282,8 @@ def _base64url_decode(segment: str) -> bytes | None:
     if not _BASE64URL.fullmatch(segment) or len(segment) % 4 == 1:
         return None
     try:
-        padded = segment.encode("ascii").translate(_FROM_BASE64URL) + b"=" * (-len(segment) % 4)
-        data = binascii.a2b_base64(padded)
-    except binascii.Error:
+        data = base64url_decode(segment)
+    except ValueError:
         return None
     return data if base64url(data) == segment else None
 
@@ -325,12 +330,10 @@ def _without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 # What json.loads and json.dumps would build on every call with these options, built once.
-_DECODER = json.JSONDecoder(object_pairs_hook=_without_duplicates, parse_constant=_no_constants)
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_without_duplicates, parse_constant=refuse_json_constant
+)
 _CLAIMS_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 _PLAIN_SCALARS = frozenset({int, float, bool, type(None)})
 
