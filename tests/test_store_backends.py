@@ -184,7 +184,8 @@ async def test_sqlite_steps_run_on_the_caller_s_thread_and_disk_syncs_on_the_sto
             assert outcome is RotationOutcome.ROTATED
             token = next_one.token_id
         connection.set_trace_callback(None)
-    steps = [on_loop_thread for on_loop_thread, sql in statements if sql == "BEGIN IMMEDIATE"]
+    # A rotation of the live token is one statement, its own transaction.
+    steps = [on_loop_thread for on_loop_thread, sql in statements if "RETURNING" in sql]
     checkpoints = [on_loop_thread for on_loop_thread, sql in statements if "checkpoint" in sql]
     assert len(steps) == CHECKPOINT_STEPS + 10
     assert checkpoints

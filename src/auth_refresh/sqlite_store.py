@@ -1,8 +1,9 @@
 """``sqlite:///path/to/file.db``: token families in a SQLite file, shared by the processes of
 one machine.
 
-Each step is one ``BEGIN IMMEDIATE`` transaction: SQLite's write lock serialises the steps of
-every process (WAL keeps readers out of the way). Every step writes, so one process gains
+Each step is one transaction: SQLite's write lock serialises the steps of every process (WAL
+keeps readers out of the way). The refresh of a live token is a single ``UPDATE ... RETURNING``;
+anything else is read and decided under ``BEGIN IMMEDIATE``. Every step writes, so one process gains
 nothing from several connections: each store has one connection. A step runs at once on the
 caller's thread when the lock is free (a few tens of microseconds of page-cache I/O, no disk
 sync: cheaper than handing it to a thread); when another writer holds the lock or the
@@ -33,6 +34,7 @@ from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
 from auth_refresh.store import (
     FamilyRecord,
     Rotation,
+    RotationOutcome,
     Successor,
     decide_rotation,
     new_family_record,
@@ -72,6 +74,14 @@ COLUMNS = (
     "subject, created_at, expires_at, live_token_id, previous_token_id, consumed_at, "
     "successor_pair, revoked"
 )
+# store.decide_rotation's ROTATED branch as one statement (the same double arithmetic): the
+# family exists, is neither expired nor revoked, and token_id is its live token.
+ROTATE_LIVE = """UPDATE auth_refresh_families
+    SET expires_at = min(?, created_at + ?), live_token_id = ?,
+        previous_token_id = live_token_id, consumed_at = ?, successor_pair = ?
+    WHERE family_id = ? AND live_token_id = ? AND revoked = 0
+        AND ? < created_at + ? AND ? < expires_at
+    RETURNING subject"""
 # The columns are named as FamilyRecord's fields.
 FIELDS = tuple(name.strip() for name in COLUMNS.split(","))
 
@@ -154,7 +164,28 @@ class SqliteRefreshTokenStore:
         grace_seconds: float,
         absolute_lifetime: float,
     ) -> Rotation:
+        pair = json.dumps(successor.pair) if grace_seconds > 0 else None
+
         def rotate(connection: sqlite3.Connection) -> Rotation:
+            # The live token, as nearly every refresh presents: one statement, its own
+            # transaction. Anything else is decided in Python on the row read under the lock.
+            rotated = connection.execute(
+                ROTATE_LIVE,
+                (
+                    successor.expires_at,
+                    absolute_lifetime,
+                    successor.token_id,
+                    now,
+                    pair,
+                    family_id,
+                    token_id,
+                    now,
+                    absolute_lifetime,
+                    now,
+                ),
+            ).fetchall()  # to the end: the statement's transaction commits when it is done
+            if rotated:
+                return Rotation(RotationOutcome.ROTATED, rotated[0][0], successor.pair)
             with _immediate(connection):
                 row = connection.execute(
                     f"SELECT {COLUMNS} FROM auth_refresh_families WHERE family_id = ?",  # noqa: S608
