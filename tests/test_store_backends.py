@@ -5,19 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import sqlite3
+import ssl
 import sys
 import threading
+from contextlib import suppress
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
-from auth_refresh import ConfigurationError, RotationOutcome, open_store
-from auth_refresh.redis_store import MAX_CONNECTIONS, _Connections
+from auth_refresh import ConfigurationError, Rotation, RotationOutcome, open_store
 from auth_refresh.sqlite_store import CHECKPOINT_STEPS, SqliteRefreshTokenStore
-from store_fixtures import LIFETIME, Family, opened, running_redis
+from store_fixtures import GRACE, LIFETIME, Family, opened, running_redis, successor
 
 pytestmark = pytest.mark.anyio
 
@@ -213,18 +220,37 @@ def test_a_redis_store_serves_every_event_loop_it_is_used_from(redis_url: str) -
     gc.collect()
 
 
-async def test_redis_steps_at_once_share_a_bounded_number_of_connections(tmp_path: Path) -> None:
+async def test_redis_steps_at_once_share_one_connection_and_get_their_own_answers(
+    tmp_path: Path,
+) -> None:
     with running_redis(tmp_path) as server:
         async with opened(server.url) as store:
-            families = [Family(store) for _ in range(3 * MAX_CONNECTIONS)]
+            families = [Family(store) for _ in range(200)]  # a subject of its own each
             await asyncio.gather(*(family.start() for family in families))
-            outcomes = await asyncio.gather(
-                *(family.rotate(family.first_token) for family in families)
+
+            async def rotate(family: Family, token_id: str) -> Rotation:
+                return await store.rotate(
+                    family.id,
+                    token_id,
+                    successor(family.now),
+                    now=family.now,
+                    grace_seconds=GRACE,
+                    absolute_lifetime=LIFETIME,
+                )
+
+            # All at once, live tokens and unknown families mixed: an answer handed to the
+            # wrong step would show as a wrong outcome or another family's subject.
+            rotations = await asyncio.gather(
+                *(rotate(family, family.first_token) for family in families),
+                *(rotate(Family(store), "no-such-token") for _ in range(200)),
             )
             with redis.Redis.from_url(server.url) as client:
-                # The store's connections and this client's own.
-                assert len(client.client_list()) <= MAX_CONNECTIONS + 1
-    assert {outcome for outcome, _, _ in outcomes} == {RotationOutcome.ROTATED}
+                # The store's one connection and this client's own.
+                assert len(client.client_list()) == 2
+    assert [(rotation.outcome, rotation.subject) for rotation in rotations] == [
+        *((RotationOutcome.ROTATED, family.subject) for family in families),
+        *((RotationOutcome.UNKNOWN, None) for _ in range(200)),
+    ]
 
 
 def test_a_rediss_url_names_the_redis_store_with_tls() -> None:
@@ -234,33 +260,70 @@ def test_a_rediss_url_names_the_redis_store_with_tls() -> None:
     assert pool.connection_class.__name__ == "SSLConnection"
 
 
-async def test_redis_connection_slots_are_handed_over_and_survive_cancelled_waiters() -> None:
-    connections = _Connections()
-    for _ in range(MAX_CONNECTIONS):
-        await connections.take_slot()
-    first = asyncio.ensure_future(connections.take_slot())
-    cancelled = asyncio.ensure_future(connections.take_slot())
-    last = asyncio.ensure_future(connections.take_slot())
-    await asyncio.sleep(0)
-    assert not any(waiter.done() for waiter in (first, cancelled, last))
-    cancelled.cancel()  # its step's deadline passed while it waited
-    await asyncio.sleep(0)
-    connections.give_slot_back()  # to the first waiter, straight
-    await asyncio.sleep(0)
-    assert first.done()
-    assert not last.done()
-    connections.give_slot_back()  # the cancelled waiter is passed over
-    await asyncio.sleep(0)
-    assert last.done()
-    assert connections.taken == MAX_CONNECTIONS
-    # A slot handed to a waiter cancelled at the same moment is passed on, not lost.
-    racing = asyncio.ensure_future(connections.take_slot())
-    await asyncio.sleep(0)
-    connections.give_slot_back()
-    racing.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await racing
-    assert connections.taken == MAX_CONNECTIONS - 1
-    for _ in range(MAX_CONNECTIONS - 1):
-        connections.give_slot_back()
-    assert connections.taken == 0
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    certificate_file, key_file = directory / "redis.crt", directory / "redis.key"
+    certificate_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return certificate_file, key_file
+
+
+async def test_a_rediss_store_rotates_over_tls(tmp_path: Path) -> None:
+    # This redis-server has no TLS: a TLS terminator in front of it, as in many deployments.
+    certificate, key = self_signed_certificate(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate, key)
+    with running_redis(tmp_path) as server:
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with suppress(OSError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        async def terminate_tls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            upstream_reader, upstream_writer = await asyncio.open_connection(
+                "127.0.0.1", server.port
+            )
+            await asyncio.gather(pump(reader, upstream_writer), pump(upstream_reader, writer))
+
+        terminator = await asyncio.start_server(terminate_tls, "127.0.0.1", 0, ssl=context)
+        port = terminator.sockets[0].getsockname()[1]
+        try:
+            async with opened(f"rediss://127.0.0.1:{port}/3?ssl_ca_certs={certificate}") as store:
+                family = await Family(store).start()
+                outcome, _, successor = await family.rotate(family.first_token)
+                assert outcome is RotationOutcome.ROTATED
+                assert (await family.rotate(successor.token_id))[0] is RotationOutcome.ROTATED
+                assert (await family.rotate(family.first_token))[0] is RotationOutcome.REUSED
+        finally:
+            terminator.close()
+            await terminator.wait_closed()
+        with redis.Redis(port=server.port, db=3) as client:
+            # The steps went through the terminator to the URL's database.
+            assert client.exists(f"auth-refresh:family:{family.id}")

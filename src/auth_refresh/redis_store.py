@@ -9,9 +9,13 @@ hung Redis gives ``StoreUnavailableError`` well within 2 s. The scripts name key
 given (a subject's families), so use a standalone Redis, not Redis Cluster. ``rediss://`` URLs
 connect with TLS.
 
-The steps go straight over redis-py connections the store keeps idle between steps, one step
-on a connection at a time: the client's per-command machinery (pool lock, retry wrapper,
-telemetry) costs a refresh more than the round trip itself.
+redis-py opens each connection (TCP, TLS or a Unix socket, AUTH, SELECT, as the URL says) and
+the store then speaks on it itself: one connection per event loop, every step written as it
+comes and the replies matched to the steps in order (pipelining). The client's per-command
+machinery (pool lock, retry wrapper, a task per timeout, telemetry) cost a refresh more than the
+round trip; several steps at once now share one connection and the server's read events.
+A connection that timed out, broke or was closed by the server is dropped, and the next step
+opens another.
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ import collections
 import json
 import logging
 import weakref
+from collections.abc import Callable
 from typing import Any, cast
 
+import hiredis
 import redis.asyncio as redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from auth_refresh.authentication import TokenPair
 from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
@@ -41,9 +47,6 @@ SOCKET_TIMEOUT_SECONDS = 0.5
 # The most one step may take, whatever the socket does: under the 2 s promised to clients.
 STEP_DEADLINE_SECONDS = 1.5
 KEY_PREFIX = "auth-refresh:"
-# Steps at once per event loop, each on a connection of its own; more wait for a free one
-# (within the step's deadline) rather than open connections without end.
-MAX_CONNECTIONS = 64
 
 store_log = logging.getLogger("auth_refresh.store")
 
@@ -128,8 +131,9 @@ class RedisRefreshTokenStore:
     def __init__(self, client: redis.Redis, *, key_prefix: str = KEY_PREFIX) -> None:
         self._client = client
         self._pool = client.connection_pool
+        self._socket_timeout: float | None = self._pool.connection_kwargs.get("socket_timeout")
         # A connection belongs to the event loop that opened it.
-        self._connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Connections] = (
+        self._pipes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPipe] = (
             weakref.WeakKeyDictionary()
         )
         self._family_prefix = key_prefix + "family:"
@@ -218,97 +222,155 @@ class RedisRefreshTokenStore:
         )
 
     async def close(self) -> None:
-        # Those of this loop; another loop's go with it.
-        connections = self._connections.pop(asyncio.get_running_loop(), None)
-        for connection in connections.idle if connections is not None else ():
-            await connection.disconnect()
+        # This loop's connection; another loop's goes with it.
+        pipe = self._pipes.pop(asyncio.get_running_loop(), None)
+        if pipe is not None:
+            pipe.close()
         await self._client.aclose()
 
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         try:
-            async with asyncio.timeout(STEP_DEADLINE_SECONDS):
-                return await self._evaluate(script, keys, args)
+            async with asyncio.timeout(STEP_DEADLINE_SECONDS) as deadline:
+                return await self._evaluate(deadline, script, keys, args)
         except (RedisError, OSError, TimeoutError) as error:
             store_log.warning("Redis store unavailable: %s: %s", type(error).__name__, error)
             raise StoreUnavailableError() from None
 
-    def _new_connection(self) -> AbstractConnection:
-        # Made with the pool's settings (timeouts, no retries, decoding); the pool keeps none.
-        return cast(AbstractConnection, self._pool.make_connection())  # type: ignore[no-untyped-call]
-
-    async def _evaluate(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        loop = asyncio.get_running_loop()
-        connections = self._connections.get(loop)
-        if connections is None:
-            connections = self._connections[loop] = _Connections()
-        await connections.take_slot()
-        try:
-            return await self._evaluate_on(connections.idle, script, keys, args)
-        finally:
-            connections.give_slot_back()
-
-    async def _evaluate_on(
-        self, idle: list[AbstractConnection], script: Any, keys: list[str], args: list[Any]
+    async def _evaluate(
+        self, deadline: asyncio.Timeout, script: Any, keys: list[str], args: list[Any]
     ) -> Any:
-        connection = idle.pop() if idle else self._new_connection()
+        loop = asyncio.get_running_loop()
+        pipe = self._pipes.get(loop)
+        if pipe is None:
+            pipe = self._pipes[loop] = _LoopPipe(self._new_connection)
+        connection = await pipe.connection()
+        if self._socket_timeout is not None:
+            # The reply within the socket timeout as well as the step's deadline.
+            when = deadline.when()
+            reply_by = loop.time() + self._socket_timeout
+            deadline.reschedule(reply_by if when is None else min(when, reply_by))
         try:
-            await _ready(connection)
-            try:
-                await connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                answer = await connection.read_response()
-            except NoScriptError:
+            answer = await connection.send(_command("EVALSHA", script.sha, len(keys), *keys, *args))
+            if isinstance(answer, hiredis.ReplyError) and str(answer).startswith("NOSCRIPT"):
                 # The server lost its script cache (a restart, SCRIPT FLUSH): EVAL loads it.
-                await connection.send_command("EVAL", script.script, len(keys), *keys, *args)
-                answer = await connection.read_response()
-        except BaseException:
-            # Whatever state it is in (a reply half read, a timeout), it is not used again.
-            await connection.disconnect(nowait=True)
+                answer = await connection.send(
+                    _command("EVAL", script.script, len(keys), *keys, *args)
+                )
+        except asyncio.CancelledError:
+            # Timed out (or the request went away): a hung server or a half-open connection
+            # is not waited on by the next step too.
+            if deadline.expired():
+                connection.close()
             raise
-        idle.append(connection)
+        if isinstance(answer, hiredis.ReplyError):
+            raise RedisError(str(answer))
         return answer
 
+    def _new_connection(self) -> AbstractConnection:
+        # Made with the pool's settings (timeouts, no retries, TLS); the pool keeps none.
+        return cast(AbstractConnection, self._pool.make_connection())  # type: ignore[no-untyped-call]
 
-class _Connections:
-    """One event loop's connections: the idle ones, and the slots that bound them all.
 
-    A semaphore of its own rather than ``asyncio.Semaphore``, whose acquire costs a refresh
-    more than the rest of this bookkeeping: a step takes a slot at once while one is free."""
+class _LoopPipe:
+    """One event loop's connection to Redis, and its opening while one is under way."""
 
-    def __init__(self) -> None:
-        self.idle: list[AbstractConnection] = []
-        self.taken = 0
-        self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+    def __init__(self, make_connection: Callable[[], AbstractConnection]) -> None:
+        self._make_connection = make_connection
+        self._current: _Pipe | None = None
+        self._opening: asyncio.Task[_Pipe] | None = None
 
-    async def take_slot(self) -> None:
-        if self.taken < MAX_CONNECTIONS and not self.waiting:
-            self.taken += 1
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiting.append(waiter)
+    async def connection(self) -> _Pipe:
+        current = self._current
+        if current is not None and current.is_open:
+            return current
+        if self._opening is None:
+            self._opening = asyncio.get_running_loop().create_task(self._open())
+            # Retrieved here as well: every step that waited for it may have timed out.
+            self._opening.add_done_callback(_retrieve)
+        # Shielded: one step's deadline does not cancel the opening the others wait for.
+        return await asyncio.shield(self._opening)
+
+    async def _open(self) -> _Pipe:
         try:
-            await waiter
-        except BaseException:
-            # Handed a slot and cancelled (the step's deadline) at the same moment: pass it on.
-            if waiter.done() and not waiter.cancelled():
-                self.give_slot_back()
-            raise
+            connection = self._make_connection()
+            await connection.connect()  # type: ignore[no-untyped-call]
+            self._current = _Pipe(connection)
+            return self._current
+        finally:
+            self._opening = None
 
-    def give_slot_back(self) -> None:
-        while self.waiting:
-            waiter = self.waiting.popleft()
-            if not waiter.done():  # not cancelled while it waited
-                waiter.set_result(None)  # the slot goes straight to it
+    def close(self) -> None:
+        if self._current is not None:
+            self._current.close()
+
+
+class _Pipe(asyncio.Protocol):
+    """A connection redis-py opened, taken over: commands are written as they come, replies
+    are matched to them in the order sent."""
+
+    def __init__(self, connection: AbstractConnection) -> None:
+        writer = connection._writer
+        assert writer is not None
+        # Kept, and redis-py's connection with it: they close the socket when collected.
+        self._connection = connection
+        self._transport = cast(asyncio.Transport, writer.transport)
+        self._replies = hiredis.Reader(encoding="utf-8")
+        self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.is_open = not self._transport.is_closing()
+        self._transport.set_protocol(self)
+
+    def send(self, command: bytes) -> asyncio.Future[Any]:
+        if not self.is_open:
+            raise ConnectionError("the connection to Redis is closed")
+        answer = asyncio.get_running_loop().create_future()
+        self._waiting.append(answer)
+        self._transport.write(command)
+        return answer
+
+    def data_received(self, data: bytes) -> None:
+        self._replies.feed(data)
+        while True:
+            try:
+                reply = self._replies.gets()
+            except hiredis.ProtocolError:
+                self.close()
                 return
-        self.taken -= 1
+            if reply is False:
+                return
+            if not self._waiting:
+                self.close()  # a reply nobody asked for: the stream is out of step
+                return
+            answer = self._waiting.popleft()
+            if not answer.done():  # a step that gave up (its deadline) has its reply skipped
+                answer.set_result(reply)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.is_open = False
+        # Through redis-py, which then counts its connection closed.
+        self._connection._close()  # type: ignore[no-untyped-call]
+        self._fail_waiting()
+
+    def _fail_waiting(self) -> None:
+        while self._waiting:
+            answer = self._waiting.popleft()
+            if not answer.done():
+                answer.set_exception(ConnectionError("the connection to Redis was lost"))
 
 
-async def _ready(connection: AbstractConnection) -> None:
-    # An idle connection with something to read (the server closed it, or a stray reply) is
-    # started over: the step must not be the one to find out. redis-py's pool skips this
-    # check when maintenance notifications are on, as they are by default.
-    if connection.is_connected and await connection.can_read():
-        await connection.disconnect(nowait=True)
-    await connection.connect()  # type: ignore[no-untyped-call]
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _command(*parts: str | int) -> bytes:
+    # RESP: an array of bulk strings.
+    encoded = [part.encode() if isinstance(part, str) else b"%d" % part for part in parts]
+    return b"*%d\r\n" % len(encoded) + b"".join(
+        b"$%d\r\n%s\r\n" % (len(part), part) for part in encoded
+    )
 
 
 def _number(value: float) -> str:
