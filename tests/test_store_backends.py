@@ -22,7 +22,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from auth_refresh import ConfigurationError, Rotation, RotationOutcome, open_store
+from auth_refresh import (
+    ConfigurationError,
+    Rotation,
+    RotationOutcome,
+    StoreUnavailableError,
+    open_store,
+)
 from auth_refresh.sqlite_store import CHECKPOINT_STEPS, SqliteRefreshTokenStore
 from store_fixtures import GRACE, LIFETIME, Family, opened, running_redis, successor
 
@@ -251,6 +257,32 @@ async def test_redis_steps_at_once_share_one_connection_and_get_their_own_answer
         *((RotationOutcome.ROTATED, family.subject) for family in families),
         *((RotationOutcome.UNKNOWN, None) for _ in range(200)),
     ]
+
+
+async def test_a_redis_connection_that_timed_out_is_dropped_not_waited_on_again(
+    tmp_path: Path,
+) -> None:
+    with running_redis(tmp_path) as server:
+        async with opened(server.url) as store:
+            family = await Family(store).start()  # the store's connection is open
+            with redis.Redis(port=server.port) as client:
+                opened_before = client.info("stats")["total_connections_received"]
+            server.pause()
+            try:
+                with pytest.raises(StoreUnavailableError):
+                    await family.rotate(family.first_token)  # the 0.5 s socket timeout
+            finally:
+                server.resume()
+            # The late answer to the step that gave up is not waited for: a new connection.
+            outcome, _, _ = await family.rotate(family.first_token)
+            with redis.Redis(port=server.port) as client:
+                stats = client.info("stats")
+                connected = len(client.client_list())
+    # Redis may have run the paused step once it woke up: the retry is then its repeat.
+    assert outcome in {RotationOutcome.ROTATED, RotationOutcome.GRACE}
+    # One for the counting client before, one for the store's new connection.
+    assert stats["total_connections_received"] == opened_before + 2
+    assert connected == 2  # the store's new connection and the counting client
 
 
 def test_a_rediss_url_names_the_redis_store_with_tls() -> None:
