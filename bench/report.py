@@ -470,7 +470,8 @@ def page(results: dict[str, Any], chart_name: str | None) -> str:
         f"  generator; {http_section.get('loader', '?')} with {settings.get('connections')}"
         + f" connections for {settings.get('duration')} s per run, after a warm-up. In each",
         f"  of {settings.get('rounds')} rounds every configuration runs beside a run of the raw",
-        "  endpoint, just before or just after it (alternately): the machine's speed drifts",
+        "  endpoint, just before or just after it (alternately, the tokens of both minted",
+        "  first so that the two runs follow each other at once): the machine's speed drifts",
         "  over minutes, so each ratio is the median of side-by-side ratios, not a ratio of",
         "  medians; req/s and latencies are the medians of the runs. Every",
         "  request presents a refresh token never presented before (pre-minted by each",

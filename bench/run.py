@@ -79,9 +79,9 @@ class Options:
 def parse_arguments(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="a few seconds, no thresholds")
-    parser.add_argument("--duration", type=int, default=6, help="seconds per HTTP run")
+    parser.add_argument("--duration", type=int, default=4, help="seconds per HTTP run")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of HTTP warm-up")
-    parser.add_argument("--rounds", type=int, default=5, help="HTTP rounds (medians reported)")
+    parser.add_argument("--rounds", type=int, default=7, help="HTTP rounds (medians reported)")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--iterations", type=int, default=2000, help="in-process, per round")
@@ -424,14 +424,20 @@ def http_phase(
                 estimates[name] = warm.requests_per_second
                 say(f"  warm-up {name}: {warm.requests_per_second:.0f} req/s")
 
-        def measure(server: over_http.Server, round_number: int) -> over_http.LoadResult | None:
-            name = server.configuration.name
+        def tokens_for(server: over_http.Server) -> list[str]:
             if options.smoke:
                 needed = SMOKE_WRK_TOKENS if options.loader == "wrk" else SMOKE_PYTHON_TOKENS
             else:
-                needed = int(estimates.get(name, WARMUP_TOKENS_PER_SECOND) * seconds * 1.5)
-                needed += 1000
-            result = load(server, over_http.mint(server.base_url, needed), seconds)
+                estimate = estimates.get(server.configuration.name, WARMUP_TOKENS_PER_SECOND)
+                needed = int(estimate * seconds * 1.5) + 1000
+            return over_http.mint(server.base_url, needed)
+
+        def measure(
+            server: over_http.Server, round_number: int, tokens: list[str]
+        ) -> over_http.LoadResult | None:
+            name = server.configuration.name
+            needed = len(tokens)
+            result = load(server, tokens, seconds)
             if result.wraps and not options.smoke:
                 say(f"  {name}: ran out of tokens, again with more")
                 result = load(server, over_http.mint(server.base_url, needed * 3), seconds)
@@ -454,13 +460,18 @@ def http_phase(
         others = [server for server in servers if server is not raw_server]
         for round_number in range(options.rounds):
             if not others:
-                measure(raw_server, round_number)
+                measure(raw_server, round_number, tokens_for(raw_server))
             shift = round_number % len(others) if others else 0
             for server in others[shift:] + others[:shift]:
                 # The machine's speed drifts over minutes (shared hosts): each ratio compares
-                # a run with a raw run made just before or after it, alternately.
+                # a run with a raw run made just before or after it, alternately. The tokens of
+                # both are minted first, so the two runs follow each other at once.
                 pair = [raw_server, server] if round_number % 2 == 0 else [server, raw_server]
-                raw_result, result = (measure(member, round_number) for member in pair)
+                minted = [tokens_for(member) for member in pair]
+                raw_result, result = (
+                    measure(member, round_number, tokens)
+                    for member, tokens in zip(pair, minted, strict=True)
+                )
                 if pair[0] is server:
                     raw_result, result = result, raw_result
                 if raw_result is not None and result is not None:
