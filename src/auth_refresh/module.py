@@ -534,6 +534,14 @@ class AuthRefreshModule:
         # must find, which for memory:// means the very same object.
         if _same_store_url(self, root):
             _override_under(self.container.store, root.container.store)
+        elif _both_rotate(self, root):
+            # Often meant (a feature with families of its own), but also what a feature gets
+            # whose settings leave store_url to the environment while the global sets it in code.
+            log.warning(
+                "%s: its store_url is not the global registration's: a pair issued through "
+                "one is unknown to the other, whose refresh route answers it with a 401",
+                self.name,
+            )
 
     def _check(self) -> None:
         container = self.container
@@ -651,6 +659,13 @@ def _same_store_url(module: AuthRefreshModule, root: AuthRefreshModule) -> bool:
     except ConfigurationError:
         return False  # reported by _check with the module's name
     return own.store_url == inherited.store_url
+
+
+def _both_rotate(module: AuthRefreshModule, root: AuthRefreshModule) -> bool:
+    try:
+        return bool(module.container.settings().rotation and root.container.settings().rotation)
+    except ConfigurationError:
+        return False  # reported by _check with the module's name
 
 
 def _override_under(provider: providers.Provider[Any], overriding: providers.Provider[Any]) -> None:
