@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import ipaddress
+import socket
 import sqlite3
 import ssl
+import struct
 import sys
 import threading
-from contextlib import suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -285,11 +288,73 @@ async def test_a_redis_connection_that_timed_out_is_dropped_not_waited_on_again(
     assert connected == 2  # the store's new connection and the counting client
 
 
+async def test_a_redis_connection_reset_by_the_network_is_replaced_before_the_next_step(
+    tmp_path: Path,
+) -> None:
+    with running_redis(tmp_path) as server:
+        # A load balancer in between, which drops an idle connection with a TCP reset.
+        async with relay_to(server.port) as (port, accepted):
+            async with opened(f"redis://127.0.0.1:{port}/0") as store:
+                family = await Family(store).start()
+                _, _, successor = await family.rotate(family.first_token)
+                dropped = accepted[0]
+                linger_off = struct.pack("ii", 1, 0)  # close with RST, not FIN
+                dropped.get_extra_info("socket").setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, linger_off
+                )
+                dropped.transport.abort()
+                await asyncio.sleep(0.2)  # the event loop gets to see the reset
+                outcome, _, _ = await family.rotate(successor.token_id)
+            connections = len(accepted)
+    # Not a 503 for the step after the reset: it went over a new connection.
+    assert outcome is RotationOutcome.ROTATED
+    assert connections == 2
+
+
 def test_a_rediss_url_names_the_redis_store_with_tls() -> None:
     store = open_store("rediss://127.0.0.1:6380/0")
     assert type(store).__name__ == "RedisRefreshTokenStore"
     pool = store._client.connection_pool  # type: ignore[attr-defined]
     assert pool.connection_class.__name__ == "SSLConnection"
+
+
+async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    """Bytes from ``source`` to ``sink`` until either side ends: half a relay."""
+    with suppress(OSError):
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+    sink.close()
+
+
+@asynccontextmanager
+async def relay_to(
+    port: int, context: ssl.SSLContext | None = None
+) -> AsyncIterator[tuple[int, list[asyncio.StreamWriter]]]:
+    """A TCP relay on a free loopback port to ``port`` (TLS towards its clients with
+    ``context``): its port, and the client connections it accepted."""
+    accepted: list[asyncio.StreamWriter] = []
+    handlers: set[asyncio.Task[Any]] = set()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
+        accepted.append(writer)
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.gather(pump(reader, upstream_writer), pump(upstream_reader, writer))
+
+    relay = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+    try:
+        yield relay.sockets[0].getsockname()[1], accepted
+    finally:
+        relay.close()
+        for writer in accepted:
+            writer.close()
+        # Every relayed connection ends within this test, before its event loop does.
+        if handlers:
+            await asyncio.wait(handlers, timeout=5)
+        await relay.wait_closed()
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
@@ -330,32 +395,16 @@ async def test_a_rediss_store_rotates_over_tls(tmp_path: Path) -> None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(certificate, key)
     with running_redis(tmp_path) as server:
-
-        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            with suppress(OSError):
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            sink.close()
-
-        async def terminate_tls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            upstream_reader, upstream_writer = await asyncio.open_connection(
-                "127.0.0.1", server.port
-            )
-            await asyncio.gather(pump(reader, upstream_writer), pump(upstream_reader, writer))
-
-        terminator = await asyncio.start_server(terminate_tls, "127.0.0.1", 0, ssl=context)
-        port = terminator.sockets[0].getsockname()[1]
-        try:
-            async with opened(f"rediss://127.0.0.1:{port}/3?ssl_ca_certs={certificate}") as store:
-                family = await Family(store).start()
-                outcome, _, successor = await family.rotate(family.first_token)
-                assert outcome is RotationOutcome.ROTATED
-                assert (await family.rotate(successor.token_id))[0] is RotationOutcome.ROTATED
-                assert (await family.rotate(family.first_token))[0] is RotationOutcome.REUSED
-        finally:
-            terminator.close()
-            await terminator.wait_closed()
+        url = "rediss://127.0.0.1:{}/3?ssl_ca_certs=" + str(certificate)
+        async with (
+            relay_to(server.port, context) as (port, _),
+            opened(url.format(port)) as store,
+        ):
+            family = await Family(store).start()
+            outcome, _, successor = await family.rotate(family.first_token)
+            assert outcome is RotationOutcome.ROTATED
+            assert (await family.rotate(successor.token_id))[0] is RotationOutcome.ROTATED
+            assert (await family.rotate(family.first_token))[0] is RotationOutcome.REUSED
         with redis.Redis(port=server.port, db=3) as client:
             # The steps went through the terminator to the URL's database.
             assert client.exists(f"auth-refresh:family:{family.id}")
