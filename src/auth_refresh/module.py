@@ -532,9 +532,13 @@ class AuthRefreshModule:
                     _override_under(self.container.extractor, root.container.extractor)
         # One URL, one store: a login through the global module starts families this module
         # must find, which for memory:// means the very same object.
-        if _same_store_url(self, root):
+        both = _settings_of(self, root)
+        if both is None:
+            return
+        own, inherited = both
+        if own.store_url == inherited.store_url:
             _override_under(self.container.store, root.container.store)
-        elif _both_rotate(self, root):
+        elif own.rotation and inherited.rotation:
             # Often meant (a feature with families of its own), but also what a feature gets
             # whose settings leave store_url to the environment while the global sets it in code.
             log.warning(
@@ -652,20 +656,13 @@ def _successors(request: Request) -> dict[AuthRefreshModule, TokenPair]:
     return successors
 
 
-def _same_store_url(module: AuthRefreshModule, root: AuthRefreshModule) -> bool:
+def _settings_of(
+    module: AuthRefreshModule, root: AuthRefreshModule
+) -> tuple[AuthRefreshSettings, AuthRefreshSettings] | None:
     try:
-        own: AuthRefreshSettings = module.container.settings()
-        inherited: AuthRefreshSettings = root.container.settings()
+        return module.container.settings(), root.container.settings()
     except ConfigurationError:
-        return False  # reported by _check with the module's name
-    return own.store_url == inherited.store_url
-
-
-def _both_rotate(module: AuthRefreshModule, root: AuthRefreshModule) -> bool:
-    try:
-        return bool(module.container.settings().rotation and root.container.settings().rotation)
-    except ConfigurationError:
-        return False  # reported by _check with the module's name
+        return None  # reported by _check with the module's name
 
 
 def _override_under(provider: providers.Provider[Any], overriding: providers.Provider[Any]) -> None:
