@@ -351,9 +351,6 @@ class _Pipe(asyncio.Protocol):
         self.is_open = False
         # Through redis-py, which then counts its connection closed.
         self._connection._close()  # type: ignore[no-untyped-call]
-        self._fail_waiting()
-
-    def _fail_waiting(self) -> None:
         while self._waiting:
             answer = self._waiting.popleft()
             if not answer.done():

@@ -77,10 +77,11 @@ COLUMNS = (
 # store.decide_rotation's ROTATED branch as one statement (the same double arithmetic): the
 # family exists, is neither expired nor revoked, and token_id is its live token.
 ROTATE_LIVE = """UPDATE auth_refresh_families
-    SET expires_at = min(?, created_at + ?), live_token_id = ?,
-        previous_token_id = live_token_id, consumed_at = ?, successor_pair = ?
-    WHERE family_id = ? AND live_token_id = ? AND revoked = 0
-        AND ? < created_at + ? AND ? < expires_at
+    SET expires_at = min(:successor_expires_at, created_at + :lifetime),
+        live_token_id = :successor_id, previous_token_id = live_token_id, consumed_at = :now,
+        successor_pair = :successor_pair
+    WHERE family_id = :family_id AND live_token_id = :token_id AND revoked = 0
+        AND :now < created_at + :lifetime AND :now < expires_at
     RETURNING subject"""
 # The columns are named as FamilyRecord's fields.
 FIELDS = tuple(name.strip() for name in COLUMNS.split(","))
@@ -171,18 +172,15 @@ class SqliteRefreshTokenStore:
             # transaction. Anything else is decided in Python on the row read under the lock.
             rotated = connection.execute(
                 ROTATE_LIVE,
-                (
-                    successor.expires_at,
-                    absolute_lifetime,
-                    successor.token_id,
-                    now,
-                    pair,
-                    family_id,
-                    token_id,
-                    now,
-                    absolute_lifetime,
-                    now,
-                ),
+                {
+                    "successor_expires_at": successor.expires_at,
+                    "lifetime": absolute_lifetime,
+                    "successor_id": successor.token_id,
+                    "now": now,
+                    "successor_pair": pair,
+                    "family_id": family_id,
+                    "token_id": token_id,
+                },
             ).fetchall()  # to the end: the statement's transaction commits when it is done
             if rotated:
                 return Rotation(RotationOutcome.ROTATED, rotated[0][0], successor.pair)
