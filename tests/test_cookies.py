@@ -308,7 +308,12 @@ async def test_openapi_documents_the_cookie_the_csrf_header_and_the_403(
         schema = (await client.get("/openapi.json")).json()
     operation = schema["paths"]["/auth/refresh"]["post"]
     parameters = {(p["in"], p["name"]) for p in operation["parameters"]}
-    assert parameters == {("cookie", "refresh_token"), ("header", "X-CSRF-Token")}
+    assert parameters == {("header", "X-CSRF-Token")}
+    # The cookie is a security scheme (an API key in a cookie), the body its alternative.
+    assert operation["security"] == [{"RefreshTokenCookie": []}, {}]
+    cookie = schema["components"]["securitySchemes"]["RefreshTokenCookie"]
+    assert (cookie["type"], cookie["in"], cookie["name"]) == ("apiKey", "cookie", "refresh_token")
+    assert operation["requestBody"]["required"] is False
     assert operation["responses"]["403"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorBody"
     }

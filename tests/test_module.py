@@ -174,7 +174,7 @@ async def test_for_feature_guards_a_route_with_its_own_lookup(users: InMemoryUse
     admins = InMemoryUsers(User("admin-1", "admin@example.com"))
     root = AuthRefreshModule.for_root(user_lookup_service=users)
     admin_feature = AuthRefreshModule.for_feature(user_lookup_service=admins)
-    assert admin_feature.router is None
+    assert admin_feature.router.routes == []  # no route; its router carries the lifespan
     app = guarded_app(root, admin_feature, guard=admin_feature.guard)
     issue = AuthenticationModule.for_root().issue_token_service
     async with serve(app) as client:
@@ -316,16 +316,37 @@ def test_inject_takes_providers_only() -> None:
         AuthRefreshModule.register_async(factory=dict, inject=["not a provider"])  # type: ignore[list-item]
 
 
-async def test_an_async_module_refuses_requests_when_the_lifespan_never_ran(
+async def test_an_async_module_whose_lifespan_never_ran_starts_on_its_first_request(
     users: InMemoryUsers,
+) -> None:
+    import httpx
+
+    token = AuthenticationModule.for_root().issue_token_service.refresh_token({"sub": "user-1"})
+    app = guarded_app(
+        AuthRefreshModule.for_root_async(factory=lambda: {"user_lookup_service": users})
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        ok = await client.post("/auth/refresh", json={"refreshToken": token})
+        assert ok.status_code == 200
+
+
+async def test_a_broken_module_whose_lifespan_never_ran_says_what_to_do(
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     import httpx
 
     app = guarded_app(AuthRefreshModule.for_root_async(factory=lambda: {}))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        with pytest.raises(RuntimeError, match="lifespan has not run"):
-            await client.post("/auth/refresh", json={"refreshToken": "x"})
+        with caplog.at_level("ERROR", logger="auth_refresh"):
+            response = await client.post("/auth/refresh", json={"refreshToken": "x"})
+    assert response.status_code == 500
+    assert "user_lookup_service" not in response.text  # details go to the log only
+    (record,) = [r for r in caplog.records if "user_lookup_service" in r.message]
+    assert "'user_lookup_service' is required" in record.message
+    assert "lifespan did not run" in record.message
+    assert "app.mount()" in record.message
 
 
 async def test_a_sync_module_works_without_the_lifespan(users: InMemoryUsers) -> None:
@@ -438,7 +459,7 @@ async def test_overriding_providers_in_a_test(
 
 
 async def test_invalid_settings_in_code_fail_at_registration() -> None:
-    with pytest.raises(ConfigurationError, match="AUTH_REFRESH_UNKNOWN"):
+    with pytest.raises(ConfigurationError, match="'unknown' is not a setting"):
         AuthRefreshModule.for_root(user_lookup_service=InMemoryUsers(), settings={"unknown": 1})
 
 

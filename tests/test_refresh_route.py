@@ -199,7 +199,15 @@ async def test_openapi_follows_the_configured_extractor(users: InMemoryUsers) ->
         users, settings={"jwt_from_request": ExtractJwt.from_header("x-refresh-token")}
     )
     async with serve(app) as client:
-        operation = (await client.get("/openapi.json")).json()["paths"]["/auth/refresh"]["post"]
+        schema = (await client.get("/openapi.json")).json()
+    operation = schema["paths"]["/auth/refresh"]["post"]
     assert "requestBody" not in operation
-    assert operation["parameters"][0]["name"] == "x-refresh-token"
-    assert operation["parameters"][0]["in"] == "header"
+    # A security scheme, which Swagger UI fills in and sends (an Authorization parameter
+    # would be ignored).
+    assert operation["security"] == [{"RefreshTokenHeader": []}]
+    assert schema["components"]["securitySchemes"]["RefreshTokenHeader"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "x-refresh-token",
+        "description": "A refresh token",
+    }

@@ -88,9 +88,7 @@ def test_secrets_need_an_hmac_algorithm(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_settings_errors_never_show_the_input() -> None:
-    from pydantic import ValidationError
-
-    with pytest.raises(ValidationError) as raised:
+    with pytest.raises(ConfigurationError) as raised:
         JwtSettings(access_secret="a-short-secret-value")
     assert "a-short-secret-value" not in str(raised.value)
 
@@ -102,5 +100,5 @@ def test_secrets_do_not_show_in_repr() -> None:
 
 
 def test_unknown_settings_are_refused() -> None:
-    with pytest.raises(ConfigurationError, match="AUTH_REFRESH_PATHS"):
+    with pytest.raises(ConfigurationError, match="'paths' is not a setting"):
         build_settings(AuthRefreshSettings, {"paths": "/x"})

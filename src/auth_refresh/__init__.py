@@ -1,6 +1,11 @@
 """JWT refresh tokens for FastAPI: a port of Rockets' ``@concepta/nestjs-auth-refresh``."""
 
-from auth_refresh.auth_jwt import AuthJwtGuard, AuthJwtModule, AuthJwtUserLookupServiceInterface
+from auth_refresh.auth_jwt import (
+    AuthJwtContainer,
+    AuthJwtGuard,
+    AuthJwtModule,
+    AuthJwtUserLookupServiceInterface,
+)
 from auth_refresh.authentication import (
     AuthenticationModule,
     IssueTokenService,
@@ -40,13 +45,13 @@ from auth_refresh.local import (
     AuthLocalUserLookupServiceInterface,
     PasswordStorageService,
 )
+from auth_refresh.login import LoginIssueTokenService
 from auth_refresh.memory_store import MemoryRefreshTokenStore
-from auth_refresh.module import (
-    AuthRefreshModule,
+from auth_refresh.module import AuthRefreshModule
+from auth_refresh.registration import (
     AuthRefreshOptions,
     AuthRefreshOptionsFactory,
     AuthRefreshUserLookupServiceInterface,
-    LoginIssueTokenService,
 )
 from auth_refresh.rotation import TokenReuseEvent, TokenRotationService
 from auth_refresh.settings import AuthRefreshSettings, JwtSettings
@@ -62,6 +67,7 @@ from auth_refresh.tokens import JwtModule, JwtService, jwks_router
 
 __all__ = [
     "AuthHeaderSchemeExtractor",
+    "AuthJwtContainer",
     "AuthJwtGuard",
     "AuthJwtModule",
     "AuthJwtUnauthorizedError",

@@ -8,19 +8,29 @@ from typing import Any, Protocol, runtime_checkable
 
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
+from fastapi.security.base import SecurityBase
 from pwdlib import PasswordHash
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from auth_refresh._utils import MaybeAwaitable, attribute_of, is_active, resolve, user_id_of
-from auth_refresh.application import AppRegistry
+from auth_refresh.application import (
+    AppRegistry,
+    module_lifespan,
+    require_application,
+    start_late,
+)
 from auth_refresh.authentication import (
     AuthenticationModule,
     IssueTokenServiceInterface,
     TokenPair,
 )
-from auth_refresh.exceptions import AuthLocalInvalidCredentialsError, InvalidRequestError
+from auth_refresh.exceptions import (
+    AuthLocalInvalidCredentialsError,
+    ConfigurationError,
+    InvalidRequestError,
+)
 from auth_refresh.extractors import read_body_fields, single_field
 from auth_refresh.responses import TokenPairBody, error_responses, token_response
 from auth_refresh.routing import operation_id
@@ -81,20 +91,29 @@ class PasswordStorageService:
 class AuthLocalModule:
     """Local login: verifies a username and password, answers with a token pair."""
 
+    name = "AuthLocalModule.for_root"
+    kind = "auth_local"
     is_global = True
 
     def __init__(
         self,
         user_lookup_service: AuthLocalUserLookupServiceInterface,
-        issue_token_service: IssueTokenServiceInterface,
+        issue_token_service: IssueTokenServiceInterface | None,
         password_storage_service: PasswordStorageService,
         path: str,
     ) -> None:
         self.user_lookup_service = user_lookup_service
-        self.issue_token_service = issue_token_service
+        # Unset: the refresh registration's login service when there is one (a family per
+        # login), else AuthenticationModule's; decided at startup.
+        self._issuer_given = issue_token_service is not None
+        self.issue_token_service = (
+            issue_token_service or AuthenticationModule.for_root().issue_token_service
+        )
         self.password_storage_service = password_storage_service
         self.path = path
-        self.router = APIRouter(tags=["auth"])
+        self.started = False
+        self.security_schemes: dict[str, SecurityBase] = {}
+        self.router = APIRouter(tags=["auth"], lifespan=module_lifespan(self))
         self.router.add_api_route(
             path,
             self.login,
@@ -121,9 +140,8 @@ class AuthLocalModule:
         password_storage_service: PasswordStorageService | None = None,
         path: str = DEFAULT_LOGIN_PATH,
     ) -> AuthLocalModule:
-        """The login route; the issue service defaults to ``AuthenticationModule``'s."""
-        if issue_token_service is None:
-            issue_token_service = AuthenticationModule.for_root().issue_token_service
+        """The login route; the issue service defaults to the refresh registration's
+        ``login_issue_token_service`` beside one, else to ``AuthenticationModule``'s."""
         return cls(
             user_lookup_service,
             issue_token_service,
@@ -132,13 +150,39 @@ class AuthLocalModule:
         )
 
     def attach(self, app: FastAPI) -> None:
-        AppRegistry.install(app).add(self, "auth_local")
-        app.include_router(self.router)
+        """The same as ``app.include_router(module.router)``."""
+        application = require_application(self.name, app)
+        AppRegistry.install(application).add(self)
+        application.include_router(self.router)
 
-    async def startup(self, registry: AppRegistry) -> None:
-        return None
+    async def startup(self, registry: AppRegistry | None) -> None:
+        """Beside a refresh registration, issue its tokens: with rotation, a family per login."""
+        refresh = registry.root("auth_refresh") if registry is not None else None
+        if refresh is None:
+            pass
+        elif not self._issuer_given:
+            if self.issue_token_service is not refresh.login_issue_token_service:
+                self.issue_token_service = refresh.login_issue_token_service
+                route = self.router.routes[-1]
+                assert isinstance(route, APIRoute)
+                refresh.login_issue_token_service.describe_route(route)
+        elif refresh.container.settings().rotation and not getattr(
+            self.issue_token_service, "starts_token_families", False
+        ):
+            raise ConfigurationError(
+                f"{self.name}: issue_token_service starts no token families, but "
+                f"{refresh.name} rotates refresh tokens (AUTH_REFRESH_ROTATION), so every "
+                "refresh of a login's tokens would be a 401; leave issue_token_service "
+                "unset, or pass issue_token_service=<refresh module>.login_issue_token_service"
+            )
+        self.started = True
+
+    async def shutdown(self) -> None:
+        self.started = False
 
     async def login(self, request: Request) -> Response:
+        if not self.started:
+            await start_late(self, request.app)
         responder = self.issue_token_service
         if isinstance(responder, TokenResponder):
             # Before the password is checked: a refused request costs no hashing.

@@ -15,6 +15,7 @@ from auth_refresh.exceptions import AuthRefreshError
 
 __all__ = [
     "COOKIE_ANSWER",
+    "ERROR_HEADERS",
     "SET_COOKIE",
     "CookieTokenBody",
     "ErrorBody",
@@ -77,7 +78,31 @@ def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
         413: "Request body too large",
         503: "Service unavailable",
     }
-    return {code: {"model": ErrorBody, "description": descriptions[code]} for code in status_codes}
+    responses: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorBody, "description": descriptions[code]} for code in status_codes
+    }
+    for code, headers in ERROR_HEADERS.items():
+        if code in responses:
+            responses[code]["headers"] = headers
+    return responses
+
+
+# RFC 6750 §3: a 401 names its scheme; a 503 says when to try again.
+ERROR_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "The scheme, and the error when a token was sent: Bearer "
+            'error="invalid_token"',
+            "schema": {"type": "string"},
+        }
+    },
+    503: {
+        "Retry-After": {
+            "description": "Seconds to wait before trying again",
+            "schema": {"type": "integer"},
+        }
+    },
+}
 
 
 def token_response(pair: TokenPair) -> Response:

@@ -10,7 +10,9 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
+from auth_refresh.application import module_lifespan
 from auth_refresh.container import DEFAULT_EXTRACTOR
+from auth_refresh.openapi import source_of
 from auth_refresh.responses import TokenPairBody, error_responses
 
 if TYPE_CHECKING:
@@ -24,18 +26,20 @@ def operation_id(method: str, path: str) -> str:
 
 
 def refresh_router(module: AuthRefreshModule) -> tuple[APIRouter, list[APIRoute]]:
-    """A router with the module's routes, and the routes (their OpenAPI is set at startup)."""
-    router = APIRouter(tags=["auth"])
+    """The module's router (its lifespan starts the module), and its routes, whose OpenAPI
+    is completed at startup, when the extractor is known."""
+    router = APIRouter(tags=["auth"], lifespan=module_lifespan(module))
 
-    # The module itself rather than Depends(guard): one dependency less on the hot path.
     async def refresh(request: Request) -> Response:
-        user = await module.authenticate(request)
-        return module.token_response(await module.issue(user, request))
+        refreshed = await module.refresh(request)
+        assert refreshed.pair is not None  # asked for
+        return module.token_response(refreshed.pair)
 
     async def logout(request: Request) -> Response:
         await module.logout(request)
         return module.logout_response()
 
+    described, _ = source_of(DEFAULT_EXTRACTOR)
     if module.controllers:
         router.add_api_route(
             module.path,
@@ -47,7 +51,7 @@ def refresh_router(module: AuthRefreshModule) -> tuple[APIRouter, list[APIRoute]
                 200: {"model": TokenPairBody, "description": "A new token pair"},
                 **error_responses(400, 401, 413, 503),
             },
-            openapi_extra=DEFAULT_EXTRACTOR.openapi(),
+            openapi_extra=described,
         )
     if module.logout_path is not None:
         router.add_api_route(
@@ -61,7 +65,7 @@ def refresh_router(module: AuthRefreshModule) -> tuple[APIRouter, list[APIRoute]
                 204: {"description": "The session's refresh tokens are revoked"},
                 **error_responses(400, 401, 413, 503),
             },
-            openapi_extra=DEFAULT_EXTRACTOR.openapi(),
+            openapi_extra=described,
         )
     routes = [route for route in router.routes if isinstance(route, APIRoute)]
     return router, routes

@@ -2,15 +2,18 @@
 
 ``JwtSettings`` keeps the original's ``JWT_MODULE_*`` names; the refresh module's own settings
 use the ``AUTH_REFRESH_`` prefix. Values passed in code win over the environment, which wins
-over the defaults.
+over the defaults. A mistake is a ``ConfigurationError`` that names a value given in code as
+it was written (``grace_seconds``) and one from the environment by its variable
+(``AUTH_REFRESH_GRACE_SECONDS``).
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
     BeforeValidator,
@@ -58,7 +61,20 @@ def parse_duration(value: object) -> int:
 Duration = Annotated[int, BeforeValidator(parse_duration)]
 
 
-class JwtSettings(BaseSettings):
+class _Settings(BaseSettings):
+    """Settings whose validation errors are ``ConfigurationError``s pointing at their source."""
+
+    # Whether a value given in code is named as written (else by its environment variable).
+    names_fields_given_in_code: ClassVar[bool] = True
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as error:
+            raise ConfigurationError(_describe(type(self), error, values)) from None
+
+
+class JwtSettings(_Settings):
     """Signing and verification of access and refresh tokens (env prefix ``JWT_MODULE_``).
 
     Each token type needs ``*_SECRET`` (an HMAC secret used with ``ALGORITHM``) or ``*_KEYS`` (a
@@ -70,6 +86,8 @@ class JwtSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="JWT_MODULE_", extra="forbid", validate_default=True, hide_input_in_errors=True
     )
+    # Its key checks name JWT_MODULE_* variables in their messages: the fields' names follow.
+    names_fields_given_in_code: ClassVar[bool] = False
 
     access_secret: SecretStr | None = None
     refresh_secret: SecretStr | None = None
@@ -136,7 +154,7 @@ DEFAULT_STORE_URL = "sqlite:///auth-refresh.db"
 STORE_URL_SCHEMES = ("memory://", "sqlite:///", "redis://", "rediss://")
 
 
-class AuthRefreshSettings(BaseSettings):
+class AuthRefreshSettings(_Settings):
     """The refresh module's own settings (env prefix ``AUTH_REFRESH_``).
 
     ``jwt_from_request`` replaces the token extractor (default: the body field ``refreshToken``);
@@ -199,26 +217,38 @@ SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 def build_settings(
     cls: type[SettingsT], given: SettingsT | Mapping[str, Any] | None = None
 ) -> SettingsT:
-    """``cls`` from env and defaults with ``given`` merged over them; errors name the env var."""
+    """``cls`` from env and defaults with ``given`` merged over them (``ConfigurationError``)."""
     if isinstance(given, cls):
         return given
+    if given is not None and not isinstance(given, Mapping):
+        raise ConfigurationError(
+            f"settings must be a {cls.__name__} or a mapping of its fields, "
+            f"not {type(given).__name__}"
+        )
     try:
         return cls(**dict(given or {}))
-    except ValidationError as error:
-        raise ConfigurationError(_describe(cls, error)) from None
+    except ValidationError as error:  # a BaseSettings that is not one of ours
+        raise ConfigurationError(_describe(cls, error, dict(given or {}))) from None
 
 
-def _describe(cls: type[BaseSettings], error: ValidationError) -> str:
+def _describe(cls: type[BaseSettings], error: ValidationError, given: Mapping[str, Any]) -> str:
     prefix = str(cls.model_config.get("env_prefix", ""))
+    problems = []
     # Only the location and the message: the input may be a secret.
-    problems = [
-        # A check across fields has no location: its message names the settings itself.
-        (
-            f"{prefix}{'.'.join(str(part) for part in problem['loc']).upper()} "
-            if problem["loc"]
-            else ""
-        )
-        + problem["msg"].removeprefix("Value error, ")
-        for problem in error.errors(include_input=False, include_url=False)
-    ]
+    for problem in error.errors(include_input=False, include_url=False):
+        location = [str(part) for part in problem["loc"]]
+        message = problem["msg"].removeprefix("Value error, ")
+        if not location:
+            # A check across fields has no location: its message names the settings itself.
+            problems.append(message)
+        elif location[0] in given and getattr(cls, "names_fields_given_in_code", False):
+            # Given in code: the name as the code wrote it.
+            if problem["type"] == "extra_forbidden":
+                close = difflib.get_close_matches(location[0], cls.model_fields, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(f"{location[0]!r} is not a setting{hint}")
+            else:
+                problems.append(f"{'.'.join(location)}: {message}")
+        else:
+            problems.append(f"{prefix}{'.'.join(location).upper()} {message}")
     return f"{cls.__name__}: " + "; ".join(problems)
