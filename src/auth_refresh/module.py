@@ -196,8 +196,19 @@ class AuthRefreshModule:
             if self._factory is not None:
                 options = options_of(self.name, await self._run_factory())
                 self._own = set_registration_values(self.name, self.container, options)
-            self._inherit(registry)
-            settings, extractor = check_registration(self.name, self.container, self.logout_path)
+            inherited = self._inherit(registry)
+            try:
+                settings, extractor = check_registration(
+                    self.name, self.container, self.logout_path
+                )
+            except ConfigurationError as error:
+                if self.is_global or inherited:
+                    raise
+                raise ConfigurationError(
+                    f"{error.message} (no global registration had joined the application when "
+                    "it started: if there is one, include the global registration's router "
+                    "first, or attach() both)"
+                ) from None
             self.security_schemes = describe_refresh_routes(
                 self._routes,
                 self._answering_routes,
@@ -349,7 +360,8 @@ class AuthRefreshModule:
                 f"{self.name}: the options factory failed: {type(error).__name__}: {error}"
             ) from error
 
-    def _inherit(self, registry: AppRegistry | None) -> None:
+    def _inherit(self, registry: AppRegistry | None) -> bool:
+        # Whether there is a global registration to inherit from.
         root: AuthRefreshModule | None = None
         if not self.is_global and registry is not None:
             root = registry.root(KIND)
@@ -359,14 +371,14 @@ class AuthRefreshModule:
                     f"{self.name}: needs AuthRefreshModule.for_root(...) or for_root_async(...) "
                     "attached to the same application"
                 )
-            return
+            return False
         inherit_from_global(self.container, root.container, self._own)
         if "store" in self._own:
-            return
+            return True
         try:
             own, inherited = self.container.settings(), root.container.settings()
         except ConfigurationError:
-            return  # reported by the checks with the module's name
+            return True  # reported by the checks with the module's name
         if own.store_url == inherited.store_url:
             share_global_store(self.container, root.container)
         elif own.rotation and inherited.rotation:
@@ -377,6 +389,7 @@ class AuthRefreshModule:
                 "one is unknown to the other, whose refresh route answers it with a 401",
                 self.name,
             )
+        return True
 
     def _open_store(self, settings: AuthRefreshSettings) -> None:
         # Opened at startup so a bad URL fails there; the connection itself is made on first use.
