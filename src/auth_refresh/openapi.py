@@ -59,8 +59,9 @@ class DocumentedModule(Protocol):
 def access_scheme(extractor: Any) -> Scheme:
     """The scheme an access-token guard documents for ``extractor`` (bearer by default)."""
     scheme = _scheme_of(extractor, ACCESS_SCHEME, "An access token")
-    if scheme is None:
-        return HTTPBearer(scheme_name=ACCESS_SCHEME, bearerFormat="JWT", auto_error=False)
+    if scheme is None:  # unknown until startup, or a custom extractor: the default, bearer
+        scheme = _scheme_of(AuthHeaderSchemeExtractor("bearer"), ACCESS_SCHEME, "An access token")
+    assert scheme is not None
     return scheme
 
 
