@@ -379,3 +379,12 @@ def test_starlette_testclient_runs_the_modules(
             "/me", headers={"Authorization": f"Bearer {refreshed.json()['accessToken']}"}
         )
         assert me.json() == {"id": "user-1"}
+
+
+def test_an_option_spelt_as_in_the_original_is_refused_naming_the_options() -> None:
+    with pytest.raises(
+        ConfigurationError, match=r"for_root: unknown options \['userLookupService'\]"
+    ):
+        AuthRefreshModule.for_root(userLookupService=InMemoryUsers())  # type: ignore[call-arg]
+    with pytest.raises(ConfigurationError, match=r"for_root_async: unknown options \['injects'\]"):
+        AuthRefreshModule.for_root_async(factory=dict, injects=[])  # type: ignore[call-arg]

@@ -35,7 +35,9 @@ from auth_refresh.login import LoginIssueTokenService
 from auth_refresh.openapi import describe_refresh_routes
 from auth_refresh.pipeline import Refreshed, cookie_transport, refresh, verified_claims
 from auth_refresh.registration import (
+    ASYNC_REGISTRATION_OPTIONS,
     DEFAULT_PATH,
+    REGISTRATION_OPTIONS,
     AsyncRegistrationOptions,
     AuthRefreshOptions,
     OptionsFactory,
@@ -44,6 +46,7 @@ from auth_refresh.registration import (
     inherit_from_global,
     options_factory,
     options_of,
+    refuse_unknown_options,
     set_registration_values,
     share_global_store,
 )
@@ -154,6 +157,7 @@ class AuthRefreshModule:
         is_global: bool,
         needs_global: bool = False,
     ) -> AuthRefreshModule:
+        refuse_unknown_options(name, options, REGISTRATION_OPTIONS)
         given: dict[str, Any] = dict(options)
         return cls(
             name,
@@ -169,6 +173,7 @@ class AuthRefreshModule:
     def _registered_async(
         cls, name: str, options: AsyncRegistrationOptions, *, is_global: bool
     ) -> AuthRefreshModule:
+        refuse_unknown_options(name, options, ASYNC_REGISTRATION_OPTIONS)
         return cls(
             name,
             is_global=is_global,
@@ -232,15 +237,12 @@ class AuthRefreshModule:
             default.reset()  # opened from settings.store_url: the next startup opens another
         await store.close()
 
-    async def _started(self, app: Any) -> None:
-        if not self.started:
-            await start_late(self, app)
-
     # -- per request -------------------------------------------------------------------------
 
     async def refresh(self, request: Request) -> Refreshed:
         """The refresh walk for ``request`` (``pipeline.refresh``): the user and the pair."""
-        await self._started(request.app)
+        if not self.started:
+            await start_late(self, request.app)
         return await refresh(self.container, request, self._cookie_paths)
 
     async def authenticate(self, request: Request) -> Any:
@@ -248,7 +250,8 @@ class AuthRefreshModule:
 
         With rotation this consumes the token: ``issue(user, request)`` gives its successor.
         """
-        await self._started(request.app)
+        if not self.started:
+            await start_late(self, request.app)
         refreshed = await refresh(self.container, request, self._cookie_paths, issue=False)
         if refreshed.pair is not None:
             _successors(request)[self] = _Successor(refreshed.pair)
@@ -283,7 +286,8 @@ class AuthRefreshModule:
 
     async def issue_for_subject(self, subject: str) -> TokenPair:
         """A new pair for ``subject``; with rotation, the first of a new token family."""
-        await self._started(None)
+        if not self.started:
+            await start_late(self, None)
         container = self.container
         if container.settings().rotation:
             return await container.rotation().start_family(subject)
@@ -292,7 +296,8 @@ class AuthRefreshModule:
 
     async def logout(self, request: Request) -> None:
         """Revoke the family of the request's refresh token (``POST /auth/logout``)."""
-        await self._started(request.app)
+        if not self.started:
+            await start_late(self, request.app)
         settings: AuthRefreshSettings = self.container.settings()
         transport = cookie_transport(settings, self._cookie_paths)
         claims = await verified_claims(self.container, settings, request, transport)
@@ -342,7 +347,8 @@ class AuthRefreshModule:
     # -- internals ---------------------------------------------------------------------------
 
     async def _rotation(self, operation: str) -> TokenRotationService:
-        await self._started(None)
+        if not self.started:
+            await start_late(self, None)
         if not self.container.settings().rotation:
             raise ConfigurationError(
                 f"{self.name}: {operation} needs rotation; AUTH_REFRESH_ROTATION is false"

@@ -86,6 +86,18 @@ class AsyncRegistrationOptions(_RouteOptions, total=False):
     inject: Sequence[providers.Provider[Any]]
 
 
+def refuse_unknown_options(name: str, given: Mapping[str, Any], accepted: frozenset[str]) -> None:
+    """A registration's keyword arguments must be its options (a typo is not ignored)."""
+    unknown = sorted(set(given) - accepted)
+    if unknown:
+        raise ConfigurationError(
+            f"{name}: unknown options {unknown}; the options are {', '.join(sorted(accepted))}"
+        )
+
+
+REGISTRATION_OPTIONS = RegistrationOptions.__optional_keys__
+ASYNC_REGISTRATION_OPTIONS = AsyncRegistrationOptions.__optional_keys__
+
 # Which provider each option sets.
 OPTION_PROVIDERS = {
     "user_lookup_service": "user_lookup",
@@ -108,11 +120,7 @@ def options_of(name: str, given: AuthRefreshOptions | Mapping[str, Any]) -> Auth
             f"{name}: the options factory returned {type(given).__name__}; return "
             "AuthRefreshOptions(...) or a mapping of its fields"
         )
-    unknown = sorted(set(given) - set(OPTION_PROVIDERS))
-    if unknown:
-        raise ConfigurationError(
-            f"{name}: unknown options {unknown}; the options are {', '.join(OPTION_PROVIDERS)}"
-        )
+    refuse_unknown_options(name, given, frozenset(OPTION_PROVIDERS))
     return AuthRefreshOptions(**given)
 
 
