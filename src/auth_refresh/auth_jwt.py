@@ -23,7 +23,7 @@ from auth_refresh.application import (
     start_late,
 )
 from auth_refresh.authentication import AuthenticationModule, VerifyTokenServiceInterface
-from auth_refresh.checks import require_methods
+from auth_refresh.checks import refuse_class, require_methods
 from auth_refresh.exceptions import AuthJwtUnauthorizedError, AuthRefreshError, ConfigurationError
 from auth_refresh.extractors import AuthHeaderSchemeExtractor, TokenExtractor
 from auth_refresh.openapi import access_scheme
@@ -86,8 +86,7 @@ class AuthJwtModule:
         for provider_name, (option, value) in given.items():
             if value is None:
                 continue
-            if isinstance(value, type):
-                require_methods(self.name, option, value)  # raises: a class, not an instance
+            refuse_class(self.name, option, value)
             getattr(self.container, provider_name).set_default(providers.Object(value))
         self.started = False
         self.security_schemes: dict[str, SecurityBase] = {}

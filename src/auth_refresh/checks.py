@@ -15,7 +15,7 @@ from auth_refresh.container import AuthRefreshContainer
 from auth_refresh.exceptions import ConfigurationError
 from auth_refresh.settings import AuthRefreshSettings
 
-__all__ = ["check_registration", "require_methods"]
+__all__ = ["check_registration", "refuse_class", "require_methods"]
 
 log = logging.getLogger("auth_refresh")
 
@@ -71,13 +71,18 @@ def check_registration(
     return settings, extractor
 
 
-def require_methods(name: str, option: str, service: Any, *methods: str) -> None:
-    """``service`` (an instance, not its class) has each of ``methods``."""
+def refuse_class(name: str, option: str, service: Any) -> None:
+    """A service given as its class (``Users`` for ``Users()``) is a mistake to name now."""
     if isinstance(service, type):
         raise ConfigurationError(
             f"{name}: the option '{option}' is the class {service.__name__}; pass an "
             f"instance, e.g. {option}={service.__name__}()"
         )
+
+
+def require_methods(name: str, option: str, service: Any, *methods: str) -> None:
+    """``service`` (an instance, not its class) has each of ``methods``."""
+    refuse_class(name, option, service)
     for method in methods:
         if not callable(getattr(service, method, None)):
             raise ConfigurationError(f"{name}: the option '{option}' has no method {method}()")

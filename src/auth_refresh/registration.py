@@ -18,6 +18,7 @@ from dependency_injector import containers, providers
 
 from auth_refresh._utils import MaybeAwaitable
 from auth_refresh.authentication import IssueTokenServiceInterface, VerifyTokenServiceInterface
+from auth_refresh.checks import refuse_class
 from auth_refresh.container import AuthRefreshContainer, extractor_from_settings
 from auth_refresh.exceptions import ConfigurationError
 from auth_refresh.settings import AuthRefreshSettings, build_settings
@@ -138,11 +139,8 @@ def set_registration_values(
                 value = build_settings(AuthRefreshSettings, value)
             except ConfigurationError as error:
                 raise ConfigurationError(f"{name}: {error.message}") from None
-        elif isinstance(value, type):
-            raise ConfigurationError(
-                f"{name}: the option '{field.name}' is the class {value.__name__}; pass an "
-                f"instance, e.g. {field.name}={value.__name__}()"
-            )
+        else:
+            refuse_class(name, field.name, value)
         provider_name = OPTION_PROVIDERS[field.name]
         getattr(container, provider_name).set_default(providers.Object(value))
         set_providers.add(provider_name)
