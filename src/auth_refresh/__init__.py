@@ -41,6 +41,7 @@ from auth_refresh.local import (
     PasswordStorageService,
 )
 from auth_refresh.memory_store import MemoryRefreshTokenStore
+from auth_refresh.passwords import PasswordRehashServiceInterface
 from auth_refresh.module import (
     AuthRefreshModule,
     AuthRefreshOptions,
@@ -99,6 +100,7 @@ __all__ = [
     "LoginIssueTokenService",
     "MemoryRefreshTokenStore",
     "MissingTokenError",
+    "PasswordRehashServiceInterface",
     "PasswordStorageService",
     "QueryParameterExtractor",
     "RefreshTokenStore",

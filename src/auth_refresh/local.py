@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from auth_refresh._utils import MaybeAwaitable, attribute_of, is_active, resolve, user_id_of
+from auth_refresh._utils import MaybeAwaitable, is_active, resolve, user_id_of
 from auth_refresh.application import AppRegistry
 from auth_refresh.authentication import (
     AuthenticationModule,
@@ -22,6 +22,15 @@ from auth_refresh.authentication import (
 )
 from auth_refresh.exceptions import AuthLocalInvalidCredentialsError, InvalidRequestError
 from auth_refresh.extractors import read_body_fields, single_field
+from auth_refresh.passwords import (
+    DEFAULT_PASSWORD_ATTRIBUTE,
+    LoginDiagnostics,
+    WarnOnce,
+    default_password_hash,
+    needs_rehash,
+    rehash_if_outdated,
+    verify_stored_hash,
+)
 from auth_refresh.responses import TokenPairBody, error_responses, token_response
 from auth_refresh.routing import operation_id
 
@@ -48,16 +57,19 @@ class TokenResponder(Protocol):
 
 
 class AuthLocalUserLookupServiceInterface(Protocol):
-    """Finds a user by username; the user has ``id`` and ``password_hash``."""
+    """Finds a user by username; the user has ``id`` and ``password_hash`` (or the attribute
+    ``password_attribute`` names). An ``update_password_hash(user, password_hash)`` method, if
+    present, receives the new hash of a user whose hash is outdated (see ``passwords``)."""
 
     def by_username(self, username: str) -> MaybeAwaitable[Any | None]: ...
 
 
 class PasswordStorageService:
-    """Hashes and verifies passwords with pwdlib (argon2 by default)."""
+    """Hashes and verifies passwords with pwdlib (argon2; bcrypt verifies too if installed)."""
 
     def __init__(self, password_hash: PasswordHash | None = None) -> None:
-        self._password_hash = password_hash or PasswordHash.recommended()
+        self._password_hash = password_hash or default_password_hash()
+        self._warn = WarnOnce()
 
     def hash(self, password: str) -> str:
         return self._password_hash.hash(password)
@@ -68,10 +80,11 @@ class PasswordStorageService:
             # Same work for unknown users, so timing does not tell which usernames exist.
             self._password_hash.verify(password, self._unknown_user_hash)
             return False
-        try:
-            return self._password_hash.verify(password, password_hash)
-        except Exception:  # an unknown or corrupt stored hash never matches
-            return False
+        return verify_stored_hash(self._password_hash, password, password_hash, self._warn)
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        """Whether a hash that matched is outdated: another hasher's, or older parameters."""
+        return needs_rehash(self._password_hash, password_hash)
 
     @cached_property
     def _unknown_user_hash(self) -> str:
@@ -89,8 +102,10 @@ class AuthLocalModule:
         issue_token_service: IssueTokenServiceInterface,
         password_storage_service: PasswordStorageService,
         path: str,
+        password_attribute: str = DEFAULT_PASSWORD_ATTRIBUTE,
     ) -> None:
         self.user_lookup_service = user_lookup_service
+        self.diagnostics = LoginDiagnostics(password_attribute)
         self.issue_token_service = issue_token_service
         self.password_storage_service = password_storage_service
         self.path = path
@@ -120,8 +135,13 @@ class AuthLocalModule:
         issue_token_service: IssueTokenServiceInterface | None = None,
         password_storage_service: PasswordStorageService | None = None,
         path: str = DEFAULT_LOGIN_PATH,
+        password_attribute: str = DEFAULT_PASSWORD_ATTRIBUTE,
     ) -> AuthLocalModule:
-        """The login route; the issue service defaults to ``AuthenticationModule``'s."""
+        """The login route; the issue service defaults to ``AuthenticationModule``'s.
+
+        ``password_attribute`` names the user's hash attribute (``hashed_password`` in the
+        FastAPI tutorial's models).
+        """
         if issue_token_service is None:
             issue_token_service = AuthenticationModule.for_root().issue_token_service
         return cls(
@@ -129,6 +149,7 @@ class AuthLocalModule:
             issue_token_service,
             password_storage_service or PasswordStorageService(),
             path,
+            password_attribute,
         )
 
     def attach(self, app: FastAPI) -> None:
@@ -145,7 +166,7 @@ class AuthLocalModule:
             responder.check_request(request)
         username, password = await _credentials(request)
         user = await resolve(self.user_lookup_service.by_username(username))
-        stored_hash = _password_hash_of(user) if user is not None else None
+        stored_hash = self.diagnostics.password_hash_of(user) if user is not None else None
         # Hashing is slow by design: keep it off the event loop.
         matches = await run_in_threadpool(
             self.password_storage_service.verify, password, stored_hash
@@ -153,6 +174,8 @@ class AuthLocalModule:
         # A disabled account gets the same answer as a wrong password.
         if user is None or not matches or not is_active(user):
             raise AuthLocalInvalidCredentialsError()
+        if stored_hash is not None:
+            await rehash_if_outdated(self, user, password, stored_hash)
         pair = await resolve(self.issue_token_service.response_payload(user_id_of(user)))
         # An issue service that owns a transport (the refresh module's cookie) answers itself.
         if isinstance(responder, TokenResponder):
@@ -173,11 +196,6 @@ async def _credentials(request: Request) -> tuple[str, str]:
     if len(username) > MAX_USERNAME_LENGTH or len(password.encode()) > MAX_PASSWORD_BYTES:
         raise InvalidRequestError("username or password is too long")
     return username, password
-
-
-def _password_hash_of(user: Any) -> str | None:
-    value = attribute_of(user, "password_hash")
-    return value if isinstance(value, str) else None
 
 
 def _credentials_body() -> dict[str, Any]:
