@@ -41,7 +41,6 @@ from auth_refresh.local import (
     PasswordStorageService,
 )
 from auth_refresh.memory_store import MemoryRefreshTokenStore
-from auth_refresh.passwords import PasswordRehashServiceInterface
 from auth_refresh.module import (
     AuthRefreshModule,
     AuthRefreshOptions,
@@ -49,6 +48,7 @@ from auth_refresh.module import (
     AuthRefreshUserLookupServiceInterface,
     LoginIssueTokenService,
 )
+from auth_refresh.passwords import PasswordRehashServiceInterface
 from auth_refresh.rotation import TokenReuseEvent, TokenRotationService
 from auth_refresh.settings import AuthRefreshSettings, JwtSettings
 from auth_refresh.sqlite_store import SqliteRefreshTokenStore
