@@ -25,7 +25,7 @@ typecheck: $(BIN)/.installed
 
 # --strict: a broken link or a docstring the API reference cannot render fails the build.
 docs: $(BIN)/.installed
-	$(BIN)/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 test: lint typecheck docs
 	$(BIN)/pytest
