@@ -1,5 +1,6 @@
 """Both examples over real HTTP: uvicorn in a subprocess, the tutorial's flow."""
 
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -7,7 +8,7 @@ import pytest
 
 from auth_refresh.settings import DEFAULT_STORE_URL
 from conftest import ACCESS_SECRET, REFRESH_SECRET
-from servers import running_server
+from servers import ROOT, running_server
 
 EXAMPLES = ["examples.sync_registration", "examples.async_registration"]
 SECRETS = {"JWT_MODULE_ACCESS_SECRET": ACCESS_SECRET, "JWT_MODULE_REFRESH_SECRET": REFRESH_SECRET}
@@ -127,3 +128,18 @@ def test_the_development_secrets_sit_beside_the_database(tmp_path: Path) -> None
         pass
     assert (tmp_path / "data" / "auth-refresh-dev-secrets.json").is_file()
     assert not (tmp_path / "auth-refresh-dev-secrets.json").exists()
+
+
+def test_make_demo_installs_only_the_library_and_the_server() -> None:
+    """`make demo` builds a small environment of its own, not the development one."""
+    plan = subprocess.run(
+        ["make", "--dry-run", "--always-make", "demo"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    installs = [line for line in plan.splitlines() if "pip install" in line and "-e " in line]
+    assert installs == [".venv-demo/bin/python -m pip install --quiet -e '.[server]'"]
+    assert ".venv-demo/bin/python -m examples.sync_registration" in plan
