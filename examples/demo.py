@@ -92,6 +92,9 @@ def _load_or_create(path: Path) -> dict[str, str]:
                 os.link(temporary, path)
         finally:
             os.unlink(temporary)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise SystemExit(f"{path} is readable by others (mode {mode:o}): chmod 600 it or delete it")
     stored: dict[str, str] = json.loads(path.read_text())
     return stored
 

@@ -143,3 +143,12 @@ def test_make_demo_installs_only_the_library_and_the_server() -> None:
     installs = [line for line in plan.splitlines() if "pip install" in line and "-e " in line]
     assert installs == [".venv-demo/bin/python -m pip install --quiet -e '.[server]'"]
     assert ".venv-demo/bin/python -m examples.sync_registration" in plan
+
+
+def test_a_development_secrets_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    secrets_file = tmp_path / "auth-refresh-dev-secrets.json"
+    secrets_file.write_text('{"JWT_MODULE_ACCESS_SECRET": "x", "JWT_MODULE_REFRESH_SECRET": "y"}')
+    secrets_file.chmod(0o644)
+    with pytest.raises(RuntimeError, match=r"readable by others \(mode 644\)"):  # noqa: SIM117
+        with running_server(["-m", "examples.sync_registration"], workdir=tmp_path, env=UNSET):
+            pass
