@@ -33,6 +33,7 @@ from auth_refresh.passwords import (
 )
 from auth_refresh.responses import TokenPairBody, error_responses, token_response
 from auth_refresh.routing import operation_id
+from auth_refresh.telemetry import operation_span
 
 __all__ = ["AuthLocalModule", "AuthLocalUserLookupServiceInterface", "PasswordStorageService"]
 
@@ -160,6 +161,10 @@ class AuthLocalModule:
         return None
 
     async def login(self, request: Request) -> Response:
+        with operation_span("login"):
+            return await self._login(request)
+
+    async def _login(self, request: Request) -> Response:
         responder = self.issue_token_service
         if isinstance(responder, TokenResponder):
             # Before the password is checked: a refused request costs no hashing.

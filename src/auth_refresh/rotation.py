@@ -21,6 +21,7 @@ from auth_refresh.exceptions import ConfigurationError, InvalidTokenError
 from auth_refresh.keys import base64url_decode
 from auth_refresh.settings import AuthRefreshSettings
 from auth_refresh.store import RefreshTokenStore, RotationOutcome, Successor
+from auth_refresh.telemetry import record_refresh, store_step
 
 __all__ = [
     "AUTH_TIME_CLAIM",
@@ -68,14 +69,15 @@ class TokenRotationService:
         family_id = secrets.token_urlsafe(FAMILY_ID_BYTES)
         now = self.clock()
         first = await self._sign(subject, family_id, authenticated_at=int(now))
-        await self.store.start_family(
-            family_id,
-            subject,
-            first.token_id,
-            token_expires_at=first.expires_at,
-            now=now,
-            absolute_lifetime=self.settings.absolute_lifetime,
-        )
+        with store_step("start_family"):
+            await self.store.start_family(
+                family_id,
+                subject,
+                first.token_id,
+                token_expires_at=first.expires_at,
+                now=now,
+                absolute_lifetime=self.settings.absolute_lifetime,
+            )
         return first.pair
 
     async def rotate(self, claims: Mapping[str, Any]) -> TokenPair:
@@ -86,14 +88,16 @@ class TokenRotationService:
             raise InvalidTokenError(reason="no_token_id")
         successor = await self._sign(subject, family_id, _authenticated_at(claims))
         now = self.clock()
-        rotation = await self.store.rotate(
-            family_id,
-            token_id,
-            successor,
-            now=now,
-            grace_seconds=self.settings.grace_seconds,
-            absolute_lifetime=self.settings.absolute_lifetime,
-        )
+        with store_step("rotate"):
+            rotation = await self.store.rotate(
+                family_id,
+                token_id,
+                successor,
+                now=now,
+                grace_seconds=self.settings.grace_seconds,
+                absolute_lifetime=self.settings.absolute_lifetime,
+            )
+        record_refresh(rotation.outcome.value)
         if rotation.pair is not None:
             return rotation.pair
         if rotation.outcome is RotationOutcome.REUSED:
@@ -104,10 +108,12 @@ class TokenRotationService:
         raise InvalidTokenError(reason=rotation.outcome.value)
 
     async def revoke_family(self, family_id: str) -> None:
-        await self.store.revoke_family(family_id)
+        with store_step("revoke_family"):
+            await self.store.revoke_family(family_id)
 
     async def revoke_subject(self, subject: str) -> None:
-        await self.store.revoke_subject(subject)
+        with store_step("revoke_subject"):
+            await self.store.revoke_subject(subject)
 
     async def _sign(
         self, subject: str, family_id: str, authenticated_at: int | None = None

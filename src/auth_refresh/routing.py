@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from auth_refresh.container import DEFAULT_EXTRACTOR
 from auth_refresh.responses import TokenPairBody, error_responses
+from auth_refresh.telemetry import operation_span
 
 if TYPE_CHECKING:
     from auth_refresh.module import AuthRefreshModule
@@ -29,12 +30,14 @@ def refresh_router(module: AuthRefreshModule) -> tuple[APIRouter, list[APIRoute]
 
     # The module itself rather than Depends(guard): one dependency less on the hot path.
     async def refresh(request: Request) -> Response:
-        user = await module.authenticate(request)
-        return module.token_response(await module.issue(user, request))
+        with operation_span("refresh"):
+            user = await module.authenticate(request)
+            return module.token_response(await module.issue(user, request))
 
     async def logout(request: Request) -> Response:
-        await module.logout(request)
-        return module.logout_response()
+        with operation_span("logout"):
+            await module.logout(request)
+            return module.logout_response()
 
     if module.controllers:
         router.add_api_route(
