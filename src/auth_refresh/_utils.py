@@ -41,3 +41,14 @@ def is_active(user: Any) -> bool:
 def refuse_json_constant(name: str) -> Any:
     """``parse_constant`` for ``json``: NaN and Infinity are not JSON (RFC 8259 §6)."""
     raise ValueError(f"{name} is not JSON")
+
+
+def is_unicode_text(text: str) -> bool:
+    """Whether ``text`` is Unicode text: no lone surrogate, which UTF-8 cannot encode."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

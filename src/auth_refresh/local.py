@@ -13,7 +13,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from auth_refresh._utils import MaybeAwaitable, attribute_of, is_active, resolve, user_id_of
+from auth_refresh._utils import (
+    MaybeAwaitable,
+    attribute_of,
+    is_active,
+    is_unicode_text,
+    resolve,
+    user_id_of,
+)
 from auth_refresh.application import AppRegistry
 from auth_refresh.authentication import (
     AuthenticationModule,
@@ -170,6 +177,9 @@ async def _credentials(request: Request) -> tuple[str, str]:
         raise InvalidRequestError("username is required and must be a non-empty string")
     if not isinstance(password, str) or not password:
         raise InvalidRequestError("password is required and must be a non-empty string")
+    # Fields from a custom body reader too: a lone surrogate never reaches the lookup or hasher.
+    if not (is_unicode_text(username) and is_unicode_text(password)):
+        raise InvalidRequestError("username and password must be valid Unicode text")
     if len(username) > MAX_USERNAME_LENGTH or len(password.encode()) > MAX_PASSWORD_BYTES:
         raise InvalidRequestError("username or password is too long")
     return username, password
