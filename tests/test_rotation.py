@@ -304,6 +304,38 @@ async def test_stateless_mode_keeps_the_original_behaviour_and_warns_at_startup(
     assert "AUTH_REFRESH_ROTATION is false" in warnings[0].getMessage()
 
 
+async def test_a_stateless_registration_refuses_the_tokens_a_rotating_one_revoked(
+    users: InMemoryUsers, password_storage: PasswordStorageService
+) -> None:
+    """Issue 11's mixed configuration: one keyring, a rotating global registration and a
+    stateless feature. A token of a family is judged only where the family is kept."""
+    app, _ = rotating_app(users, password_storage)
+    stateless = AuthRefreshModule.register(
+        settings={"rotation": False}, path="/auth/stateless/refresh"
+    )
+    stateless.attach(app)
+    async with serve(app) as client:
+        token = (await login(client))["refreshToken"]
+        assert "fam" in claims_of(token)
+        # Refused before the logout as after it: this registration cannot tell the two apart.
+        assert_unauthorized(
+            await client.post("/auth/stateless/refresh", json={"refreshToken": token})
+        )
+        logout = await client.post("/auth/logout", json={"refreshToken": token})
+        assert logout.status_code == 204
+        assert_unauthorized(await refresh(client, token))
+        for _ in range(3):
+            assert_unauthorized(
+                await client.post("/auth/stateless/refresh", json={"refreshToken": token})
+            )
+        # Its own tokens, which name no family, refresh there and nowhere else.
+        own = (await stateless.issue_for_subject("user-1"))["refreshToken"]
+        assert "fam" not in claims_of(own)
+        ok = await client.post("/auth/stateless/refresh", json={"refreshToken": own})
+        assert ok.status_code == 200, ok.text
+        assert_unauthorized(await refresh(client, own))
+
+
 async def test_rotation_on_logs_no_warning(
     users: InMemoryUsers,
     password_storage: PasswordStorageService,

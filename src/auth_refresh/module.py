@@ -55,7 +55,7 @@ from auth_refresh.responses import (
     error_responses,
     token_response,
 )
-from auth_refresh.rotation import TokenRotationService, family_of
+from auth_refresh.rotation import TokenRotationService, family_of, refuse_unjudgeable
 from auth_refresh.routing import refresh_router
 from auth_refresh.settings import AuthRefreshSettings, build_settings
 from auth_refresh.store import RefreshTokenStore
@@ -337,6 +337,7 @@ class AuthRefreshModule:
         settings: AuthRefreshSettings = container.settings()
         claims = await self._verified_claims(request)
         subject: str = claims["sub"]
+        refuse_unjudgeable(claims, rotation=settings.rotation)
         if settings.rotation:
             # Before the user lookup: a replayed token revokes its family whoever it names.
             pair = await container.rotation().rotate(claims)

@@ -28,6 +28,7 @@ __all__ = [
     "TokenReuseEvent",
     "TokenRotationService",
     "family_of",
+    "refuse_unjudgeable",
 ]
 
 FAMILY_CLAIM = "fam"
@@ -178,3 +179,15 @@ def family_of(claims: Mapping[str, Any]) -> str:
         security_log.info("refresh token refused: no token family")
         raise InvalidTokenError(reason="no_family")
     return family_id
+
+
+def refuse_unjudgeable(claims: Mapping[str, Any], *, rotation: bool) -> None:
+    """``InvalidTokenError`` for a refresh token this registration cannot judge.
+
+    Without rotation no store is asked, so a token of a family (issued under rotation, on the
+    same keys) is refused: its family may have been revoked, or the token consumed. With
+    rotation, ``rotate`` refuses a token without a family.
+    """
+    if not rotation and FAMILY_CLAIM in claims:
+        security_log.info("refresh token refused: a family's token without rotation")
+        raise InvalidTokenError(reason="family_without_rotation")
