@@ -20,6 +20,7 @@ from auth_refresh import (
     AuthRefreshSettings,
     ConfigurationError,
     ExtractJwt,
+    JwtModule,
     PasswordStorageService,
     TokenReuseEvent,
 )
@@ -83,6 +84,57 @@ async def test_a_repeat_within_the_grace_window_gets_the_same_pair(
         assert second.json() == first.json()
         # The pair is the family's live one: it rotates as usual.
         assert (await refresh(client, first.json()["refreshToken"])).status_code == 200
+
+
+def slow_app(
+    users: InMemoryUsers, password_storage: PasswordStorageService, clock: Clock
+) -> tuple[FastAPI, list[float]]:
+    """The rotating app whose requests take as long as the test says to reach the store: each
+    delay in the list is spent (on the clock) by one request between arrival and store step."""
+    delays: list[float] = []
+    service = JwtModule.for_root().service
+
+    async def slow_verify(token: str) -> dict[str, Any]:
+        if delays:
+            clock.advance(delays.pop(0))
+        return service.verify("refresh", token)
+
+    app, _ = rotating_app(
+        users, password_storage, settings={"verify_token": slow_verify}, clock=clock
+    )
+    return app, delays
+
+
+async def test_the_grace_window_counts_from_the_arrival_not_the_store_step(
+    users: InMemoryUsers, password_storage: PasswordStorageService, clock: Clock
+) -> None:
+    app, delays = slow_app(users, password_storage, clock)
+    async with serve(app) as client:
+        token = (await login(client))["refreshToken"]
+        first = await refresh(client, token)
+        clock.advance(4)
+        # Arrived 4 s after the first (within the 5 s window), reached the store 3 s later.
+        delays.append(3)
+        second = await refresh(client, token)
+        assert second.status_code == 200, second.text
+        assert second.json() == first.json()
+        assert (await refresh(client, first.json()["refreshToken"])).status_code == 200
+
+
+async def test_no_more_delay_than_the_grace_window_is_credited(
+    users: InMemoryUsers, password_storage: PasswordStorageService, clock: Clock
+) -> None:
+    # A request whose body trickles in for minutes must not stretch the window with it.
+    app, delays = slow_app(users, password_storage, clock)
+    async with serve(app) as client:
+        token = (await login(client))["refreshToken"]
+        first = await refresh(client, token)
+        assert first.status_code == 200
+        clock.advance(4)
+        delays.append(60)
+        assert_unauthorized(await refresh(client, token))
+        # That was reuse: the family is revoked.
+        assert_unauthorized(await refresh(client, first.json()["refreshToken"]))
 
 
 @pytest.mark.parametrize("asynchronous", [False, True])

@@ -334,13 +334,14 @@ class AuthRefreshModule:
         if not self._started:
             self._start_without_lifespan(request.app)
         container = self.container
+        arrived_at: float = container.clock()()
         settings: AuthRefreshSettings = container.settings()
         claims = await self._verified_claims(request)
         subject: str = claims["sub"]
         refuse_unjudgeable(claims, rotation=settings.rotation)
         if settings.rotation:
             # Before the user lookup: a replayed token revokes its family whoever it names.
-            pair = await container.rotation().rotate(claims)
+            pair = await container.rotation().rotate(claims, arrived_at=arrived_at)
             _successors(request)[self] = pair
         user = await resolve(container.user_lookup().by_subject(subject))
         if user is None:

@@ -79,14 +79,24 @@ class TokenRotationService:
         )
         return first.pair
 
-    async def rotate(self, claims: Mapping[str, Any]) -> TokenPair:
-        """The successor pair for a verified refresh token; ``InvalidTokenError`` otherwise."""
+    async def rotate(
+        self, claims: Mapping[str, Any], *, arrived_at: float | None = None
+    ) -> TokenPair:
+        """The successor pair for a verified refresh token; ``InvalidTokenError`` otherwise.
+
+        The store judges the token as of ``arrived_at``, when its request arrived, so a repeat
+        that arrived within the grace window is not taken for reuse because the server was
+        slow to get to it. At most ``grace_seconds`` of such delay is credited: a request whose
+        body trickles in never stretches the window further.
+        """
         family_id = family_of(claims)
         token_id, subject = claims.get("jti"), claims.get("sub")
         if not isinstance(token_id, str) or not isinstance(subject, str):
             raise InvalidTokenError(reason="no_token_id")
         successor = await self._sign(subject, family_id, _authenticated_at(claims))
         now = self.clock()
+        if arrived_at is not None:
+            now = min(now, max(arrived_at, now - self.settings.grace_seconds))
         rotation = await self.store.rotate(
             family_id,
             token_id,
