@@ -38,7 +38,7 @@ from auth_refresh.authentication import (
     VerifyTokenServiceInterface,
 )
 from auth_refresh.container import AuthRefreshContainer
-from auth_refresh.cookies import CookieTransport
+from auth_refresh.cookies import CookieTransport, csrf_keys_of
 from auth_refresh.exceptions import (
     AuthRefreshError,
     ConfigurationError,
@@ -397,7 +397,8 @@ class AuthRefreshModule:
     def _cookie_transport(self, settings: AuthRefreshSettings) -> CookieTransport | None:
         if not settings.cookie_transport:
             return None
-        return CookieTransport.from_settings(settings, self._cookie_paths)
+        keys = csrf_keys_of(self.container)
+        return CookieTransport.from_settings(settings, self._cookie_paths, keys)
 
     async def revoke_family(self, family_id: str) -> None:
         """Refuse every refresh token of one token family from now on (one session)."""
