@@ -12,6 +12,7 @@ from auth_refresh.authentication import (
 from auth_refresh.container import AuthRefreshContainer
 from auth_refresh.exceptions import (
     AuthJwtUnauthorizedError,
+    AuthLocalBusyError,
     AuthLocalInvalidCredentialsError,
     AuthRefreshError,
     AuthRefreshUnauthorizedError,
@@ -49,7 +50,7 @@ from auth_refresh.module import (
     LoginIssueTokenService,
 )
 from auth_refresh.rotation import TokenReuseEvent, TokenRotationService
-from auth_refresh.settings import AuthRefreshSettings, JwtSettings
+from auth_refresh.settings import AuthLocalSettings, AuthRefreshSettings, JwtSettings
 from auth_refresh.sqlite_store import SqliteRefreshTokenStore
 from auth_refresh.store import (
     RefreshTokenStore,
@@ -66,8 +67,10 @@ __all__ = [
     "AuthJwtModule",
     "AuthJwtUnauthorizedError",
     "AuthJwtUserLookupServiceInterface",
+    "AuthLocalBusyError",
     "AuthLocalInvalidCredentialsError",
     "AuthLocalModule",
+    "AuthLocalSettings",
     "AuthLocalUserLookupServiceInterface",
     "AuthRefreshContainer",
     "AuthRefreshError",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Any, Protocol, runtime_checkable
 
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from pwdlib import PasswordHash
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -29,8 +29,10 @@ from auth_refresh.authentication import (
 )
 from auth_refresh.exceptions import AuthLocalInvalidCredentialsError, InvalidRequestError
 from auth_refresh.extractors import read_body_fields, single_field
+from auth_refresh.hashing import HashingLimit, default_hash_concurrency
 from auth_refresh.responses import TokenPairBody, error_responses, token_response
 from auth_refresh.routing import operation_id
+from auth_refresh.settings import AuthLocalSettings, build_settings
 
 __all__ = ["AuthLocalModule", "AuthLocalUserLookupServiceInterface", "PasswordStorageService"]
 
@@ -96,11 +98,17 @@ class AuthLocalModule:
         issue_token_service: IssueTokenServiceInterface,
         password_storage_service: PasswordStorageService,
         path: str,
+        settings: AuthLocalSettings | Mapping[str, Any] | None = None,
     ) -> None:
         self.user_lookup_service = user_lookup_service
         self.issue_token_service = issue_token_service
         self.password_storage_service = password_storage_service
         self.path = path
+        self.settings = build_settings(AuthLocalSettings, settings)
+        self.hashing = HashingLimit(
+            self.settings.max_concurrent_hashes or default_hash_concurrency(),
+            self.settings.hash_wait_seconds,
+        )
         self.router = APIRouter(tags=["auth"])
         self.router.add_api_route(
             path,
@@ -127,6 +135,7 @@ class AuthLocalModule:
         issue_token_service: IssueTokenServiceInterface | None = None,
         password_storage_service: PasswordStorageService | None = None,
         path: str = DEFAULT_LOGIN_PATH,
+        settings: AuthLocalSettings | Mapping[str, Any] | None = None,
     ) -> AuthLocalModule:
         """The login route; the issue service defaults to ``AuthenticationModule``'s."""
         if issue_token_service is None:
@@ -136,6 +145,7 @@ class AuthLocalModule:
             issue_token_service,
             password_storage_service or PasswordStorageService(),
             path,
+            settings,
         )
 
     def attach(self, app: FastAPI) -> None:
@@ -153,8 +163,8 @@ class AuthLocalModule:
         username, password = await _credentials(request)
         user = await resolve(self.user_lookup_service.by_username(username))
         stored_hash = _password_hash_of(user) if user is not None else None
-        # Hashing is slow by design: keep it off the event loop.
-        matches = await run_in_threadpool(
+        # Hashing is slow and memory-hard by design: off the event loop, a few at a time.
+        matches = await self.hashing.run(
             self.password_storage_service.verify, password, stored_hash
         )
         # A disabled account gets the same answer as a wrong password.

@@ -29,6 +29,7 @@ from auth_refresh.keys import HMAC_ALGORITHMS, KeySettings, minimum_secret_bytes
 
 __all__ = [
     "DEFAULT_STORE_URL",
+    "AuthLocalSettings",
     "AuthRefreshSettings",
     "Duration",
     "JwtSettings",
@@ -224,6 +225,22 @@ class AuthRefreshSettings(BaseSettings):
         if self.cookie_same_site == "none" and not self.cookie_secure:
             raise ValueError("AUTH_REFRESH_COOKIE_SAME_SITE=none needs AUTH_REFRESH_COOKIE_SECURE")
         return self
+
+
+class AuthLocalSettings(BaseSettings):
+    """The login module's settings (env prefix ``AUTH_LOCAL_``).
+
+    ``max_concurrent_hashes`` caps the password hashes running at once in the process (default:
+    the CPUs it may use), which bounds login memory at that many times the hasher's memory
+    cost; a login waits at most ``hash_wait_seconds`` for a turn, then gets a 503.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="AUTH_LOCAL_", extra="forbid", hide_input_in_errors=True
+    )
+
+    max_concurrent_hashes: int | None = Field(default=None, ge=1, le=1024)
+    hash_wait_seconds: float = Field(default=2.0, gt=0, le=60)
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
