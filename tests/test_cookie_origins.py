@@ -17,7 +17,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fastapi import FastAPI
 
-from auth_refresh import AuthRefreshModule, ConfigurationError, PasswordStorageService
+from auth_refresh import (
+    AuthenticationModule,
+    AuthRefreshModule,
+    ConfigurationError,
+    PasswordStorageService,
+)
 from auth_refresh.keys import base64url
 from conftest import REFRESH_SECRET, InMemoryUsers, serve
 from rotation_app import claims_of, rotating_app
@@ -249,3 +254,45 @@ async def test_the_csrf_token_rotates_with_the_refresh_keys(
         assert old.status_code == 403
         new = await client.post("/auth/refresh", headers={"X-CSRF-Token": second["csrfToken"]})
         assert new.status_code == 200, new.text
+
+
+class DelegatingIssuer:
+    """An issue service of the application's own: the default one, behind another class."""
+
+    def __init__(self) -> None:
+        self.inner = AuthenticationModule.for_root().issue_token_service
+
+    def access_token(self, payload: Any) -> str:
+        return self.inner.access_token(payload)
+
+    def refresh_token(self, payload: Any) -> str:
+        return self.inner.refresh_token(payload)
+
+    def response_payload(self, user_id: str) -> Any:
+        return self.inner.response_payload(user_id)
+
+
+async def test_a_custom_issue_service_needs_a_csrf_secret(users: InMemoryUsers) -> None:
+    settings = {"cookie_transport": True, "store_url": "memory://"}
+    app = FastAPI()
+    AuthRefreshModule.for_root(
+        user_lookup_service=users, issue_token_service=DelegatingIssuer(), settings=settings
+    ).attach(app)
+    with pytest.raises(ConfigurationError, match="AUTH_REFRESH_CSRF_SECRET"):
+        async with serve(app):
+            pass
+    app = FastAPI()
+    module = AuthRefreshModule.for_root(
+        user_lookup_service=users,
+        issue_token_service=DelegatingIssuer(),
+        settings={**settings, "csrf_secret": "csrf-secret-for-tests-0123456789abcdef"},
+    )
+    module.attach(app)
+    async with client_of(app) as client:
+        pair = await module.issue_for_subject("user-1")
+        response = await client.post("/auth/refresh", json={"refreshToken": pair["refreshToken"]})
+    assert response.status_code == 200, response.text
+    family = claims_of(pair["refreshToken"])["fam"]  # the same across rotations
+    assert response.json()["csrfToken"] == keyed_csrf(
+        b"csrf-secret-for-tests-0123456789abcdef", family
+    )
