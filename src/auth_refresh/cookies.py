@@ -48,6 +48,7 @@ security_log = logging.getLogger("auth_refresh.security")
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_COOKIE_NAME = "csrf_token"
 _CSRF_CONTEXT = b"auth-refresh csrf v2\x00"
+_CSRF_KEY_INFO = b"auth-refresh csrf key v1"
 
 
 def csrf_token_for(
@@ -109,9 +110,6 @@ def _derived_key(material: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_CSRF_KEY_INFO).derive(
         material
     )
-
-
-_CSRF_KEY_INFO = b"auth-refresh csrf key v1"
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ from auth_refresh.authentication import (
     IssueTokenServiceInterface,
     TokenPair,
 )
+from auth_refresh.bodies import read_body_fields, single_field
 from auth_refresh.exceptions import AuthLocalInvalidCredentialsError, InvalidRequestError
-from auth_refresh.extractors import read_body_fields, single_field
 from auth_refresh.hashing import HashingLimit, default_hash_concurrency
 from auth_refresh.responses import TokenPairBody, error_responses, token_response
 from auth_refresh.routing import operation_id
