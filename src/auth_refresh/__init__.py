@@ -12,6 +12,7 @@ from auth_refresh.authentication import (
 from auth_refresh.container import AuthRefreshContainer
 from auth_refresh.exceptions import (
     AuthJwtUnauthorizedError,
+    AuthLocalBusyError,
     AuthLocalInvalidCredentialsError,
     AuthRefreshError,
     AuthRefreshUnauthorizedError,
@@ -50,7 +51,7 @@ from auth_refresh.module import (
 )
 from auth_refresh.passwords import PasswordRehashServiceInterface
 from auth_refresh.rotation import TokenReuseEvent, TokenRotationService
-from auth_refresh.settings import AuthRefreshSettings, JwtSettings
+from auth_refresh.settings import AuthLocalSettings, AuthRefreshSettings, JwtSettings
 from auth_refresh.sqlite_store import SqliteRefreshTokenStore
 from auth_refresh.store import (
     RefreshTokenStore,
@@ -67,8 +68,10 @@ __all__ = [
     "AuthJwtModule",
     "AuthJwtUnauthorizedError",
     "AuthJwtUserLookupServiceInterface",
+    "AuthLocalBusyError",
     "AuthLocalInvalidCredentialsError",
     "AuthLocalModule",
+    "AuthLocalSettings",
     "AuthLocalUserLookupServiceInterface",
     "AuthRefreshContainer",
     "AuthRefreshError",

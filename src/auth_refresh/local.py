@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Any, Protocol, runtime_checkable
 
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from pwdlib import PasswordHash
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from auth_refresh._utils import MaybeAwaitable, is_active, resolve, user_id_of
+from auth_refresh._utils import MaybeAwaitable, is_active, is_unicode_text, resolve, user_id_of
 from auth_refresh.application import AppRegistry
 from auth_refresh.authentication import (
     AuthenticationModule,
     IssueTokenServiceInterface,
     TokenPair,
 )
+from auth_refresh.bodies import read_body_fields, single_field
 from auth_refresh.exceptions import AuthLocalInvalidCredentialsError, InvalidRequestError
-from auth_refresh.extractors import read_body_fields, single_field
+from auth_refresh.hashing import HashingLimit, default_hash_concurrency
 from auth_refresh.passwords import (
     DEFAULT_PASSWORD_ATTRIBUTE,
     LoginDiagnostics,
@@ -33,6 +34,7 @@ from auth_refresh.passwords import (
 )
 from auth_refresh.responses import TokenPairBody, error_responses, token_response
 from auth_refresh.routing import operation_id
+from auth_refresh.settings import AuthLocalSettings, build_settings
 from auth_refresh.telemetry import operation_span
 
 __all__ = ["AuthLocalModule", "AuthLocalUserLookupServiceInterface", "PasswordStorageService"]
@@ -103,6 +105,7 @@ class AuthLocalModule:
         issue_token_service: IssueTokenServiceInterface,
         password_storage_service: PasswordStorageService,
         path: str,
+        settings: AuthLocalSettings | Mapping[str, Any] | None = None,
         password_attribute: str = DEFAULT_PASSWORD_ATTRIBUTE,
     ) -> None:
         self.user_lookup_service = user_lookup_service
@@ -110,6 +113,11 @@ class AuthLocalModule:
         self.issue_token_service = issue_token_service
         self.password_storage_service = password_storage_service
         self.path = path
+        self.settings = build_settings(AuthLocalSettings, settings)
+        self.hashing = HashingLimit(
+            self.settings.max_concurrent_hashes or default_hash_concurrency(),
+            self.settings.hash_wait_seconds,
+        )
         self.router = APIRouter(tags=["auth"])
         self.router.add_api_route(
             path,
@@ -136,6 +144,7 @@ class AuthLocalModule:
         issue_token_service: IssueTokenServiceInterface | None = None,
         password_storage_service: PasswordStorageService | None = None,
         path: str = DEFAULT_LOGIN_PATH,
+        settings: AuthLocalSettings | Mapping[str, Any] | None = None,
         password_attribute: str = DEFAULT_PASSWORD_ATTRIBUTE,
     ) -> AuthLocalModule:
         """The login route; the issue service defaults to ``AuthenticationModule``'s.
@@ -150,6 +159,7 @@ class AuthLocalModule:
             issue_token_service,
             password_storage_service or PasswordStorageService(),
             path,
+            settings,
             password_attribute,
         )
 
@@ -172,8 +182,8 @@ class AuthLocalModule:
         username, password = await _credentials(request)
         user = await resolve(self.user_lookup_service.by_username(username))
         stored_hash = self.diagnostics.password_hash_of(user) if user is not None else None
-        # Hashing is slow by design: keep it off the event loop.
-        matches = await run_in_threadpool(
+        # Hashing is slow and memory-hard by design: off the event loop, a few at a time.
+        matches = await self.hashing.run(
             self.password_storage_service.verify, password, stored_hash
         )
         # A disabled account gets the same answer as a wrong password.
@@ -198,6 +208,9 @@ async def _credentials(request: Request) -> tuple[str, str]:
         raise InvalidRequestError("username is required and must be a non-empty string")
     if not isinstance(password, str) or not password:
         raise InvalidRequestError("password is required and must be a non-empty string")
+    # Fields from a custom body reader too: a lone surrogate never reaches the lookup or hasher.
+    if not (is_unicode_text(username) and is_unicode_text(password)):
+        raise InvalidRequestError("username and password must be valid Unicode text")
     if len(username) > MAX_USERNAME_LENGTH or len(password.encode()) > MAX_PASSWORD_BYTES:
         raise InvalidRequestError("username or password is too long")
     return username, password

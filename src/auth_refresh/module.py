@@ -38,7 +38,7 @@ from auth_refresh.authentication import (
     VerifyTokenServiceInterface,
 )
 from auth_refresh.container import AuthRefreshContainer
-from auth_refresh.cookies import CookieTransport
+from auth_refresh.cookies import CookieTransport, csrf_keys_of
 from auth_refresh.exceptions import (
     AuthRefreshError,
     ConfigurationError,
@@ -55,7 +55,7 @@ from auth_refresh.responses import (
     error_responses,
     token_response,
 )
-from auth_refresh.rotation import TokenRotationService, family_of
+from auth_refresh.rotation import TokenRotationService, family_of, refuse_unjudgeable
 from auth_refresh.routing import refresh_router
 from auth_refresh.settings import AuthRefreshSettings, build_settings
 from auth_refresh.store import RefreshTokenStore
@@ -334,12 +334,14 @@ class AuthRefreshModule:
         if not self._started:
             self._start_without_lifespan(request.app)
         container = self.container
+        arrived_at: float = container.clock()()
         settings: AuthRefreshSettings = container.settings()
         claims = await self._verified_claims(request)
         subject: str = claims["sub"]
+        refuse_unjudgeable(claims, rotation=settings.rotation)
         if settings.rotation:
             # Before the user lookup: a replayed token revokes its family whoever it names.
-            pair = await container.rotation().rotate(claims)
+            pair = await container.rotation().rotate(claims, arrived_at=arrived_at)
             _successors(request)[self] = pair
         user = await resolve(container.user_lookup().by_subject(subject))
         if user is None:
@@ -395,7 +397,8 @@ class AuthRefreshModule:
     def _cookie_transport(self, settings: AuthRefreshSettings) -> CookieTransport | None:
         if not settings.cookie_transport:
             return None
-        return CookieTransport.from_settings(settings, self._cookie_paths)
+        keys = csrf_keys_of(self.container)
+        return CookieTransport.from_settings(settings, self._cookie_paths, keys)
 
     async def revoke_family(self, family_id: str) -> None:
         """Refuse every refresh token of one token family from now on (one session)."""

@@ -21,7 +21,6 @@ from pwdlib import PasswordHash
 from pwdlib.exceptions import HasherNotAvailable, UnknownHashError
 from pwdlib.hashers import HasherProtocol
 from pwdlib.hashers.argon2 import Argon2Hasher
-from starlette.concurrency import run_in_threadpool
 
 from auth_refresh._utils import MaybeAwaitable, attribute_of, resolve
 
@@ -146,7 +145,7 @@ async def rehash_if_outdated(login: AuthLocalModule, user: Any, password: str, s
     passwords = login.password_storage_service
     if update is None or not passwords.needs_rehash(stored):
         return
-    new_hash = await run_in_threadpool(passwords.hash, password)
+    new_hash = await login.hashing.run(passwords.hash, password)
     try:
         await resolve(update(user, new_hash))
     except Exception as error:  # the login succeeded; the old hash keeps working

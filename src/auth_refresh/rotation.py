@@ -29,6 +29,7 @@ __all__ = [
     "TokenReuseEvent",
     "TokenRotationService",
     "family_of",
+    "refuse_unjudgeable",
 ]
 
 FAMILY_CLAIM = "fam"
@@ -80,14 +81,24 @@ class TokenRotationService:
             )
         return first.pair
 
-    async def rotate(self, claims: Mapping[str, Any]) -> TokenPair:
-        """The successor pair for a verified refresh token; ``InvalidTokenError`` otherwise."""
+    async def rotate(
+        self, claims: Mapping[str, Any], *, arrived_at: float | None = None
+    ) -> TokenPair:
+        """The successor pair for a verified refresh token; ``InvalidTokenError`` otherwise.
+
+        The store judges the token as of ``arrived_at``, when its request arrived, so a repeat
+        that arrived within the grace window is not taken for reuse because the server was
+        slow to get to it. At most ``grace_seconds`` of such delay is credited: a request whose
+        body trickles in never stretches the window further.
+        """
         family_id = family_of(claims)
         token_id, subject = claims.get("jti"), claims.get("sub")
         if not isinstance(token_id, str) or not isinstance(subject, str):
             raise InvalidTokenError(reason="no_token_id")
         successor = await self._sign(subject, family_id, _authenticated_at(claims))
         now = self.clock()
+        if arrived_at is not None:
+            now = min(now, max(arrived_at, now - self.settings.grace_seconds))
         with store_step("rotate"):
             rotation = await self.store.rotate(
                 family_id,
@@ -184,3 +195,15 @@ def family_of(claims: Mapping[str, Any]) -> str:
         security_log.info("refresh token refused: no token family")
         raise InvalidTokenError(reason="no_family")
     return family_id
+
+
+def refuse_unjudgeable(claims: Mapping[str, Any], *, rotation: bool) -> None:
+    """``InvalidTokenError`` for a refresh token this registration cannot judge.
+
+    Without rotation no store is asked, so a token of a family (issued under rotation, on the
+    same keys) is refused: its family may have been revoked, or the token consumed. With
+    rotation, ``rotate`` refuses a token without a family.
+    """
+    if not rotation and FAMILY_CLAIM in claims:
+        security_log.info("refresh token refused: a family's token without rotation")
+        raise InvalidTokenError(reason="family_without_rotation")
