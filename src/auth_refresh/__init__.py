@@ -17,6 +17,7 @@ from auth_refresh.authentication import (
 from auth_refresh.container import AuthRefreshContainer
 from auth_refresh.exceptions import (
     AuthJwtUnauthorizedError,
+    AuthLocalBusyError,
     AuthLocalInvalidCredentialsError,
     AuthRefreshError,
     AuthRefreshUnauthorizedError,
@@ -48,13 +49,14 @@ from auth_refresh.local import (
 from auth_refresh.login import LoginIssueTokenService
 from auth_refresh.memory_store import MemoryRefreshTokenStore
 from auth_refresh.module import AuthRefreshModule
+from auth_refresh.passwords import PasswordRehashServiceInterface
 from auth_refresh.registration import (
     AuthRefreshOptions,
     AuthRefreshOptionsFactory,
     AuthRefreshUserLookupServiceInterface,
 )
 from auth_refresh.rotation import TokenReuseEvent, TokenRotationService
-from auth_refresh.settings import AuthRefreshSettings, JwtSettings
+from auth_refresh.settings import AuthLocalSettings, AuthRefreshSettings, JwtSettings
 from auth_refresh.sqlite_store import SqliteRefreshTokenStore
 from auth_refresh.store import (
     RefreshTokenStore,
@@ -72,8 +74,10 @@ __all__ = [
     "AuthJwtModule",
     "AuthJwtUnauthorizedError",
     "AuthJwtUserLookupServiceInterface",
+    "AuthLocalBusyError",
     "AuthLocalInvalidCredentialsError",
     "AuthLocalModule",
+    "AuthLocalSettings",
     "AuthLocalUserLookupServiceInterface",
     "AuthRefreshContainer",
     "AuthRefreshError",
@@ -105,6 +109,7 @@ __all__ = [
     "LoginIssueTokenService",
     "MemoryRefreshTokenStore",
     "MissingTokenError",
+    "PasswordRehashServiceInterface",
     "PasswordStorageService",
     "QueryParameterExtractor",
     "RefreshTokenStore",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Mapping
 from typing import Any, TypeAlias, TypeVar
+from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
@@ -41,3 +42,35 @@ def is_active(user: Any) -> bool:
 def refuse_json_constant(name: str) -> Any:
     """``parse_constant`` for ``json``: NaN and Infinity are not JSON (RFC 8259 §6)."""
     raise ValueError(f"{name} is not JSON")
+
+
+def is_unicode_text(text: str) -> bool:
+    """Whether ``text`` is Unicode text: no lone surrogate, which UTF-8 cannot encode."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_of(url: str) -> str | None:
+    """The origin of an absolute http(s) URL as a browser writes it (``scheme://host[:port]``,
+    lowercase, no default port); None for anything else, ``null`` included."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme, host = parts.scheme.lower(), parts.hostname or ""
+    if scheme not in _DEFAULT_PORTS or not host or parts.username or parts.password:
+        return None
+    if ":" in host:
+        host = f"[{host}]"
+    if port is None or port == _DEFAULT_PORTS[scheme]:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"

@@ -15,6 +15,7 @@ internals and never contains a token or a password. The hierarchy:
   |  + AuthLocalInvalidCredentialsError
   + CsrfError
   + StoreUnavailableError
+  + AuthLocalBusyError
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import ClassVar
 
 __all__ = [
     "AuthJwtUnauthorizedError",
+    "AuthLocalBusyError",
     "AuthLocalInvalidCredentialsError",
     "AuthRefreshError",
     "AuthRefreshUnauthorizedError",
@@ -146,6 +148,19 @@ class StoreUnavailableError(AuthRefreshError):
     status_code = 503
     error_code = "AUTH_REFRESH_STORE_UNAVAILABLE_ERROR"
     default_message = "The token store is unavailable; retry shortly"
+    retry_after_seconds: ClassVar[int] = 1
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
+
+
+class AuthLocalBusyError(AuthRefreshError):
+    """Too many logins were checking passwords at once; this one was not checked: retry."""
+
+    status_code = 503
+    error_code = "AUTH_LOCAL_BUSY_ERROR"
+    default_message = "Too many logins at once; retry shortly"
     retry_after_seconds: ClassVar[int] = 1
 
     @property

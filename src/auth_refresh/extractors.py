@@ -6,16 +6,16 @@ non-empty string counts as no token. The built-in ones also describe themselves 
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from starlette.datastructures import FormData
 from starlette.requests import Request
 
-from auth_refresh._utils import MaybeAwaitable, refuse_json_constant, resolve
-from auth_refresh.exceptions import InvalidRequestError, RequestTooLargeError
+from auth_refresh._utils import MaybeAwaitable, resolve
+from auth_refresh.bodies import MAX_BODY_BYTES, read_body_fields, single_field
+from auth_refresh.exceptions import InvalidRequestError
 
+# MAX_BODY_BYTES, read_body_fields and single_field are bodies.py's: custom extractors use them.
 __all__ = [
     "MAX_BODY_BYTES",
     "AuthHeaderSchemeExtractor",
@@ -33,10 +33,6 @@ __all__ = [
 
 TokenExtractor = Callable[[Request], MaybeAwaitable[Any]]
 
-_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
-# Far above any token or login form, far below what would strain memory.
-MAX_BODY_BYTES = 64 * 1024
-
 
 @runtime_checkable
 class Extractor(Protocol):
@@ -53,105 +49,11 @@ def _token(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _content_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-
-
-async def read_body_fields(
-    request: Request, *, max_bytes: int = MAX_BODY_BYTES
-) -> Mapping[str, Any] | None:
-    """The fields of a JSON object or form body; None for other bodies.
-
-    Raises ``InvalidRequestError`` when the body claims to be JSON or a form and is not, and
-    ``RequestTooLargeError`` (413) when it is longer than ``max_bytes``.
-    """
-    content_type = _content_type(request)
-    is_json = content_type == "application/json" or content_type.endswith("+json")
-    if not is_json and content_type not in _FORM_TYPES:
-        return None
-    # A route with Form() or File() parameters has parsed the form already, and its stream is
-    # spent: Starlette keeps the parsed form.
-    parsed_form = getattr(request, "_form", None)
-    if not is_json and parsed_form is not None:
-        form: Mapping[str, Any] = parsed_form
-        return form
-    body = await _limited_body(request, max_bytes)
-    if is_json:
-        if not body.strip():
-            return None
-        try:
-            # RFC 8259 §8.1: JSON between systems is UTF-8; json.loads would guess UTF-16/32.
-            # NaN and Infinity are not JSON (RFC 8259 §6), whatever Python's parser allows.
-            data = _BODY_DECODER.decode(body.decode("utf-8"))
-        except ValueError:  # UnicodeDecodeError included
-            raise InvalidRequestError("The request body is not valid JSON") from None
-        except RecursionError:
-            raise InvalidRequestError("The request body is nested too deeply") from None
-        return data if isinstance(data, dict) else None
-    try:
-        return await request.form()
-    except Exception:  # multipart parsing raises several types; all mean a bad body
-        raise InvalidRequestError("The request body is not a valid form") from None
-
-
-class _JsonObject(dict[str, Any]):
-    """A JSON object, and the member names it repeats (of which the last value is kept)."""
-
-    repeated: frozenset[str] = frozenset()
-
-
-def _json_object(pairs: list[tuple[str, Any]]) -> _JsonObject:
-    members = _JsonObject(pairs)
-    if len(members) != len(pairs):
-        names = [name for name, _ in pairs]
-        members.repeated = frozenset(name for name in members if names.count(name) > 1)
-    return members
-
-
-_BODY_DECODER = json.JSONDecoder(
-    parse_constant=refuse_json_constant, object_pairs_hook=_json_object
-)
-
-
-def single_field(fields: Mapping[str, Any], name: str) -> Any:
-    """The value of ``name`` in a body's fields, None without it; ``InvalidRequestError``
-    when the body gives it more than once, rather than keeping one of them silently."""
-    if isinstance(fields, _JsonObject) and name in fields.repeated:
-        raise InvalidRequestError("The request body gives one field more than once")
-    if isinstance(fields, FormData) and len(fields.getlist(name)) > 1:
-        raise InvalidRequestError("The request body gives one field more than once")
-    return fields.get(name)
-
-
 def _single_header(request: Request, name: str) -> str | None:
     values = request.headers.getlist(name)
     if len(values) > 1:
         raise InvalidRequestError(f"The request repeats the {name} header")
     return values[0] if values else None
-
-
-async def _limited_body(request: Request, max_bytes: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not (declared.isascii() and declared.isdigit()):
-            raise InvalidRequestError("The Content-Length header is not a number")
-        if int(declared) > max_bytes:
-            raise RequestTooLargeError()
-    if getattr(request, "_body", None) is None:
-        # Read in chunks and stop at the limit, so an endless body costs at most max_bytes.
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_bytes:
-                raise RequestTooLargeError()
-            chunks.append(chunk)
-        # Starlette's cache of the body: request.body() and request.form() read it from here.
-        request._body = b"".join(chunks)
-    body = await request.body()
-    if len(body) > max_bytes:
-        raise RequestTooLargeError()
-    return body
 
 
 class BodyFieldExtractor:

@@ -168,10 +168,18 @@ class JwtKey:
         if self.signing_key is None:
             raise ConfigurationError(f"the key {self.kid!r} can only verify")
         signature: bytes = self._jwa.sign(signing_input, self.signing_key)
+        if self.algorithm == "ES256":
+            signature = _low_s(signature)
         return signature
 
     def verifies(self, signing_input: bytes, signature: bytes) -> bool:
-        """Whether ``signature`` is this key's signature of ``signing_input``."""
+        """Whether ``signature`` is this key's signature of ``signing_input``.
+
+        An ECDSA signature (r, s) is also valid as (r, n - s); only the low-s one is accepted,
+        so a token has one spelling.
+        """
+        if self.algorithm == "ES256" and _low_s(signature) != signature:
+            return False
         try:
             return bool(self._jwa.verify(signing_input, self.verification_key, signature))
         except Exception:  # any failure of the primitive means "not verified"
@@ -397,6 +405,22 @@ def _check_strength(algorithm: str, key: object) -> None:
         key.curve, ec.SECP256R1
     ):
         raise ConfigurationError(f"ES256 needs a P-256 key (this one is {key.curve.name})")
+
+
+# The order of the P-256 group (SEC 2 §2.4.2): s and n - s sign alike.
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_P256_SCALAR_BYTES = 32
+
+
+def _low_s(signature: bytes) -> bytes:
+    """The spelling of a raw ES256 signature (r || s, RFC 7518 §3.4) whose s is at most n / 2."""
+    if len(signature) != 2 * _P256_SCALAR_BYTES:
+        return signature  # not a signature of this shape: verification refuses it
+    s = int.from_bytes(signature[_P256_SCALAR_BYTES:], "big")
+    if s <= _P256_ORDER // 2:
+        return signature
+    high = (_P256_ORDER - s) % _P256_ORDER
+    return signature[:_P256_SCALAR_BYTES] + high.to_bytes(_P256_SCALAR_BYTES, "big")
 
 
 def _public_der(key: Any) -> bytes:

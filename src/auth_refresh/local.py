@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Any, Protocol, runtime_checkable
 
@@ -10,11 +11,10 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from fastapi.security.base import SecurityBase
 from pwdlib import PasswordHash
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from auth_refresh._utils import MaybeAwaitable, attribute_of, is_active, resolve, user_id_of
+from auth_refresh._utils import MaybeAwaitable, is_active, is_unicode_text, resolve, user_id_of
 from auth_refresh.application import (
     AppRegistry,
     module_lifespan,
@@ -26,14 +26,26 @@ from auth_refresh.authentication import (
     IssueTokenServiceInterface,
     TokenPair,
 )
+from auth_refresh.bodies import read_body_fields, single_field
 from auth_refresh.exceptions import (
     AuthLocalInvalidCredentialsError,
     ConfigurationError,
     InvalidRequestError,
 )
-from auth_refresh.extractors import read_body_fields, single_field
+from auth_refresh.hashing import HashingLimit, default_hash_concurrency
+from auth_refresh.passwords import (
+    DEFAULT_PASSWORD_ATTRIBUTE,
+    LoginDiagnostics,
+    WarnOnce,
+    default_password_hash,
+    needs_rehash,
+    rehash_if_outdated,
+    verify_stored_hash,
+)
 from auth_refresh.responses import TokenPairBody, error_responses, token_response
 from auth_refresh.routing import operation_id
+from auth_refresh.settings import AuthLocalSettings, build_settings
+from auth_refresh.telemetry import operation_span
 
 __all__ = ["AuthLocalModule", "AuthLocalUserLookupServiceInterface", "PasswordStorageService"]
 
@@ -58,16 +70,19 @@ class TokenResponder(Protocol):
 
 
 class AuthLocalUserLookupServiceInterface(Protocol):
-    """Finds a user by username; the user has ``id`` and ``password_hash``."""
+    """Finds a user by username; the user has ``id`` and ``password_hash`` (or the attribute
+    ``password_attribute`` names). An ``update_password_hash(user, password_hash)`` method, if
+    present, receives the new hash of a user whose hash is outdated (see ``passwords``)."""
 
     def by_username(self, username: str) -> MaybeAwaitable[Any | None]: ...
 
 
 class PasswordStorageService:
-    """Hashes and verifies passwords with pwdlib (argon2 by default)."""
+    """Hashes and verifies passwords with pwdlib (argon2; bcrypt verifies too if installed)."""
 
     def __init__(self, password_hash: PasswordHash | None = None) -> None:
-        self._password_hash = password_hash or PasswordHash.recommended()
+        self._password_hash = password_hash or default_password_hash()
+        self._warn = WarnOnce()
 
     def hash(self, password: str) -> str:
         return self._password_hash.hash(password)
@@ -78,10 +93,11 @@ class PasswordStorageService:
             # Same work for unknown users, so timing does not tell which usernames exist.
             self._password_hash.verify(password, self._unknown_user_hash)
             return False
-        try:
-            return self._password_hash.verify(password, password_hash)
-        except Exception:  # an unknown or corrupt stored hash never matches
-            return False
+        return verify_stored_hash(self._password_hash, password, password_hash, self._warn)
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        """Whether a hash that matched is outdated: another hasher's, or older parameters."""
+        return needs_rehash(self._password_hash, password_hash)
 
     @cached_property
     def _unknown_user_hash(self) -> str:
@@ -101,8 +117,11 @@ class AuthLocalModule:
         issue_token_service: IssueTokenServiceInterface | None,
         password_storage_service: PasswordStorageService,
         path: str,
+        settings: AuthLocalSettings | Mapping[str, Any] | None = None,
+        password_attribute: str = DEFAULT_PASSWORD_ATTRIBUTE,
     ) -> None:
         self.user_lookup_service = user_lookup_service
+        self.diagnostics = LoginDiagnostics(password_attribute)
         # Unset: the refresh registration's login service when there is one (a family per
         # login), else AuthenticationModule's; decided at startup.
         self._issuer_given = issue_token_service is not None
@@ -111,6 +130,11 @@ class AuthLocalModule:
         )
         self.password_storage_service = password_storage_service
         self.path = path
+        self.settings = build_settings(AuthLocalSettings, settings)
+        self.hashing = HashingLimit(
+            self.settings.max_concurrent_hashes or default_hash_concurrency(),
+            self.settings.hash_wait_seconds,
+        )
         self.started = False
         self.security_schemes: dict[str, SecurityBase] = {}
         self.router = APIRouter(tags=["auth"], lifespan=module_lifespan(self))
@@ -139,14 +163,22 @@ class AuthLocalModule:
         issue_token_service: IssueTokenServiceInterface | None = None,
         password_storage_service: PasswordStorageService | None = None,
         path: str = DEFAULT_LOGIN_PATH,
+        settings: AuthLocalSettings | Mapping[str, Any] | None = None,
+        password_attribute: str = DEFAULT_PASSWORD_ATTRIBUTE,
     ) -> AuthLocalModule:
         """The login route; the issue service defaults to the refresh registration's
-        ``login_issue_token_service`` beside one, else to ``AuthenticationModule``'s."""
+        ``login_issue_token_service`` beside one, else to ``AuthenticationModule``'s.
+
+        ``password_attribute`` names the user's hash attribute (``hashed_password`` in the
+        FastAPI tutorial's models).
+        """
         return cls(
             user_lookup_service,
             issue_token_service,
             password_storage_service or PasswordStorageService(),
             path,
+            settings,
+            password_attribute,
         )
 
     def attach(self, app: FastAPI) -> None:
@@ -181,6 +213,10 @@ class AuthLocalModule:
         self.started = False
 
     async def login(self, request: Request) -> Response:
+        with operation_span("login"):
+            return await self._login(request)
+
+    async def _login(self, request: Request) -> Response:
         if not self.started:
             await start_late(self, request.app)
         responder = self.issue_token_service
@@ -189,14 +225,16 @@ class AuthLocalModule:
             responder.check_request(request)
         username, password = await _credentials(request)
         user = await resolve(self.user_lookup_service.by_username(username))
-        stored_hash = _password_hash_of(user) if user is not None else None
-        # Hashing is slow by design: keep it off the event loop.
-        matches = await run_in_threadpool(
+        stored_hash = self.diagnostics.password_hash_of(user) if user is not None else None
+        # Hashing is slow and memory-hard by design: off the event loop, a few at a time.
+        matches = await self.hashing.run(
             self.password_storage_service.verify, password, stored_hash
         )
         # A disabled account gets the same answer as a wrong password.
         if user is None or not matches or not is_active(user):
             raise AuthLocalInvalidCredentialsError()
+        if stored_hash is not None:
+            await rehash_if_outdated(self, user, password, stored_hash)
         pair = await resolve(self.issue_token_service.response_payload(user_id_of(user)))
         # An issue service that owns a transport (the refresh module's cookie) answers itself.
         if isinstance(responder, TokenResponder):
@@ -214,14 +252,12 @@ async def _credentials(request: Request) -> tuple[str, str]:
         raise InvalidRequestError("username is required and must be a non-empty string")
     if not isinstance(password, str) or not password:
         raise InvalidRequestError("password is required and must be a non-empty string")
+    # Fields from a custom body reader too: a lone surrogate never reaches the lookup or hasher.
+    if not (is_unicode_text(username) and is_unicode_text(password)):
+        raise InvalidRequestError("username and password must be valid Unicode text")
     if len(username) > MAX_USERNAME_LENGTH or len(password.encode()) > MAX_PASSWORD_BYTES:
         raise InvalidRequestError("username or password is too long")
     return username, password
-
-
-def _password_hash_of(user: Any) -> str | None:
-    value = attribute_of(user, "password_hash")
-    return value if isinstance(value, str) else None
 
 
 def _credentials_body() -> dict[str, Any]:

@@ -218,7 +218,7 @@ class AuthRefreshModule:
                 self._routes,
                 self._answering_routes,
                 extractor,
-                cookie_transport(settings, self._cookie_paths),
+                cookie_transport(self.container, settings, self._cookie_paths),
                 self.logout_path,
             )
             self._configured = True
@@ -299,13 +299,13 @@ class AuthRefreshModule:
         if not self.started:
             await start_late(self, request.app)
         settings: AuthRefreshSettings = self.container.settings()
-        transport = cookie_transport(settings, self._cookie_paths)
+        transport = cookie_transport(self.container, settings, self._cookie_paths)
         claims = await verified_claims(self.container, settings, request, transport)
         await self.revoke_family(family_of(claims))
 
     def token_response(self, pair: TokenPair) -> Response:
         """The answer carrying ``pair``: JSON, or the refresh cookie with cookie transport."""
-        transport = cookie_transport(self.container.settings(), self._cookie_paths)
+        transport = cookie_transport(self.container, self.container.settings(), self._cookie_paths)
         if transport is None:
             return token_response(pair)
         return transport.token_response(pair)
@@ -313,7 +313,7 @@ class AuthRefreshModule:
     def logout_response(self) -> Response:
         """The answer to a logout: 204, clearing the refresh cookie with cookie transport."""
         response = Response(status_code=204, headers=NO_STORE)
-        transport = cookie_transport(self.container.settings(), self._cookie_paths)
+        transport = cookie_transport(self.container, self.container.settings(), self._cookie_paths)
         return response if transport is None else transport.clear(response)
 
     async def revoke_family(self, family_id: str) -> None:
@@ -328,7 +328,7 @@ class AuthRefreshModule:
     def check_request(self, request: Request) -> None:
         """Refuse, before any work, a request this module's transport must not answer: with
         cookie transport, one a browser marks as cross-site."""
-        transport = cookie_transport(self.container.settings(), self._cookie_paths)
+        transport = cookie_transport(self.container, self.container.settings(), self._cookie_paths)
         if transport is not None:
             transport.refuse_cross_site(request)
 
@@ -340,7 +340,7 @@ class AuthRefreshModule:
                 self._routes,
                 self._answering_routes,
                 self.container.extractor(),
-                cookie_transport(self.container.settings(), self._cookie_paths),
+                cookie_transport(self.container, self.container.settings(), self._cookie_paths),
                 self.logout_path,
             )
 

@@ -16,8 +16,9 @@ from starlette.requests import Request
 from auth_refresh._utils import is_active, resolve, user_id_of
 from auth_refresh.authentication import TokenPair
 from auth_refresh.container import AuthRefreshContainer
-from auth_refresh.cookies import CookieTransport
+from auth_refresh.cookies import CookieTransport, csrf_keys_of
 from auth_refresh.exceptions import AuthRefreshError, InvalidTokenError, MissingTokenError
+from auth_refresh.rotation import refuse_unjudgeable
 from auth_refresh.settings import AuthRefreshSettings
 
 __all__ = ["Refreshed", "cookie_transport", "refresh", "verified_claims"]
@@ -46,14 +47,16 @@ async def refresh(
     the pair is a new one from the issue service (made only when ``issue``). Raises a 401
     error for any refusal.
     """
+    arrived_at: float = container.clock()()
     settings: AuthRefreshSettings = container.settings()
-    transport = cookie_transport(settings, cookie_paths)
+    transport = cookie_transport(container, settings, cookie_paths)
     claims = await verified_claims(container, settings, request, transport)
     subject: str = claims["sub"]
+    refuse_unjudgeable(claims, rotation=settings.rotation)
     successor: TokenPair | None = None
     if settings.rotation:
         # Before the user lookup: a replayed token revokes its family whoever it names.
-        successor = await container.rotation().rotate(claims)
+        successor = await container.rotation().rotate(claims, arrived_at=arrived_at)
     user = await resolve(container.user_lookup().by_subject(subject))
     if user is None:
         security_log.info("refresh token refused: unknown subject")
@@ -100,9 +103,9 @@ async def verified_claims(
 
 
 def cookie_transport(
-    settings: AuthRefreshSettings, cookie_paths: tuple[str, ...]
+    container: AuthRefreshContainer, settings: AuthRefreshSettings, cookie_paths: tuple[str, ...]
 ) -> CookieTransport | None:
     """The cookie transport ``settings`` ask for, or None."""
     if not settings.cookie_transport:
         return None
-    return CookieTransport.from_settings(settings, cookie_paths)
+    return CookieTransport.from_settings(settings, cookie_paths, csrf_keys_of(container))

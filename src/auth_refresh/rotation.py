@@ -21,6 +21,7 @@ from auth_refresh.exceptions import ConfigurationError, InvalidTokenError
 from auth_refresh.keys import base64url_decode
 from auth_refresh.settings import AuthRefreshSettings
 from auth_refresh.store import RefreshTokenStore, RotationOutcome, Successor
+from auth_refresh.telemetry import record_refresh, store_step
 
 __all__ = [
     "AUTH_TIME_CLAIM",
@@ -28,6 +29,7 @@ __all__ = [
     "TokenReuseEvent",
     "TokenRotationService",
     "family_of",
+    "refuse_unjudgeable",
 ]
 
 FAMILY_CLAIM = "fam"
@@ -68,32 +70,45 @@ class TokenRotationService:
         family_id = secrets.token_urlsafe(FAMILY_ID_BYTES)
         now = self.clock()
         first = await self._sign(subject, family_id, authenticated_at=int(now))
-        await self.store.start_family(
-            family_id,
-            subject,
-            first.token_id,
-            token_expires_at=first.expires_at,
-            now=now,
-            absolute_lifetime=self.settings.absolute_lifetime,
-        )
+        with store_step("start_family"):
+            await self.store.start_family(
+                family_id,
+                subject,
+                first.token_id,
+                token_expires_at=first.expires_at,
+                now=now,
+                absolute_lifetime=self.settings.absolute_lifetime,
+            )
         return first.pair
 
-    async def rotate(self, claims: Mapping[str, Any]) -> TokenPair:
-        """The successor pair for a verified refresh token; ``InvalidTokenError`` otherwise."""
+    async def rotate(
+        self, claims: Mapping[str, Any], *, arrived_at: float | None = None
+    ) -> TokenPair:
+        """The successor pair for a verified refresh token; ``InvalidTokenError`` otherwise.
+
+        The store judges the token as of ``arrived_at``, when its request arrived, so a repeat
+        that arrived within the grace window is not taken for reuse because the server was
+        slow to get to it. At most ``grace_seconds`` of such delay is credited: a request whose
+        body trickles in never stretches the window further.
+        """
         family_id = family_of(claims)
         token_id, subject = claims.get("jti"), claims.get("sub")
         if not isinstance(token_id, str) or not isinstance(subject, str):
             raise InvalidTokenError(reason="no_token_id")
         successor = await self._sign(subject, family_id, _authenticated_at(claims))
         now = self.clock()
-        rotation = await self.store.rotate(
-            family_id,
-            token_id,
-            successor,
-            now=now,
-            grace_seconds=self.settings.grace_seconds,
-            absolute_lifetime=self.settings.absolute_lifetime,
-        )
+        if arrived_at is not None:
+            now = min(now, max(arrived_at, now - self.settings.grace_seconds))
+        with store_step("rotate"):
+            rotation = await self.store.rotate(
+                family_id,
+                token_id,
+                successor,
+                now=now,
+                grace_seconds=self.settings.grace_seconds,
+                absolute_lifetime=self.settings.absolute_lifetime,
+            )
+        record_refresh(rotation.outcome.value)
         if rotation.pair is not None:
             return rotation.pair
         if rotation.outcome is RotationOutcome.REUSED:
@@ -104,10 +119,12 @@ class TokenRotationService:
         raise InvalidTokenError(reason=rotation.outcome.value)
 
     async def revoke_family(self, family_id: str) -> None:
-        await self.store.revoke_family(family_id)
+        with store_step("revoke_family"):
+            await self.store.revoke_family(family_id)
 
     async def revoke_subject(self, subject: str) -> None:
-        await self.store.revoke_subject(subject)
+        with store_step("revoke_subject"):
+            await self.store.revoke_subject(subject)
 
     async def _sign(
         self, subject: str, family_id: str, authenticated_at: int | None = None
@@ -178,3 +195,15 @@ def family_of(claims: Mapping[str, Any]) -> str:
         security_log.info("refresh token refused: no token family")
         raise InvalidTokenError(reason="no_family")
     return family_id
+
+
+def refuse_unjudgeable(claims: Mapping[str, Any], *, rotation: bool) -> None:
+    """``InvalidTokenError`` for a refresh token this registration cannot judge.
+
+    Without rotation no store is asked, so a token of a family (issued under rotation, on the
+    same keys) is refused: its family may have been revoked, or the token consumed. With
+    rotation, ``rotate`` refuses a token without a family.
+    """
+    if not rotation and FAMILY_CLAIM in claims:
+        security_log.info("refresh token refused: a family's token without rotation")
+        raise InvalidTokenError(reason="family_without_rotation")

@@ -14,6 +14,7 @@ from auth_refresh.application import module_lifespan
 from auth_refresh.container import DEFAULT_EXTRACTOR
 from auth_refresh.openapi import source_of
 from auth_refresh.responses import TokenPairBody, error_responses
+from auth_refresh.telemetry import operation_span
 
 if TYPE_CHECKING:
     from auth_refresh.module import AuthRefreshModule
@@ -31,13 +32,15 @@ def refresh_router(module: AuthRefreshModule) -> tuple[APIRouter, list[APIRoute]
     router = APIRouter(tags=["auth"], lifespan=module_lifespan(module))
 
     async def refresh(request: Request) -> Response:
-        refreshed = await module.refresh(request)
-        assert refreshed.pair is not None  # asked for
-        return module.token_response(refreshed.pair)
+        with operation_span("refresh"):
+            refreshed = await module.refresh(request)
+            assert refreshed.pair is not None  # asked for
+            return module.token_response(refreshed.pair)
 
     async def logout(request: Request) -> Response:
-        await module.logout(request)
-        return module.logout_response()
+        with operation_span("logout"):
+            await module.logout(request)
+            return module.logout_response()
 
     described, _ = source_of(DEFAULT_EXTRACTOR)
     if module.controllers:

@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import (
     BeforeValidator,
@@ -25,11 +26,13 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from auth_refresh._utils import origin_of
 from auth_refresh.exceptions import ConfigurationError
 from auth_refresh.keys import HMAC_ALGORITHMS, KeySettings, minimum_secret_bytes
 
 __all__ = [
     "DEFAULT_STORE_URL",
+    "AuthLocalSettings",
     "AuthRefreshSettings",
     "Duration",
     "JwtSettings",
@@ -172,6 +175,9 @@ class AuthRefreshSettings(_Settings):
     (``Secure`` unless ``cookie_secure`` is false, for plain-http localhost development only;
     ``SameSite`` from ``cookie_same_site``); requests whose token came from the cookie need the
     CSRF header. ``cookie_body_refresh_token`` keeps ``refreshToken`` in the body as well.
+    ``allowed_origins`` are the origins whose pages may log in, refresh and log out with cookie
+    transport (default: the request's own); ``csrf_secret`` keys the CSRF token (default: a
+    key derived from the refresh signing key).
     """
 
     model_config = SettingsConfigDict(
@@ -193,6 +199,34 @@ class AuthRefreshSettings(_Settings):
     cookie_secure: bool = True
     cookie_same_site: Literal["strict", "lax", "none"] = "strict"
     cookie_body_refresh_token: bool = False
+    # Cookie transport's origin check (None: the request's own) and CSRF key (None: derived
+    # from the refresh signing key).
+    allowed_origins: list[str] | None = None
+    csrf_secret: SecretStr | None = None
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins_are_origins(cls, origins: list[str] | None) -> list[str] | None:
+        if origins is None:
+            return None
+        normal = []
+        for given in origins:
+            origin = origin_of(given)
+            parts = urlsplit(given.strip())
+            # Only an origin: a path or query would never match what browsers send.
+            if origin is None or parts.path not in ("", "/") or parts.query or parts.fragment:
+                raise ValueError(
+                    "each entry is an origin, scheme://host[:port], like https://app.example"
+                )
+            normal.append(origin)
+        return normal
+
+    @field_validator("csrf_secret")
+    @classmethod
+    def _csrf_secret_is_long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and len(secret.get_secret_value().encode()) < MINIMUM_SECRET_BYTES:
+            raise ValueError(f"must be at least {MINIMUM_SECRET_BYTES} bytes long")
+        return secret
 
     @field_validator("store_url")
     @classmethod
@@ -209,6 +243,22 @@ class AuthRefreshSettings(_Settings):
         if self.cookie_same_site == "none" and not self.cookie_secure:
             raise ValueError("AUTH_REFRESH_COOKIE_SAME_SITE=none needs AUTH_REFRESH_COOKIE_SECURE")
         return self
+
+
+class AuthLocalSettings(_Settings):
+    """The login module's settings (env prefix ``AUTH_LOCAL_``).
+
+    ``max_concurrent_hashes`` caps the password hashes running at once in the process (default:
+    the CPUs it may use), which bounds login memory at that many times the hasher's memory
+    cost; a login waits at most ``hash_wait_seconds`` for a turn, then gets a 503.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="AUTH_LOCAL_", extra="forbid", hide_input_in_errors=True
+    )
+
+    max_concurrent_hashes: int | None = Field(default=None, ge=1, le=1024)
+    hash_wait_seconds: float = Field(default=2.0, gt=0, le=60)
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

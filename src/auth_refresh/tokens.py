@@ -23,7 +23,7 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.responses import JSONResponse, Response
 
-from auth_refresh._utils import refuse_json_constant
+from auth_refresh._utils import is_unicode_text, refuse_json_constant
 from auth_refresh.exceptions import InvalidTokenError
 from auth_refresh.keys import (
     JwtKey,
@@ -352,24 +352,14 @@ def _plain_claims(claims: Mapping[str, Any]) -> bool:
     member, nesting or lone surrogate can come back. Anything else is read back to be sure.
     """
     for name, value in claims.items():
-        if type(name) is not str or not _is_unicode_text(name):
+        if type(name) is not str or not is_unicode_text(name):
             return False
         kind = type(value)
         if kind is str:
-            if not _is_unicode_text(value):
+            if not is_unicode_text(value):
                 return False
         elif kind not in _PLAIN_SCALARS:
             return False
-    return True
-
-
-def _is_unicode_text(text: str) -> bool:
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
     return True
 
 

@@ -1,0 +1,159 @@
+"""The operator's command line: ``auth-refresh`` (or ``python -m auth_refresh``).
+
+``keys generate`` makes signing keys and prints the ``JWT_MODULE_*`` settings that use them;
+``sessions revoke-subject`` logs a user out everywhere in the store ``AUTH_REFRESH_STORE_URL``
+names. Errors go to stderr with exit status 1; usage errors exit with 2 (argparse's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import shlex
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from auth_refresh.container import store_from_settings
+from auth_refresh.exceptions import AuthRefreshError, ConfigurationError
+from auth_refresh.keys import HMAC_ALGORITHMS, SUPPORTED_ALGORITHMS, minimum_secret_bytes
+from auth_refresh.settings import AuthRefreshSettings, build_settings
+
+__all__ = ["main"]
+
+RSA_BITS = 3072
+TOKEN_TYPES = ("access", "refresh")
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command; the exit status."""
+    arguments = _parser().parse_args(argv)
+    try:
+        status: int = arguments.command(arguments)
+    except (AuthRefreshError, OSError) as error:
+        print(f"auth-refresh: {error}", file=sys.stderr)
+        return 1
+    return status
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="auth-refresh", description="Act on auth-refresh keys and sessions from a shell."
+    )
+    groups = parser.add_subparsers(required=True, metavar="{keys,sessions}")
+
+    keys = groups.add_parser("keys", help="signing keys").add_subparsers(required=True)
+    generate = keys.add_parser(
+        "generate",
+        help="make a key per token type and print the settings that use them",
+        description="Makes a key per token type; prints `export` lines for the JWT_MODULE_* "
+        "settings. Private keys go to 0600 PEM files in --directory; HMAC secrets are printed.",
+    )
+    generate.add_argument("--algorithm", choices=SUPPORTED_ALGORITHMS, default="EdDSA")
+    generate.add_argument(
+        "--token-type", choices=TOKEN_TYPES, action="append", help="default: both"
+    )
+    generate.add_argument("--kid", help="key id prefix (default: today's date and a random tag)")
+    generate.add_argument(
+        "--directory", type=Path, default=Path(), help="where PEM files go (default: .)"
+    )
+    generate.set_defaults(command=generate_keys)
+
+    sessions = groups.add_parser("sessions", help="sessions in the store").add_subparsers(
+        required=True
+    )
+    revoke = sessions.add_parser(
+        "revoke-subject",
+        help="revoke every session of a user (log out everywhere)",
+        description="Revokes every token family of SUBJECT in the store AUTH_REFRESH_STORE_URL "
+        "names; their refresh tokens are refused from now on (access tokens run out).",
+    )
+    revoke.add_argument("subject", metavar="SUBJECT", help="the user id (the tokens' sub)")
+    revoke.set_defaults(command=revoke_subject)
+    return parser
+
+
+def generate_keys(arguments: argparse.Namespace) -> int:
+    algorithm: str = arguments.algorithm
+    prefix = arguments.kid or f"{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(2)}"
+    for token_type in arguments.token_type or TOKEN_TYPES:
+        kid = f"{token_type}-{prefix}"
+        if algorithm in HMAC_ALGORITHMS:
+            material = {"secret": secrets.token_urlsafe(2 * minimum_secret_bytes(algorithm))}
+        else:
+            material = {
+                "private_key_file": str(_write_key_pair(arguments.directory, kid, algorithm))
+            }
+        key = {"kid": kid, "algorithm": algorithm, **material}
+        setting = f"JWT_MODULE_{token_type.upper()}"
+        print(f"export {setting}_KEYS={shlex.quote(json.dumps([key]))}")
+        print(f"export {setting}_SIGNING_KID={shlex.quote(kid)}")
+    print(
+        "# To rotate, add the new key to the existing *_KEYS list and set *_SIGNING_KID to it; "
+        "drop the old key once its tokens have expired (docs/how-to/deploy.md).",
+    )
+    return 0
+
+
+def _write_key_pair(directory: Path, kid: str, algorithm: str) -> Path:
+    key = _private_key(algorithm)
+    private_file = (directory / f"{kid}.pem").resolve()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    # O_EXCL: never overwrite a key that may be signing tokens.
+    descriptor = os.open(private_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(pem)
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    private_file.with_suffix(".pub.pem").write_bytes(public_pem)
+    return private_file
+
+
+def _private_key(algorithm: str) -> PrivateKey:
+    if algorithm in {"RS256", "PS256"}:
+        return rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+    if algorithm == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def revoke_subject(arguments: argparse.Namespace) -> int:
+    subject: str = arguments.subject
+    settings = build_settings(AuthRefreshSettings)
+    if settings.store_url == "memory://":
+        raise ConfigurationError(
+            "AUTH_REFRESH_STORE_URL is memory://: that store lives inside the application's "
+            "process; name the application's SQLite file or Redis server"
+        )
+    asyncio.run(_revoke_subject(settings, subject))
+    print(f"revoked every session of {subject!r} in {_redacted(settings.store_url)}")
+    return 0
+
+
+async def _revoke_subject(settings: AuthRefreshSettings, subject: str) -> None:
+    store = store_from_settings(settings)
+    try:
+        await store.revoke_subject(subject)
+    finally:
+        await store.close()
+
+
+def _redacted(url: str) -> str:
+    """The store URL without a password (redis://:secret@host)."""
+    scheme, separator, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    return f"{scheme}{separator}{'***@' if at else ''}{host}" if credentials else url

@@ -1,0 +1,132 @@
+"""OpenTelemetry instrumentation: a span per operation, refresh outcomes, store latency.
+
+It reports through OpenTelemetry's global tracer and meter providers when ``opentelemetry-api``
+is installed (the extra ``auth-refresh[otel]``), or through the providers given to
+``instrument()``; the application's SDK decides where it goes. Without an SDK the API's
+providers do nothing, and without the API nothing is imported at all.
+
+* spans ``auth_refresh.login``, ``auth_refresh.refresh``, ``auth_refresh.logout``, ...; each
+  carries ``auth_refresh.outcome`` (``ok`` or the error's ``error_code``);
+* counter ``auth_refresh.refresh.outcomes`` by ``outcome`` (``rotated``, ``grace``,
+  ``reused``, ``revoked``, ``expired``, ``unknown``, ``store_unavailable``);
+* counter ``auth_refresh.reuse.detections``;
+* histogram ``auth_refresh.store.duration`` (seconds) by ``operation``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
+
+from auth_refresh.exceptions import AuthRefreshError, StoreUnavailableError
+
+__all__ = [
+    "OUTCOME_ATTRIBUTE",
+    "STORE_UNAVAILABLE",
+    "instrument",
+    "operation_span",
+    "record_refresh",
+    "store_step",
+]
+
+INSTRUMENTATION_NAME = "auth_refresh"
+OUTCOME_ATTRIBUTE = "auth_refresh.outcome"
+STORE_UNAVAILABLE = "store_unavailable"
+
+try:
+    from opentelemetry import metrics, trace
+except ImportError:  # the extra is not installed: every hook below is a no-op
+    metrics = None  # type: ignore[assignment]
+    trace = None  # type: ignore[assignment]
+
+
+class _Instruments:
+    """The tracer and instruments; built once, proxies until the application sets an SDK."""
+
+    def __init__(self, tracer_provider: Any = None, meter_provider: Any = None) -> None:
+        self.tracer = trace.get_tracer(INSTRUMENTATION_NAME, tracer_provider=tracer_provider)
+        meter = metrics.get_meter(INSTRUMENTATION_NAME, meter_provider=meter_provider)
+        self.refresh_outcomes = meter.create_counter(
+            "auth_refresh.refresh.outcomes",
+            unit="{refresh}",
+            description="Refreshes by what the store made of the presented token",
+        )
+        self.reuse_detections = meter.create_counter(
+            "auth_refresh.reuse.detections",
+            unit="{detection}",
+            description="Consumed refresh tokens presented again: each revoked its session",
+        )
+        self.store_duration = meter.create_histogram(
+            "auth_refresh.store.duration",
+            unit="s",
+            description="Time of one token-store step",
+        )
+
+
+_instruments = _Instruments() if trace is not None else None
+
+
+def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
+    """Report through these providers from now on; None means OpenTelemetry's global one."""
+    global _instruments
+    if trace is None:
+        raise RuntimeError("install the extra 'auth-refresh[otel]' (opentelemetry-api)")
+    _instruments = _Instruments(tracer_provider, meter_provider)
+
+
+def operation_span(name: str) -> AbstractContextManager[Any]:
+    """A span named ``auth_refresh.<name>`` around one operation, with its outcome."""
+    if _instruments is None:
+        return nullcontext()
+    return _span(_instruments, f"{INSTRUMENTATION_NAME}.{name}")
+
+
+@contextmanager
+def _span(instruments: _Instruments, name: str) -> Iterator[Any]:
+    # Error messages name no internals, but the outcome code is all an operator needs.
+    with instruments.tracer.start_as_current_span(
+        name, record_exception=False, set_status_on_exception=False
+    ) as span:
+        try:
+            yield span
+        except AuthRefreshError as error:
+            span.set_attribute(OUTCOME_ATTRIBUTE, error.error_code)
+            if error.status_code >= 500:
+                span.set_status(trace.StatusCode.ERROR, error.error_code)
+            raise
+        except BaseException as error:
+            span.set_attribute(OUTCOME_ATTRIBUTE, "error")
+            span.set_status(trace.StatusCode.ERROR, type(error).__name__)
+            raise
+        span.set_attribute(OUTCOME_ATTRIBUTE, "ok")
+
+
+def record_refresh(outcome: str) -> None:
+    """Count one refresh by its store outcome (a ``RotationOutcome`` value)."""
+    if _instruments is None:
+        return
+    _instruments.refresh_outcomes.add(1, {"outcome": outcome})
+    if outcome == "reused":
+        _instruments.reuse_detections.add(1)
+
+
+def store_step(operation: str) -> AbstractContextManager[None]:
+    """Measure one store step; a store that could not answer counts as ``store_unavailable``."""
+    if _instruments is None:
+        return nullcontext()
+    return _timed(_instruments, operation)
+
+
+@contextmanager
+def _timed(instruments: _Instruments, operation: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    except StoreUnavailableError:
+        if operation == "rotate":
+            instruments.refresh_outcomes.add(1, {"outcome": STORE_UNAVAILABLE})
+        raise
+    finally:
+        instruments.store_duration.record(time.perf_counter() - started, {"operation": operation})
