@@ -11,7 +11,6 @@ once and starts the modules, global registrations first. A module whose lifespan
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
@@ -24,8 +23,6 @@ from auth_refresh.openapi import install_openapi
 from auth_refresh.responses import error_response
 
 __all__ = ["AppRegistry", "AttachableModule", "module_lifespan", "require_application"]
-
-log = logging.getLogger("auth_refresh")
 
 # The refresh modules start first: the login and access modules may use them.
 _STARTS_FIRST = "auth_refresh"
