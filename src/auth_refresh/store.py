@@ -42,7 +42,11 @@ class RotationOutcome(enum.Enum):
 
 @dataclass(frozen=True)
 class Successor:
-    """The pair a refresh hands out if it wins, signed before the store step."""
+    """The pair a refresh hands out if it wins, signed before the store step.
+
+    As a store sees it (``auth_refresh.sealing``): ``token_id`` is a digest and ``pair`` is
+    sealed, opaque data to keep and give back within the grace window, never usable tokens.
+    """
 
     token_id: str
     pair: TokenPair
