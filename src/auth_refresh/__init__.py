@@ -57,6 +57,7 @@ from auth_refresh.store import (
     RotationOutcome,
     Successor,
     open_store,
+    register_store_scheme,
 )
 from auth_refresh.tokens import JwtModule, JwtService, jwks_router
 
@@ -116,6 +117,7 @@ __all__ = [
     "VerifyTokenServiceInterface",
     "jwks_router",
     "open_store",
+    "register_store_scheme",
 ]
 
 __version__ = "0.1.0"

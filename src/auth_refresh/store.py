@@ -12,7 +12,9 @@ Times are seconds since the epoch, passed in by the caller: the stores keep no c
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from importlib.metadata import entry_points
 from typing import Protocol
 
 from auth_refresh.authentication import TokenPair
@@ -23,9 +25,11 @@ __all__ = [
     "RefreshTokenStore",
     "Rotation",
     "RotationOutcome",
+    "StoreFactory",
     "Successor",
     "decide_rotation",
     "open_store",
+    "register_store_scheme",
 ]
 
 
@@ -181,26 +185,65 @@ def revoked_record(record: FamilyRecord) -> FamilyRecord:
     return replace(record, revoked=True, successor_pair=None)
 
 
+StoreFactory = Callable[[str], RefreshTokenStore]
+# Third-party packages may name their store factories here too (see register_store_scheme).
+ENTRY_POINT_GROUP = "auth_refresh.stores"
+
+
+def _memory(url: str) -> RefreshTokenStore:
+    from auth_refresh.memory_store import MemoryRefreshTokenStore
+
+    if url != "memory://":
+        raise ConfigurationError("the memory store's URL is memory:// and nothing more")
+    return MemoryRefreshTokenStore()
+
+
+def _sqlite(url: str) -> RefreshTokenStore:
+    from auth_refresh.sqlite_store import SqliteRefreshTokenStore
+
+    return SqliteRefreshTokenStore.from_url(url)
+
+
+def _redis(url: str) -> RefreshTokenStore:
+    try:
+        from auth_refresh.redis_store import RedisRefreshTokenStore
+    except ImportError:
+        raise ConfigurationError(
+            "AUTH_REFRESH_STORE_URL names Redis: install the extra 'auth-refresh[redis]'"
+        ) from None
+    return RedisRefreshTokenStore.from_url(url)
+
+
+_schemes: dict[str, StoreFactory] = {
+    "memory": _memory,
+    "sqlite": _sqlite,
+    "redis": _redis,
+    "rediss": _redis,
+}
+
+
+def register_store_scheme(scheme: str, factory: StoreFactory) -> None:
+    """Make ``open_store`` (and ``AUTH_REFRESH_STORE_URL``) open ``scheme://...`` URLs with
+    ``factory(url)``. A package can instead name its factory as an entry point of the group
+    ``auth_refresh.stores``, called as the scheme."""
+    if not scheme.isascii() or not scheme.replace("+", "").replace("-", "").isalnum():
+        raise ConfigurationError(f"not a URL scheme: {scheme!r}")
+    _schemes[scheme.lower()] = factory
+
+
 def open_store(url: str) -> RefreshTokenStore:
-    """The store ``url`` names: ``memory://``, ``sqlite:///path/to/file.db`` or
-    ``redis://host:port/db`` (``rediss://`` with TLS)."""
-    if url == "memory://":
-        from auth_refresh.memory_store import MemoryRefreshTokenStore
-
-        return MemoryRefreshTokenStore()
-    if url.startswith("sqlite:///"):
-        from auth_refresh.sqlite_store import SqliteRefreshTokenStore
-
-        return SqliteRefreshTokenStore.from_url(url)
-    if url.startswith(("redis://", "rediss://")):
-        try:
-            from auth_refresh.redis_store import RedisRefreshTokenStore
-        except ImportError:
-            raise ConfigurationError(
-                "AUTH_REFRESH_STORE_URL names Redis: install the extra 'auth-refresh[redis]'"
-            ) from None
-        return RedisRefreshTokenStore.from_url(url)
-    raise ConfigurationError(
-        "AUTH_REFRESH_STORE_URL must be memory://, sqlite:///path/to/file.db or "
-        "redis://host:port/db (rediss:// with TLS)"
-    )
+    """The store ``url`` names: ``memory://``, ``sqlite:///path/to/file.db``,
+    ``redis://host:port/db`` (``rediss://`` with TLS), or a registered scheme's."""
+    scheme, separator, _ = url.partition("://")
+    factory = _schemes.get(scheme.lower()) if separator else None
+    if factory is None and separator:
+        found = entry_points(group=ENTRY_POINT_GROUP, name=scheme.lower())
+        for entry_point in found:
+            factory = _schemes[scheme.lower()] = entry_point.load()
+    if factory is None:
+        raise ConfigurationError(
+            "AUTH_REFRESH_STORE_URL must be memory://, sqlite:///path/to/file.db, "
+            "redis://host:port/db (rediss:// with TLS) or a scheme a store registered; "
+            f"no store is registered for {scheme + ':' if separator else 'this URL'}"
+        )
+    return factory(url)
