@@ -28,8 +28,10 @@ __all__ = [
     "StoreFactory",
     "Successor",
     "decide_rotation",
+    "new_family_record",
     "open_store",
     "register_store_scheme",
+    "revoked_record",
 ]
 
 
@@ -126,6 +128,7 @@ class RefreshTokenStore(Protocol):
 def new_family_record(
     subject: str, token_id: str, *, token_expires_at: float, now: float, absolute_lifetime: float
 ) -> FamilyRecord:
+    """The record ``start_family`` keeps, for a store that keeps ``FamilyRecord``s."""
     return FamilyRecord(
         subject=subject,
         created_at=now,
@@ -181,6 +184,7 @@ def decide_rotation(
 
 
 def revoked_record(record: FamilyRecord) -> FamilyRecord:
+    """``record`` revoked, its grace pair dropped."""
     # Revoked families stay as tombstones until they expire, so every token of them is refused.
     return replace(record, revoked=True, successor_pair=None)
 
