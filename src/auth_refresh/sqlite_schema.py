@@ -85,7 +85,10 @@ def upgrade(connection: sqlite3.Connection) -> None:
     if not exists:
         _create(connection)
     else:
+        # What a migration rewrites is overwritten on disk, not left in free pages.
+        connection.execute("PRAGMA secure_delete = ON")
         for target in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
             MIGRATIONS[target](connection)
+        connection.execute("PRAGMA secure_delete = OFF")
     # PRAGMA takes no parameters; the value is our own integer.
     connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
