@@ -76,12 +76,12 @@ def sqlite_statements() -> Iterator[list[tuple[int, str]]]:
 
     def profile(frame: Any, event: str, argument: Any) -> None:
         connection = getattr(argument, "__self__", None)
-        if event == "c_call" and isinstance(connection, sqlite3.Connection):
-            if connection not in traced:
-                traced.add(connection)
-                connection.set_trace_callback(
-                    lambda sql: statements.append((threading.get_ident(), sql))
-                )
+        seen = event == "c_call" and isinstance(connection, sqlite3.Connection)
+        if seen and connection not in traced:
+            traced.add(connection)
+            connection.set_trace_callback(
+                lambda sql: statements.append((threading.get_ident(), sql))
+            )
 
     threading.setprofile(profile)
     sys.setprofile(profile)
