@@ -32,6 +32,7 @@ __all__ = [
     "open_store",
     "register_store_scheme",
     "revoked_record",
+    "store_factory_for",
 ]
 
 
@@ -235,19 +236,26 @@ def register_store_scheme(scheme: str, factory: StoreFactory) -> None:
     _schemes[scheme.lower()] = factory
 
 
+def store_factory_for(url: str) -> StoreFactory | None:
+    """The factory registered for ``url``'s scheme (or named by an entry point), if any."""
+    scheme, separator, _ = url.partition("://")
+    if not separator:
+        return None
+    scheme = scheme.lower()
+    factory = _schemes.get(scheme)
+    if factory is None:
+        for entry_point in entry_points(group=ENTRY_POINT_GROUP, name=scheme):
+            factory = _schemes[scheme] = entry_point.load()
+    return factory
+
+
 def open_store(url: str) -> RefreshTokenStore:
     """The store ``url`` names: ``memory://``, ``sqlite:///path/to/file.db``,
     ``redis://host:port/db`` (``rediss://`` with TLS), or a registered scheme's."""
-    scheme, separator, _ = url.partition("://")
-    factory = _schemes.get(scheme.lower()) if separator else None
-    if factory is None and separator:
-        found = entry_points(group=ENTRY_POINT_GROUP, name=scheme.lower())
-        for entry_point in found:
-            factory = _schemes[scheme.lower()] = entry_point.load()
+    factory = store_factory_for(url)
     if factory is None:
         raise ConfigurationError(
             "AUTH_REFRESH_STORE_URL must be memory://, sqlite:///path/to/file.db, "
-            "redis://host:port/db (rediss:// with TLS) or a scheme a store registered; "
-            f"no store is registered for {scheme + ':' if separator else 'this URL'}"
+            "redis://host:port/db (rediss:// with TLS) or a scheme a store registered"
         )
     return factory(url)
