@@ -242,6 +242,8 @@ def store_factory_for(url: str) -> StoreFactory | None:
     if not separator:
         return None
     scheme = scheme.lower()
+    if scheme == "sqlite" and not url.startswith("sqlite:///"):
+        return None  # sqlite://file.db: a host where the path belongs, as in SQLAlchemy
     factory = _schemes.get(scheme)
     if factory is None:
         for entry_point in entry_points(group=ENTRY_POINT_GROUP, name=scheme):
