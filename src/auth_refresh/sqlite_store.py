@@ -1,10 +1,11 @@
 """``sqlite:///path/to/file.db``: token families in a SQLite file, shared by the processes of
 one machine.
 
-Every step runs on the store's own thread, never on the event loop. The thread takes the steps
-queued meanwhile together, runs each in a savepoint of one ``BEGIN IMMEDIATE`` transaction and
-commits once (group commit): under load, one lock, one commit and one hand-back to each event
-loop serve a batch. SQLite's write lock serialises the batches of every process (WAL keeps
+Every step runs on the store's own thread, never on the event loop. The steps one pass of an
+event loop asks for are handed over together (one wake-up), and the thread takes those queued
+meanwhile with them: it runs each in a savepoint of one ``BEGIN IMMEDIATE`` transaction and
+commits once (group commit), so under load one lock, one commit and one hand-back to each
+event loop serve a batch. SQLite's write lock serialises the batches of every process (WAL keeps
 readers out of the way). A step that cannot start within ``busy_timeout`` of being asked for
 (another writer holds the lock, or the queue is long) fails with ``StoreUnavailableError``.
 Statements are prepared once and cached by the connection.
@@ -49,6 +50,7 @@ BUSY_TIMEOUT_SECONDS = 1.0
 PURGE_BATCH = 100
 # The most steps one transaction takes: a long batch would hold the write lock long.
 MAX_BATCH = 64
+BUSY_TIMEOUT_SLACK_MS = 100
 
 store_log = logging.getLogger("auth_refresh.store")
 
@@ -109,10 +111,12 @@ class SqliteRefreshTokenStore:
         if not os.path.isdir(directory):
             raise ConfigurationError(f"the SQLite store's directory does not exist: {directory}")
         self.busy_timeout = busy_timeout
-        self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[_Queued] | None] = queue.SimpleQueue()
+        self._pending: dict[asyncio.AbstractEventLoop, list[_Queued]] = {}
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._closed = False
+        self._busy_ms = 0  # the connection's busy_timeout; used on the store's thread only
 
     @classmethod
     def from_url(cls, url: str) -> SqliteRefreshTokenStore:
@@ -206,6 +210,10 @@ class SqliteRefreshTokenStore:
         self._closed = True
         thread = self._thread
         if thread is not None:
+            # Steps asked for in this pass of the loop go first.
+            pending = self._pending.pop(asyncio.get_running_loop(), None)
+            if pending:
+                self._queue.put(pending)
             self._queue.put(None)
             await asyncio.get_running_loop().run_in_executor(None, thread.join)
 
@@ -214,9 +222,18 @@ class SqliteRefreshTokenStore:
             raise StoreUnavailableError()
         if self._thread is None:
             self._start_thread()
-        queued = _Queued(step, time.monotonic() + self.busy_timeout, asyncio.get_running_loop())
-        self._queue.put(queued)
+        loop = asyncio.get_running_loop()
+        queued = _Queued(step, time.monotonic() + self.busy_timeout, loop)
+        # The steps one pass of the event loop asks for go to the thread together: one wake-up.
+        pending = self._pending.get(loop)
+        if pending is None:
+            pending = self._pending[loop] = []
+            loop.call_soon(self._hand_over, loop)
+        pending.append(queued)
         return await queued.answer
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._queue.put(self._pending.pop(loop))
 
     def _start_thread(self) -> None:
         with self._start_lock:
@@ -231,7 +248,7 @@ class SqliteRefreshTokenStore:
         connection: sqlite3.Connection | None = None
         try:
             while (first := self._queue.get()) is not None:
-                batch = [first]
+                batch = list(first)
                 stop = False
                 while len(batch) < MAX_BATCH:
                     try:
@@ -241,7 +258,7 @@ class SqliteRefreshTokenStore:
                     if more is None:
                         stop = True
                         break
-                    batch.append(more)
+                    batch += more
                 connection = self._run_batch(connection, batch)
                 if stop:
                     break
@@ -265,11 +282,20 @@ class SqliteRefreshTokenStore:
         try:
             remaining = min(queued.deadline for queued in live) - now
             connection = connection or self._open()
-            connection.execute(f"PRAGMA busy_timeout = {max(1, int(remaining * 1000)):d}")
+            # Every statement is a hand-over of the GIL: the timeout is set when it moved.
+            busy_ms = max(1, int(remaining * 1000))
+            if abs(busy_ms - self._busy_ms) > BUSY_TIMEOUT_SLACK_MS:
+                connection.execute(f"PRAGMA busy_timeout = {busy_ms:d}")
+                self._busy_ms = busy_ms
             connection.execute("BEGIN IMMEDIATE")
             try:
-                for queued in live:
-                    answers.append((queued, *_in_savepoint(connection, queued.step)))
+                if len(live) == 1:
+                    # Alone in its transaction: the transaction is its savepoint.
+                    result = live[0].step(connection)
+                    answers.append((live[0], result, None))
+                else:
+                    for queued in live:
+                        answers.append((queued, *_in_savepoint(connection, queued.step)))
                 # Inside the try: a COMMIT that fails leaves nothing half-written either.
                 connection.execute("COMMIT")
             except BaseException:
@@ -277,7 +303,9 @@ class SqliteRefreshTokenStore:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
                 raise
-        except (sqlite3.Error, ValueError, ConfigurationError) as error:
+        except Exception as error:
+            # Whatever went wrong (a locked or broken file, an unexpected error): every step
+            # of the batch fails closed, and the thread serves the next batch.
             answers[settled:] = [(queued, None, error) for queued in live]
         _answer(answers)
         return connection
@@ -310,7 +338,9 @@ def _in_savepoint(connection: sqlite3.Connection, step: Step) -> tuple[Any, Base
     connection.execute("SAVEPOINT step")
     try:
         result = step(connection)
-    except (sqlite3.Error, ValueError) as error:
+    except Exception as error:
+        if not connection.in_transaction:
+            raise  # SQLite rolled the whole transaction back (I/O, full disk): the batch fails
         connection.execute("ROLLBACK TO step")
         connection.execute("RELEASE step")
         return None, error
