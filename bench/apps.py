@@ -2,9 +2,10 @@
 
 Each has the measured ``POST /auth/refresh`` (body ``{"refreshToken": "..."}``, answer
 ``{"accessToken", "refreshToken"}`` with no-store headers) and two routes for the harness:
-``GET /bench/ready`` and ``POST /bench/mint`` (``{"count": n}`` -> ``{"tokens": [...]}``), which
+``GET /bench/ready``, ``POST /bench/mint`` (``{"count": n}`` -> ``{"tokens": [...]}``), which
 issues fresh refresh tokens with the configuration's own issuing code, in the server process,
-so in-memory stores know them.
+so in-memory stores know them, and ``GET /bench/lag``: the event loop's lag since the last
+call, from a ticker that sleeps 1 ms at a time (how long another request on the worker waits).
 
 ``uvicorn bench.apps:create_app --factory`` with ``BENCH_CONFIGURATION`` set to a name from
 ``bench.configurations``.
@@ -40,6 +41,7 @@ from bench.common import (
 from bench.configurations import BY_NAME
 
 MAX_MINT = 100_000
+LAG_TICK_SECONDS = 0.001
 MINT_CONCURRENCY = 32
 Minter = Callable[[BenchUser], Awaitable[str]]
 
@@ -167,9 +169,38 @@ def authx_app() -> FastAPI:
     return app
 
 
+class LagTicker:
+    """The event loop's lag: how much later than asked each 1 ms sleep wakes up."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            asked = loop.time()
+            await asyncio.sleep(LAG_TICK_SECONDS)
+            self.lags.append(loop.time() - asked - LAG_TICK_SECONDS)
+
+    def take(self) -> dict[str, float]:
+        lags, self.lags = sorted(self.lags), []
+        if not lags:
+            return {"ticks": 0, "p99_ms": 0.0, "max_ms": 0.0}
+        p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+        return {"ticks": len(lags), "p99_ms": p99 * 1000, "max_ms": lags[-1] * 1000}
+
+
 def _add_harness_routes(app: FastAPI, users: BenchUsers, mint: Minter) -> None:
     user = users.by_subject(USER_ID)
     assert user is not None
+    ticker = LagTicker()
+
+    @app.get("/bench/lag", include_in_schema=False)
+    async def lag() -> dict[str, float]:
+        if ticker.task is None:
+            ticker.task = asyncio.get_running_loop().create_task(ticker.tick())
+        return ticker.take()
 
     @app.get("/bench/ready", include_in_schema=False)
     async def ready() -> dict[str, bool]:

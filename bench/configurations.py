@@ -1,7 +1,7 @@
 """The configurations compared, and whether each can run here.
 
-A configuration that needs something missing (the store support of issue 4, authx, a Redis
-server) is skipped with the reason; nothing is stood in for it.
+A configuration that needs something missing (authx, a Redis server) is skipped with the
+reason; nothing is stood in for it.
 """
 
 from __future__ import annotations
@@ -15,9 +15,6 @@ from bench.common import library_environment
 
 Stack = Literal["raw", "library", "authx"]
 Store = Literal["memory", "sqlite", "redis"]
-
-STORE_SETTING = "store_url"
-ROTATION_SETTING = "rotation"
 
 
 @dataclass(frozen=True)
@@ -40,35 +37,17 @@ BY_NAME = {configuration.name: configuration for configuration in CONFIGURATIONS
 RAW = BY_NAME["raw"]
 
 
-def settings_fields() -> set[str]:
-    from auth_refresh import AuthRefreshSettings
-
-    return set(AuthRefreshSettings.model_fields)
-
-
-def store_support() -> str | None:
-    """None when the library has refresh-token stores; otherwise why the stores are skipped."""
-    if STORE_SETTING not in settings_fields():
-        # AuthRefreshSettings has no store_url (AUTH_REFRESH_STORE_URL).
-        return "no refresh-token stores in the library yet (issue 4)"
-    return None
-
-
 def skip_reason(
     configuration: Configuration, redis_url: str | None, redis_reason: str
 ) -> str | None:
     """Why ``configuration`` cannot run here, or None when it can."""
     if configuration.stack == "authx" and importlib.util.find_spec("authx") is None:
         return "authx is not installed (pip install -e '.[bench]')"
-    if configuration.store is not None:
-        reason = store_support()
-        if reason is not None:
-            return reason
-        if configuration.store == "redis":
-            if importlib.util.find_spec("redis") is None:
-                return "redis-py is not installed (pip install -e '.[bench]')"
-            if redis_url is None:
-                return redis_reason
+    if configuration.store == "redis":
+        if importlib.util.find_spec("redis") is None:
+            return "redis-py is not installed (pip install -e '.[bench]')"
+        if redis_url is None:
+            return redis_reason
     return None
 
 
@@ -90,13 +69,8 @@ def environment(
     """The JWT_MODULE_* / AUTH_REFRESH_* variables ``configuration`` runs with."""
     extra: dict[str, str] = {}
     if configuration.stack == "library":
-        fields = settings_fields()
         url = store_url(configuration, workdir, redis_url)
-        if url is not None:
-            extra["AUTH_REFRESH_STORE_URL"] = url
-        elif STORE_SETTING in fields:
-            # Stateless: no store is used, but the default one would leave a file behind.
-            extra["AUTH_REFRESH_STORE_URL"] = "memory://"
-        if ROTATION_SETTING in fields:
-            extra["AUTH_REFRESH_ROTATION"] = "true" if url is not None else "false"
+        # Stateless: no store is used, but the default one would leave a file behind.
+        extra["AUTH_REFRESH_STORE_URL"] = url or "memory://"
+        extra["AUTH_REFRESH_ROTATION"] = "true" if url is not None else "false"
     return library_environment(extra)

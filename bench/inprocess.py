@@ -5,10 +5,6 @@ verify, store step when there is a store, user lookup) then ``issue(user)`` (two
 against the raw work: PyJWT's ``jwt.decode`` of the same token, the same user lookup, and the
 two ``jwt.encode`` calls of ``bench.apps.raw_pair``.
 
-Application: each configuration's whole ASGI application called directly with a refresh request
-(routing, dependencies, response), against the hand-written raw application: the framework and
-library overhead without uvicorn or sockets.
-
 Sides are timed interleaved in rounds after a warm-up round; each refresh presents a token never
 presented before. The median of the rounds is reported.
 """
@@ -16,7 +12,6 @@ presented before. The median of the rounds is reported.
 from __future__ import annotations
 
 import inspect
-import json
 import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -104,19 +99,6 @@ async def call_app(app: ASGIApp, scope: Scope, receive: Receive) -> tuple[int, b
 
 
 @asynccontextmanager
-async def started_app(
-    configuration: Configuration, workdir: Path, redis_url: str | None
-) -> AsyncIterator[FastAPI]:
-    """The configuration's benchmark application with its lifespan running."""
-    # The library reads its settings from the environment when the lifespan starts.
-    apply_environment(environment(configuration, workdir, redis_url))
-    builders = {"raw": apps.raw_app, "library": apps.library_app, "authx": apps.authx_app}
-    app = builders[configuration.stack]()
-    async with app.router.lifespan_context(app):
-        yield app
-
-
-@asynccontextmanager
 async def started_module(
     configuration: Configuration,
     workdir: Path,
@@ -159,31 +141,6 @@ def module_request(app: FastAPI, token: str) -> Request:
     scope, receive = http_request("/auth/refresh", refresh_body(token))
     scope["app"] = app
     return Request(scope, receive)
-
-
-async def rotation_probe(
-    configuration: Configuration, workdir: Path, redis_url: str | None
-) -> str | None:
-    """None when the library really rotates with this store; otherwise why it is skipped.
-
-    With the grace window off, a refresh token presented a second time must be refused.
-    Errors propagate: a library that has stores but fails to use one is not skipped silently.
-    """
-    from auth_refresh import AuthRefreshError
-
-    async with started_module(
-        configuration, workdir, redis_url, {"AUTH_REFRESH_GRACE_SECONDS": "0"}
-    ) as (app, module):
-        user = BenchUsers().by_subject(USER_ID)
-        token = (await module.issue(user))["refreshToken"]
-        refresh = module_refresh(module)
-        await refresh(module_request(app, token))
-        try:
-            await refresh(module_request(app, token))
-        except AuthRefreshError:
-            return None
-    # AUTH_REFRESH_STORE_URL is accepted, but the module does not consume tokens yet.
-    return "rotation is not wired into AuthRefreshModule yet (issue 4)"
 
 
 async def _timed(step: Step, start: int, count: int) -> float:
@@ -255,52 +212,5 @@ def _module_step(module: Any, app: FastAPI, tokens: list[str]) -> Step:
 
     async def step(index: int) -> None:
         await refresh(Request(*requests[index]))
-
-    return step
-
-
-async def measure_applications(
-    configurations: list[Configuration],
-    *,
-    iterations: int,
-    rounds: int,
-    workdir: Path,
-    redis_url: str | None,
-) -> list[Timing]:
-    """Microseconds per ``POST /auth/refresh`` through each whole application (raw included)."""
-    total = iterations * (rounds + 1)
-    steps: list[Step] = []
-    timings: list[Timing] = []
-    async with AsyncExitStack() as stack:
-        for configuration in configurations:
-            app = await stack.enter_async_context(started_app(configuration, workdir, redis_url))
-            tokens = await mint(app, total)
-            steps.append(_application_step(configuration.name, app, tokens))
-            timings.append(Timing(configuration.name))
-        await _interleaved(steps, timings, iterations, rounds)
-    return timings
-
-
-async def mint(app: ASGIApp, count: int) -> list[str]:
-    """``count`` fresh refresh tokens from the application's own ``/bench/mint``."""
-    tokens: list[str] = []
-    while len(tokens) < count:
-        batch = min(count - len(tokens), 5000)
-        status, body = await call_app(
-            app, *http_request("/bench/mint", json.dumps({"count": batch}).encode())
-        )
-        if status != 200:
-            raise RuntimeError(f"/bench/mint answered {status}: {body[:200]!r}")
-        tokens.extend(json.loads(body)["tokens"])
-    return tokens
-
-
-def _application_step(name: str, app: ASGIApp, tokens: list[str]) -> Step:
-    requests = [http_request("/auth/refresh", refresh_body(token)) for token in tokens]
-
-    async def step(index: int) -> None:
-        status, body = await call_app(app, *requests[index])
-        if status != 200:
-            raise RuntimeError(f"{name}: POST /auth/refresh answered {status}: {body[:200]!r}")
 
     return step

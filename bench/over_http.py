@@ -189,6 +189,15 @@ def mint(base_url: str, count: int) -> list[str]:
     return tokens
 
 
+def lag(base_url: str) -> float:
+    """The server's event-loop lag p99 (ms) since the last call; the first call starts it."""
+    response = httpx.get(base_url + "/bench/lag", timeout=10.0)
+    if response.status_code != 200:
+        raise HarnessError(f"/bench/lag answered {response.status_code}")
+    p99: float = response.json()["p99_ms"]
+    return p99
+
+
 @dataclass
 class LoadResult:
     loader: str
@@ -199,6 +208,8 @@ class LoadResult:
     non_2xx: int
     errors: int
     wraps: int
+    # The server's event-loop lag during the run (GET /bench/lag).
+    lag_p99_ms: float = 0.0
 
     @property
     def requests_per_second(self) -> float:

@@ -22,7 +22,6 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +38,7 @@ from bench.configurations import (
     environment,
     skip_reason,
 )
-from bench.redis_server import RoundTrips, count_round_trips, redis_server
+from bench.redis_server import count_round_trips, redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -221,7 +220,7 @@ def collect(
     _, load_cpu, _ = over_http.cpu_plan()
     with redis_server(workdir, None if options.smoke else load_cpu) as (redis_url, redis_reason):
         results["redis_server_version"] = _redis_version(redis_url) if redis_url else None
-        skipped = availability(selected, workdir, redis_url, redis_reason, failures)
+        skipped = availability(selected, redis_url, redis_reason)
         phases = results["phase_seconds"] = {}
         began = time.monotonic()
         results["inprocess"] = inprocess_phase(options, selected, skipped, workdir, redis_url)
@@ -232,9 +231,7 @@ def collect(
         )
         phases["http"] = round(time.monotonic() - began, 1)
         began = time.monotonic()
-        results["redis"] = redis_phase(
-            options, skipped, redis_url, redis_reason, redis_store, failures
-        )
+        results["redis"] = redis_phase(skipped, redis_url, redis_reason, redis_store)
         phases["redis"] = round(time.monotonic() - began, 1)
     results["load_average_end"] = list(report.load_average())
     drift = raw_drift(results)
@@ -261,29 +258,12 @@ def raw_drift(results: dict[str, Any]) -> str | None:
 
 
 def availability(
-    selected: list[Configuration],
-    workdir: Path,
-    redis_url: str | None,
-    redis_reason: str,
-    failures: Failures,
+    selected: list[Configuration], redis_url: str | None, redis_reason: str
 ) -> dict[str, str | None]:
-    """Why each configuration is skipped (None: it runs).
-
-    A store configuration runs only when the library really rotates with that store: a refresh
-    token presented twice (grace window off) must be refused.
-    """
+    """Why each configuration is skipped (None: it runs)."""
     skipped: dict[str, str | None] = {}
-    probe_dir = workdir / "probe"
-    probe_dir.mkdir()
     for configuration in selected:
         reason = skip_reason(configuration, redis_url, redis_reason)
-        if reason is None and configuration.store is not None:
-            try:
-                reason = asyncio.run(inprocess.rotation_probe(configuration, probe_dir, redis_url))
-            except Exception as error:
-                # The library says it has stores, yet using one failed: harness or library bug.
-                reason = f"the store failed: {type(error).__name__}: {error}"
-                failures.add(f"{configuration.name}: {reason}")
         skipped[configuration.name] = reason
         if reason:
             say(f"skip {configuration.name}: {reason}")
@@ -303,7 +283,7 @@ def inprocess_phase(
 ) -> dict[str, Any]:
     runnable = [c for c in selected if not skipped[c.name]]
     library = [c for c in runnable if c.stack == "library"]
-    say(f"in-process: pipeline ({len(library)} configurations) and applications")
+    say(f"in-process: pipeline ({len(library)} configurations)")
     directory = workdir / "inprocess"
     directory.mkdir()
     timings = asyncio.run(
@@ -340,31 +320,7 @@ def inprocess_phase(
                 rounds=timing.microseconds,
             )
         pipeline.append(row)
-    application_timings = asyncio.run(
-        inprocess.measure_applications(
-            runnable,
-            iterations=options.iterations,
-            rounds=options.inprocess_rounds,
-            workdir=directory,
-            redis_url=redis_url,
-        )
-    )
-    by_name = {timing.name: timing for timing in application_timings}
-    raw_application = by_name[RAW.name].median
-    application = []
-    for configuration in selected:
-        row = _row(configuration)
-        timing = by_name.get(configuration.name)
-        if timing is None:
-            row["skipped"] = skipped[configuration.name]
-        else:
-            row.update(
-                microseconds=timing.median,
-                ratio=timing.median / raw_application,
-                rounds=timing.microseconds,
-            )
-        application.append(row)
-    return {"pipeline": pipeline, "application": application}
+    return {"pipeline": pipeline}
 
 
 def http_phase(
@@ -437,13 +393,17 @@ def http_phase(
         ) -> over_http.LoadResult | None:
             name = server.configuration.name
             needed = len(tokens)
+            over_http.lag(server.base_url)  # from here
             result = load(server, tokens, seconds)
             if result.wraps and not options.smoke:
                 say(f"  {name}: ran out of tokens, again with more")
+                over_http.lag(server.base_url)
                 result = load(server, over_http.mint(server.base_url, needed * 3), seconds)
+            result.lag_p99_ms = over_http.lag(server.base_url)
             say(
                 f"  round {round_number + 1} {name}: {result.requests_per_second:.0f} req/s, "
-                f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms"
+                f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, "
+                f"loop lag p99 {result.lag_p99_ms:.2f} ms"
             )
             if result.valid:
                 runs[name].append(result)
@@ -534,6 +494,7 @@ def _http_rows(
                 requests_per_second=statistics.median(r.requests_per_second for r in results),
                 p50_ms=statistics.median(r.p50_ms for r in results),
                 p99_ms=statistics.median(r.p99_ms for r in results),
+                lag_p99_ms=statistics.median(r.lag_p99_ms for r in results),
                 rounds=[
                     {
                         "requests": r.requests,
@@ -541,6 +502,7 @@ def _http_rows(
                         "requests_per_second": r.requests_per_second,
                         "p50_ms": r.p50_ms,
                         "p99_ms": r.p99_ms,
+                        "lag_p99_ms": r.lag_p99_ms,
                     }
                     for r in results
                 ],
@@ -564,31 +526,18 @@ def _http_rows(
 
 
 def redis_phase(
-    options: Options,
     skipped: dict[str, str | None],
     redis_url: str | None,
     redis_reason: str,
     redis_store: dict[str, Any] | None,
-    failures: Failures,
 ) -> dict[str, Any]:
-    """The counter checked against known clients, and the Redis store's count."""
-    section: dict[str, Any] = {}
+    """The Redis store's round trips, counted while its server was up."""
     if redis_url is None:
-        section["calibration_skipped"] = redis_reason
-        section["store"] = {"skipped": redis_reason}
         say(f"skip Redis round trips: {redis_reason}")
-        return section
-    section["calibration"] = calibrate(redis_url, 20 if options.smoke else 100)
-    for name, check in section["calibration"].items():
-        if abs(check["round_trips_per_refresh"] - check["expected"]) > 0.01:
-            failures.add(
-                f"Redis round-trip counter: {name} counted {check['round_trips_per_refresh']}, "
-                f"expected {check['expected']}"
-            )
-    section["store"] = redis_store or {
-        "skipped": skipped.get("library-redis") or "not selected (--only)"
+        return {"store": {"skipped": redis_reason}}
+    return {
+        "store": redis_store or {"skipped": skipped.get("library-redis") or "not selected (--only)"}
     }
-    return section
 
 
 def redis_round_trips(server: over_http.Server, redis_url: str, refreshes: int) -> dict[str, Any]:
@@ -611,41 +560,6 @@ def redis_round_trips(server: over_http.Server, redis_url: str, refreshes: int) 
             redis_url, refreshes, lambda index: refresh(REDIS_WARMUP_REFRESHES + index)
         )
     return counted.as_json()
-
-
-def calibrate(url: str, calls: int) -> dict[str, dict[str, Any]]:
-    """The counter against clients whose round trips are known: a script, a transaction
-    pipeline (one each) and three separate commands (three)."""
-    import redis
-
-    with redis.Redis.from_url(url) as client:
-        client.ping()
-        script = client.register_script(
-            "redis.call('SET', KEYS[1], ARGV[1]); redis.call('GET', KEYS[1]);"
-            " return redis.call('INCR', KEYS[2])"
-        )
-        script(keys=["bench:a", "bench:b"], args=["x"])
-
-        def pipeline(index: int) -> None:
-            with client.pipeline(transaction=True) as batch:
-                batch.set("bench:a", index).get("bench:a").incr("bench:b").execute()
-
-        def separate(index: int) -> None:
-            client.set("bench:a", index)
-            client.get("bench:a")
-            client.incr("bench:b")
-
-        checks: list[tuple[str, int, Callable[[int], Any]]] = [
-            ("script", 1, lambda index: script(keys=["bench:a", "bench:b"], args=[index])),
-            ("pipeline", 1, pipeline),
-            ("separate", 3, separate),
-        ]
-        found: dict[str, dict[str, Any]] = {}
-        for name, expected, action in checks:
-            counted: RoundTrips = count_round_trips(url, calls, action)
-            found[name] = {**counted.as_json(), "expected": expected}
-        client.delete("bench:a", "bench:b")
-    return found
 
 
 def _redis_version(url: str) -> str | None:

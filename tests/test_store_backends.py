@@ -32,7 +32,6 @@ from auth_refresh import (
     StoreUnavailableError,
     open_store,
 )
-from auth_refresh.sqlite_store import CHECKPOINT_STEPS, SqliteRefreshTokenStore
 from store_fixtures import GRACE, LIFETIME, Family, opened, running_redis, successor
 
 pytestmark = pytest.mark.anyio
@@ -89,7 +88,7 @@ async def test_redis_keys_expire_with_the_live_token(redis_url: str) -> None:
             first_ttl = client.pttl(key)
             await family.rotate(family.first_token, idle=120)
             rotated_ttl = client.pttl(key)
-            subject_ttl = client.pttl(f"auth-refresh:subject:{family.subject}")
+            subject_ttl = client.pttl(f"auth-refresh:families:{family.subject}")
     # The clock is the real one here: the key lives as long as the live token, no longer.
     assert 0 < first_ttl <= 60_000
     assert 60_000 < rotated_ttl <= 120_000
@@ -138,7 +137,7 @@ def test_the_redis_timeouts_default_to_half_a_second_and_the_url_overrides_them(
     default = open_store("redis://127.0.0.1:6379/0")
     given = open_store("redis://127.0.0.1:6379/0?socket_timeout=0.2&socket_connect_timeout=0.1")
     settings = [
-        store._client.connection_pool.connection_kwargs  # type: ignore[attr-defined]
+        store.client.connection_pool.connection_kwargs  # type: ignore[attr-defined]
         for store in (default, given)
     ]
     assert (settings[0]["socket_timeout"], settings[0]["socket_connect_timeout"]) == (0.5, 0.5)
@@ -179,36 +178,6 @@ async def test_redis_steps_reuse_connections_and_replace_ones_the_server_closed(
             outcome, _, _ = await family.rotate(token)
     # The closed connection was noticed before the step and replaced, not answered with a 503.
     assert outcome is RotationOutcome.ROTATED
-
-
-async def test_sqlite_steps_run_on_the_caller_s_thread_and_disk_syncs_on_the_store_s(
-    tmp_path: Path,
-) -> None:
-    async with opened(f"sqlite:///{tmp_path / 'families.db'}") as store:
-        assert isinstance(store, SqliteRefreshTokenStore)
-        family = await Family(store).start()  # the first step opens the connection
-        connection = store._connection
-        assert connection is not None
-        statements: list[tuple[bool, str]] = []
-        on_loop = threading.get_ident()
-        connection.set_trace_callback(
-            lambda sql: statements.append((threading.get_ident() == on_loop, sql))
-        )
-        token = family.first_token
-        for _ in range(CHECKPOINT_STEPS + 10):
-            outcome, _, next_one = await family.rotate(token)
-            assert outcome is RotationOutcome.ROTATED
-            token = next_one.token_id
-        connection.set_trace_callback(None)
-    # A rotation of the live token is one statement, its own transaction.
-    steps = [on_loop_thread for on_loop_thread, sql in statements if "RETURNING" in sql]
-    checkpoints = [on_loop_thread for on_loop_thread, sql in statements if "checkpoint" in sql]
-    assert len(steps) == CHECKPOINT_STEPS + 10
-    assert checkpoints
-    assert not any(checkpoints)
-    # One step on the store's thread: the one after the checkpoint, which starts the WAL over
-    # and syncs its header. Every other step ran at once on the event loop's thread.
-    assert steps.count(False) == 1
 
 
 # The connections of a loop that ended without closing the store are closed by the garbage
@@ -314,7 +283,7 @@ async def test_a_redis_connection_reset_by_the_network_is_replaced_before_the_ne
 def test_a_rediss_url_names_the_redis_store_with_tls() -> None:
     store = open_store("rediss://127.0.0.1:6380/0")
     assert type(store).__name__ == "RedisRefreshTokenStore"
-    pool = store._client.connection_pool  # type: ignore[attr-defined]
+    pool = store.client.connection_pool  # type: ignore[attr-defined]
     assert pool.connection_class.__name__ == "SSLConnection"
 
 

@@ -1,148 +1,125 @@
-"""The store contract, once for every store: memory, SQLite (a file) and Redis (a real server)."""
+"""The store contract (``auth_refresh.testing``), kept by memory, SQLite (a file), Redis (a real
+server) and a store written in a test, as a user would; and which store a URL names."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 
-from auth_refresh import ConfigurationError, RotationOutcome, open_store
-from store_fixtures import GRACE, LIFETIME, Family, new_id, opened
+from auth_refresh import ConfigurationError, RotationOutcome, Successor, open_store
+from auth_refresh.store import (
+    FamilyRecord,
+    RefreshTokenStore,
+    Rotation,
+    decide_rotation,
+    new_family_record,
+    register_store_scheme,
+)
+from auth_refresh.testing import SCENARIOS, StoreContract, StoreFactory, check_store
+from store_fixtures import Family, opened
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_the_live_token_rotates_once(store_url: str) -> None:
-    async with opened(store_url) as store:
-        family = await Family(store).start()
-        outcome, pair, offered = await family.rotate(family.first_token)
-        assert outcome is RotationOutcome.ROTATED
-        assert pair == offered.pair
-        outcome, pair, following = await family.rotate(offered.token_id)
-        assert outcome is RotationOutcome.ROTATED
-        assert pair == following.pair
+class TestBuiltInStores(StoreContract):
+    @pytest.fixture
+    def store_factory(self, store_url: str) -> StoreFactory:
+        return lambda: open_store(store_url)
 
 
-async def test_a_repeat_within_the_grace_window_gets_the_same_successor(store_url: str) -> None:
-    async with opened(store_url) as store:
-        family = await Family(store).start()
-        _, first, _ = await family.rotate(family.first_token)
-        family.now += GRACE - 0.5
-        outcome, again, _ = await family.rotate(family.first_token)
-        assert outcome is RotationOutcome.GRACE
-        assert again == first
+class ToyStore:
+    """A store as a user writes one in an afternoon: a dict, a lock, store.decide_rotation."""
+
+    def __init__(self) -> None:
+        self.families: dict[str, FamilyRecord] = {}
+        self.lock = asyncio.Lock()
+
+    async def start_family(
+        self,
+        family_id: str,
+        subject: str,
+        token_id: str,
+        *,
+        token_expires_at: float,
+        now: float,
+        absolute_lifetime: float,
+    ) -> None:
+        self.families[family_id] = new_family_record(
+            subject,
+            token_id,
+            token_expires_at=token_expires_at,
+            now=now,
+            absolute_lifetime=absolute_lifetime,
+        )
+
+    async def rotate(
+        self,
+        family_id: str,
+        token_id: str,
+        successor: Successor,
+        *,
+        now: float,
+        grace_seconds: float,
+        absolute_lifetime: float,
+    ) -> Rotation:
+        async with self.lock:
+            rotation, record = decide_rotation(
+                self.families.get(family_id),
+                token_id,
+                successor,
+                now=now,
+                grace_seconds=grace_seconds,
+                absolute_lifetime=absolute_lifetime,
+            )
+            if record is None:
+                self.families.pop(family_id, None)
+            else:
+                self.families[family_id] = record
+            return rotation
+
+    async def revoke_family(self, family_id: str) -> None:
+        if family_id in self.families:
+            self.families[family_id] = replace(
+                self.families[family_id], revoked=True, successor_pair=None
+            )
+
+    async def revoke_subject(self, subject: str) -> None:
+        for family_id, record in self.families.items():
+            if record.subject == subject:
+                self.families[family_id] = replace(record, revoked=True, successor_pair=None)
+
+    async def close(self) -> None:
+        self.families.clear()
 
 
-async def test_a_repeat_after_the_grace_window_revokes_the_family(store_url: str) -> None:
-    async with opened(store_url) as store:
-        family = await Family(store).start()
-        _, _, live = await family.rotate(family.first_token)
-        family.now += GRACE
-        outcome, pair, _ = await family.rotate(family.first_token)
-        assert (outcome, pair) == (RotationOutcome.REUSED, None)
-        # The newest token goes with the family.
-        outcome, pair, _ = await family.rotate(live.token_id)
-        assert (outcome, pair) == (RotationOutcome.REVOKED, None)
+class TestAToyStore(StoreContract):
+    @pytest.fixture
+    def store_factory(self) -> StoreFactory:
+        return ToyStore
 
 
-async def test_without_a_grace_window_any_repeat_is_reuse(store_url: str) -> None:
-    async with opened(store_url) as store:
-        family = await Family(store).start()
-        outcome, _, live = await family.rotate(family.first_token, grace=0)
-        assert outcome is RotationOutcome.ROTATED
-        outcome, _, _ = await family.rotate(family.first_token, grace=0)
-        assert outcome is RotationOutcome.REUSED
-        outcome, _, _ = await family.rotate(live.token_id, grace=0)
-        assert outcome is RotationOutcome.REVOKED
+class ForgetfulStore(ToyStore):
+    """Broken on purpose: it never revokes a subject."""
+
+    async def revoke_subject(self, subject: str) -> None:
+        return None
 
 
-async def test_a_token_older_than_the_last_one_is_reuse_even_within_the_window(
-    store_url: str,
-) -> None:
-    async with opened(store_url) as store:
-        family = await Family(store).start()
-        _, _, second = await family.rotate(family.first_token)
-        _, _, third = await family.rotate(second.token_id)
-        outcome, _, _ = await family.rotate(family.first_token)
-        assert outcome is RotationOutcome.REUSED
-        outcome, _, _ = await family.rotate(third.token_id)
-        assert outcome is RotationOutcome.REVOKED
+async def test_the_contract_catches_a_store_that_breaks_it() -> None:
+    with pytest.raises(AssertionError):
+        await check_store(ForgetfulStore)
+    assert len(SCENARIOS) >= 10
 
 
-async def test_an_unknown_family_is_unknown_and_an_unknown_token_of_a_family_is_reuse(
-    store_url: str,
-) -> None:
-    async with opened(store_url) as store:
-        family = Family(store)
-        outcome, pair, _ = await family.rotate(family.first_token)
-        assert (outcome, pair) == (RotationOutcome.UNKNOWN, None)
-        await family.start()
-        outcome, _, _ = await family.rotate(new_id())
-        assert outcome is RotationOutcome.REUSED
+async def test_an_async_factory_gives_the_store_too() -> None:
+    async def made() -> RefreshTokenStore:
+        return ToyStore()
 
-
-async def test_the_absolute_lifetime_caps_a_family_however_often_it_rotates(
-    store_url: str,
-) -> None:
-    async with opened(store_url) as store:
-        family = await Family(store).start()
-        started, token = family.now, family.first_token
-        # Rotating every 500 s keeps within the 600 s idle limit, but not past the 3600 s cap:
-        # the last successor (at 3500 s) would idle out at 4100 s.
-        for step in range(8):
-            family.now = started + 500 * step
-            outcome, _, live = await family.rotate(token)
-            assert outcome is RotationOutcome.ROTATED
-            token = live.token_id
-        family.now = started + LIFETIME
-        outcome, _, _ = await family.rotate(token)
-        assert outcome is RotationOutcome.EXPIRED
-        outcome, _, _ = await family.rotate(token)
-        assert outcome is RotationOutcome.UNKNOWN
-
-
-async def test_the_live_tokens_expiry_is_the_idle_limit(store_url: str) -> None:
-    async with opened(store_url) as store:
-        family = await Family(store).start(idle=60)
-        _, _, live = await family.rotate(family.first_token, idle=60)
-        family.now += 60
-        outcome, _, _ = await family.rotate(live.token_id)
-        assert outcome is RotationOutcome.EXPIRED
-
-
-async def test_revoke_family_refuses_that_family_only(store_url: str) -> None:
-    async with opened(store_url) as store:
-        revoked = await Family(store).start()
-        other = await Family(store, revoked.subject).start()
-        await store.revoke_family(revoked.id)
-        outcome, pair, _ = await revoked.rotate(revoked.first_token)
-        assert (outcome, pair) == (RotationOutcome.REVOKED, None)
-        outcome, _, _ = await other.rotate(other.first_token)
-        assert outcome is RotationOutcome.ROTATED
-        # Revoking what is not there is no error.
-        await store.revoke_family(new_id())
-
-
-async def test_revoke_family_drops_the_grace_pair(store_url: str) -> None:
-    async with opened(store_url) as store:
-        family = await Family(store).start()
-        await family.rotate(family.first_token)
-        await store.revoke_family(family.id)
-        outcome, pair, _ = await family.rotate(family.first_token)
-        assert (outcome, pair) == (RotationOutcome.REVOKED, None)
-
-
-async def test_revoke_subject_logs_out_everywhere_and_later_logins_work(store_url: str) -> None:
-    async with opened(store_url) as store:
-        phone = await Family(store).start()
-        laptop = await Family(store, phone.subject).start()
-        _, _, laptop_live = await laptop.rotate(laptop.first_token)
-        bystander = await Family(store).start()
-        await store.revoke_subject(phone.subject)
-        assert (await phone.rotate(phone.first_token))[0] is RotationOutcome.REVOKED
-        assert (await laptop.rotate(laptop_live.token_id))[0] is RotationOutcome.REVOKED
-        assert (await bystander.rotate(bystander.first_token))[0] is RotationOutcome.ROTATED
-        later = await Family(store, phone.subject).start()
-        assert (await later.rotate(later.first_token))[0] is RotationOutcome.ROTATED
-        await store.revoke_subject("nobody-" + new_id())
+    await check_store(made)
 
 
 @pytest.mark.parametrize("store_url", ["sqlite", "redis"], indirect=True)
@@ -157,7 +134,15 @@ async def test_a_second_store_on_the_same_url_sees_the_same_families(store_url: 
 
 @pytest.mark.parametrize(
     "url",
-    ["postgres://localhost/db", "sqlite://relative.db", "sqlite:///", "sqlite:///:memory:"],
+    [
+        "postgres://localhost/db",
+        "sqlite://relative.db",
+        "sqlite:///",
+        "sqlite:///:memory:",
+        "memory://somewhere",
+        "no scheme at all",
+        "",
+    ],
 )
 def test_unsupported_store_urls_are_configuration_errors(url: str) -> None:
     with pytest.raises(ConfigurationError):
@@ -167,3 +152,40 @@ def test_unsupported_store_urls_are_configuration_errors(url: str) -> None:
 def test_a_sqlite_file_in_a_missing_directory_is_a_configuration_error(tmp_path: object) -> None:
     with pytest.raises(ConfigurationError, match="directory does not exist"):
         open_store(f"sqlite:///{tmp_path}/missing/families.db")
+
+
+def test_a_registered_scheme_opens_its_store() -> None:
+    urls: list[str] = []
+
+    def toy(url: str) -> RefreshTokenStore:
+        urls.append(url)
+        return ToyStore()
+
+    register_store_scheme("toy-registered", toy)
+    assert isinstance(open_store("toy-registered://anything?x=1"), ToyStore)
+    assert urls == ["toy-registered://anything?x=1"]
+    with pytest.raises(ConfigurationError, match="not a URL scheme"):
+        register_store_scheme("bad scheme", toy)
+
+
+def test_an_installed_package_names_its_scheme_by_entry_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A distribution as pip installs one: its module and its .dist-info with the entry point.
+    (tmp_path / "toy_store_package.py").write_text(
+        "from auth_refresh import MemoryRefreshTokenStore\n"
+        "def open_toy(url):\n"
+        "    store = MemoryRefreshTokenStore()\n"
+        "    store.opened_from = url\n"
+        "    return store\n"
+    )
+    info = tmp_path / "toy_store_package-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-store-package\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[auth_refresh.stores]\ntoy-installed = toy_store_package:open_toy\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "toy_store_package", raising=False)
+    store = open_store("toy-installed://here")
+    assert store.opened_from == "toy-installed://here"  # type: ignore[attr-defined]

@@ -64,6 +64,7 @@ from auth_refresh.store import (
     RotationOutcome,
     Successor,
     open_store,
+    register_store_scheme,
 )
 from auth_refresh.tokens import JwtModule, JwtService, jwks_router
 
@@ -127,6 +128,7 @@ __all__ = [
     "VerifyTokenServiceInterface",
     "jwks_router",
     "open_store",
+    "register_store_scheme",
 ]
 
 __version__ = "0.1.0"

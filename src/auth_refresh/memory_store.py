@@ -24,7 +24,9 @@ class MemoryRefreshTokenStore:
         self._lock = threading.Lock()
         self._families: dict[str, FamilyRecord] = {}
         self._by_subject: dict[str, set[str]] = {}
-        # (expires_at, family_id) entries; an entry whose family lives longer now is skipped.
+        # One (expires_at, family_id) entry per family, pushed at its start: an entry that comes
+        # due for a family that lives longer now is pushed again with its new expiry, so the
+        # heap stays as large as the families, however often they rotate.
         self._expiries: list[tuple[float, str]] = []
 
     async def start_family(
@@ -46,6 +48,8 @@ class MemoryRefreshTokenStore:
         )
         with self._lock:
             self._purge(now)
+            if family_id not in self._families:
+                heapq.heappush(self._expiries, (record.expires_at, family_id))
             self._put(family_id, record)
 
     async def rotate(
@@ -88,11 +92,8 @@ class MemoryRefreshTokenStore:
         return None
 
     def _put(self, family_id: str, record: FamilyRecord) -> None:
-        previous = self._families.get(family_id)
         self._families[family_id] = record
         self._by_subject.setdefault(record.subject, set()).add(family_id)
-        if previous is None or previous.expires_at != record.expires_at:
-            heapq.heappush(self._expiries, (record.expires_at, family_id))
 
     def _delete(self, family_id: str) -> None:
         record = self._families.pop(family_id, None)
@@ -106,7 +107,11 @@ class MemoryRefreshTokenStore:
 
     def _purge(self, now: float) -> None:
         while self._expiries and self._expiries[0][0] <= now:
-            expires_at, family_id = heapq.heappop(self._expiries)
+            _, family_id = heapq.heappop(self._expiries)
             record = self._families.get(family_id)
-            if record is not None and record.expires_at == expires_at:
+            if record is None:
+                continue
+            if record.expires_at <= now:
                 self._delete(family_id)
+            else:
+                heapq.heappush(self._expiries, (record.expires_at, family_id))

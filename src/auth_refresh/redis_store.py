@@ -1,42 +1,46 @@
 """``redis://host:port/db``: token families in Redis, shared by every host (extra
 ``auth-refresh[redis]``).
 
-Each step is one Lua script, so one round trip, atomic on the server. A family is one hash
-that expires with its live token; a set per subject lists its families for ``revoke_subject``.
-The client has connect and socket timeouts (0.5 s; a URL query such as
-``?socket_timeout=0.2`` overrides them) and no retries, and every step has a deadline: a dead or
-hung Redis gives ``StoreUnavailableError`` well within 2 s. The scripts name keys they were not
-given (a subject's families), so use a standalone Redis, not Redis Cluster. ``rediss://`` URLs
-connect with TLS.
+Each step is one Lua script (``auth_refresh.redis_layout``), atomic on the server. The steps an
+event loop asks for while a write is under way go together in the next one: one pipeline of
+``EVALSHA`` calls through redis-py's public API, one write and one read for the batch, so a
+refresh costs one round trip or a share of one. The client has connect and socket timeouts
+(0.5 s; a URL query such as ``?socket_timeout=0.2`` overrides them) and no retries, and every
+step has a deadline: a dead or hung Redis gives ``StoreUnavailableError`` well within 2 s.
+``rediss://`` URLs connect with TLS.
 
-redis-py opens each connection (TCP, TLS or a Unix socket, AUTH, SELECT, as the URL says) and
-the store then speaks on it itself: one connection per event loop, every step written as it
-comes and the replies matched to the steps in order (pipelining). The client's per-command
-machinery (pool lock, retry wrapper, a task per timeout, telemetry) cost a refresh more than the
-round trip; several steps at once now share one connection and the server's read events.
-A connection that timed out, broke or was closed by the server is dropped, and the next step
-opens another.
+At its first step the store checks the server: an evicting ``maxmemory-policy`` would drop keys
+the others rely on, so only ``noeviction`` is accepted (where ``CONFIG GET`` is allowed), and
+the key layout is migrated to this release's version.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
-import hiredis
 import redis.asyncio as redis
-from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from auth_refresh.authentication import TokenPair
 from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
+from auth_refresh.redis_layout import (
+    REVOKE_FAMILY,
+    REVOKE_SUBJECT,
+    ROTATE,
+    START_FAMILY,
+    Keys,
+    migrate,
+)
 from auth_refresh.store import Rotation, RotationOutcome, Successor
 
 __all__ = ["RedisRefreshTokenStore"]
@@ -47,101 +51,31 @@ SOCKET_TIMEOUT_SECONDS = 0.5
 # The most one step may take, whatever the socket does: under the 2 s promised to clients.
 STEP_DEADLINE_SECONDS = 1.5
 KEY_PREFIX = "auth-refresh:"
+# The one policy under which no key of a family, index or generation disappears early.
+ACCEPTED_POLICY = "noeviction"
 
 store_log = logging.getLogger("auth_refresh.store")
 
-# Numbers go in and out as strings: '%.17g' gives back the exact double that came in.
-START_FAMILY = """
-redis.call('HSET', KEYS[1], 'subject', ARGV[1], 'created_at', ARGV[2], 'expires_at', ARGV[3],
-    'live', ARGV[4])
-redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', math.ceil(tonumber(ARGV[3]) * 1000)))
-redis.call('SADD', KEYS[2], ARGV[5])
-local lifetime_ms = math.ceil(tonumber(ARGV[6]) * 1000)
-if redis.call('PTTL', KEYS[2]) < lifetime_ms then
-    redis.call('PEXPIRE', KEYS[2], string.format('%.0f', lifetime_ms))
-end
-return 1
-"""
-
-# store.decide_rotation, line for line.
-ROTATE = """
-local token_id, successor_id, successor_pair = ARGV[1], ARGV[2], ARGV[3]
-local successor_expires_at = tonumber(ARGV[4])
-local now, grace, lifetime = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local family = redis.call('HMGET', KEYS[1], 'subject', 'created_at', 'expires_at', 'live',
-    'previous', 'consumed_at', 'successor', 'revoked')
-local subject = family[1]
-if not subject then
-    return {'unknown'}
-end
-local deadline = tonumber(family[2]) + lifetime
-if now >= deadline or now >= tonumber(family[3]) then
-    redis.call('DEL', KEYS[1])
-    return {'expired', subject}
-end
-if family[8] == '1' then
-    return {'revoked', subject}
-end
-if token_id == family[4] then
-    local expires_at = math.min(successor_expires_at, deadline)
-    redis.call('HSET', KEYS[1], 'expires_at', string.format('%.17g', expires_at),
-        'live', successor_id, 'previous', token_id, 'consumed_at', ARGV[5])
-    if grace > 0 then
-        redis.call('HSET', KEYS[1], 'successor', successor_pair)
-    else
-        redis.call('HDEL', KEYS[1], 'successor')
-    end
-    redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', math.ceil(expires_at * 1000)))
-    -- The caller holds the successor pair already: it is not sent back.
-    return {'rotated', subject}
-end
-if token_id == family[5] and family[6] and family[7] and now < tonumber(family[6]) + grace then
-    return {'grace', subject, family[7]}
-end
-redis.call('HSET', KEYS[1], 'revoked', '1')
-redis.call('HDEL', KEYS[1], 'successor')
-return {'reused', subject}
-"""
-
-REVOKE_FAMILY = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-    redis.call('HSET', KEYS[1], 'revoked', '1')
-    redis.call('HDEL', KEYS[1], 'successor')
-end
-return 1
-"""
-
-REVOKE_SUBJECT = """
-for _, family_id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-    local key = ARGV[1] .. family_id
-    if redis.call('EXISTS', key) == 1 then
-        redis.call('HSET', key, 'revoked', '1')
-        redis.call('HDEL', key, 'successor')
-    else
-        redis.call('SREM', KEYS[1], family_id)
-    end
-end
-return 1
-"""
+_Call = tuple[AsyncScript, list[str], list[str], "asyncio.Future[Any]"]
 
 
 class RedisRefreshTokenStore:
-    """Families in Redis; each step one Lua script."""
+    """Families in Redis; each step one Lua script, batched into pipelines."""
 
     def __init__(self, client: redis.Redis, *, key_prefix: str = KEY_PREFIX) -> None:
-        self._client = client
-        self._pool = client.connection_pool
-        self._socket_timeout: float | None = self._pool.connection_kwargs.get("socket_timeout")
-        # A connection belongs to the event loop that opened it.
-        self._pipes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPipe] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._family_prefix = key_prefix + "family:"
-        self._subject_prefix = key_prefix + "subject:"
+        self.client = client
+        self.keys = Keys(key_prefix)
         self._start_family = client.register_script(START_FAMILY)
         self._rotate = client.register_script(ROTATE)
         self._revoke_family = client.register_script(REVOKE_FAMILY)
         self._revoke_subject = client.register_script(REVOKE_SUBJECT)
+        # A connection belongs to the event loop that opened it: a client per loop.
+        self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batches] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._checked = False
+        # The loop the given client serves; other loops get clients of their own.
+        self._client_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
 
     @classmethod
     def from_url(cls, url: str) -> RedisRefreshTokenStore:
@@ -150,10 +84,16 @@ class RedisRefreshTokenStore:
             client = redis.Redis.from_url(
                 url,
                 decode_responses=True,
-                # A retry would double the wait on a dead server; the client may retry instead.
-                retry=Retry(NoBackoff(), 0),
+                # One retry at once on a broken connection (a reset while idle), none after a
+                # timeout: that would double the wait on a hung server. A step Redis ran
+                # whose reply was lost runs twice: a rotation's repeat is then answered as one
+                # within the grace window (with none, as reuse).
+                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
                 socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
                 socket_timeout=SOCKET_TIMEOUT_SECONDS,
+                # Off, or the pool skips its check of a connection the server closed while
+                # idle ("auto" counts as on), and the next step fails on it.
+                maint_notifications_config=MaintNotificationsConfig(enabled=False),
             )
         except ValueError as error:
             raise ConfigurationError(f"not a usable Redis URL: {error}") from None
@@ -172,7 +112,11 @@ class RedisRefreshTokenStore:
         expires_at = min(token_expires_at, now + absolute_lifetime)
         await self._call(
             self._start_family,
-            [self._family_prefix + family_id, self._subject_prefix + subject],
+            [
+                self.keys.family(family_id),
+                self.keys.families(subject),
+                self.keys.generation(subject),
+            ],
             [
                 subject,
                 _number(now),
@@ -195,15 +139,17 @@ class RedisRefreshTokenStore:
     ) -> Rotation:
         answer = await self._call(
             self._rotate,
-            [self._family_prefix + family_id],
+            [self.keys.family(family_id)],
             [
                 token_id,
                 successor.token_id,
-                json.dumps(successor.pair),
+                json.dumps(successor.pair) if grace_seconds > 0 else "",
                 _number(successor.expires_at),
                 _number(now),
                 _number(grace_seconds),
                 _number(absolute_lifetime),
+                self.keys.prefix,
+                family_id,
             ],
         )
         outcome = RotationOutcome(answer[0])
@@ -214,159 +160,135 @@ class RedisRefreshTokenStore:
         return Rotation(outcome, subject, pair)
 
     async def revoke_family(self, family_id: str) -> None:
-        await self._call(self._revoke_family, [self._family_prefix + family_id], [])
+        await self._call(self._revoke_family, [self.keys.family(family_id)], [])
 
     async def revoke_subject(self, subject: str) -> None:
         await self._call(
-            self._revoke_subject, [self._subject_prefix + subject], [self._family_prefix]
+            self._revoke_subject,
+            [self.keys.families(subject), self.keys.generation(subject)],
+            [],
         )
 
     async def close(self) -> None:
-        # This loop's connection; another loop's goes with it.
-        pipe = self._pipes.pop(asyncio.get_running_loop(), None)
-        if pipe is not None:
-            pipe.close()
-        await self._client.aclose()
+        # This loop's client; another loop's goes with its loop.
+        loop = asyncio.get_running_loop()
+        batches = self._batches.pop(loop, None)
+        if batches is not None and batches.client is not self.client:
+            await batches.client.aclose()
+        if self._client_loop is None or self._client_loop() in (loop, None):
+            await self.client.aclose()
 
-    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+    async def _call(self, script: AsyncScript, keys: list[str], args: list[str]) -> Any:
         try:
-            async with asyncio.timeout(STEP_DEADLINE_SECONDS) as deadline:
-                return await self._evaluate(deadline, script, keys, args)
+            async with asyncio.timeout(STEP_DEADLINE_SECONDS):
+                batches = self._batches_of_this_loop()
+                if not self._checked:
+                    await batches.checked(self._check_server)
+                return await batches.submit(script, keys, args)
         except (RedisError, OSError, TimeoutError) as error:
             store_log.warning("Redis store unavailable: %s: %s", type(error).__name__, error)
             raise StoreUnavailableError() from None
 
-    async def _evaluate(
-        self, deadline: asyncio.Timeout, script: Any, keys: list[str], args: list[Any]
-    ) -> Any:
+    async def _check_server(self, client: redis.Redis) -> None:
+        try:
+            policy = (await client.config_get("maxmemory-policy")).get("maxmemory-policy")
+        except ResponseError as error:
+            # CONFIG is often disabled on managed Redis: its operator answers for the policy.
+            store_log.info("Redis store: maxmemory-policy not readable: %s", error)
+            policy = None
+        if policy is not None and policy != ACCEPTED_POLICY:
+            raise ConfigurationError(
+                f"the Redis store needs maxmemory-policy {ACCEPTED_POLICY}; this server's is "
+                f"{policy}, under which it may evict a subject's index or generation and let "
+                "revoked sessions live on"
+            )
+        await migrate(client, self.keys)
+        self._checked = True
+
+    def _batches_of_this_loop(self) -> _Batches:
         loop = asyncio.get_running_loop()
-        pipe = self._pipes.get(loop)
-        if pipe is None:
-            pipe = self._pipes[loop] = _LoopPipe(self._new_connection)
-        connection = await pipe.connection()
-        if self._socket_timeout is not None:
-            # The reply within the socket timeout as well as the step's deadline.
-            when = deadline.when()
-            reply_by = loop.time() + self._socket_timeout
-            deadline.reschedule(reply_by if when is None else min(when, reply_by))
-        try:
-            answer = await connection.send(_command("EVALSHA", script.sha, len(keys), *keys, *args))
-            if isinstance(answer, hiredis.ReplyError) and str(answer).startswith("NOSCRIPT"):
-                # The server lost its script cache (a restart, SCRIPT FLUSH): EVAL loads it.
-                answer = await connection.send(
-                    _command("EVAL", script.script, len(keys), *keys, *args)
-                )
-        except asyncio.CancelledError:
-            # Timed out (or the request went away): a hung server or a half-open connection
-            # is not waited on by the next step too.
-            if deadline.expired():
-                connection.close()
-            raise
-        if isinstance(answer, hiredis.ReplyError):
-            raise RedisError(str(answer))
+        batches = self._batches.get(loop)
+        if batches is None:
+            if self._client_loop is None:
+                self._client_loop = weakref.ref(loop)
+            client = self.client if self._client_loop() is loop else _same_client(self.client)
+            batches = self._batches[loop] = _Batches(client)
+        return batches
+
+
+class _Batches:
+    """One event loop's steps: those asked for while a pipeline is under way go in the next."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._waiting: list[_Call] = []
+        self._sending: asyncio.Task[None] | None = None
+        self._checking: asyncio.Task[None] | None = None
+
+    async def checked(self, check: Callable[[redis.Redis], Coroutine[Any, Any, None]]) -> None:
+        """``check(client)`` done once for the steps that wait for it together."""
+        if self._checking is None or self._checking.done():
+            self._checking = asyncio.get_running_loop().create_task(check(self.client))
+            self._checking.add_done_callback(_retrieve)
+        # Shielded: one step's deadline does not cancel the check the others wait for.
+        await asyncio.shield(self._checking)
+
+    def submit(self, script: AsyncScript, keys: list[str], args: list[str]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+        self._waiting.append((script, keys, args, answer))
+        if self._sending is None:
+            self._sending = loop.create_task(self._send_all())
         return answer
 
-    def _new_connection(self) -> AbstractConnection:
-        # Made with the pool's settings (timeouts, no retries, TLS); the pool keeps none.
-        return cast(AbstractConnection, self._pool.make_connection())  # type: ignore[no-untyped-call]
-
-
-class _LoopPipe:
-    """One event loop's connection to Redis, and its opening while one is under way."""
-
-    def __init__(self, make_connection: Callable[[], AbstractConnection]) -> None:
-        self._make_connection = make_connection
-        self._current: _Pipe | None = None
-        self._opening: asyncio.Task[_Pipe] | None = None
-
-    async def connection(self) -> _Pipe:
-        current = self._current
-        if current is not None and current.is_open:
-            return current
-        if self._opening is None:
-            self._opening = asyncio.get_running_loop().create_task(self._open())
-            # Retrieved here as well: every step that waited for it may have timed out.
-            self._opening.add_done_callback(_retrieve)
-        # Shielded: one step's deadline does not cancel the opening the others wait for.
-        return await asyncio.shield(self._opening)
-
-    async def _open(self) -> _Pipe:
+    async def _send_all(self) -> None:
         try:
-            connection = self._make_connection()
-            await connection.connect()  # type: ignore[no-untyped-call]
-            self._current = _Pipe(connection)
-            return self._current
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    await self._send(batch)
+                except (RedisError, OSError, TimeoutError) as error:
+                    for *_, answer in batch:
+                        if not answer.done():
+                            answer.set_exception(error)
         finally:
-            self._opening = None
+            self._sending = None
 
-    def close(self) -> None:
-        if self._current is not None:
-            self._current.close()
-
-
-class _Pipe(asyncio.Protocol):
-    """A connection redis-py opened, taken over: commands are written as they come, replies
-    are matched to them in the order sent."""
-
-    def __init__(self, connection: AbstractConnection) -> None:
-        writer = connection._writer
-        assert writer is not None
-        # Kept, and redis-py's connection with it: they close the socket when collected.
-        self._connection = connection
-        self._transport = cast(asyncio.Transport, writer.transport)
-        self._replies = hiredis.Reader(encoding="utf-8")
-        self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
-        self.is_open = not self._transport.is_closing()
-        self._transport.set_protocol(self)
-
-    def send(self, command: bytes) -> asyncio.Future[Any]:
-        if not self.is_open:
-            raise ConnectionError("the connection to Redis is closed")
-        answer = asyncio.get_running_loop().create_future()
-        self._waiting.append(answer)
-        self._transport.write(command)
-        return answer
-
-    def data_received(self, data: bytes) -> None:
-        self._replies.feed(data)
-        while True:
-            try:
-                reply = self._replies.gets()
-            except hiredis.ProtocolError:
-                self.close()
-                return
-            if reply is False:
-                return
-            if not self._waiting:
-                self.close()  # a reply nobody asked for: the stream is out of step
-                return
-            answer = self._waiting.popleft()
-            if not answer.done():  # a step that gave up (its deadline) has its reply skipped
+    async def _send(self, batch: list[_Call]) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for script, keys, args, _ in batch:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            replies = await pipe.execute(raise_on_error=False)
+            lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            if lost:
+                # The server lost its script cache (a restart, SCRIPT FLUSH): EVAL loads them.
+                for i in lost:
+                    script, keys, args, _ = batch[i]
+                    pipe.eval(str(script.script), len(keys), *keys, *args)
+                for i, reply in zip(lost, await pipe.execute(raise_on_error=False), strict=True):
+                    replies[i] = reply
+        for (*_, answer), reply in zip(batch, replies, strict=True):
+            if answer.done():
+                continue  # a step that gave up (its deadline) has its reply skipped
+            if isinstance(reply, Exception):
+                answer.set_exception(reply)
+            else:
                 answer.set_result(reply)
 
-    def connection_lost(self, error: Exception | None) -> None:
-        self.close()
 
-    def close(self) -> None:
-        self.is_open = False
-        # Through redis-py, which then counts its connection closed.
-        self._connection._close()  # type: ignore[no-untyped-call]
-        while self._waiting:
-            answer = self._waiting.popleft()
-            if not answer.done():
-                answer.set_exception(ConnectionError("the connection to Redis was lost"))
-
-
-def _retrieve(task: asyncio.Task[Any]) -> None:
+def _retrieve(task: asyncio.Task[None]) -> None:
+    # Each waiting step raised the error itself; the task's own copy is not "never retrieved".
     if not task.cancelled():
         task.exception()
 
 
-def _command(*parts: str | int) -> bytes:
-    # RESP: an array of bulk strings.
-    encoded = [part.encode() if isinstance(part, str) else b"%d" % part for part in parts]
-    return b"*%d\r\n" % len(encoded) + b"".join(
-        b"$%d\r\n%s\r\n" % (len(part), part) for part in encoded
+def _same_client(client: redis.Redis) -> redis.Redis:
+    # Another loop's client, with the same connection settings (host, TLS, timeouts).
+    pool = client.connection_pool
+    return redis.Redis(
+        connection_pool=redis.ConnectionPool(
+            connection_class=pool.connection_class, **pool.connection_kwargs
+        )
     )
 
 

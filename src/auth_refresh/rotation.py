@@ -19,6 +19,7 @@ from auth_refresh._utils import resolve
 from auth_refresh.authentication import IssueTokenServiceInterface, TokenPair
 from auth_refresh.exceptions import ConfigurationError, InvalidTokenError
 from auth_refresh.keys import base64url_decode
+from auth_refresh.sealing import open_pair, seal_pair, token_digest
 from auth_refresh.settings import AuthRefreshSettings
 from auth_refresh.store import RefreshTokenStore, RotationOutcome, Successor
 from auth_refresh.telemetry import record_refresh, store_step
@@ -39,6 +40,8 @@ AUTH_TIME_CLAIM = "auth_time"
 FAMILY_ID_BYTES = 16
 
 security_log = logging.getLogger("auth_refresh.security")
+# What the store is given to keep when there is no grace window to answer within.
+NO_PAIR: TokenPair = {"accessToken": "", "refreshToken": ""}
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ class TokenRotationService:
             await self.store.start_family(
                 family_id,
                 subject,
-                first.token_id,
+                token_digest(first.token_id),
                 token_expires_at=first.expires_at,
                 now=now,
                 absolute_lifetime=self.settings.absolute_lifetime,
@@ -97,20 +100,28 @@ class TokenRotationService:
             raise InvalidTokenError(reason="no_token_id")
         successor = await self._sign(subject, family_id, _authenticated_at(claims))
         now = self.clock()
+        grace_seconds = self.settings.grace_seconds
         if arrived_at is not None:
-            now = min(now, max(arrived_at, now - self.settings.grace_seconds))
+            now = min(now, max(arrived_at, now - grace_seconds))
+        # The store keeps nothing usable (auth_refresh.sealing): the grace pair opens with the
+        # presented token's id only.
+        sealed = seal_pair(successor.pair, token_id, family_id) if grace_seconds > 0 else NO_PAIR
         with store_step("rotate"):
             rotation = await self.store.rotate(
                 family_id,
-                token_id,
-                successor,
+                token_digest(token_id),
+                Successor(token_digest(successor.token_id), sealed, successor.expires_at),
                 now=now,
-                grace_seconds=self.settings.grace_seconds,
+                grace_seconds=grace_seconds,
                 absolute_lifetime=self.settings.absolute_lifetime,
             )
         record_refresh(rotation.outcome.value)
-        if rotation.pair is not None:
-            return rotation.pair
+        if rotation.outcome is RotationOutcome.ROTATED:
+            return successor.pair
+        if rotation.outcome is RotationOutcome.GRACE and rotation.pair is not None:
+            pair = open_pair(rotation.pair, token_id, family_id)
+            if pair is not None:
+                return pair
         if rotation.outcome is RotationOutcome.REUSED:
             security_log.warning("refresh token reused: family revoked")
             await self._report_reuse(TokenReuseEvent(family_id, rotation.subject, now))

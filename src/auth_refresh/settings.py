@@ -154,7 +154,6 @@ class JwtSettings(_Settings):
 
 
 DEFAULT_STORE_URL = "sqlite:///auth-refresh.db"
-STORE_URL_SCHEMES = ("memory://", "sqlite:///", "redis://", "rediss://")
 
 
 class AuthRefreshSettings(_Settings):
@@ -166,8 +165,9 @@ class AuthRefreshSettings(_Settings):
 
     ``rotation`` (default on) makes every refresh token single-use within its token family, kept
     in the store ``store_url`` names (``memory://``, ``sqlite:///path/to/file.db``,
-    ``redis://host:port/db``). ``grace_seconds`` is how long a repeat of the token just consumed
-    gets the same successor pair (0 turns it off); ``absolute_lifetime`` caps a family's age.
+    ``redis://host:port/db``, or a scheme registered with ``register_store_scheme``).
+    ``grace_seconds`` is how long a repeat of the token just consumed gets the same successor
+    pair (0 turns it off); ``absolute_lifetime`` caps a family's age.
     ``on_token_reuse`` (sync or async) is called with a ``TokenReuseEvent`` when a consumed token
     comes back and its family is revoked.
 
@@ -231,9 +231,13 @@ class AuthRefreshSettings(_Settings):
     @field_validator("store_url")
     @classmethod
     def _store_url_is_supported(cls, url: str) -> str:
-        if not url.startswith(STORE_URL_SCHEMES):
+        # Imported here: the store module imports what imports these settings.
+        from auth_refresh.store import store_factory_for
+
+        if store_factory_for(url) is None:
             raise ValueError(
-                "must start with memory://, sqlite:/// (then a file path), redis:// or rediss://"
+                "must start with memory://, sqlite:/// (then a file path), redis://, rediss:// "
+                "or a scheme a store registered (register_store_scheme)"
             )
         return url
 

@@ -1,36 +1,38 @@
 """``sqlite:///path/to/file.db``: token families in a SQLite file, shared by the processes of
 one machine.
 
-Each step is one transaction: SQLite's write lock serialises the steps of every process (WAL
-keeps readers out of the way). The refresh of a live token is a single ``UPDATE ... RETURNING``;
-anything else is read and decided under ``BEGIN IMMEDIATE``. Every step writes, so one process gains
-nothing from several connections: each store has one connection. A step runs at once on the
-caller's thread when the lock is free (a few tens of microseconds of page-cache I/O, no disk
-sync: cheaper than handing it to a thread); when another writer holds the lock or the
-connection is in use, it goes to the store's own thread and waits there, never on the event
-loop. A step that cannot start and take the lock within
-``busy_timeout`` of being asked for (another writer holds it, or the queue is long) fails with
-``StoreUnavailableError`` instead of waiting on. The disk syncs, WAL checkpoints and the restart
-of the WAL by the first step after one, happen on the store's thread too.
+Every step runs on the store's own thread, never on the event loop. The steps one pass of an
+event loop asks for are handed over together (one wake-up), and the thread takes those queued
+meanwhile with them: it runs each in a savepoint of one ``BEGIN IMMEDIATE`` transaction and
+commits once (group commit), so under load one lock, one commit and one hand-back to each
+event loop serve a batch. SQLite's write lock serialises the batches of every process (WAL keeps
+readers out of the way). A step that cannot start within ``busy_timeout`` of being asked for
+(another writer holds the lock, or the queue is long) fails with ``StoreUnavailableError``.
+Statements are prepared once and cached by the connection.
+
+The file (and its ``-wal`` and ``-shm``) are readable by their owner only; its schema is
+versioned and migrated (``auth_refresh.sqlite_schema``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import os
+import queue
 import sqlite3
+import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
-from typing import Any, TypeVar, cast
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 from auth_refresh.authentication import TokenPair
 from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
+from auth_refresh.sqlite_schema import upgrade
 from auth_refresh.store import (
     FamilyRecord,
     Rotation,
@@ -46,29 +48,11 @@ URL_PREFIX = "sqlite:///"
 # Under the 2 s a client should wait for a 503, with room for the work itself.
 BUSY_TIMEOUT_SECONDS = 1.0
 PURGE_BATCH = 100
-# Steps between WAL checkpoints: a step writes about 4 pages, SQLite's default is 1000 pages.
-CHECKPOINT_STEPS = 250
-
-T = TypeVar("T")
+# The most steps one transaction takes: a long batch would hold the write lock long.
+MAX_BATCH = 64
+BUSY_TIMEOUT_SLACK_MS = 100
 
 store_log = logging.getLogger("auth_refresh.store")
-
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS auth_refresh_families (
-        family_id TEXT PRIMARY KEY,
-        subject TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        expires_at REAL NOT NULL,
-        live_token_id TEXT NOT NULL,
-        previous_token_id TEXT,
-        consumed_at REAL,
-        successor_pair TEXT,
-        revoked INTEGER NOT NULL DEFAULT 0
-    )""",
-    "CREATE INDEX IF NOT EXISTS auth_refresh_families_subject ON auth_refresh_families (subject)",
-    "CREATE INDEX IF NOT EXISTS auth_refresh_families_expires_at "
-    "ON auth_refresh_families (expires_at)",
-)
 
 COLUMNS = (
     "subject, created_at, expires_at, live_token_id, previous_token_id, consumed_at, "
@@ -83,19 +67,39 @@ ROTATE_LIVE = """UPDATE auth_refresh_families
     WHERE family_id = :family_id AND live_token_id = :token_id AND revoked = 0
         AND :now < created_at + :lifetime AND :now < expires_at
     RETURNING subject"""
-# The columns are named as FamilyRecord's fields.
-FIELDS = tuple(name.strip() for name in COLUMNS.split(","))
+SELECT_FAMILY = f"SELECT {COLUMNS} FROM auth_refresh_families WHERE family_id = ?"  # noqa: S608
+INSERT_FAMILY = (
+    f"INSERT INTO auth_refresh_families ({COLUMNS}, family_id) "  # noqa: S608
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+UPDATE_FAMILY = (
+    "UPDATE auth_refresh_families SET expires_at = ?, live_token_id = ?, previous_token_id = ?, "
+    "consumed_at = ?, successor_pair = ?, revoked = ? WHERE family_id = ?"
+)
+PURGE_EXPIRED = (
+    "DELETE FROM auth_refresh_families WHERE family_id IN (SELECT family_id "
+    "FROM auth_refresh_families WHERE expires_at <= ? LIMIT ?)"
+)
+REVOKE = "UPDATE auth_refresh_families SET revoked = 1, successor_pair = NULL WHERE "
+
+Step = Callable[[sqlite3.Connection], Any]
+
+
+@dataclass(slots=True)
+class _Queued:
+    step: Step
+    deadline: float
+    loop: asyncio.AbstractEventLoop
+    answer: asyncio.Future[Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.answer = self.loop.create_future()
 
 
 class SqliteRefreshTokenStore:
     """Families in one SQLite file (WAL); safe for several worker processes on one machine."""
 
-    def __init__(
-        self,
-        path: str,
-        *,
-        busy_timeout: float = BUSY_TIMEOUT_SECONDS,
-    ) -> None:
+    def __init__(self, path: str, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> None:
         if not path or path == ":memory:" or path.startswith("file:"):
             raise ConfigurationError(
                 "sqlite:/// needs a file path (sqlite:///relative.db, sqlite:////absolute.db); "
@@ -107,17 +111,12 @@ class SqliteRefreshTokenStore:
         if not os.path.isdir(directory):
             raise ConfigurationError(f"the SQLite store's directory does not exist: {directory}")
         self.busy_timeout = busy_timeout
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="auth-refresh-sqlite")
-        # Opened on the executor's thread; used by whichever thread holds the lock, one at a time.
-        self._connection: sqlite3.Connection | None = None
-        self._connection_lock = threading.Lock()
-        self._busy_timeout_ms: int | None = None
-        self._steps_since_checkpoint = 0
-        # After a checkpoint the next write starts the WAL over and syncs its header: that step
-        # goes to the store's thread, behind the checkpoint.
-        self._restart_due = False
-        # Used on the executor's thread only.
-        self._checkpoint_connection: sqlite3.Connection | None = None
+        self._queue: queue.SimpleQueue[list[_Queued] | None] = queue.SimpleQueue()
+        self._pending: dict[asyncio.AbstractEventLoop, list[_Queued]] = {}
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+        self._busy_ms = 0  # the connection's busy_timeout; used on the store's thread only
 
     @classmethod
     def from_url(cls, url: str) -> SqliteRefreshTokenStore:
@@ -145,13 +144,8 @@ class SqliteRefreshTokenStore:
         )
 
         def start(connection: sqlite3.Connection) -> None:
-            with _immediate(connection):
-                connection.execute(
-                    "DELETE FROM auth_refresh_families WHERE family_id IN (SELECT family_id "
-                    "FROM auth_refresh_families WHERE expires_at <= ? LIMIT ?)",
-                    (now, PURGE_BATCH),
-                )
-                _insert(connection, family_id, record)
+            connection.execute(PURGE_EXPIRED, (now, PURGE_BATCH))
+            connection.execute(INSERT_FAMILY, (*_row(record), family_id))
 
         await self._run(start)
 
@@ -168,8 +162,8 @@ class SqliteRefreshTokenStore:
         pair = json.dumps(successor.pair) if grace_seconds > 0 else None
 
         def rotate(connection: sqlite3.Connection) -> Rotation:
-            # The live token, as nearly every refresh presents: one statement, its own
-            # transaction. Anything else is decided in Python on the row read under the lock.
+            # The live token, as nearly every refresh presents: one statement. Anything else
+            # is decided in Python on the row, within the same transaction.
             rotated = connection.execute(
                 ROTATE_LIVE,
                 {
@@ -181,186 +175,216 @@ class SqliteRefreshTokenStore:
                     "family_id": family_id,
                     "token_id": token_id,
                 },
-            ).fetchall()  # to the end: the statement's transaction commits when it is done
+            ).fetchall()
             if rotated:
                 return Rotation(RotationOutcome.ROTATED, rotated[0][0], successor.pair)
-            with _immediate(connection):
-                row = connection.execute(
-                    f"SELECT {COLUMNS} FROM auth_refresh_families WHERE family_id = ?",  # noqa: S608
-                    (family_id,),
-                ).fetchone()
-                record = _record(row) if row is not None else None
-                rotation, updated = decide_rotation(
-                    record,
-                    token_id,
-                    successor,
-                    now=now,
-                    grace_seconds=grace_seconds,
-                    absolute_lifetime=absolute_lifetime,
+            row = connection.execute(SELECT_FAMILY, (family_id,)).fetchone()
+            record = _record(row) if row is not None else None
+            rotation, updated = decide_rotation(
+                record,
+                token_id,
+                successor,
+                now=now,
+                grace_seconds=grace_seconds,
+                absolute_lifetime=absolute_lifetime,
+            )
+            if updated is None and record is not None:
+                connection.execute(
+                    "DELETE FROM auth_refresh_families WHERE family_id = ?", (family_id,)
                 )
-                if updated is None and record is not None:
-                    connection.execute(
-                        "DELETE FROM auth_refresh_families WHERE family_id = ?", (family_id,)
-                    )
-                elif updated is not None and record is not None and updated != record:
-                    _update(connection, family_id, record, updated)
-                return rotation
+            elif updated is not None and updated != record:
+                connection.execute(UPDATE_FAMILY, (*_row(updated)[2:], family_id))
+            return rotation
 
-        return await self._run(rotate)
+        return cast(Rotation, await self._run(rotate))
 
     async def revoke_family(self, family_id: str) -> None:
-        def revoke(connection: sqlite3.Connection) -> None:
-            with _immediate(connection):
-                connection.execute(
-                    "UPDATE auth_refresh_families SET revoked = 1, successor_pair = NULL "
-                    "WHERE family_id = ?",
-                    (family_id,),
-                )
-
-        await self._run(revoke)
+        await self._run(
+            lambda connection: connection.execute(REVOKE + "family_id = ?", (family_id,))
+        )
 
     async def revoke_subject(self, subject: str) -> None:
-        def revoke(connection: sqlite3.Connection) -> None:
-            with _immediate(connection):
-                connection.execute(
-                    "UPDATE auth_refresh_families SET revoked = 1, successor_pair = NULL "
-                    "WHERE subject = ?",
-                    (subject,),
-                )
-
-        await self._run(revoke)
+        await self._run(lambda connection: connection.execute(REVOKE + "subject = ?", (subject,)))
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self._close)
+        self._closed = True
+        thread = self._thread
+        if thread is not None:
+            # Steps asked for in this pass of the loop go first.
+            pending = self._pending.pop(asyncio.get_running_loop(), None)
+            if pending:
+                self._queue.put(pending)
+            self._queue.put(None)
+            await asyncio.get_running_loop().run_in_executor(None, thread.join)
 
-    def _close(self) -> None:
-        self._executor.shutdown(wait=True)
-        if self._checkpoint_connection is not None:
-            self._checkpoint_connection.close()
-            self._checkpoint_connection = None
-        with self._connection_lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+    async def _run(self, step: Step) -> Any:
+        if self._closed:
+            raise StoreUnavailableError()
+        if self._thread is None:
+            self._start_thread()
+        loop = asyncio.get_running_loop()
+        queued = _Queued(step, time.monotonic() + self.busy_timeout, loop)
+        # The steps one pass of the event loop asks for go to the thread together: one wake-up.
+        pending = self._pending.get(loop)
+        if pending is None:
+            pending = self._pending[loop] = []
+            loop.call_soon(self._hand_over, loop)
+        pending.append(queued)
+        return await queued.answer
 
-    async def _run(self, step: Callable[[sqlite3.Connection], T]) -> T:
-        deadline = time.monotonic() + self.busy_timeout
-        try:
-            # To the store's thread when the connection is not opened yet or in use by another
-            # thread's step, and while the WAL's restart is due. Not whenever steps are queued
-            # there: under load the queue would never drain, and every step would pay the
-            # hand-off.
-            if (
-                not self._restart_due
-                and self._connection is not None
-                and self._connection_lock.acquire(blocking=False)
-            ):
-                try:
-                    return self._call_at_once(step)
-                except _DatabaseBusy:
-                    pass  # nothing was written: wait on the store's thread instead
-                finally:
-                    self._connection_lock.release()
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, self._call, step, deadline)
-        except (sqlite3.Error, ValueError) as error:
-            # "database is locked" after busy_timeout, I/O errors, a corrupt file or row (a
-            # successor pair that is not JSON): fail closed.
-            store_log.warning("SQLite store unavailable: %s: %s", type(error).__name__, error)
-            raise StoreUnavailableError() from None
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._queue.put(self._pending.pop(loop))
 
-    def _call_at_once(self, step: Callable[[sqlite3.Connection], T]) -> T:
-        # The caller holds the connection lock. No busy handler: a held lock fails at once.
-        connection = self._connection
-        assert connection is not None
-        self._set_busy_timeout(connection, 0)
-        try:
-            result = step(connection)
-        except sqlite3.OperationalError as error:
-            # The step's transaction was rolled back (_immediate), so it can run again.
-            if error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
-                raise _DatabaseBusy() from None
-            raise
-        self._checkpoint_when_due()
-        return result
-
-    def _call(self, step: Callable[[sqlite3.Connection], T], deadline: float) -> T:
-        # The time spent queued counts: the wait for the lock gets what is left.
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not self._connection_lock.acquire(timeout=remaining):
-            raise sqlite3.OperationalError("queued longer than the busy timeout")
-        try:
-            connection = self._connection or self._open()
-            remaining = deadline - time.monotonic()
-            self._set_busy_timeout(connection, max(1, int(remaining * 1000)))
-            result = step(connection)
-            self._restart_due = False
-            self._checkpoint_when_due()
-            return result
-        finally:
-            self._connection_lock.release()
-
-    def _set_busy_timeout(self, connection: sqlite3.Connection, milliseconds: int) -> None:
-        if milliseconds != self._busy_timeout_ms:
-            connection.execute(f"PRAGMA busy_timeout = {milliseconds}")
-            self._busy_timeout_ms = milliseconds
-
-    def _checkpoint_when_due(self) -> None:
-        # SQLite's automatic checkpoint would sync the files in whichever step crosses its
-        # threshold, possibly on the event loop: it is off, and the store's thread does it.
-        # The caller holds the connection lock.
-        self._steps_since_checkpoint += 1
-        if self._steps_since_checkpoint >= CHECKPOINT_STEPS:
-            self._steps_since_checkpoint = 0
-            # RuntimeError: closing, and the last connection to close checkpoints the file.
-            with suppress(RuntimeError):
-                self._executor.submit(self._checkpoint)
-                self._restart_due = True
-
-    def _checkpoint(self) -> None:
-        try:
-            # The bulk on a connection of its own, beside the steps (WAL lets them append
-            # meanwhile): the event loop does not wait for these disk syncs.
-            if self._checkpoint_connection is None:
-                self._checkpoint_connection = sqlite3.connect(
-                    self.path, isolation_level=None, check_same_thread=False
+    def _start_thread(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                thread = threading.Thread(
+                    target=self._serve, name="auth-refresh-sqlite", daemon=True
                 )
-            self._checkpoint_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            # Then the few frames appended meanwhile, between two steps: only a WAL copied to
-            # its last frame is started over by the next step instead of growing on.
-            if self._connection_lock.acquire(timeout=self.busy_timeout):
-                try:
-                    if self._connection is not None:
-                        self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                finally:
-                    self._connection_lock.release()
-        except sqlite3.Error as error:
-            # Another process checkpointing, a full disk: the next checkpoint tries again.
-            store_log.info("SQLite store: checkpoint not done: %s", error)
+                thread.start()
+                self._thread = thread
+
+    def _serve(self) -> None:
+        connection: sqlite3.Connection | None = None
+        try:
+            while (first := self._queue.get()) is not None:
+                batch = list(first)
+                stop = False
+                while len(batch) < MAX_BATCH:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stop = True
+                        break
+                    batch += more
+                connection = self._run_batch(connection, batch)
+                if stop:
+                    break
+        finally:
+            if connection is not None:
+                connection.close()
+
+    def _run_batch(
+        self, connection: sqlite3.Connection | None, batch: list[_Queued]
+    ) -> sqlite3.Connection | None:
+        now = time.monotonic()
+        timed_out = sqlite3.OperationalError("queued longer than the busy timeout")
+        answers: list[tuple[_Queued, Any, BaseException | None]] = [
+            (queued, None, timed_out) for queued in batch if queued.deadline <= now
+        ]
+        live = [queued for queued in batch if queued.deadline > now and not queued.answer.done()]
+        if not live:
+            _answer(answers)
+            return connection
+        settled = len(answers)
+        try:
+            remaining = min(queued.deadline for queued in live) - now
+            connection = connection or self._open()
+            # Every statement is a hand-over of the GIL: the timeout is set when it moved.
+            busy_ms = max(1, int(remaining * 1000))
+            if abs(busy_ms - self._busy_ms) > BUSY_TIMEOUT_SLACK_MS:
+                connection.execute(f"PRAGMA busy_timeout = {busy_ms:d}")
+                self._busy_ms = busy_ms
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                if len(live) == 1:
+                    # Alone in its transaction: the transaction is its savepoint.
+                    result = live[0].step(connection)
+                    answers.append((live[0], result, None))
+                else:
+                    for queued in live:
+                        answers.append((queued, *_in_savepoint(connection, queued.step)))
+                # Inside the try: a COMMIT that fails leaves nothing half-written either.
+                connection.execute("COMMIT")
+            except BaseException:
+                # SQLite rolls some errors back itself; a second ROLLBACK would hide the first.
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+        except Exception as error:
+            # Whatever went wrong (a locked or broken file, an unexpected error): every step
+            # of the batch fails closed, and the thread serves the next batch.
+            answers[settled:] = [(queued, None, error) for queued in live]
+        _answer(answers)
+        return connection
 
     def _open(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(
-            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-        )
+        _create_private(self.path)
+        connection = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
         try:
             _use_wal(connection)
-            # With WAL, NORMAL syncs at checkpoints: a power cut may lose the last steps, never
-            # corrupt the file.
+            # With WAL, NORMAL syncs at checkpoints only (on this thread): a power cut may lose
+            # the last steps, never corrupt the file.
             connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute("PRAGMA wal_autocheckpoint=0")
             # IMMEDIATE: processes starting together on a new file wait for each other here.
-            with _immediate(connection):
-                for statement in SCHEMA:
-                    connection.execute(statement)
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                upgrade(connection)
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
         except BaseException:
             connection.close()
             raise
-        self._connection = connection
         return connection
 
 
-class _DatabaseBusy(Exception):
-    """Another connection holds the write lock; the step wrote nothing."""
+def _in_savepoint(connection: sqlite3.Connection, step: Step) -> tuple[Any, BaseException | None]:
+    # One step's failure (a corrupt row) undoes that step only, not the batch.
+    connection.execute("SAVEPOINT step")
+    try:
+        result = step(connection)
+    except Exception as error:
+        if not connection.in_transaction:
+            raise  # SQLite rolled the whole transaction back (I/O, full disk): the batch fails
+        connection.execute("ROLLBACK TO step")
+        connection.execute("RELEASE step")
+        return None, error
+    connection.execute("RELEASE step")
+    return result, None
+
+
+def _answer(answers: list[tuple[_Queued, Any, BaseException | None]]) -> None:
+    # One wake-up per event loop for the whole batch.
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Queued, Any, BaseException | None]]] = {}
+    for answer in answers:
+        by_loop.setdefault(answer[0].loop, []).append(answer)
+    for loop, loop_answers in by_loop.items():
+        # RuntimeError: the loop is closed, nobody waits for these answers.
+        with suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, loop_answers)
+
+
+def _settle(answers: list[tuple[_Queued, Any, BaseException | None]]) -> None:
+    for queued, result, error in answers:
+        if queued.answer.done():
+            continue  # the caller went away (its request was cancelled)
+        if isinstance(error, ConfigurationError):
+            queued.answer.set_exception(error)
+        elif error is not None:
+            # "database is locked" after busy_timeout, I/O errors, a corrupt file or row:
+            # fail closed.
+            store_log.warning("SQLite store unavailable: %s: %s", type(error).__name__, error)
+            queued.answer.set_exception(StoreUnavailableError())
+        else:
+            queued.answer.set_result(result)
+
+
+def _create_private(path: str) -> None:
+    # Created 0600 before SQLite opens it; SQLite gives -wal and -shm the file's own mode.
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = os.stat(path).st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            store_log.warning("SQLite store: %s is readable by others: set to 0600", path)
+            os.chmod(path, 0o600)
+        return
+    os.close(descriptor)
 
 
 def _use_wal(connection: sqlite3.Connection) -> None:
@@ -371,21 +395,6 @@ def _use_wal(connection: sqlite3.Connection) -> None:
         # Another process switching it at this moment: correct without WAL, only slower, and
         # the next connection tries again.
         store_log.info("SQLite store: journal mode not switched to WAL yet: %s", error)
-
-
-@contextmanager
-def _immediate(connection: sqlite3.Connection) -> Iterator[None]:
-    # IMMEDIATE takes the write lock before the read, so two steps never decide on one state.
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        # Inside the try: a COMMIT that fails (busy, I/O) leaves nothing half-written either.
-        connection.execute("COMMIT")
-    except BaseException:
-        # SQLite rolls some errors back itself; a second ROLLBACK would hide the first error.
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
 
 
 def _record(row: tuple[Any, ...]) -> FamilyRecord:
@@ -402,36 +411,16 @@ def _record(row: tuple[Any, ...]) -> FamilyRecord:
     )
 
 
-def _insert(connection: sqlite3.Connection, family_id: str, record: FamilyRecord) -> None:
-    connection.execute(
-        f"INSERT INTO auth_refresh_families ({COLUMNS}, family_id) "  # noqa: S608
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (*(_column_value(record, name) for name in FIELDS), family_id),
+def _row(record: FamilyRecord) -> tuple[Any, ...]:
+    # In COLUMNS' order.
+    pair = record.successor_pair
+    return (
+        record.subject,
+        record.created_at,
+        record.expires_at,
+        record.live_token_id,
+        record.previous_token_id,
+        record.consumed_at,
+        json.dumps(pair) if pair is not None else None,
+        int(record.revoked),
     )
-
-
-def _update(
-    connection: sqlite3.Connection, family_id: str, before: FamilyRecord, after: FamilyRecord
-) -> None:
-    # Only the columns that changed: setting an indexed column (subject) to its own value would
-    # still rewrite its index entry, a third of a rotation's cost.
-    changed = tuple(name for name in FIELDS if getattr(before, name) != getattr(after, name))
-    connection.execute(
-        _update_statement(changed),
-        (*(_column_value(after, name) for name in changed), family_id),
-    )
-
-
-@functools.cache
-def _update_statement(columns: tuple[str, ...]) -> str:
-    assignments = ", ".join(f"{name} = ?" for name in columns)
-    return f"UPDATE auth_refresh_families SET {assignments} WHERE family_id = ?"  # noqa: S608
-
-
-def _column_value(record: FamilyRecord, name: str) -> Any:
-    value = getattr(record, name)
-    if name == "successor_pair":
-        return json.dumps(value) if value is not None else None
-    if name == "revoked":
-        return int(value)
-    return value

@@ -12,7 +12,9 @@ Times are seconds since the epoch, passed in by the caller: the stores keep no c
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from importlib.metadata import entry_points
 from typing import Protocol
 
 from auth_refresh.authentication import TokenPair
@@ -23,9 +25,14 @@ __all__ = [
     "RefreshTokenStore",
     "Rotation",
     "RotationOutcome",
+    "StoreFactory",
     "Successor",
     "decide_rotation",
+    "new_family_record",
     "open_store",
+    "register_store_scheme",
+    "revoked_record",
+    "store_factory_for",
 ]
 
 
@@ -42,7 +49,11 @@ class RotationOutcome(enum.Enum):
 
 @dataclass(frozen=True)
 class Successor:
-    """The pair a refresh hands out if it wins, signed before the store step."""
+    """The pair a refresh hands out if it wins, signed before the store step.
+
+    As a store sees it (``auth_refresh.sealing``): ``token_id`` is a digest and ``pair`` is
+    sealed, opaque data to keep and give back within the grace window, never usable tokens.
+    """
 
     token_id: str
     pair: TokenPair
@@ -118,6 +129,7 @@ class RefreshTokenStore(Protocol):
 def new_family_record(
     subject: str, token_id: str, *, token_expires_at: float, now: float, absolute_lifetime: float
 ) -> FamilyRecord:
+    """The record ``start_family`` keeps, for a store that keeps ``FamilyRecord``s."""
     return FamilyRecord(
         subject=subject,
         created_at=now,
@@ -173,30 +185,79 @@ def decide_rotation(
 
 
 def revoked_record(record: FamilyRecord) -> FamilyRecord:
+    """``record`` revoked, its grace pair dropped."""
     # Revoked families stay as tombstones until they expire, so every token of them is refused.
     return replace(record, revoked=True, successor_pair=None)
 
 
+StoreFactory = Callable[[str], RefreshTokenStore]
+# Third-party packages may name their store factories here too (see register_store_scheme).
+ENTRY_POINT_GROUP = "auth_refresh.stores"
+
+
+def _memory(url: str) -> RefreshTokenStore:
+    from auth_refresh.memory_store import MemoryRefreshTokenStore
+
+    if url != "memory://":
+        raise ConfigurationError("the memory store's URL is memory:// and nothing more")
+    return MemoryRefreshTokenStore()
+
+
+def _sqlite(url: str) -> RefreshTokenStore:
+    from auth_refresh.sqlite_store import SqliteRefreshTokenStore
+
+    return SqliteRefreshTokenStore.from_url(url)
+
+
+def _redis(url: str) -> RefreshTokenStore:
+    try:
+        from auth_refresh.redis_store import RedisRefreshTokenStore
+    except ImportError:
+        raise ConfigurationError(
+            "AUTH_REFRESH_STORE_URL names Redis: install the extra 'auth-refresh[redis]'"
+        ) from None
+    return RedisRefreshTokenStore.from_url(url)
+
+
+_schemes: dict[str, StoreFactory] = {
+    "memory": _memory,
+    "sqlite": _sqlite,
+    "redis": _redis,
+    "rediss": _redis,
+}
+
+
+def register_store_scheme(scheme: str, factory: StoreFactory) -> None:
+    """Make ``open_store`` (and ``AUTH_REFRESH_STORE_URL``) open ``scheme://...`` URLs with
+    ``factory(url)``. A package can instead name its factory as an entry point of the group
+    ``auth_refresh.stores``, called as the scheme."""
+    if not scheme.isascii() or not scheme.replace("+", "").replace("-", "").isalnum():
+        raise ConfigurationError(f"not a URL scheme: {scheme!r}")
+    _schemes[scheme.lower()] = factory
+
+
+def store_factory_for(url: str) -> StoreFactory | None:
+    """The factory registered for ``url``'s scheme (or named by an entry point), if any."""
+    scheme, separator, _ = url.partition("://")
+    if not separator:
+        return None
+    scheme = scheme.lower()
+    if scheme == "sqlite" and not url.startswith("sqlite:///"):
+        return None  # sqlite://file.db: a host where the path belongs, as in SQLAlchemy
+    factory = _schemes.get(scheme)
+    if factory is None:
+        for entry_point in entry_points(group=ENTRY_POINT_GROUP, name=scheme):
+            factory = _schemes[scheme] = entry_point.load()
+    return factory
+
+
 def open_store(url: str) -> RefreshTokenStore:
-    """The store ``url`` names: ``memory://``, ``sqlite:///path/to/file.db`` or
-    ``redis://host:port/db`` (``rediss://`` with TLS)."""
-    if url == "memory://":
-        from auth_refresh.memory_store import MemoryRefreshTokenStore
-
-        return MemoryRefreshTokenStore()
-    if url.startswith("sqlite:///"):
-        from auth_refresh.sqlite_store import SqliteRefreshTokenStore
-
-        return SqliteRefreshTokenStore.from_url(url)
-    if url.startswith(("redis://", "rediss://")):
-        try:
-            from auth_refresh.redis_store import RedisRefreshTokenStore
-        except ImportError:
-            raise ConfigurationError(
-                "AUTH_REFRESH_STORE_URL names Redis: install the extra 'auth-refresh[redis]'"
-            ) from None
-        return RedisRefreshTokenStore.from_url(url)
-    raise ConfigurationError(
-        "AUTH_REFRESH_STORE_URL must be memory://, sqlite:///path/to/file.db or "
-        "redis://host:port/db (rediss:// with TLS)"
-    )
+    """The store ``url`` names: ``memory://``, ``sqlite:///path/to/file.db``,
+    ``redis://host:port/db`` (``rediss://`` with TLS), or a registered scheme's."""
+    factory = store_factory_for(url)
+    if factory is None:
+        raise ConfigurationError(
+            "AUTH_REFRESH_STORE_URL must be memory://, sqlite:///path/to/file.db, "
+            "redis://host:port/db (rediss:// with TLS) or a scheme a store registered"
+        )
+    return factory(url)

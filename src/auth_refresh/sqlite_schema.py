@@ -1,0 +1,94 @@
+"""The SQLite store's table and its migrations, versioned in ``PRAGMA user_version``.
+
+Version 1 is the table of the first releases (``user_version`` 0): token ids and the grace pair
+in the clear. Version 2 keeps them as ``auth_refresh.sealing`` makes them. A migration is a
+function of the open connection, run inside the transaction that sets the new version; adding
+one means writing it, listing it in ``MIGRATIONS`` and raising ``SCHEMA_VERSION``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+
+from auth_refresh.exceptions import ConfigurationError
+from auth_refresh.sealing import seal_pair, token_digest
+
+__all__ = ["SCHEMA_VERSION", "upgrade"]
+
+SCHEMA_VERSION = 2
+
+TABLE = """CREATE TABLE auth_refresh_families (
+    family_id TEXT PRIMARY KEY,
+    subject TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    live_token_id TEXT NOT NULL,
+    previous_token_id TEXT,
+    consumed_at REAL,
+    successor_pair TEXT,
+    revoked INTEGER NOT NULL DEFAULT 0
+)"""
+INDEXES = (
+    "CREATE INDEX auth_refresh_families_subject ON auth_refresh_families (subject)",
+    "CREATE INDEX auth_refresh_families_expires_at ON auth_refresh_families (expires_at)",
+)
+
+
+def _create(connection: sqlite3.Connection) -> None:
+    for statement in (TABLE, *INDEXES):
+        connection.execute(statement)
+
+
+def _seal_tokens(connection: sqlite3.Connection) -> None:
+    # 1 -> 2: ids become digests; each grace pair is sealed under its consumed token's id,
+    # still known here in the clear, so a repeat within the window keeps working across it.
+    rows = connection.execute(
+        "SELECT family_id, live_token_id, previous_token_id, successor_pair "
+        "FROM auth_refresh_families"
+    ).fetchall()
+    for family_id, live, previous, pair in rows:
+        sealed = None
+        if previous is not None and pair is not None:
+            sealed = json.dumps(seal_pair(json.loads(pair), previous, family_id))
+        connection.execute(
+            "UPDATE auth_refresh_families SET live_token_id = ?, previous_token_id = ?, "
+            "successor_pair = ? WHERE family_id = ?",
+            (
+                token_digest(live),
+                token_digest(previous) if previous is not None else None,
+                sealed,
+                family_id,
+            ),
+        )
+
+
+# MIGRATIONS[n] brings a version n - 1 table to version n.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {2: _seal_tokens}
+
+
+def upgrade(connection: sqlite3.Connection) -> None:
+    """Create the table, or migrate it to ``SCHEMA_VERSION``; the caller holds a write
+    transaction. ``ConfigurationError`` for a file written by a newer release."""
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION:
+        raise ConfigurationError(
+            f"the SQLite store's file has schema version {version}, newer than this release's "
+            f"{SCHEMA_VERSION}: upgrade auth-refresh, or use another file"
+        )
+    exists = connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'auth_refresh_families'"
+    ).fetchone()
+    if not exists:
+        _create(connection)
+    else:
+        # What a migration rewrites is overwritten on disk, not left in free pages.
+        connection.execute("PRAGMA secure_delete = ON")
+        for target in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[target](connection)
+        connection.execute("PRAGMA secure_delete = OFF")
+    # PRAGMA takes no parameters; the value is our own integer.
+    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")

@@ -1,0 +1,126 @@
+"""Versioned schemas: a SQLite file and Redis keys written by the first releases' stores
+(tests/data, made with main's code) are migrated when opened, keep their sessions (a repeat
+within the grace window still gets its pair) and keep no token in the clear; data of a newer
+version is refused with a clear error."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+import redis
+
+from auth_refresh import ConfigurationError, RefreshTokenStore, RotationOutcome, Successor
+from auth_refresh.redis_layout import LAYOUT_VERSION
+from auth_refresh.sealing import open_pair, token_digest
+from auth_refresh.sqlite_schema import SCHEMA_VERSION
+from store_fixtures import opened, running_redis
+
+pytestmark = pytest.mark.anyio
+
+DATA = Path(__file__).parent / "data"
+# As tests/data/make_schema_v1.py wrote them.
+NOW = 2_000_000_000.0
+LIFETIME = 30 * 86400.0
+ROTATED_PAIR = {
+    "accessToken": "eyJhbGciOi.eyJr2access.sig",
+    "refreshToken": "eyJhbGciOi.eyJr2refresh.sig",
+}
+
+
+def offered(token_id: str) -> Successor:
+    return Successor(
+        token_digest(token_id),
+        {"accessToken": "sealed-a", "refreshToken": "sealed-r"},
+        NOW + 600,
+    )
+
+
+async def rotate(store: RefreshTokenStore, family_id: str, token_id: str) -> tuple[str, object]:
+    rotation = await store.rotate(
+        family_id,
+        token_digest(token_id),
+        offered(token_id + "-next"),
+        now=NOW + 1,
+        grace_seconds=30,
+        absolute_lifetime=LIFETIME,
+    )
+    return rotation.outcome.value, rotation.pair
+
+
+async def assert_migrated_sessions_work(store: RefreshTokenStore) -> None:
+    # The consumed token of "rotated", within its grace window: the same pair, opened with it.
+    outcome, pair = await rotate(store, "fam-rotated", "rotated-1")
+    assert outcome == RotationOutcome.GRACE.value
+    assert open_pair(pair, "rotated-1", "fam-rotated") == ROTATED_PAIR  # type: ignore[arg-type]
+    assert (await rotate(store, "fam-rotated", "rotated-2"))[0] == RotationOutcome.ROTATED.value
+    assert (await rotate(store, "fam-fresh", "fresh-1"))[0] == RotationOutcome.ROTATED.value
+    assert (await rotate(store, "fam-revoked", "revoked-1"))[0] == RotationOutcome.REVOKED.value
+    # revoke_subject reaches the migrated families.
+    await store.revoke_subject("alice")
+    assert (await rotate(store, "fam-fresh", "fresh-1-next"))[0] == RotationOutcome.REVOKED.value
+
+
+async def test_a_sqlite_file_of_the_first_schema_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "families.db"
+    shutil.copy(DATA / "schema-v1.db", path)
+    with sqlite3.connect(path) as before:
+        assert before.execute("PRAGMA user_version").fetchone() == (0,)
+    before.close()
+    async with opened(f"sqlite:///{path}") as store:
+        await assert_migrated_sessions_work(store)
+    # Closed: the WAL is checkpointed into the file and removed.
+    stored = path.read_bytes()
+    assert b"eyJ" not in stored
+    assert b"rotated-1" not in stored
+    with sqlite3.connect(path) as after:
+        assert after.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    after.close()
+
+
+async def test_a_sqlite_file_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "families.db"
+    async with opened(f"sqlite:///{path}") as store:
+        await store.revoke_family("creates-the-file")
+    with sqlite3.connect(path) as newer:
+        newer.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    newer.close()
+    async with opened(f"sqlite:///{path}") as store:
+        with pytest.raises(ConfigurationError, match=r"schema version \d+, newer than"):
+            await store.revoke_family("any")
+
+
+def load_v1_keys(client: redis.Redis) -> None:
+    for key, entry in json.loads((DATA / "schema-v1-redis.json").read_text()).items():
+        if entry["type"] == "hash":
+            client.hset(key, mapping=entry["value"])
+            client.pexpireat(key, int(float(entry["value"]["expires_at"]) * 1000))
+        else:
+            client.sadd(key, *entry["value"])
+            client.pexpire(key, int(LIFETIME * 1000))
+
+
+async def test_redis_keys_of_the_first_layout_are_migrated(tmp_path: Path) -> None:
+    with running_redis(tmp_path) as server, redis.Redis.from_url(server.url) as client:
+        load_v1_keys(client)
+        async with opened(server.url) as store:
+            await assert_migrated_sessions_work(store)
+        assert client.get("auth-refresh:schema") == str(LAYOUT_VERSION).encode()
+        assert client.keys("auth-refresh:subject:*") == []
+        assert client.zcard("auth-refresh:families:alice") == 2
+        keys = list(client.scan_iter())
+        stored = b"".join(client.dump(key) or b"" for key in keys)  # type: ignore[operator]
+    assert b"eyJ" not in stored
+    assert b"rotated-1" not in stored
+
+
+async def test_redis_keys_of_a_newer_layout_are_refused(tmp_path: Path) -> None:
+    with running_redis(tmp_path) as server:
+        with redis.Redis.from_url(server.url) as client:
+            client.set("auth-refresh:schema", LAYOUT_VERSION + 1)
+        async with opened(server.url) as store:
+            with pytest.raises(ConfigurationError, match=r"layout version \d+, newer than"):
+                await store.revoke_family("any")
