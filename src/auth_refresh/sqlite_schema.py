@@ -1,4 +1,5 @@
-"""The SQLite store's table and its migrations, versioned in ``PRAGMA user_version``.
+"""The SQLite store's file: created private, in WAL mode, its table and the table's migrations,
+versioned in ``PRAGMA user_version``.
 
 Version 1 is the table of the first releases (``user_version`` 0): token ids and the grace pair
 in the clear. Version 2 keeps them as ``auth_refresh.sealing`` makes them. A migration is a
@@ -9,13 +10,18 @@ one means writing it, listing it in ``MIGRATIONS`` and raising ``SCHEMA_VERSION`
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
+import stat
 from collections.abc import Callable
 
 from auth_refresh.exceptions import ConfigurationError
 from auth_refresh.sealing import seal_pair, token_digest
 
-__all__ = ["SCHEMA_VERSION", "upgrade"]
+__all__ = ["SCHEMA_VERSION", "create_private", "upgrade", "use_wal"]
+
+store_log = logging.getLogger("auth_refresh.store")
 
 SCHEMA_VERSION = 2
 
@@ -92,3 +98,28 @@ def upgrade(connection: sqlite3.Connection) -> None:
         connection.execute("PRAGMA secure_delete = OFF")
     # PRAGMA takes no parameters; the value is our own integer.
     connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+
+
+def create_private(path: str) -> None:
+    """Create the file readable by its owner only (or make an existing one so)."""
+    # Created 0600 before SQLite opens it; SQLite gives -wal and -shm the file's own mode.
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = os.stat(path).st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            store_log.warning("SQLite store: %s is readable by others: set to 0600", path)
+            os.chmod(path, 0o600)
+        return
+    os.close(descriptor)
+
+
+def use_wal(connection: sqlite3.Connection) -> None:
+    """Switch the file to WAL: readers do not wait for the writer."""
+    # The journal mode is kept in the file: once one connection switches it, it stays.
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError as error:
+        # Another process switching it at this moment: correct without WAL, only slower, and
+        # the next connection tries again.
+        store_log.info("SQLite store: journal mode not switched to WAL yet: %s", error)

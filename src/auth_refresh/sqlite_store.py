@@ -22,7 +22,6 @@ import logging
 import os
 import queue
 import sqlite3
-import stat
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from typing import Any, cast
 
 from auth_refresh.authentication import TokenPair
 from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
-from auth_refresh.sqlite_schema import upgrade
+from auth_refresh.sqlite_schema import create_private, upgrade, use_wal
 from auth_refresh.store import (
     FamilyRecord,
     Rotation,
@@ -311,10 +310,10 @@ class SqliteRefreshTokenStore:
         return connection
 
     def _open(self) -> sqlite3.Connection:
-        _create_private(self.path)
+        create_private(self.path)
         connection = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
         try:
-            _use_wal(connection)
+            use_wal(connection)
             # With WAL, NORMAL syncs at checkpoints only (on this thread): a power cut may lose
             # the last steps, never corrupt the file.
             connection.execute("PRAGMA synchronous=NORMAL")
@@ -372,29 +371,6 @@ def _settle(answers: list[tuple[_Queued, Any, BaseException | None]]) -> None:
             queued.answer.set_exception(StoreUnavailableError())
         else:
             queued.answer.set_result(result)
-
-
-def _create_private(path: str) -> None:
-    # Created 0600 before SQLite opens it; SQLite gives -wal and -shm the file's own mode.
-    try:
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        mode = os.stat(path).st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            store_log.warning("SQLite store: %s is readable by others: set to 0600", path)
-            os.chmod(path, 0o600)
-        return
-    os.close(descriptor)
-
-
-def _use_wal(connection: sqlite3.Connection) -> None:
-    # The journal mode is kept in the file: once one connection switches it, it stays.
-    try:
-        connection.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.OperationalError as error:
-        # Another process switching it at this moment: correct without WAL, only slower, and
-        # the next connection tries again.
-        store_log.info("SQLite store: journal mode not switched to WAL yet: %s", error)
 
 
 def _record(row: tuple[Any, ...]) -> FamilyRecord:
