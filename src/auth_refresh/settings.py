@@ -133,7 +133,16 @@ class JwtSettings(BaseSettings):
 
 
 DEFAULT_STORE_URL = "sqlite:///auth-refresh.db"
-STORE_URL_SCHEMES = ("memory://", "sqlite:///", "redis://", "rediss://")
+STORE_URL_SCHEMES = (
+    "memory://",
+    "sqlite:///",
+    "redis://",
+    "rediss://",
+    "postgresql://",
+    "postgres://",
+    "redis-cluster://",
+    "rediss-cluster://",
+)
 
 
 class AuthRefreshSettings(BaseSettings):
@@ -181,7 +190,8 @@ class AuthRefreshSettings(BaseSettings):
     def _store_url_is_supported(cls, url: str) -> str:
         if not url.startswith(STORE_URL_SCHEMES):
             raise ValueError(
-                "must start with memory://, sqlite:/// (then a file path), redis:// or rediss://"
+                "must start with memory://, sqlite:/// (then a file path), redis://, rediss://, "
+                "postgresql://, postgres://, redis-cluster:// or rediss-cluster://"
             )
         return url
 

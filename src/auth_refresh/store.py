@@ -178,8 +178,9 @@ def revoked_record(record: FamilyRecord) -> FamilyRecord:
 
 
 def open_store(url: str) -> RefreshTokenStore:
-    """The store ``url`` names: ``memory://``, ``sqlite:///path/to/file.db`` or
-    ``redis://host:port/db`` (``rediss://`` with TLS)."""
+    """The store ``url`` names: ``memory://``, ``sqlite:///path/to/file.db``,
+    ``redis://host:port/db`` (``rediss://`` with TLS), ``postgresql://user:pass@host:port/db``
+    or ``redis-cluster://host:port`` (``rediss-cluster://`` with TLS)."""
     if url == "memory://":
         from auth_refresh.memory_store import MemoryRefreshTokenStore
 
@@ -196,7 +197,24 @@ def open_store(url: str) -> RefreshTokenStore:
                 "AUTH_REFRESH_STORE_URL names Redis: install the extra 'auth-refresh[redis]'"
             ) from None
         return RedisRefreshTokenStore.from_url(url)
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from auth_refresh.postgres_store import PostgresRefreshTokenStore
+        except ImportError:
+            raise ConfigurationError(
+                "AUTH_REFRESH_STORE_URL names PostgreSQL: install 'auth-refresh[postgres]'"
+            ) from None
+        return PostgresRefreshTokenStore.from_url(url)
+    if url.startswith(("redis-cluster://", "rediss-cluster://")):
+        try:
+            from auth_refresh.redis_cluster_store import RedisClusterRefreshTokenStore
+        except ImportError:
+            raise ConfigurationError(
+                "AUTH_REFRESH_STORE_URL names Redis Cluster: install 'auth-refresh[redis]'"
+            ) from None
+        return RedisClusterRefreshTokenStore.from_url(url)
     raise ConfigurationError(
-        "AUTH_REFRESH_STORE_URL must be memory://, sqlite:///path/to/file.db or "
-        "redis://host:port/db (rediss:// with TLS)"
+        "AUTH_REFRESH_STORE_URL must be memory://, sqlite:///path/to/file.db, "
+        "redis://host:port/db (rediss:// with TLS), postgresql://user:pass@host:port/db or "
+        "redis-cluster://host:port (rediss-cluster:// with TLS)"
     )
