@@ -7,6 +7,7 @@ slots (what a deployment that prefers partial service does, and what the fault t
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,9 +16,24 @@ from pathlib import Path
 
 import redis
 
+from servers import free_port
 from store_fixtures import STARTUP_SECONDS, RedisServer
 
 MASTERS = 3
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (10000 higher) is free too."""
+    while True:
+        port = free_port()
+        if port > 55535:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
 
 
 class ClusterNodeServer(RedisServer):
@@ -61,7 +77,7 @@ def running_cluster(workdir: Path) -> Iterator[list[ClusterNodeServer]]:
     directories = [workdir / f"node-{index}" for index in range(MASTERS)]
     for directory in directories:
         directory.mkdir()
-    nodes = [ClusterNodeServer(directory) for directory in directories]
+    nodes = [ClusterNodeServer(directory, port=free_cluster_port()) for directory in directories]
     try:
         for node in nodes:
             node.start()
