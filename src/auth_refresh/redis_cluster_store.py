@@ -143,6 +143,8 @@ class RedisClusterRefreshTokenStore:
     def __init__(self, client: RedisCluster, *, key_prefix: str = KEY_PREFIX) -> None:
         self._client = client
         self._prefix = key_prefix
+        self._found_cluster = False
+        self._finding_cluster = asyncio.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> RedisClusterRefreshTokenStore:
@@ -247,8 +249,8 @@ class RedisClusterRefreshTokenStore:
 
     async def revoke_subject(self, subject: str) -> None:
         index = self._index_key(subject)
-        members = await self._step(self._client.smembers(index))
-        family_ids = sorted(cast(set[str], members))  # the client decodes replies
+        members = await self._step(self._command("SMEMBERS", index))
+        family_ids = sorted(cast(set[str], members))
         for start in range(0, len(family_ids), REVOKE_BATCH):
             batch = family_ids[start : start + REVOKE_BATCH]
             revokes = [
@@ -260,17 +262,32 @@ class RedisClusterRefreshTokenStore:
             gone = [family for family, found in zip(batch, existed, strict=True) if not found]
             if gone:
                 # A tombstone stands for each now: dropping them from the index loses nothing.
-                await self._step(self._client.srem(index, *gone))
+                await self._step(self._command("SREM", index, *gone))
 
     async def close(self) -> None:
         await self._client.aclose()
 
+    async def _command(self, *command: str) -> Any:
+        await self._find_cluster()
+        return await self._client.execute_command(*command)
+
     async def _script(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        await self._find_cluster()
         try:
             return await self._client.evalsha(SHAS[script], len(keys), *keys, *args)
         except NoScriptError:
             # This node has not seen the script yet (or restarted): EVAL caches it there.
             return await self._client.eval(script, len(keys), *keys, *args)
+
+    async def _find_cluster(self) -> None:
+        # redis-py's cluster client, sent many commands before it has found the cluster, can
+        # fail some of them (it opens connections while it replaces them): the first step
+        # finds the cluster alone, through the client's public initialize().
+        if not self._found_cluster:
+            async with self._finding_cluster:
+                if not self._found_cluster:
+                    await self._client.initialize()
+                    self._found_cluster = True
 
     async def _step(self, work: Awaitable[T]) -> T:
         try:
