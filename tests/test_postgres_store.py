@@ -16,7 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from auth_refresh import ConfigurationError, PasswordStorageService, RotationOutcome, open_store
+from auth_refresh import (
+    ConfigurationError,
+    PasswordStorageService,
+    RotationOutcome,
+    StoreUnavailableError,
+    open_store,
+)
 from conftest import InMemoryUsers, serve
 from factories import login
 from postgres_server import TEST_SETTINGS, PostgresServer, binary, running_postgres
@@ -125,26 +131,57 @@ def documented_ddl() -> str:
 
 
 async def test_the_documented_ddl_makes_a_schema_the_managed_store_uses(
-    postgres_server: PostgresServer,
+    postgres_server: PostgresServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = fresh_database(postgres_server)
     managed = url + "?auth_refresh_schema=managed"
     async with opened(managed) as store:
-        with pytest.raises(ConfigurationError, match=r"docs/postgres-store\.md"):
+        with pytest.raises(StoreUnavailableError):
             await Family(store).start()
+    assert "apply the DDL of docs/postgres-store.md" in caplog.text
     psql(url, documented_ddl())
     async with opened(managed) as store:
         family = await Family(store).start()
         assert (await family.rotate(family.first_token))[0] is RotationOutcome.ROTATED
 
 
-async def test_a_newer_schema_version_is_refused(postgres_url: str) -> None:
+async def test_a_schema_creation_that_waits_is_a_503_and_completes_afterwards(
+    postgres_url: str, postgres_server: PostgresServer
+) -> None:
+    # Another process is creating the schema (it holds the creators' lock) for 3 s.
+    holder = subprocess.Popen(  # noqa: ASYNC220 - started once, waited for off the loop
+        [binary("psql"), "-X", "-q", postgres_url, "-c",
+         "SELECT pg_advisory_lock(hashtext('auth_refresh_schema')), pg_sleep(3)"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with opened(postgres_url) as store:
+            await _eventually(
+                postgres_server, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            )
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailableError):
+                await Family(store).start()
+            assert time.monotonic() - started < ANSWER_WITHIN_SECONDS
+            await asyncio.to_thread(holder.wait, 10)
+            # The creation went on after the step gave up.
+            family = await Family(store).start()
+            assert (await family.rotate(family.first_token))[0] is RotationOutcome.ROTATED
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+async def test_a_newer_schema_version_is_refused(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     async with opened(postgres_url) as store:
         await Family(store).start()
     psql(postgres_url, "UPDATE auth_refresh_schema SET version = 2")
     async with opened(postgres_url) as store:
-        with pytest.raises(ConfigurationError, match="version 2"):
+        with pytest.raises(StoreUnavailableError):
             await Family(store).start()
+    assert "schema is version 2; this auth-refresh reads version 1 only" in caplog.text
 
 
 def psql(url: str, sql: str) -> None:
@@ -243,7 +280,9 @@ async def test_a_row_locked_by_another_transaction_is_a_bounded_wait_then_a_503(
                 "SELECT pg_sleep(3);\nCOMMIT;\n"
             )
             holder.stdin.flush()
-            await _eventually_locked(server)
+            await _eventually(
+                server, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'"
+            )
             answers = await asyncio.gather(*(timed(refresh(client, token)) for _ in range(5)))
             # Served meanwhile: the wait is not on the event loop.
             for response, elapsed in answers:
@@ -256,10 +295,9 @@ async def test_a_row_locked_by_another_transaction_is_a_bounded_wait_then_a_503(
         assert (await refresh(client, token)).status_code == 200
 
 
-async def _eventually_locked(server: PostgresServer) -> None:
-    query = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'"
-    for _ in range(100):
-        if server.psql(query) != "0":
+async def _eventually(server: PostgresServer, count_query: str) -> None:
+    for _ in range(250):
+        if server.psql(count_query) != "0":
             return
         await asyncio.sleep(0.02)
-    raise AssertionError("the lock holder did not start")
+    raise AssertionError(f"never true: {count_query}")

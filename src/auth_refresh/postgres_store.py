@@ -2,10 +2,15 @@
 (extra ``auth-refresh[postgres]``, driver asyncpg).
 
 Any libpq connection URI works (``postgres://`` too, ``?host=/socket/dir``, ``sslmode=``,
-``connect_timeout=``, server settings such as ``statement_timeout=``). Two parameters are the
-store's own and are not sent to the server: ``auth_refresh_schema=managed`` (the tables exist
-already, made from the DDL in docs/postgres-store.md: the store only checks their version) and
-``auth_refresh_pool_size`` (connections per process, 10 by default).
+``connect_timeout=``), and server settings in the query (``statement_timeout=``,
+``synchronous_commit=``, ``application_name=``). Two parameters are the store's own and are not
+sent to the server: ``auth_refresh_schema=managed`` (the tables exist already, made from the DDL
+in docs/postgres-store.md: the store only checks their version) and ``auth_refresh_pool_size``
+(connections per process, 10 by default).
+
+Commits do not wait for the WAL flush (``synchronous_commit=off``, which the URL can turn on):
+a server crash may lose the last moments' refreshes, whose sessions are then refused as reuse
+at their next refresh; it never makes a token valid that should not be.
 
 A refresh is one round trip: one call of the ``auth_refresh_rotate`` function, which is
 ``store.decide_rotation`` in PL/pgSQL, holding the family's row lock for the decision and the
@@ -22,7 +27,7 @@ import logging
 import urllib.parse
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -36,10 +41,19 @@ __all__ = ["PostgresRefreshTokenStore"]
 URL_SCHEMES = ("postgresql://", "postgres://")
 SCHEMA_VERSION = 1
 CONNECT_TIMEOUT_SECONDS = 0.5
-# Server-side, in milliseconds: a row lock held elsewhere or a slow disk ends the statement.
-STATEMENT_TIMEOUT_MS = 1000
+# The store's sessions' settings; the URL's query may set others, or these differently.
+SERVER_SETTINGS = {
+    # In milliseconds: a row lock held elsewhere or a stalled disk ends the statement.
+    "statement_timeout": "1000",
+    # A commit does not wait for its WAL flush (20 times faster here: docs/postgres-store.md).
+    # A server crash can lose the last moments' refreshes: those sessions are then refused as
+    # reuse at their next refresh (a new login), never accepted wrongly.
+    "synchronous_commit": "off",
+}
 # The most one step may take, whatever the network does: under the 2 s promised to clients.
 STEP_DEADLINE_SECONDS = 1.5
+# Creating the schema, once: DDL syncs to disk, and may wait for another process creating it.
+SCHEMA_TIMEOUT_MS = 30_000
 POOL_SIZE = 10
 PURGE_BATCH = 100
 
@@ -162,14 +176,13 @@ class PostgresRefreshTokenStore:
         self._manage_schema = manage_schema
         self._pool_size = pool_size
         self._connect_timeout = connect_timeout
-        self._server_settings = {"statement_timeout": str(STATEMENT_TIMEOUT_MS)}
-        self._server_settings.update(server_settings or {})
+        self._server_settings = {**SERVER_SETTINGS, **(server_settings or {})}
         # A pool (its connections) belongs to the event loop that opened it.
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncpg.Pool] = (
             weakref.WeakKeyDictionary()
         )
         self._schema_checked = False
-        self._schema_lock: asyncio.Lock | None = None
+        self._schema_check: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str) -> PostgresRefreshTokenStore:
@@ -191,8 +204,9 @@ class PostgresRefreshTokenStore:
             elif name == "connect_timeout":
                 # libpq's parameter; asyncpg takes it as an argument, not from the URL.
                 options["connect_timeout"] = _positive(name, value, float)
-            elif name == "statement_timeout":
-                options["server_settings"] = {name: value}
+            elif name in SERVER_SETTINGS:
+                # asyncpg would let the store's defaults win over the URL's.
+                options.setdefault("server_settings", {})[name] = value
             else:
                 passed.append((name, value))
         dsn = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(passed)))
@@ -260,6 +274,8 @@ class PostgresRefreshTokenStore:
         await self._step(lambda connection: connection.execute(REVOKE_SUBJECT, subject))
 
     async def close(self) -> None:
+        if self._schema_check is not None and not self._schema_check.done():
+            self._schema_check.cancel()
         loop = asyncio.get_running_loop()
         pool = self._pools.pop(loop, None)
         # Another loop's pool cannot be awaited from here: its connections are closed at once.
@@ -307,16 +323,20 @@ class PostgresRefreshTokenStore:
             self._pools[loop] = pool
             await pool
         if not self._schema_checked:
-            if self._schema_lock is None:
-                self._schema_lock = asyncio.Lock()
-            async with self._schema_lock:
-                if not self._schema_checked:
-                    await self._check_schema(pool)
-                    self._schema_checked = True
+            checking = self._schema_check
+            if checking is None or (
+                checking.done() and (checking.cancelled() or checking.exception() is not None)
+            ):
+                checking = self._schema_check = loop.create_task(self._check_schema(pool))
+                checking.add_done_callback(_retrieve)
+            # Shielded: creating the schema may take longer than one step (a busy disk, another
+            # process creating it); this step gives up at its deadline, the creation goes on.
+            await asyncio.shield(checking)
         return pool
 
     async def _check_schema(self, pool: asyncpg.Pool) -> None:
         async with pool.acquire() as connection, connection.transaction():
+            await connection.execute(f"SET LOCAL statement_timeout = {SCHEMA_TIMEOUT_MS}")
             # One process creates the tables; the others wait for it, then find them.
             await connection.execute(
                 "SELECT pg_advisory_xact_lock(hashtext('auth_refresh_schema'))"
@@ -324,17 +344,31 @@ class PostgresRefreshTokenStore:
             exists = await connection.fetchval("SELECT to_regclass('auth_refresh_schema')")
             if exists is None:
                 if not self._manage_schema:
-                    raise ConfigurationError(
+                    _refuse(
                         "auth_refresh_schema=managed, but the table auth_refresh_schema does not "
                         "exist: apply the DDL of docs/postgres-store.md"
                     )
                 await connection.execute(SCHEMA)
             version = await connection.fetchval("SELECT max(version) FROM auth_refresh_schema")
             if version != SCHEMA_VERSION:
-                raise ConfigurationError(
+                _refuse(
                     f"the PostgreSQL store's schema is version {version}; this auth-refresh "
                     f"reads version {SCHEMA_VERSION} only"
                 )
+        self._schema_checked = True
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    # Its error is seen by the next step; the step that waited for it may have given up.
+    if not task.cancelled():
+        task.exception()
+
+
+def _refuse(reason: str) -> NoReturn:
+    # Found at the first step, while serving a request: logged as the configuration error it
+    # is, answered as the store being unavailable (a 503, never a 500 or a token).
+    store_log.error("PostgreSQL store refused: %s", reason)
+    raise StoreUnavailableError()
 
 
 async def _keep_session(connection: asyncpg.Connection[asyncpg.Record]) -> None:
