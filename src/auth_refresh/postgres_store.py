@@ -45,7 +45,7 @@ CONNECT_TIMEOUT_SECONDS = 0.5
 SERVER_SETTINGS = {
     # In milliseconds: a row lock held elsewhere or a stalled disk ends the statement.
     "statement_timeout": "1000",
-    # A commit does not wait for its WAL flush (20 times faster here: docs/postgres-store.md).
+    # A commit does not wait for its WAL flush, so a stalled disk does not stall refreshes.
     # A server crash can lose the last moments' refreshes: those sessions are then refused as
     # reuse at their next refresh (a new login), never accepted wrongly.
     "synchronous_commit": "off",
