@@ -4,7 +4,7 @@ through redis-py's cluster client (``redis.asyncio.cluster.RedisCluster``).
 The URL names one or more seed nodes (``redis-cluster://a:6379,b:6379``), credentials as in
 ``redis://`` URLs, and ``rediss-cluster://`` connects with TLS; the client finds the rest of the
 cluster from them. ``socket_timeout`` and ``socket_connect_timeout`` in the query override the
-0.5 s defaults.
+defaults (1 s and 0.5 s).
 
 Every script touches one slot. A family is one hash whose hash tag is its id,
 ``auth-refresh:{f:<family>}``, so a refresh, which knows only the family, is one ``EVALSHA`` on
@@ -46,7 +46,10 @@ __all__ = ["RedisClusterRefreshTokenStore"]
 
 URL_SCHEMES = {"redis-cluster": "redis", "rediss-cluster": "rediss"}
 CONNECT_TIMEOUT_SECONDS = 0.5
-SOCKET_TIMEOUT_SECONDS = 0.5
+# Longer than the standalone store's 0.5 s: redis-py's cluster client answers a read timeout by
+# looking at the whole cluster again and reconnecting, which under CPU starvation caused more
+# timeouts. The step deadline still bounds every step.
+SOCKET_TIMEOUT_SECONDS = 1.0
 STEP_DEADLINE_SECONDS = 1.5
 KEY_PREFIX = "auth-refresh:"
 # The key layout; a key holding another version is not read as this one.
@@ -295,6 +298,12 @@ class RedisClusterRefreshTokenStore:
                 return await work
         except (RedisError, OSError, TimeoutError) as error:
             store_log.warning("Redis Cluster unavailable: %s: %s", type(error).__name__, error)
+            raise StoreUnavailableError() from None
+        except AttributeError as error:
+            # redis-py 8.1's cluster client, after a timeout under load, can hand a command a
+            # connection it has just closed ('NoneType' has no attribute 'writelines'): the
+            # step failed before it reached Redis, so this is a 503, not a 500.
+            store_log.warning("Redis Cluster client error: %s", error)
             raise StoreUnavailableError() from None
 
 
