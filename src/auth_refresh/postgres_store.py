@@ -167,13 +167,13 @@ class PostgresRefreshTokenStore:
         self,
         dsn: str,
         *,
-        manage_schema: bool = True,
+        create_schema: bool = True,
         pool_size: int = POOL_SIZE,
         connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
         server_settings: dict[str, str] | None = None,
     ) -> None:
         self._dsn = dsn
-        self._manage_schema = manage_schema
+        self._create_schema = create_schema
         self._pool_size = pool_size
         self._connect_timeout = connect_timeout
         self._server_settings = {**SERVER_SETTINGS, **(server_settings or {})}
@@ -198,7 +198,7 @@ class PostgresRefreshTokenStore:
             if name == "auth_refresh_schema":
                 if value not in ("create", "managed"):
                     raise ConfigurationError("auth_refresh_schema must be 'create' or 'managed'")
-                options["manage_schema"] = value == "create"
+                options["create_schema"] = value == "create"
             elif name == "auth_refresh_pool_size":
                 options["pool_size"] = _positive(name, value, int)
             elif name == "connect_timeout":
@@ -343,7 +343,7 @@ class PostgresRefreshTokenStore:
             )
             exists = await connection.fetchval("SELECT to_regclass('auth_refresh_schema')")
             if exists is None:
-                if not self._manage_schema:
+                if not self._create_schema:
                     _refuse(
                         "auth_refresh_schema=managed, but the table auth_refresh_schema does not "
                         "exist: apply the DDL of docs/postgres-store.md"
