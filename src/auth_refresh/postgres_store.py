@@ -59,6 +59,9 @@ PURGE_BATCH = 100
 
 T = TypeVar("T")
 
+# The databases whose schema a store of this process found current: checked once per process.
+_CHECKED_SCHEMAS: set[str] = set()
+
 store_log = logging.getLogger("auth_refresh.store")
 
 # Schema version 1. docs/postgres-store.md gives the same DDL for teams that manage the schema.
@@ -181,7 +184,7 @@ class PostgresRefreshTokenStore:
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncpg.Pool] = (
             weakref.WeakKeyDictionary()
         )
-        self._schema_checked = False
+        self._schema_checked = self._dsn in _CHECKED_SCHEMAS
         self._schema_check: asyncio.Task[None] | None = None
 
     @classmethod
@@ -356,6 +359,7 @@ class PostgresRefreshTokenStore:
                     f"reads version {SCHEMA_VERSION} only"
                 )
         self._schema_checked = True
+        _CHECKED_SCHEMAS.add(self._dsn)
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
