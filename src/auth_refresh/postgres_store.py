@@ -212,7 +212,10 @@ class PostgresRefreshTokenStore:
                 options.setdefault("server_settings", {})[name] = value
             else:
                 passed.append((name, value))
-        dsn = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(passed)))
+        query_left = urllib.parse.urlencode(passed)
+        dsn = urllib.parse.urlunsplit(
+            (parts.scheme, parts.netloc, parts.path, query_left, parts.fragment)
+        )
         return cls(dsn, **options)
 
     async def start_family(
