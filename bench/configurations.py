@@ -7,6 +7,7 @@ reason; nothing is stood in for it.
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -14,7 +15,7 @@ from typing import Literal
 from bench.common import library_environment
 
 Stack = Literal["raw", "library", "authx"]
-Store = Literal["memory", "sqlite", "redis"]
+Store = Literal["memory", "sqlite", "redis", "postgres", "redis-cluster"]
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,18 @@ CONFIGURATIONS = (
     Configuration("library-memory", "auth-refresh, memory store", "library", "memory"),
     Configuration("library-sqlite", "auth-refresh, SQLite store", "library", "sqlite"),
     Configuration("library-redis", "auth-refresh, Redis store", "library", "redis"),
+    Configuration("library-postgres", "auth-refresh, PostgreSQL store", "library", "postgres"),
+    Configuration(
+        "library-redis-cluster", "auth-refresh, Redis Cluster store", "library", "redis-cluster"
+    ),
     Configuration("authx", "authx", "authx"),
 )
+# The scale-out stores' servers come from outside: tests/scale_out_servers.py starts both and
+# runs make bench with these set (docs/scaling.md).
+SERVER_URL_VARIABLES = {
+    "postgres": "BENCH_POSTGRES_URL",
+    "redis-cluster": "BENCH_REDIS_CLUSTER_URL",
+}
 BY_NAME = {configuration.name: configuration for configuration in CONFIGURATIONS}
 RAW = BY_NAME["raw"]
 
@@ -48,6 +59,9 @@ def skip_reason(
             return "redis-py is not installed (pip install -e '.[bench]')"
         if redis_url is None:
             return redis_reason
+    variable = SERVER_URL_VARIABLES.get(configuration.store or "")
+    if variable is not None and not os.environ.get(variable):
+        return f"{variable} is not set (python tests/scale_out_servers.py -- make bench)"
     return None
 
 
@@ -60,6 +74,8 @@ def store_url(configuration: Configuration, workdir: Path, redis_url: str | None
         return "sqlite:///" + str((workdir / f"{configuration.name}.db").resolve())
     if configuration.store == "redis":
         return redis_url
+    if configuration.store in SERVER_URL_VARIABLES:
+        return os.environ.get(SERVER_URL_VARIABLES[configuration.store])
     return None
 
 

@@ -322,6 +322,22 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, str]]:
         lambda value: value <= 1.01,
         lambda value: f"{value:g}",
     )
+    # Issue 14's targets for the PostgreSQL store (its one statement per refresh is counted
+    # from pg_stat_statements in tests/test_postgres_store.py).
+    add(
+        f"PostgreSQL store ≥ 0.75{TIMES} raw req/s",
+        http_rows.get("library-postgres"),
+        "ratio",
+        lambda value: value >= 0.75,
+        ratio,
+    )
+    add(
+        f"PostgreSQL store p99 ≤ 1.5{TIMES} raw",
+        http_rows.get("library-postgres"),
+        "p99_ratio",
+        lambda value: value <= 1.5,
+        ratio,
+    )
     stateless = http_rows.get("library-stateless")
     authx = http_rows.get("authx")
     if stateless and authx and not stateless.get("skipped") and not authx.get("skipped"):

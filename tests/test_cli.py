@@ -131,7 +131,8 @@ async def test_sessions_revoke_subject_logs_the_user_out_everywhere(
     ("url", "message"),
     [
         ("memory://", "lives inside the application's process"),
-        ("postgres://localhost/db", "AUTH_REFRESH_STORE_URL"),
+        ("mysql://localhost/db", "AUTH_REFRESH_STORE_URL"),
+        ("postgresql://127.0.0.1:1/db", "The token store is unavailable"),
         ("sqlite:////nonexistent/dir/families.db", "directory does not exist"),
     ],
 )

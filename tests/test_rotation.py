@@ -569,7 +569,7 @@ def test_the_settings_come_from_the_environment(
         ("AUTH_REFRESH_ROTATION", "maybe"),
         ("AUTH_REFRESH_GRACE_SECONDS", "-1"),
         ("AUTH_REFRESH_ABSOLUTE_LIFETIME", "0"),
-        ("AUTH_REFRESH_STORE_URL", "postgres://127.0.0.1/families"),
+        ("AUTH_REFRESH_STORE_URL", "mysql://127.0.0.1/families"),
         ("AUTH_REFRESH_STORE_URL", "sqlite://families.db"),
     ],
 )

