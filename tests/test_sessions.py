@@ -265,3 +265,25 @@ async def test_the_guard_reads_a_session_once_per_interval_and_sees_other_worker
         assert await me(client, pair) == 401
         assert store.reads == reads
     await store.close()
+
+
+async def test_openapi_documents_the_routes_with_the_access_token_scheme(
+    users: InMemoryUsers, password_storage: PasswordStorageService
+) -> None:
+    app, _ = rotating_app(users, password_storage, sessions_path=SESSIONS)
+    async with serve(app) as client:
+        schema = (await client.get("/openapi.json")).json()
+    paths = schema["paths"]
+    documented = {
+        ("get", SESSIONS): {"200", "401", "503"},
+        ("delete", SESSIONS + "/{session_id}"): {"204", "401", "404", "503"},
+        ("post", SESSIONS + "/revoke-others"): {"204", "401", "503"},
+    }
+    for (method, path), statuses in documented.items():
+        operation = paths[path][method]
+        assert operation["security"] == [{"AccessToken": []}]
+        assert statuses <= set(operation["responses"])
+        assert "WWW-Authenticate" in operation["responses"]["401"]["headers"]
+    listed = paths[SESSIONS]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert listed["type"] == "array"
+    assert schema["components"]["securitySchemes"]["AccessToken"]["scheme"] == "bearer"
