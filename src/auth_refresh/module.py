@@ -53,6 +53,7 @@ from auth_refresh.registration import (
 from auth_refresh.responses import NO_STORE, token_response
 from auth_refresh.rotation import TokenRotationService, family_of
 from auth_refresh.routing import refresh_router
+from auth_refresh.sessions import session_cache
 from auth_refresh.settings import AuthRefreshSettings
 from auth_refresh.store import RefreshTokenStore, SessionRecord
 
@@ -372,10 +373,19 @@ class AuthRefreshModule:
         True without rotation, where no session is kept."""
         if not self.started:
             await start_late(self, None)
-        if not self.container.settings().rotation:
+        container = self.container
+        settings: AuthRefreshSettings = container.settings()
+        if not settings.rotation:
             return True
-        rotation: TokenRotationService = self.container.rotation()
-        return await rotation.session_active(session_id, subject)
+        # Every guarded request passes here: the cache directly, no rotation service built.
+        store: RefreshTokenStore = container.store()
+        return await session_cache(store).is_active(
+            store,
+            session_id,
+            subject,
+            clock=container.clock(),
+            interval=settings.session_check_interval,
+        )
 
     def check_request(self, request: Request) -> None:
         """Refuse, before any work, a request this module's transport must not answer: with

@@ -169,7 +169,7 @@ class TokenRotationService:
             self.store,
             session_id,
             subject,
-            now=self.clock(),
+            clock=self.clock,
             interval=self.settings.session_check_interval,
         )
 

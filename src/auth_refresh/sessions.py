@@ -13,6 +13,7 @@ import asyncio
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from auth_refresh.store import RefreshTokenStore
@@ -46,10 +47,10 @@ class SessionCache:
         session_id: str,
         subject: str,
         *,
-        now: float,
+        clock: Callable[[], float],
         interval: float,
     ) -> bool:
-        """Whether ``session_id`` is live: cached, or read from ``store`` as of ``now``."""
+        """Whether ``session_id`` is live: cached, or read from ``store`` as of ``clock()``."""
         known = self._known.get(session_id)
         if known is not None and not known.live:
             return False  # a revocation is for good
@@ -61,7 +62,7 @@ class SessionCache:
             return await asyncio.shield(reading)
         reading = self._reading[session_id] = loop.create_future()
         try:
-            live = await store.session_active(session_id, now=now)
+            live = await store.session_active(session_id, now=clock())
         except BaseException as error:
             reading.set_exception(error)
             reading.exception()  # retrieved: the waiters, if any, raise it themselves
