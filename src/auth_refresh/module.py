@@ -26,6 +26,7 @@ from starlette.responses import Response
 
 from auth_refresh._utils import resolve, user_id_of
 from auth_refresh.application import AppRegistry, require_application, start_late
+from auth_refresh.auth_jwt import MAX_SESSION_ID
 from auth_refresh.authentication import TokenPair
 from auth_refresh.checks import check_registration
 from auth_refresh.container import AuthRefreshContainer
@@ -63,8 +64,6 @@ if TYPE_CHECKING:
 __all__ = ["AuthRefreshModule"]
 
 KIND = "auth_refresh"
-# Session ids are 43-character digests: a longer one is no session, without asking the store.
-MAX_SESSION_ID = 256
 
 log = logging.getLogger("auth_refresh")
 
