@@ -4,9 +4,9 @@ Like the refresh module, its registration's values are the defaults of its conta
 providers (``user_lookup``, ``verifier``, ``extractor``), beneath the overrides tests make.
 
 An access token naming its session (``sid``, issued with rotation) is refused once that session
-is revoked: the application's refresh registration answers from its per-process session cache
-(``auth_refresh.sessions``). Without a refresh registration on the application, or for a token
-without ``sid``, no session is checked.
+is revoked: the application's global refresh registration (``for_root``) answers from its
+per-process session cache (``auth_refresh.sessions``). Without one on the application, or for a
+token without ``sid``, no session is checked.
 """
 
 from __future__ import annotations
