@@ -13,11 +13,14 @@ import httpx
 import pytest
 
 from auth_refresh import (
+    MemoryRefreshTokenStore,
     PasswordStorageService,
     SessionNotFoundError,
+    SessionStart,
     SqliteRefreshTokenStore,
 )
 from auth_refresh.sealing import session_id_of
+from auth_refresh.sessions import SessionCache
 from conftest import InMemoryUsers, User, serve
 from factories import login
 from rotation_app import claims_of, refresh, rotating_app
@@ -287,3 +290,43 @@ async def test_openapi_documents_the_routes_with_the_access_token_scheme(
     listed = paths[SESSIONS]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert listed["type"] == "array"
     assert schema["components"]["securitySchemes"]["AccessToken"]["scheme"] == "bearer"
+
+
+class GatedStore(MemoryRefreshTokenStore):
+    """A memory store whose session reads wait for the test to open the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.reads = 0
+
+    async def session_active(self, session_id: str, *, now: float) -> bool:
+        self.reads += 1
+        await self.gate.wait()
+        return await super().session_active(session_id, now=now)
+
+
+async def test_a_request_that_goes_away_does_not_end_the_read_others_share() -> None:
+    store, cache = GatedStore(), SessionCache()
+    now = time.time()
+    await store.start_family(
+        "family-1",
+        "user-1",
+        "token-1",
+        token_expires_at=now + 600,
+        now=now,
+        absolute_lifetime=3600,
+        session=SessionStart("session-1"),
+    )
+    checks = [
+        asyncio.create_task(
+            cache.is_active(store, "session-1", "user-1", clock=time.time, interval=1.0)
+        )
+        for _ in range(2)
+    ]
+    await asyncio.sleep(0.01)
+    checks[0].cancel()  # its client disconnected
+    store.gate.set()
+    assert await checks[1] is True
+    assert checks[0].cancelled()
+    assert store.reads == 1

@@ -39,7 +39,7 @@ class SessionCache:
     def __init__(self) -> None:
         self._known: OrderedDict[str, _Known] = OrderedDict()
         self._by_subject: dict[str, set[str]] = {}
-        self._reading: dict[str, asyncio.Future[bool]] = {}
+        self._reading: dict[str, asyncio.Task[bool]] = {}
 
     async def is_active(
         self,
@@ -58,19 +58,26 @@ class SessionCache:
             return True
         loop = asyncio.get_running_loop()
         reading = self._reading.get(session_id)
-        if reading is not None and reading.get_loop() is loop:
-            return await asyncio.shield(reading)
-        reading = self._reading[session_id] = loop.create_future()
+        if reading is None or reading.get_loop() is not loop:
+            # A task of its own: a request that goes away does not cancel the others' read.
+            reading = loop.create_task(self._read(store, session_id, subject, clock, interval))
+            reading.add_done_callback(_retrieve)
+            self._reading[session_id] = reading
+        return await asyncio.shield(reading)
+
+    async def _read(
+        self,
+        store: RefreshTokenStore,
+        session_id: str,
+        subject: str,
+        clock: Callable[[], float],
+        interval: float,
+    ) -> bool:
         try:
             live = await store.session_active(session_id, now=clock())
-        except BaseException as error:
-            reading.set_exception(error)
-            reading.exception()  # retrieved: the waiters, if any, raise it themselves
-            raise
         finally:
-            if self._reading.get(session_id) is reading:
+            if self._reading.get(session_id) is asyncio.current_task():
                 del self._reading[session_id]
-        reading.set_result(live)
         known = self._known.get(session_id)
         if known is not None and not known.live:
             return False  # revoked here while the store was being asked
@@ -111,6 +118,12 @@ class SessionCache:
             sessions.discard(session_id)
             if not sessions:
                 del self._by_subject[known.subject]
+
+
+def _retrieve(task: asyncio.Task[bool]) -> None:
+    # Each waiting request raised the error itself; the task's own copy is not "never retrieved".
+    if not task.cancelled():
+        task.exception()
 
 
 _caches: weakref.WeakKeyDictionary[RefreshTokenStore, SessionCache] = weakref.WeakKeyDictionary()
