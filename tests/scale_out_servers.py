@@ -42,11 +42,13 @@ import redis  # noqa: E402
 
 from auth_refresh import (  # noqa: E402
     RefreshTokenStore,
+    SessionStart,
     StoreUnavailableError,
     Successor,
     TokenPair,
     open_store,
 )
+from auth_refresh.sealing import session_id_of  # noqa: E402
 from postgres_server import PostgresServer, running_postgres  # noqa: E402
 from redis_cluster import ClusterNodeServer, cluster_url, running_cluster  # noqa: E402
 from store_fixtures import running_redis  # noqa: E402
@@ -57,6 +59,11 @@ LIFETIME = 30 * 86400.0
 # What a real login answers with (HS256, the tutorial's claims): the sizes matter here.
 ACCESS_TOKEN_BYTES = 260
 REFRESH_TOKEN_BYTES = 330
+# A session's client label, as a desktop browser sends it (what the store keeps per session).
+USER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
 
 
 @contextmanager
@@ -117,7 +124,13 @@ async def fill(store: RefreshTokenStore, sessions: int) -> None:
         family, first = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
         subject = f"user-{index}"
         await store.start_family(
-            family, subject, first, token_expires_at=now + IDLE, now=now, absolute_lifetime=LIFETIME
+            family,
+            subject,
+            first,
+            token_expires_at=now + IDLE,
+            now=now,
+            absolute_lifetime=LIFETIME,
+            session=SessionStart(session_id_of(family), USER_AGENT),
         )
         successor_id = secrets.token_urlsafe(16)
         offered = Successor(successor_id, token_pair(successor_id), now + IDLE)
@@ -133,7 +146,13 @@ async def refresh_many(store: RefreshTokenStore, refreshes: int) -> None:
     now = time.time()
     family, token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     await store.start_family(
-        family, "cpu", token, token_expires_at=now + IDLE, now=now, absolute_lifetime=LIFETIME
+        family,
+        "cpu",
+        token,
+        token_expires_at=now + IDLE,
+        now=now,
+        absolute_lifetime=LIFETIME,
+        session=SessionStart(session_id_of(family), USER_AGENT),
     )
     for _ in range(refreshes):
         successor_id = secrets.token_urlsafe(16)
@@ -286,7 +305,7 @@ async def asyncpg_round(url: str, seconds: float) -> dict[str, float]:
     async def start(family: str, token: str) -> None:
         await pool.execute(
             "INSERT INTO auth_refresh_families (family_id, subject, created_at, expires_at, "
-            "live_token_id) VALUES ($1, 'drivers', $2, $3, $4)",
+            "live_token_id, session_id) VALUES ($1, 'drivers', $2, $3, $4, $1)",
             family, now, now + IDLE, token,
         )  # fmt: skip
 
@@ -318,8 +337,8 @@ async def psycopg_round(url: str, seconds: float) -> dict[str, float]:
         async with pool.connection() as connection:
             await connection.execute(
                 "INSERT INTO auth_refresh_families (family_id, subject, created_at, expires_at, "
-                "live_token_id) VALUES (%s, 'drivers', %s, %s, %s)",
-                (family, now, now + IDLE, token),
+                "live_token_id, session_id) VALUES (%s, 'drivers', %s, %s, %s, %s)",
+                (family, now, now + IDLE, token, family),
             )
 
     async def call(family: str, token: str, successor: str) -> None:
@@ -347,7 +366,13 @@ async def one_at_a_time(url: str, refreshes: int) -> dict[str, float]:
         now = time.time()
         family, token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
         await store.start_family(
-            family, "one", token, token_expires_at=now + IDLE, now=now, absolute_lifetime=LIFETIME
+            family,
+            "one",
+            token,
+            token_expires_at=now + IDLE,
+            now=now,
+            absolute_lifetime=LIFETIME,
+            session=SessionStart(session_id_of(family), USER_AGENT),
         )
         for _ in range(refreshes):
             successor_id = secrets.token_urlsafe(16)

@@ -23,6 +23,7 @@ from auth_refresh import (
     StoreUnavailableError,
     open_store,
 )
+from auth_refresh.sealing import session_id_of
 from conftest import InMemoryUsers, serve
 from factories import login
 from postgres_server import TEST_SETTINGS, PostgresServer, binary, running_postgres
@@ -126,8 +127,13 @@ async def _eventually_no_connections(server: PostgresServer, application: str) -
 
 
 def documented_ddl() -> str:
-    (ddl,) = re.findall(r"^```sql\n(.*?)^```", DOCS_PAGE.read_text(), flags=re.M | re.S)
+    ddl, _migration = re.findall(r"^```sql\n(.*?)^```", DOCS_PAGE.read_text(), flags=re.M | re.S)
     return ddl
+
+
+def documented_migration() -> str:
+    _ddl, migration = re.findall(r"^```sql\n(.*?)^```", DOCS_PAGE.read_text(), flags=re.M | re.S)
+    return migration
 
 
 async def test_the_documented_ddl_makes_a_schema_the_managed_store_uses(
@@ -169,6 +175,62 @@ async def test_a_schema_creation_that_waits_is_a_503_and_completes_afterwards(
     finally:
         holder.kill()
         holder.wait()
+
+
+SCHEMA_V1 = Path(__file__).resolve().parent / "data" / "postgres-schema-v1.sql"
+
+
+def v1_database(server: PostgresServer) -> tuple[str, float]:
+    """A database as a store of schema version 1 left it: one family, refreshed once."""
+    url = fresh_database(server)
+    now = time.time()
+    psql(url, SCHEMA_V1.read_text())
+    times = ", ".join(repr(time) for time in (now, now + 600, now + 10))
+    columns = "family_id, subject, live_token_id, previous_token_id, created_at, expires_at"
+    values = f"'family-1', 'alice', 'live-1', 'first-1', {times}"
+    psql(url, f"INSERT INTO auth_refresh_families ({columns}, consumed_at) VALUES ({values})")  # noqa: S608 (our own numbers)
+    return url, now
+
+
+async def assert_the_v1_family_is_a_session(url: str, now: float) -> None:
+    session_id = session_id_of("family-1")
+    async with opened(url) as store:
+        assert await store.session_active(session_id, now=now + 20)
+        (session,) = await store.list_sessions("alice", now=now + 20)
+        assert (session.session_id, session.created_at) == (session_id, now)
+        assert (session.user_agent, session.client_ip) == (None, None)
+        family = Family(store, "alice")
+        family.id, family.now = "family-1", now + 30
+        assert (await family.rotate("live-1"))[0] is RotationOutcome.ROTATED
+        (session,) = await store.list_sessions("alice", now=now + 30)
+        assert session.last_refreshed_at == now + 30
+        assert await store.revoke_session("alice", session_id, now=now + 30)
+        assert not await store.session_active(session_id, now=now + 30)
+
+
+async def test_a_schema_of_version_1_is_migrated(postgres_server: PostgresServer) -> None:
+    url, now = v1_database(postgres_server)
+    await assert_the_v1_family_is_a_session(url, now)
+    assert psql_value(url, "SELECT version FROM auth_refresh_schema") == "2"
+
+
+async def test_the_documented_migration_brings_a_managed_schema_to_version_2(
+    postgres_server: PostgresServer,
+) -> None:
+    url, now = v1_database(postgres_server)
+    managed = url + "?auth_refresh_schema=managed"
+    async with opened(managed) as store:
+        with pytest.raises(ConfigurationError, match="schema is version 1"):
+            await store.session_active("any", now=now)
+    psql(url, documented_migration())
+    await assert_the_v1_family_is_a_session(managed + "&application_name=migrated", now)
+
+
+def psql_value(url: str, sql: str) -> str:
+    return subprocess.run(
+        [binary("psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", url, "-c", sql],
+        text=True, check=True, capture_output=True,
+    ).stdout.strip()  # fmt: skip
 
 
 async def test_a_newer_schema_version_is_refused(postgres_url: str) -> None:

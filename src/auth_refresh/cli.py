@@ -1,8 +1,9 @@
 """The operator's command line: ``auth-refresh`` (or ``python -m auth_refresh``).
 
 ``keys generate`` makes signing keys and prints the ``JWT_MODULE_*`` settings that use them;
-``sessions revoke-subject`` logs a user out everywhere in the store ``AUTH_REFRESH_STORE_URL``
-names. Errors go to stderr with exit status 1; usage errors exit with 2 (argparse's).
+``sessions list`` shows a user's live sessions and ``sessions revoke-subject`` logs a user out
+everywhere, in the store ``AUTH_REFRESH_STORE_URL`` names. Errors go to stderr with exit
+status 1; usage errors exit with 2 (argparse's).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import secrets
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +27,7 @@ from auth_refresh.container import store_from_settings
 from auth_refresh.exceptions import AuthRefreshError, ConfigurationError
 from auth_refresh.keys import HMAC_ALGORITHMS, SUPPORTED_ALGORITHMS, minimum_secret_bytes
 from auth_refresh.settings import AuthRefreshSettings, build_settings
+from auth_refresh.store import SessionRecord
 
 __all__ = ["main"]
 
@@ -75,10 +78,19 @@ def _parser() -> argparse.ArgumentParser:
         "revoke-subject",
         help="revoke every session of a user (log out everywhere)",
         description="Revokes every token family of SUBJECT in the store AUTH_REFRESH_STORE_URL "
-        "names; their refresh tokens are refused from now on (access tokens run out).",
+        "names; their refresh tokens are refused from now on, their access tokens within "
+        "AUTH_REFRESH_SESSION_CHECK_INTERVAL.",
     )
     revoke.add_argument("subject", metavar="SUBJECT", help="the user id (the tokens' sub)")
     revoke.set_defaults(command=revoke_subject)
+    listing = sessions.add_parser(
+        "list",
+        help="list a user's live sessions",
+        description="Prints the live sessions of SUBJECT in the store AUTH_REFRESH_STORE_URL "
+        "names, newest first: id, started, last refreshed (UTC), client IP if kept, User-Agent.",
+    )
+    listing.add_argument("subject", metavar="SUBJECT", help="the user id (the tokens' sub)")
+    listing.set_defaults(command=list_sessions)
     return parser
 
 
@@ -133,15 +145,51 @@ def _private_key(algorithm: str) -> PrivateKey:
 
 def revoke_subject(arguments: argparse.Namespace) -> int:
     subject: str = arguments.subject
+    settings = _shared_store_settings()
+    asyncio.run(_revoke_subject(settings, subject))
+    print(f"revoked every session of {subject!r} in {_redacted(settings.store_url)}")
+    return 0
+
+
+def list_sessions(arguments: argparse.Namespace) -> int:
+    subject: str = arguments.subject
+    settings = _shared_store_settings()
+    sessions = asyncio.run(_list_sessions(settings, subject))
+    for session in sessions:
+        columns = [
+            session.session_id,
+            _utc(session.created_at),
+            _utc(session.last_refreshed_at),
+            session.client_ip or "-",
+            # One line per session, whatever the client sent.
+            (session.user_agent or "-").encode("unicode_escape").decode("ascii"),
+        ]
+        print("  ".join(columns))
+    if not sessions:
+        print(f"no live session of {subject!r} in {_redacted(settings.store_url)}")
+    return 0
+
+
+async def _list_sessions(settings: AuthRefreshSettings, subject: str) -> list[SessionRecord]:
+    store = store_from_settings(settings)
+    try:
+        return await store.list_sessions(subject, now=time.time())
+    finally:
+        await store.close()
+
+
+def _utc(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _shared_store_settings() -> AuthRefreshSettings:
     settings = build_settings(AuthRefreshSettings)
     if settings.store_url == "memory://":
         raise ConfigurationError(
             "AUTH_REFRESH_STORE_URL is memory://: that store lives inside the application's "
             "process; name the application's SQLite file or Redis server"
         )
-    asyncio.run(_revoke_subject(settings, subject))
-    print(f"revoked every session of {subject!r} in {_redacted(settings.store_url)}")
-    return 0
+    return settings
 
 
 async def _revoke_subject(settings: AuthRefreshSettings, subject: str) -> None:

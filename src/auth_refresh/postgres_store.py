@@ -16,6 +16,9 @@ reuse at their next refresh (a new login); it never makes a token valid that sho
 The schema carries its version (the table ``auth_refresh_schema``): the first step creates it,
 or migrates an older one (``MIGRATIONS``), and refuses a newer one with ``ConfigurationError``.
 
+Each row is also the session its family is (``session_id``, unique and indexed, ``refreshed_at``,
+``user_agent``, ``client_ip``; schema version 2, migrated from version 1).
+
 A refresh is one round trip: one call of the ``auth_refresh_rotate`` function, which is
 ``store.decide_rotation`` in PL/pgSQL, holding the family's row lock for the decision and the
 write. Every statement has a server-side ``statement_timeout`` and the whole step a client-side
@@ -38,12 +41,23 @@ from asyncpg.pool import PoolConnectionProxy
 
 from auth_refresh.authentication import TokenPair
 from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
-from auth_refresh.store import Rotation, RotationOutcome, Successor
+from auth_refresh.postgres_schema import (
+    LIST_SESSIONS,
+    MIGRATIONS,
+    REVOKE_FAMILY,
+    REVOKE_SESSION,
+    REVOKE_SUBJECT,
+    ROTATE,
+    SCHEMA,
+    SCHEMA_VERSION,
+    SESSION_ACTIVE,
+    START_FAMILY,
+)
+from auth_refresh.store import Rotation, RotationOutcome, SessionRecord, SessionStart, Successor
 
 __all__ = ["PostgresRefreshTokenStore"]
 
 URL_SCHEMES = ("postgresql://", "postgres://")
-SCHEMA_VERSION = 1
 CONNECT_TIMEOUT_SECONDS = 0.5
 # The store's sessions' settings; the URL's query may set others, or these differently.
 SERVER_SETTINGS = {
@@ -66,107 +80,6 @@ T = TypeVar("T")
 _CHECKED_SCHEMAS: set[str] = set()
 
 store_log = logging.getLogger("auth_refresh.store")
-
-# Schema version 1. docs/postgres-store.md gives the same DDL for teams that manage the schema.
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS auth_refresh_schema (version integer NOT NULL);
-
-CREATE TABLE IF NOT EXISTS auth_refresh_families (
-    family_id text PRIMARY KEY,
-    subject text NOT NULL,
-    created_at double precision NOT NULL,
-    expires_at double precision NOT NULL,
-    live_token_id text NOT NULL,
-    previous_token_id text,
-    consumed_at double precision,
-    successor_pair text,
-    revoked boolean NOT NULL DEFAULT false
-);
-CREATE INDEX IF NOT EXISTS auth_refresh_families_subject ON auth_refresh_families (subject);
-CREATE INDEX IF NOT EXISTS auth_refresh_families_expires_at
-    ON auth_refresh_families (expires_at);
-
--- store.decide_rotation, line for line, under the family's row lock.
-CREATE OR REPLACE FUNCTION auth_refresh_rotate(
-    p_family_id text, p_token_id text, p_successor_id text, p_successor_pair text,
-    p_successor_expires_at double precision, p_now double precision,
-    p_grace double precision, p_lifetime double precision,
-    OUT outcome text, OUT family_subject text, OUT grace_pair text)
-LANGUAGE plpgsql AS $$
-DECLARE
-    family auth_refresh_families%ROWTYPE;
-    deadline double precision;
-BEGIN
-    SELECT * INTO family FROM auth_refresh_families WHERE family_id = p_family_id FOR UPDATE;
-    IF NOT FOUND THEN
-        outcome := 'unknown';
-        RETURN;
-    END IF;
-    family_subject := family.subject;
-    deadline := family.created_at + p_lifetime;
-    IF p_now >= deadline OR p_now >= family.expires_at THEN
-        DELETE FROM auth_refresh_families WHERE family_id = p_family_id;
-        outcome := 'expired';
-        RETURN;
-    END IF;
-    IF family.revoked THEN
-        outcome := 'revoked';
-        RETURN;
-    END IF;
-    IF p_token_id = family.live_token_id THEN
-        UPDATE auth_refresh_families
-            SET expires_at = least(p_successor_expires_at, deadline),
-                live_token_id = p_successor_id, previous_token_id = p_token_id,
-                consumed_at = p_now,
-                successor_pair = CASE WHEN p_grace > 0 THEN p_successor_pair END
-            WHERE family_id = p_family_id;
-        outcome := 'rotated';
-        RETURN;
-    END IF;
-    IF p_token_id = family.previous_token_id AND family.consumed_at IS NOT NULL
-            AND family.successor_pair IS NOT NULL AND p_now < family.consumed_at + p_grace THEN
-        outcome := 'grace';
-        grace_pair := family.successor_pair;
-        RETURN;
-    END IF;
-    UPDATE auth_refresh_families SET revoked = true, successor_pair = NULL
-        WHERE family_id = p_family_id;
-    outcome := 'reused';
-END
-$$;
-
-INSERT INTO auth_refresh_schema (version)
-    SELECT 1 WHERE NOT EXISTS (SELECT FROM auth_refresh_schema);
-"""
-
-# The statements that bring a schema of version N - 1 to version N, by N.
-MIGRATIONS: dict[int, str] = {}
-
-# Expired families (tombstones included) are purged a batch at a time by logins.
-START_FAMILY = """
-WITH purged AS (
-    DELETE FROM auth_refresh_families WHERE family_id IN (
-        SELECT family_id FROM auth_refresh_families WHERE expires_at <= $3
-        LIMIT $7 FOR UPDATE SKIP LOCKED)
-)
-INSERT INTO auth_refresh_families (family_id, subject, created_at, expires_at, live_token_id)
-    VALUES ($1, $2, $3, least($4, $3 + $5), $6)
-ON CONFLICT (family_id) DO UPDATE SET subject = excluded.subject,
-    created_at = excluded.created_at, expires_at = excluded.expires_at,
-    live_token_id = excluded.live_token_id, previous_token_id = NULL, consumed_at = NULL,
-    successor_pair = NULL, revoked = false
-"""
-ROTATE = (
-    "SELECT outcome, family_subject, grace_pair "
-    "FROM auth_refresh_rotate($1, $2, $3, $4, $5, $6, $7, $8)"
-)
-REVOKE_FAMILY = (
-    "UPDATE auth_refresh_families SET revoked = true, successor_pair = NULL WHERE family_id = $1"
-)
-REVOKE_SUBJECT = (
-    "UPDATE auth_refresh_families SET revoked = true, successor_pair = NULL "
-    "WHERE subject = $1 AND NOT revoked"
-)
 
 
 class PostgresRefreshTokenStore:
@@ -233,6 +146,7 @@ class PostgresRefreshTokenStore:
         token_expires_at: float,
         now: float,
         absolute_lifetime: float,
+        session: SessionStart,
     ) -> None:
         await self._step(
             lambda connection: connection.execute(
@@ -244,6 +158,9 @@ class PostgresRefreshTokenStore:
                 absolute_lifetime,
                 token_id,
                 PURGE_BATCH,
+                session.session_id,
+                session.user_agent,
+                session.client_ip,
             )
         )
 
@@ -284,6 +201,22 @@ class PostgresRefreshTokenStore:
 
     async def revoke_subject(self, subject: str) -> None:
         await self._step(lambda connection: connection.execute(REVOKE_SUBJECT, subject))
+
+    async def session_active(self, session_id: str, *, now: float) -> bool:
+        active = await self._step(
+            lambda connection: connection.fetchval(SESSION_ACTIVE, session_id, now)
+        )
+        return bool(active)
+
+    async def list_sessions(self, subject: str, *, now: float) -> list[SessionRecord]:
+        rows = await self._step(lambda connection: connection.fetch(LIST_SESSIONS, subject, now))
+        return [SessionRecord(**dict(row)) for row in rows]
+
+    async def revoke_session(self, subject: str, session_id: str, *, now: float) -> bool:
+        status = await self._step(
+            lambda connection: connection.execute(REVOKE_SESSION, session_id, subject, now)
+        )
+        return status == "UPDATE 1"
 
     async def close(self) -> None:
         if self._schema_check is not None and not self._schema_check.done():

@@ -19,6 +19,10 @@ need both are two single-slot steps, ordered so that nothing is missed:
   creation keeps: a login racing the revoke is either revoked or started after it. Families
   that have expired leave the index.
 
+A family's hash also holds the session it is (``sid``, ``refreshed_at``, ``ua``, ``ip``), and
+``auth-refresh:{v:<session id>}`` names a session's family, in the session id's slot: finding a
+session is two single-slot steps, the session's key, then its family.
+
 The layout's version is the key ``auth-refresh:schema``, written by the first store to use the
 cluster; a newer version is refused with ``ConfigurationError``.
 
@@ -30,9 +34,9 @@ layout after an error, so the store recovers on its own once the node is back.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
+import math
 import urllib.parse
 from collections.abc import Awaitable
 from typing import Any, TypeVar, cast
@@ -44,7 +48,18 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from auth_refresh.authentication import TokenPair
 from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
-from auth_refresh.store import Rotation, RotationOutcome, Successor
+from auth_refresh.redis_cluster_layout import (
+    CHECK_LAYOUT,
+    INDEX_FAMILY,
+    LAYOUT_VERSION,
+    REVOKE_FAMILY,
+    REVOKE_SESSION,
+    ROTATE,
+    SESSION_FIELDS,
+    SHAS,
+    START_FAMILY,
+)
+from auth_refresh.store import Rotation, RotationOutcome, SessionRecord, SessionStart, Successor
 
 __all__ = ["RedisClusterRefreshTokenStore"]
 
@@ -56,8 +71,6 @@ CONNECT_TIMEOUT_SECONDS = 0.5
 SOCKET_TIMEOUT_SECONDS = 1.0
 STEP_DEADLINE_SECONDS = 1.5
 KEY_PREFIX = "auth-refresh:"
-# The key layout's version, kept in the key ``<prefix>schema``: a newer one is refused.
-LAYOUT_VERSION = 1
 # How long a tombstone waits for the login that revoke_subject saw half done.
 TOMBSTONE_SECONDS = 60
 
@@ -65,81 +78,6 @@ T = TypeVar("T")
 
 store_log = logging.getLogger("auth_refresh.store")
 
-# KEYS[1]: the family. A tombstone left by revoke_subject keeps the family revoked.
-START_FAMILY = """
-redis.call('HSET', KEYS[1], 'subject', ARGV[1], 'created_at', ARGV[2],
-    'expires_at', ARGV[3], 'live', ARGV[4])
-redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', math.ceil(tonumber(ARGV[3]) * 1000)))
-return 1
-"""
-
-# KEYS[1]: the subject's index of families.
-INDEX_FAMILY = """
-redis.call('SADD', KEYS[1], ARGV[1])
-local lifetime_ms = math.ceil(tonumber(ARGV[2]) * 1000)
-if redis.call('PTTL', KEYS[1]) < lifetime_ms then
-    redis.call('PEXPIRE', KEYS[1], string.format('%.0f', lifetime_ms))
-end
-return 1
-"""
-
-# store.decide_rotation, line for line (as the Redis store's script).
-ROTATE = """
-local token_id, successor_id, successor_pair = ARGV[1], ARGV[2], ARGV[3]
-local successor_expires_at = tonumber(ARGV[4])
-local now, grace, lifetime = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local family = redis.call('HMGET', KEYS[1], 'subject', 'created_at', 'expires_at', 'live',
-    'previous', 'consumed_at', 'successor', 'revoked')
-local subject = family[1]
-if not subject then
-    return {'unknown'}
-end
-local deadline = tonumber(family[2]) + lifetime
-if now >= deadline or now >= tonumber(family[3]) then
-    redis.call('DEL', KEYS[1])
-    return {'expired', subject}
-end
-if family[8] == '1' then
-    return {'revoked', subject}
-end
-if token_id == family[4] then
-    local expires_at = math.min(successor_expires_at, deadline)
-    redis.call('HSET', KEYS[1], 'expires_at', string.format('%.17g', expires_at),
-        'live', successor_id, 'previous', token_id, 'consumed_at', ARGV[5])
-    if grace > 0 then
-        redis.call('HSET', KEYS[1], 'successor', successor_pair)
-    else
-        redis.call('HDEL', KEYS[1], 'successor')
-    end
-    redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', math.ceil(expires_at * 1000)))
-    return {'rotated', subject}
-end
-if token_id == family[5] and family[6] and family[7] and now < tonumber(family[6]) + grace then
-    return {'grace', subject, family[7]}
-end
-redis.call('HSET', KEYS[1], 'revoked', '1')
-redis.call('HDEL', KEYS[1], 'successor')
-return {'reused', subject}
-"""
-
-# KEYS[1]: the family. Returns 1 if the family existed.
-REVOKE_FAMILY = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-    redis.call('HSET', KEYS[1], 'revoked', '1')
-    redis.call('HDEL', KEYS[1], 'successor')
-    return 1
-end
-if ARGV[1] ~= '' then
-    redis.call('HSET', KEYS[1], 'revoked', '1')
-    redis.call('EXPIRE', KEYS[1], ARGV[1])
-end
-return 0
-"""
-
-SHAS = {
-    script: hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
-    for script in (START_FAMILY, INDEX_FAMILY, ROTATE, REVOKE_FAMILY)
-}
 # revoke_subject revokes this many families at a time, each batch under one step deadline.
 REVOKE_BATCH = 100
 
@@ -194,6 +132,9 @@ class RedisClusterRefreshTokenStore:
     def _index_key(self, subject: str) -> str:
         return f"{self._prefix}{{s:{subject}}}:families"
 
+    def _session_key(self, session_id: str) -> str:
+        return f"{self._prefix}{{v:{session_id}}}"
+
     async def start_family(
         self,
         family_id: str,
@@ -203,6 +144,7 @@ class RedisClusterRefreshTokenStore:
         token_expires_at: float,
         now: float,
         absolute_lifetime: float,
+        session: SessionStart,
     ) -> None:
         expires_at = min(token_expires_at, now + absolute_lifetime)
         # The index first: a revoke_subject between the two steps leaves a tombstone.
@@ -215,7 +157,26 @@ class RedisClusterRefreshTokenStore:
             self._script(
                 START_FAMILY,
                 [self._family_key(family_id)],
-                [subject, _number(now), _number(expires_at), token_id],
+                [
+                    subject,
+                    _number(now),
+                    _number(expires_at),
+                    token_id,
+                    session.session_id,
+                    session.user_agent or "",
+                    session.client_ip or "",
+                ],
+            )
+        )
+        # The session's family, for as long as the family can live: its own slot, written
+        # last (a session not found yet is a login not done yet).
+        await self._step(
+            self._command(
+                "SET",
+                self._session_key(session.session_id),
+                family_id,
+                "PXAT",
+                str(math.ceil((now + absolute_lifetime) * 1000)),
             )
         )
 
@@ -266,8 +227,54 @@ class RedisClusterRefreshTokenStore:
                 # A tombstone stands for each now: dropping them from the index loses nothing.
                 await self._step(self._command("SREM", index, *gone))
 
+    async def session_active(self, session_id: str, *, now: float) -> bool:
+        family_id = await self._step(self._command("GET", self._session_key(session_id)))
+        if family_id is None:
+            return False
+        family = await self._step(self._read_family(family_id))
+        return _live_session(family, session_id, now) is not None
+
+    async def list_sessions(self, subject: str, *, now: float) -> list[SessionRecord]:
+        members = await self._step(self._command("SMEMBERS", self._index_key(subject)))
+        family_ids = sorted(cast(set[str], members))
+        sessions: list[SessionRecord] = []
+        for start in range(0, len(family_ids), REVOKE_BATCH):
+            families = await self._step(
+                self._read_families(family_ids[start : start + REVOKE_BATCH])
+            )
+            for family in families:
+                session = _live_session(family, None, now)
+                if session is not None and family.get("subject") == subject:
+                    sessions.append(session)
+        return sorted(sessions, key=lambda session: session.created_at, reverse=True)
+
+    async def revoke_session(self, subject: str, session_id: str, *, now: float) -> bool:
+        family_id = await self._step(self._command("GET", self._session_key(session_id)))
+        if family_id is None:
+            return False
+        revoked = await self._step(
+            self._script(
+                REVOKE_SESSION, [self._family_key(family_id)], [subject, session_id, _number(now)]
+            )
+        )
+        return bool(revoked)
+
     async def close(self) -> None:
         await self._client.aclose()
+
+    async def _read_family(self, family_id: str) -> dict[str, str | None]:
+        await self._find_cluster()
+        values = await self._client.hmget(self._family_key(family_id), list(SESSION_FIELDS))
+        return dict(zip(SESSION_FIELDS, cast(list[str | None], values), strict=True))
+
+    async def _read_families(self, family_ids: list[str]) -> list[dict[str, str | None]]:
+        await self._find_cluster()
+        # One write per node through the client's pipeline, as revoke_subject's batches.
+        pipe = self._client.pipeline()
+        for family_id in family_ids:
+            pipe.hmget(self._family_key(family_id), list(SESSION_FIELDS))
+        answers = await pipe.execute()
+        return [dict(zip(SESSION_FIELDS, values, strict=True)) for values in answers]
 
     async def _revoke_families(self, family_ids: list[str]) -> list[Any]:
         await self._find_cluster()
@@ -304,9 +311,9 @@ class RedisClusterRefreshTokenStore:
                     self._found_cluster = True
 
     async def _check_layout(self) -> None:
-        key = self._prefix + "schema"
-        await self._client.set(key, LAYOUT_VERSION, nx=True)
-        version = int(cast(str, await self._client.get(key)))
+        # One round trip: written if no store has yet, and the version found.
+        found = await self._client.eval(CHECK_LAYOUT, 1, self._prefix + "schema", LAYOUT_VERSION)
+        version = int(cast(str, found))
         if version > LAYOUT_VERSION:
             raise ConfigurationError(
                 f"the Redis Cluster store's data has layout version {version}, newer than this "
@@ -333,6 +340,25 @@ def _node(address: str) -> ClusterNode:
     if not host or not port:
         raise ValueError(address)
     return ClusterNode(urllib.parse.unquote(host.strip("[]")), int(port))
+
+
+def _live_session(
+    family: dict[str, str | None], session_id: str | None, now: float
+) -> SessionRecord | None:
+    """The session ``family`` is, if it is live (and ``session_id``'s, when given)."""
+    sid, created_at, expires_at = family["sid"], family["created_at"], family["expires_at"]
+    if sid is None or created_at is None or expires_at is None or family["revoked"] == "1":
+        return None
+    if (session_id is not None and sid != session_id) or now >= float(expires_at):
+        return None
+    refreshed_at = family["refreshed_at"]
+    return SessionRecord(
+        session_id=sid,
+        created_at=float(created_at),
+        last_refreshed_at=float(refreshed_at) if refreshed_at is not None else float(created_at),
+        user_agent=family["ua"],
+        client_ip=family["ip"],
+    )
 
 
 def _number(value: float) -> str:
