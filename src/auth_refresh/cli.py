@@ -2,7 +2,9 @@
 
 ``keys generate`` makes signing keys and prints the ``JWT_MODULE_*`` settings that use them;
 ``sessions revoke-subject`` logs a user out everywhere in the store ``AUTH_REFRESH_STORE_URL``
-names. Errors go to stderr with exit status 1; usage errors exit with 2 (argparse's).
+names; ``store migrate`` brings that store's schema to this release's version (before a
+deploy, rather than on the first request). Errors go to stderr with exit status 1; usage errors
+exit with 2 (argparse's).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="auth-refresh", description="Act on auth-refresh keys and sessions from a shell."
     )
-    groups = parser.add_subparsers(required=True, metavar="{keys,sessions}")
+    groups = parser.add_subparsers(required=True, metavar="{keys,sessions,store}")
 
     keys = groups.add_parser("keys", help="signing keys").add_subparsers(required=True)
     generate = keys.add_parser(
@@ -79,6 +81,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     revoke.add_argument("subject", metavar="SUBJECT", help="the user id (the tokens' sub)")
     revoke.set_defaults(command=revoke_subject)
+
+    store = groups.add_parser("store", help="the token store").add_subparsers(required=True)
+    migrate = store.add_parser(
+        "migrate",
+        help="bring the store's schema to this release's version",
+        description="Migrates the store AUTH_REFRESH_STORE_URL names to this release's schema "
+        "(stores also do it on first use); refuses a schema newer than this release's.",
+    )
+    migrate.set_defaults(command=migrate_store)
     return parser
 
 
@@ -133,12 +144,7 @@ def _private_key(algorithm: str) -> PrivateKey:
 
 def revoke_subject(arguments: argparse.Namespace) -> int:
     subject: str = arguments.subject
-    settings = build_settings(AuthRefreshSettings)
-    if settings.store_url == "memory://":
-        raise ConfigurationError(
-            "AUTH_REFRESH_STORE_URL is memory://: that store lives inside the application's "
-            "process; name the application's SQLite file or Redis server"
-        )
+    settings = _shared_store_settings()
     asyncio.run(_revoke_subject(settings, subject))
     print(f"revoked every session of {subject!r} in {_redacted(settings.store_url)}")
     return 0
@@ -150,6 +156,39 @@ async def _revoke_subject(settings: AuthRefreshSettings, subject: str) -> None:
         await store.revoke_subject(subject)
     finally:
         await store.close()
+
+
+def migrate_store(arguments: argparse.Namespace) -> int:
+    settings = _shared_store_settings()
+    version = asyncio.run(_migrate(settings))
+    where = _redacted(settings.store_url)
+    if version is None:
+        print(f"{where}: this store has no migrate(); it keeps its schema up to date itself")
+    else:
+        print(f"{where}: schema version {version}")
+    return 0
+
+
+async def _migrate(settings: AuthRefreshSettings) -> int | None:
+    store = store_from_settings(settings)
+    try:
+        migrate = getattr(store, "migrate", None)
+        if migrate is None:
+            return None
+        version: int = await migrate()
+        return version
+    finally:
+        await store.close()
+
+
+def _shared_store_settings() -> AuthRefreshSettings:
+    settings = build_settings(AuthRefreshSettings)
+    if settings.store_url == "memory://":
+        raise ConfigurationError(
+            "AUTH_REFRESH_STORE_URL is memory://: that store lives inside the application's "
+            "process; name the application's SQLite file or Redis server"
+        )
+    return settings
 
 
 def _redacted(url: str) -> str:

@@ -169,6 +169,18 @@ class RedisRefreshTokenStore:
             [],
         )
 
+    async def migrate(self) -> int:
+        """Check the server and migrate the key layout now (the first step would); the layout's
+        version. No step deadline: a large migration takes as long as it takes."""
+        try:
+            batches = self._batches_of_this_loop()
+            await batches.checked(self._check_server)
+            version = await batches.client.get(self.keys.schema)
+            return int(version or 0)
+        except (RedisError, OSError, TimeoutError) as error:
+            store_log.warning("Redis store unavailable: %s: %s", type(error).__name__, error)
+            raise StoreUnavailableError() from None
+
     async def close(self) -> None:
         # This loop's client; another loop's goes with its loop.
         loop = asyncio.get_running_loop()
