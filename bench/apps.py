@@ -7,6 +7,11 @@ issues fresh refresh tokens with the configuration's own issuing code, in the se
 so in-memory stores know them, and ``GET /bench/lag``: the event loop's lag since the last
 call, from a ticker that sleeps 1 ms at a time (how long another request on the worker waits).
 
+A library configuration with a store also has the access-guarded ``GET /bench/me``
+(``AuthJwtGuard``) and ``GET /bench/access`` -> ``{"withSession", "withoutSession"}``: an
+access token of a new session (``sid``: the guard checks the session) and one without (the
+same route without the check), for ``bench.sessions``.
+
 ``uvicorn bench.apps:create_app --factory`` with ``BENCH_CONFIGURATION`` set to a name from
 ``bench.configurations``.
 """
@@ -117,7 +122,7 @@ def library_app() -> FastAPI:
     Settings (and the store, when there is one) come from the JWT_MODULE_* and AUTH_REFRESH_*
     variables the harness sets.
     """
-    from auth_refresh import AuthRefreshModule
+    from auth_refresh import AuthJwtGuard, AuthJwtModule, AuthRefreshModule
 
     app = FastAPI()
     users = BenchUsers()
@@ -128,6 +133,19 @@ def library_app() -> FastAPI:
         return (await module.issue(user))["refreshToken"]
 
     _add_harness_routes(app, users, mint)
+    if os.environ.get("AUTH_REFRESH_ROTATION") == "true":
+        AuthJwtModule.for_root(user_lookup_service=users).attach(app)
+
+        @app.get("/bench/me")
+        async def me(user: Annotated[BenchUser, Depends(AuthJwtGuard())]) -> Response:
+            return JSONResponse({"id": user.id}, headers=NO_STORE)
+
+        @app.get("/bench/access", include_in_schema=False)
+        async def access() -> dict[str, str]:
+            with_session = (await module.issue_for_subject(USER_ID))["accessToken"]
+            without: str = module.container.issuer().access_token({"sub": USER_ID})
+            return {"withSession": with_session, "withoutSession": without}
+
     return app
 
 

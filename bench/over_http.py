@@ -242,6 +242,7 @@ def run_wrk(
     threads: int,
     cpu: int | None,
     workdir: Path,
+    script: Path = LUA_SCRIPT,
 ) -> LoadResult:
     tokens_file = workdir / "tokens.txt"
     tokens_file.write_text("\n".join(tokens) + "\n")
@@ -253,7 +254,7 @@ def run_wrk(
         "--timeout",
         "10s",
         "-s",
-        str(LUA_SCRIPT),
+        str(script),
         url,
         "--",
         str(tokens_file),

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.sessions import table as session_table
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = (
     "auth-refresh",
@@ -271,6 +273,7 @@ def console_table(results: dict[str, Any]) -> str:
         inprocess_table(results)
         + http_table(results)
         + redis_lines(results)
+        + session_table(results.get("sessions") or [])
         + targets_table(results)
     )
 
@@ -333,6 +336,15 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, str]]:
             http_rows.get(name),
             "p99_ratio",
             lambda value: value <= 1.5,
+            ratio,
+        )
+    session_rows = {row["name"]: row for row in results.get("sessions") or []}
+    for name, label in STORES.items():
+        add(
+            f"{label}: access guard with the session check ≥ 0.9{TIMES} without (req/s)",
+            session_rows.get(name),
+            "ratio",
+            lambda value: value >= 0.9,
             ratio,
         )
     add(
@@ -429,6 +441,7 @@ def results_section(results: dict[str, Any], chart_name: str | None) -> list[str
     if chart_name:
         lines += [f"![Refresh throughput over HTTP]({chart_name})", ""]
     lines += http_table(results) + inprocess_table(results) + redis_lines(results)
+    lines += session_table(results.get("sessions") or [])
     lines += [
         f"- Run: {results['started_at']} ({results['kind']} run), commit "
         f"`{(results['source'].get('commit') or '?')[:12]}`"

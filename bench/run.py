@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from bench import inprocess, over_http, report
+from bench import inprocess, over_http, report, sessions
 from bench.configurations import (
     BY_NAME,
     CONFIGURATIONS,
@@ -233,12 +233,40 @@ def collect(
         began = time.monotonic()
         results["redis"] = redis_phase(skipped, redis_url, redis_reason, redis_store)
         phases["redis"] = round(time.monotonic() - began, 1)
+        began = time.monotonic()
+        results["sessions"] = sessions_phase(options, selected, skipped, workdir, redis_url)
+        phases["sessions"] = round(time.monotonic() - began, 1)
     results["load_average_end"] = list(report.load_average())
     drift = raw_drift(results)
     if drift is not None:
         results["notes"].append(drift)
     results["targets"] = report.evaluate_targets(results)
     return results
+
+
+def sessions_phase(
+    options: Options,
+    selected: list[Configuration],
+    skipped: dict[str, str | None],
+    workdir: Path,
+    redis_url: str | None,
+) -> list[dict[str, Any]]:
+    """The access guard with and without the session check, per store (needs wrk)."""
+    stores = [c for c in selected if c.store is not None and not skipped[c.name]]
+    if not stores or over_http.wrk_version() is None:
+        return []
+    server_cpu, load_cpu, _ = (None, None, "") if options.smoke else over_http.cpu_plan()
+    say(f"session check: {len(stores)} stores, {options.rounds} rounds")
+    return sessions.sessions_phase(
+        stores,
+        workdir=workdir,
+        redis_url=redis_url,
+        rounds=options.rounds,
+        seconds=options.duration,
+        connections=options.connections,
+        server_cpu=server_cpu,
+        load_cpu=load_cpu,
+    )
 
 
 def raw_drift(results: dict[str, Any]) -> str | None:

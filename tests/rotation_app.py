@@ -43,12 +43,17 @@ def rotating_app(
     settings: Mapping[str, Any] | None = None,
     clock: Clock | None = None,
     logout_path: str | None = "/auth/logout",
+    sessions_path: str | None = None,
 ) -> tuple[FastAPI, AuthRefreshModule]:
-    """POST /auth/login, /auth/refresh, /auth/logout and GET /me, over one refresh module."""
+    """POST /auth/login, /auth/refresh, /auth/logout and GET /me, over one refresh module
+    (and the session routes under ``sessions_path``)."""
     authentication = AuthenticationModule.for_root()
     app = FastAPI()
     refresh = AuthRefreshModule.for_root(
-        user_lookup_service=users, settings=settings, logout_path=logout_path
+        user_lookup_service=users,
+        settings=settings,
+        logout_path=logout_path,
+        sessions_path=sessions_path,
     )
     if clock is not None:
         refresh.container.clock.override(providers.Object(clock))

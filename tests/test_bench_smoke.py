@@ -66,6 +66,11 @@ def test_the_benchmark_smoke_run_measures_every_available_configuration(tmp_path
     assert all(
         row["lag_p99_ms"] >= 0 for row in results["http"]["configurations"] if "rounds" in row
     )
+    if results["wrk"]:
+        # The access guard with and without the session check, for the stores needing no server.
+        checked = {row["name"]: row for row in results["sessions"]}
+        assert {"library-memory", "library-sqlite"} <= set(checked)
+        assert all(row["with"]["requests_per_second"] > 0 for row in checked.values())
     page = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert page.startswith("# Benchmarks")
     assert "| FastAPI + PyJWT by hand (the limit) |" in page

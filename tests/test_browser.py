@@ -179,3 +179,65 @@ def test_the_browser_session(example: str, attacker_site: str) -> None:
             snapshot("06-logged-out")
         finally:
             browser.close()
+
+
+def test_your_sessions_panel_ends_another_browsers_session(example: str) -> None:
+    from playwright.sync_api import Page, sync_playwright
+
+    def logged_in(page: Page) -> Page:
+        page.goto(example + "/")
+        page.click("#login button")
+        page.wait_for_function("document.getElementById('status').textContent === 'logged in'")
+        return page
+
+    def sessions(page: Page) -> list[tuple[str, bool]]:
+        page.evaluate("document.getElementById('session-list').dataset.loaded = ''")
+        page.click("#load-sessions")
+        page.wait_for_function("document.getElementById('session-list').dataset.loaded")
+        items = page.query_selector_all("#session-list li")
+        return [
+            (
+                (item.text_content() or "").split(",")[0],
+                "current" in (item.get_attribute("class") or ""),
+            )
+            for item in items
+        ]
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            # Two browsers of one user: separate cookie jars, separate sessions.
+            home = logged_in(browser.new_context(user_agent="Home browser").new_page())
+            work = logged_in(browser.new_context(user_agent="Work browser").new_page())
+            work.click("#me")
+            work.wait_for_function(
+                "document.getElementById('profile').textContent === 'user@example.com'"
+            )
+            assert sessions(home) == [("Work browser", False), ("Home browser", True)]
+            home.screenshot(path=ARTIFACTS / "07-your-sessions.png", full_page=True)
+
+            # From home, end the work browser's session.
+            home.click("#session-list li:not(.current) button.revoke")
+            home.wait_for_function("document.querySelectorAll('#session-list li').length === 1")
+            assert sessions(home) == [("Home browser", True)]
+
+            # The work browser's access token and refresh cookie are refused: logged out.
+            work.click("#me")
+            work.wait_for_function("document.getElementById('profile').textContent === 'HTTP 401'")
+            assert work.text_content("#status") == "logged out"
+            work.screenshot(path=ARTIFACTS / "08-ended-elsewhere.png", full_page=True)
+
+            # "Log out everywhere else": a third browser goes, home stays.
+            third = logged_in(browser.new_context(user_agent="Third browser").new_page())
+            assert len(sessions(home)) == 2
+            home.click("#revoke-others")
+            home.wait_for_function("document.querySelectorAll('#session-list li').length === 1")
+            third.click("#me")
+            third.wait_for_function("document.getElementById('profile').textContent === 'HTTP 401'")
+            home.click("#me")
+            home.wait_for_function(
+                "document.getElementById('profile').textContent === 'user@example.com'"
+            )
+        finally:
+            browser.close()

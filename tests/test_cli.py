@@ -134,6 +134,33 @@ async def test_sessions_revoke_subject_logs_the_user_out_everywhere(
         assert (await someone_else.rotate(someone_else.first_token))[0] is RotationOutcome.ROTATED
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_sessions_list_shows_a_users_live_sessions_newest_first(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = f"sqlite:///{tmp_path / 'families.db'}" if kind == "sqlite" else ""
+    if kind == "redis":
+        url = request.getfixturevalue("redis_url")
+    async with opened(url) as store:
+        phone, laptop, ended = Family(store, "user-9"), Family(store, "user-9"), Family(store)
+        laptop.now = phone.now + 60
+        await phone.start(user_agent="Phone\nForged line")
+        await laptop.start(user_agent="Laptop/2.0", client_ip="192.0.2.1")
+        ended.subject = "user-9"
+        await ended.start()
+        await store.revoke_family(ended.id)
+
+    env = {"AUTH_REFRESH_STORE_URL": url}
+    result = run_cli("sessions", "list", "user-9", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split("  ")[0] for line in lines] == [laptop.session_id, phone.session_id]
+    assert lines[0].endswith("192.0.2.1  Laptop/2.0")
+    assert lines[1].endswith("-  Phone\\nForged line")
+    empty = run_cli("sessions", "list", "nobody", cwd=tmp_path, env=env)
+    assert "no live session of 'nobody'" in empty.stdout
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [

@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
-from auth_refresh import AuthRefreshModule, RefreshTokenStore, Rotation, RotationOutcome, open_store
+from auth_refresh import (
+    AuthRefreshModule,
+    RefreshTokenStore,
+    Rotation,
+    RotationOutcome,
+    SessionStart,
+    open_store,
+)
+from auth_refresh.sealing import session_id_of
 from conftest import InMemoryUsers, serve
 from factories import assert_unauthorized
 from rotation_app import refresh
@@ -71,6 +79,7 @@ def test_a_burst_from_threads_each_with_its_own_event_loop_rotates_once(
                 token_expires_at=now + IDLE,
                 now=now,
                 absolute_lifetime=LIFETIME,
+                session=SessionStart(session_id_of(family_id)),
             )
         finally:
             if shared is None:
@@ -139,6 +148,7 @@ def test_processes_starting_together_on_a_new_sqlite_file_all_get_their_families
                     token_expires_at=now + IDLE,
                     now=now,
                     absolute_lifetime=LIFETIME,
+                    session=SessionStart(f"session-{index}"),
                 )
             finally:
                 await store.close()

@@ -5,13 +5,15 @@ burst split over both still yields one successor pair."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from conftest import ACCESS_SECRET, REFRESH_SECRET
+from rotation_app import claims_of
 from servers import Server, running_server
 
 BURST = 50
@@ -43,10 +45,32 @@ def two_processes(
 
 
 def login(server: Server) -> str:
+    return login_pair(server)["refreshToken"]
+
+
+def login_pair(server: Server) -> dict[str, str]:
     answer = httpx.post(server.base_url + "/auth/login", json=CREDENTIALS)
     assert answer.status_code == 200, answer.text
-    token: str = answer.json()["refreshToken"]
-    return token
+    pair: dict[str, str] = answer.json()
+    return pair
+
+
+def me(server: Server, access_token: str) -> int:
+    answer = httpx.get(server.base_url + "/me", headers={"Authorization": f"Bearer {access_token}"})
+    return answer.status_code
+
+
+def assert_refused_within_a_second(server: Server, access_token: str) -> None:
+    """Every /me sent a second or more after the revocation returned is a 401."""
+    revoked_at = time.monotonic()
+    while True:
+        sent_at = time.monotonic()
+        status = me(server, access_token)
+        if status == 401:
+            return
+        assert status == 200
+        assert sent_at - revoked_at < 1.0, "the other process still accepts the access token"
+        time.sleep(0.05)
 
 
 def refresh(server: Server, token: str) -> httpx.Response:
@@ -66,12 +90,14 @@ def test_a_token_rotated_on_one_process_and_replayed_on_the_other_is_detected(
     assert repeated.json() == rotated.json()
     newest = refresh(second, rotated.json()["refreshToken"])
     assert newest.status_code == 200
-    # The original again, two generations late: reuse, whichever process sees it.
+    access = newest.json()["accessToken"]
+    answer = httpx.get(first.base_url + "/me", headers={"Authorization": f"Bearer {access}"})
+    assert answer.json() == {"id": "user-1", "username": "user@example.com"}
+    # The original again, two generations late: reuse, whichever process sees it; the
+    # session's access token goes with it.
     assert refresh(first, original).status_code == 401
     assert refresh(second, newest.json()["refreshToken"]).status_code == 401
-    access = newest.json()["accessToken"]
-    me = httpx.get(first.base_url + "/me", headers={"Authorization": f"Bearer {access}"})
-    assert me.json() == {"id": "user-1", "username": "user@example.com"}
+    assert me(first, access) == 401
 
 
 def test_a_burst_split_over_both_processes_yields_one_successor_pair(
@@ -105,3 +131,45 @@ def test_logout_on_one_process_ends_the_session_on_the_other(
     logout = httpx.post(second.base_url + "/auth/logout", json={"refreshToken": live})
     assert logout.status_code == 204
     assert refresh(first, live).status_code == 401
+
+
+def revoked_by_logout(second: Server, pair: dict[str, str]) -> None:
+    answer = httpx.post(
+        second.base_url + "/auth/logout", json={"refreshToken": pair["refreshToken"]}
+    )
+    assert answer.status_code == 204
+
+
+def revoked_by_reuse(second: Server, pair: dict[str, str]) -> None:
+    # Two generations late: reuse, whatever the grace window.
+    assert refresh(second, pair["consumedToken"]).status_code == 401
+
+
+def revoked_by_delete(second: Server, pair: dict[str, str]) -> None:
+    headers = {"Authorization": "Bearer " + pair["otherAccessToken"]}
+    sessions = httpx.get(second.base_url + "/auth/sessions", headers=headers).json()
+    (target,) = [s["id"] for s in sessions if not s["current"] and s["id"] == pair["sid"]]
+    answer = httpx.delete(f"{second.base_url}/auth/sessions/{target}", headers=headers)
+    assert answer.status_code == 204
+
+
+@pytest.mark.parametrize(
+    "revoke",
+    [revoked_by_logout, revoked_by_reuse, revoked_by_delete],
+    ids=["logout", "reuse", "delete"],
+)
+def test_the_sessions_access_token_is_refused_on_the_other_process_within_a_second(
+    two_processes: tuple[Server, Server], revoke: Callable[[Server, dict[str, str]], None]
+) -> None:
+    first, second = two_processes
+    original = login_pair(first)
+    middle = refresh(first, original["refreshToken"]).json()
+    pair = refresh(first, middle["refreshToken"]).json()
+    pair["consumedToken"] = original["refreshToken"]
+    pair["otherAccessToken"] = login_pair(second)["accessToken"]
+    pair["sid"] = claims_of(pair["accessToken"])["sid"]
+    # The first process has the session cached as live.
+    assert me(first, pair["accessToken"]) == 200
+    revoke(second, pair)
+    assert_refused_within_a_second(first, pair["accessToken"])
+    assert me(second, pair["accessToken"]) == 401

@@ -15,6 +15,8 @@ from auth_refresh.store import (
     FamilyRecord,
     RefreshTokenStore,
     Rotation,
+    SessionRecord,
+    SessionStart,
     decide_rotation,
     new_family_record,
     register_store_scheme,
@@ -47,6 +49,7 @@ class ToyStore:
         token_expires_at: float,
         now: float,
         absolute_lifetime: float,
+        session: SessionStart,
     ) -> None:
         self.families[family_id] = new_family_record(
             subject,
@@ -54,6 +57,7 @@ class ToyStore:
             token_expires_at=token_expires_at,
             now=now,
             absolute_lifetime=absolute_lifetime,
+            session=session,
         )
 
     async def rotate(
@@ -92,6 +96,22 @@ class ToyStore:
             if record.subject == subject:
                 self.families[family_id] = replace(record, revoked=True, successor_pair=None)
 
+    async def session_active(self, session_id: str, *, now: float) -> bool:
+        return any(r.session_id == session_id and r.is_live(now) for r in self.families.values())
+
+    async def list_sessions(self, subject: str, *, now: float) -> list[SessionRecord]:
+        live = [r for r in self.families.values() if r.subject == subject and r.is_live(now)]
+        return [r.session() for r in sorted(live, key=lambda r: r.created_at, reverse=True)]
+
+    async def revoke_session(self, subject: str, session_id: str, *, now: float) -> bool:
+        for family_id, record in self.families.items():
+            if record.session_id == session_id and record.subject == subject:
+                if not record.is_live(now):
+                    return False
+                await self.revoke_family(family_id)
+                return True
+        return False
+
     async def close(self) -> None:
         self.families.clear()
 
@@ -112,7 +132,7 @@ class ForgetfulStore(ToyStore):
 async def test_the_contract_catches_a_store_that_breaks_it() -> None:
     with pytest.raises(AssertionError):
         await check_store(ForgetfulStore)
-    assert len(SCENARIOS) >= 10
+    assert len(SCENARIOS) >= 15
 
 
 async def test_an_async_factory_gives_the_store_too() -> None:

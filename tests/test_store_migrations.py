@@ -15,7 +15,7 @@ import redis
 
 from auth_refresh import ConfigurationError, RefreshTokenStore, RotationOutcome, Successor
 from auth_refresh.redis_layout import LAYOUT_VERSION
-from auth_refresh.sealing import open_pair, token_digest
+from auth_refresh.sealing import open_pair, session_id_of, token_digest
 from auth_refresh.sqlite_schema import SCHEMA_VERSION
 from store_fixtures import opened, running_redis
 
@@ -52,6 +52,14 @@ async def rotate(store: RefreshTokenStore, family_id: str, token_id: str) -> tup
 
 
 async def assert_migrated_sessions_work(store: RefreshTokenStore) -> None:
+    # Every family is a session now, under the digest of its id, without a client label.
+    sessions = await store.list_sessions("alice", now=NOW + 1)
+    assert {session.session_id for session in sessions} == {
+        session_id_of("fam-rotated"),
+        session_id_of("fam-fresh"),
+    }
+    assert all(session.user_agent is None for session in sessions)
+    assert not await store.session_active(session_id_of("fam-revoked"), now=NOW + 1)
     # The consumed token of "rotated", within its grace window: the same pair, opened with it.
     outcome, pair = await rotate(store, "fam-rotated", "rotated-1")
     assert outcome == RotationOutcome.GRACE.value
@@ -60,8 +68,10 @@ async def assert_migrated_sessions_work(store: RefreshTokenStore) -> None:
     assert (await rotate(store, "fam-fresh", "fresh-1"))[0] == RotationOutcome.ROTATED.value
     assert (await rotate(store, "fam-revoked", "revoked-1"))[0] == RotationOutcome.REVOKED.value
     # revoke_subject reaches the migrated families.
+    assert await store.session_active(session_id_of("fam-fresh"), now=NOW + 1)
     await store.revoke_subject("alice")
     assert (await rotate(store, "fam-fresh", "fresh-1-next"))[0] == RotationOutcome.REVOKED.value
+    assert not await store.session_active(session_id_of("fam-fresh"), now=NOW + 1)
 
 
 async def test_a_sqlite_file_of_the_first_schema_is_migrated(tmp_path: Path) -> None:
@@ -76,6 +86,42 @@ async def test_a_sqlite_file_of_the_first_schema_is_migrated(tmp_path: Path) -> 
     stored = path.read_bytes()
     assert b"eyJ" not in stored
     assert b"rotated-1" not in stored
+    with sqlite3.connect(path) as after:
+        assert after.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    after.close()
+
+
+V2_TABLE = """CREATE TABLE auth_refresh_families (
+    family_id TEXT PRIMARY KEY, subject TEXT NOT NULL, created_at REAL NOT NULL,
+    expires_at REAL NOT NULL, live_token_id TEXT NOT NULL, previous_token_id TEXT,
+    consumed_at REAL, successor_pair TEXT, revoked INTEGER NOT NULL DEFAULT 0
+)"""
+
+
+def write_v2_family(connection: sqlite3.Connection, family_id: str, subject: str) -> None:
+    connection.execute(
+        "INSERT INTO auth_refresh_families VALUES (?, ?, ?, ?, ?, NULL, NULL, NULL, 0)",
+        (family_id, subject, NOW, NOW + 600, token_digest(family_id + "-1")),
+    )
+
+
+async def test_a_sqlite_file_of_the_second_schema_gets_its_sessions(tmp_path: Path) -> None:
+    path = tmp_path / "families.db"
+    with sqlite3.connect(path) as before:
+        before.execute(V2_TABLE)
+        write_v2_family(before, "fam-a", "carol")
+        write_v2_family(before, "fam-b", "carol")
+        before.execute("PRAGMA user_version = 2")
+    before.close()
+    async with opened(f"sqlite:///{path}") as store:
+        sessions = await store.list_sessions("carol", now=NOW + 1)
+        assert {session.session_id for session in sessions} == {
+            session_id_of("fam-a"),
+            session_id_of("fam-b"),
+        }
+        assert (await rotate(store, "fam-a", "fam-a-1"))[0] == RotationOutcome.ROTATED.value
+        assert await store.revoke_session("carol", session_id_of("fam-b"), now=NOW + 1)
+        assert (await rotate(store, "fam-b", "fam-b-1"))[0] == RotationOutcome.REVOKED.value
     with sqlite3.connect(path) as after:
         assert after.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     after.close()
@@ -115,6 +161,37 @@ async def test_redis_keys_of_the_first_layout_are_migrated(tmp_path: Path) -> No
         stored = b"".join(client.dump(key) or b"" for key in keys)  # type: ignore[operator]
     assert b"eyJ" not in stored
     assert b"rotated-1" not in stored
+
+
+async def test_redis_keys_of_the_second_layout_get_their_sessions(tmp_path: Path) -> None:
+    with running_redis(tmp_path) as server, redis.Redis.from_url(server.url) as client:
+        for family_id in ("fam-a", "fam-b"):
+            key = "auth-refresh:family:" + family_id
+            client.hset(
+                key,
+                mapping={
+                    "subject": "carol",
+                    "created_at": repr(NOW),
+                    "expires_at": repr(NOW + 600),
+                    "live": token_digest(family_id + "-1"),
+                    "gen": "0",
+                },
+            )
+            client.pexpireat(key, int((NOW + 600) * 1000))
+            client.zadd("auth-refresh:families:carol", {family_id: (NOW + 600) * 1000})
+        client.set("auth-refresh:schema", 2)
+        async with opened(server.url) as store:
+            sessions = await store.list_sessions("carol", now=NOW + 1)
+            assert {session.session_id for session in sessions} == {
+                session_id_of("fam-a"),
+                session_id_of("fam-b"),
+            }
+            assert (await rotate(store, "fam-a", "fam-a-1"))[0] == RotationOutcome.ROTATED.value
+            assert await store.revoke_session("carol", session_id_of("fam-b"), now=NOW + 1)
+            assert (await rotate(store, "fam-b", "fam-b-1"))[0] == RotationOutcome.REVOKED.value
+        assert client.get("auth-refresh:schema") == str(LAYOUT_VERSION).encode()
+        # The session key expires with its family.
+        assert client.pttl("auth-refresh:session:" + session_id_of("fam-b")) > 0
 
 
 async def test_redis_keys_of_a_newer_layout_are_refused(tmp_path: Path) -> None:

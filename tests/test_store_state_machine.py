@@ -26,7 +26,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from auth_refresh import RotationOutcome, Successor, TokenPair, open_store
+from auth_refresh import RotationOutcome, SessionStart, Successor, TokenPair, open_store
+from auth_refresh.sealing import session_id_of
 
 T = TypeVar("T")
 
@@ -95,6 +96,7 @@ def machine_for(store_url: str) -> type[RuleBasedStateMachine]:
                     token_expires_at=self.now + IDLE,
                     now=self.now,
                     absolute_lifetime=LIFETIME,
+                    session=SessionStart(session_id_of(family_id)),
                 )
             )
             self.families[family_id] = ModelFamily(

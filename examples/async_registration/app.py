@@ -51,12 +51,13 @@ async def mobile_refresh_options(users: DemoUsers) -> dict[str, object]:
 
 app = FastAPI(title="auth-refresh: asynchronous registration")
 
-# POST /auth/refresh and POST /auth/logout; token families live in the store
-# AUTH_REFRESH_STORE_URL names (by default the SQLite file ./auth-refresh.db).
+# POST /auth/refresh, POST /auth/logout and the session routes under /auth/sessions; token
+# families live in the store AUTH_REFRESH_STORE_URL names (by default ./auth-refresh.db).
 refresh = AuthRefreshModule.for_root_async(
     factory=refresh_options,
     inject=[container.users, container.authentication],
     logout_path="/auth/logout",
+    sessions_path="/auth/sessions",
 )
 refresh.attach(app)
 

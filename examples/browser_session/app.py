@@ -29,11 +29,13 @@ app = FastAPI(title="auth-refresh: browser session")
 
 # Cookie transport: login and refresh set the refresh token as an HttpOnly, SameSite=Strict
 # cookie limited to /auth/refresh and /auth/logout; the body carries the access and CSRF tokens.
+# The page's "Your sessions" panel uses the session routes, with the access token.
 refresh = AuthRefreshModule.for_root(
     user_lookup_service=users,
     issue_token_service=authentication.issue_token_service,
     verify_token_service=authentication.verify_token_service,
     logout_path="/auth/logout",
+    sessions_path="/auth/sessions",
     settings={"cookie_transport": True},
 )
 refresh.attach(app)

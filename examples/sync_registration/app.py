@@ -23,14 +23,17 @@ authentication = AuthenticationModule.for_root()
 
 app = FastAPI(title="auth-refresh: synchronous registration")
 
-# The global registration: POST /auth/refresh with {"refreshToken": "..."}, and POST
-# /auth/logout. Rotation is on: each refresh token works once, within a token family kept in
-# the store AUTH_REFRESH_STORE_URL names (by default the SQLite file ./auth-refresh.db).
+# The global registration: POST /auth/refresh with {"refreshToken": "..."}, POST /auth/logout
+# and the caller's sessions (GET /auth/sessions, DELETE /auth/sessions/{id}, POST
+# /auth/sessions/revoke-others, with the access token). Rotation is on: each refresh token
+# works once, within a token family (a session) kept in the store AUTH_REFRESH_STORE_URL names
+# (by default the SQLite file ./auth-refresh.db).
 refresh = AuthRefreshModule.for_root(
     user_lookup_service=users,
     issue_token_service=authentication.issue_token_service,
     verify_token_service=authentication.verify_token_service,
     logout_path="/auth/logout",
+    sessions_path="/auth/sessions",
 )
 refresh.attach(app)
 

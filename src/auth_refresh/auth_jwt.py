@@ -2,6 +2,11 @@
 
 Like the refresh module, its registration's values are the defaults of its container's
 providers (``user_lookup``, ``verifier``, ``extractor``), beneath the overrides tests make.
+
+An access token naming its session (``sid``, issued with rotation) is refused once that session
+is revoked: the application's global refresh registration (``for_root``) answers from its
+per-process session cache (``auth_refresh.sessions``). Without one on the application, or for a
+token without ``sid``, no session is checked.
 """
 
 from __future__ import annotations
@@ -33,9 +38,14 @@ __all__ = [
     "AuthJwtGuard",
     "AuthJwtModule",
     "AuthJwtUserLookupServiceInterface",
+    "claims_of",
 ]
 
 KIND = "auth_jwt"
+REFRESH_KIND = "auth_refresh"
+SESSION_CLAIM = "sid"
+# A session id is a base64url SHA-256 digest (43 characters); anything far longer is not one.
+MAX_SESSION_ID = 256
 
 
 class AuthJwtUserLookupServiceInterface(Protocol):
@@ -155,10 +165,30 @@ class AuthJwtModule:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise AuthJwtUnauthorizedError()
+        session_id = claims.get(SESSION_CLAIM)
+        if session_id is not None and not await _session_active(request, session_id, subject):
+            raise AuthJwtUnauthorizedError()
         user = await resolve(container.user_lookup().by_subject(subject))
         if user is None or not is_active(user):
             raise AuthJwtUnauthorizedError()
+        request.state.auth_jwt_claims = claims
         return user
+
+
+def claims_of(request: Request) -> Any:
+    """The claims of the access token an ``AuthJwtGuard`` accepted for ``request``, or None."""
+    return getattr(request.state, "auth_jwt_claims", None)
+
+
+async def _session_active(request: Request, session_id: object, subject: str) -> bool:
+    if not isinstance(session_id, str) or not session_id or len(session_id) > MAX_SESSION_ID:
+        return False
+    registry = AppRegistry.of(request.app)
+    refresh = registry.root(REFRESH_KIND) if registry is not None else None
+    if refresh is None:
+        return True  # no store here to ask: as for a token without a session
+    active: bool = await refresh.session_active(session_id, subject)
+    return active
 
 
 class AuthJwtGuard:

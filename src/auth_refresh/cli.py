@@ -1,10 +1,10 @@
 """The operator's command line: ``auth-refresh`` (or ``python -m auth_refresh``).
 
 ``keys generate`` makes signing keys and prints the ``JWT_MODULE_*`` settings that use them;
-``sessions revoke-subject`` logs a user out everywhere in the store ``AUTH_REFRESH_STORE_URL``
-names; ``store migrate`` brings that store's schema to this release's version (before a
-deploy, rather than on the first request). Errors go to stderr with exit status 1; usage errors
-exit with 2 (argparse's).
+``sessions list`` shows a user's live sessions and ``sessions revoke-subject`` logs a user out
+everywhere, in the store ``AUTH_REFRESH_STORE_URL`` names; ``store migrate`` brings that store's
+schema to this release's version (before a deploy, rather than on the first request). Errors go
+to stderr with exit status 1; usage errors exit with 2 (argparse's).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 import secrets
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from auth_refresh.container import store_from_settings
 from auth_refresh.exceptions import AuthRefreshError, ConfigurationError
 from auth_refresh.keys import HMAC_ALGORITHMS, SUPPORTED_ALGORITHMS, minimum_secret_bytes
 from auth_refresh.settings import AuthRefreshSettings, build_settings
+from auth_refresh.store import SessionRecord
 
 __all__ = ["main"]
 
@@ -77,10 +79,19 @@ def _parser() -> argparse.ArgumentParser:
         "revoke-subject",
         help="revoke every session of a user (log out everywhere)",
         description="Revokes every token family of SUBJECT in the store AUTH_REFRESH_STORE_URL "
-        "names; their refresh tokens are refused from now on (access tokens run out).",
+        "names; their refresh tokens are refused from now on, their access tokens within "
+        "AUTH_REFRESH_SESSION_CHECK_INTERVAL.",
     )
     revoke.add_argument("subject", metavar="SUBJECT", help="the user id (the tokens' sub)")
     revoke.set_defaults(command=revoke_subject)
+    listing = sessions.add_parser(
+        "list",
+        help="list a user's live sessions",
+        description="Prints the live sessions of SUBJECT in the store AUTH_REFRESH_STORE_URL "
+        "names, newest first: id, started, last refreshed (UTC), client IP if kept, User-Agent.",
+    )
+    listing.add_argument("subject", metavar="SUBJECT", help="the user id (the tokens' sub)")
+    listing.set_defaults(command=list_sessions)
 
     store = groups.add_parser("store", help="the token store").add_subparsers(required=True)
     migrate = store.add_parser(
@@ -148,6 +159,37 @@ def revoke_subject(arguments: argparse.Namespace) -> int:
     asyncio.run(_revoke_subject(settings, subject))
     print(f"revoked every session of {subject!r} in {_redacted(settings.store_url)}")
     return 0
+
+
+def list_sessions(arguments: argparse.Namespace) -> int:
+    subject: str = arguments.subject
+    settings = _shared_store_settings()
+    sessions = asyncio.run(_list_sessions(settings, subject))
+    for session in sessions:
+        columns = [
+            session.session_id,
+            _utc(session.created_at),
+            _utc(session.last_refreshed_at),
+            session.client_ip or "-",
+            # One line per session, whatever the client sent.
+            (session.user_agent or "-").encode("unicode_escape").decode("ascii"),
+        ]
+        print("  ".join(columns))
+    if not sessions:
+        print(f"no live session of {subject!r} in {_redacted(settings.store_url)}")
+    return 0
+
+
+async def _list_sessions(settings: AuthRefreshSettings, subject: str) -> list[SessionRecord]:
+    store = store_from_settings(settings)
+    try:
+        return await store.list_sessions(subject, now=time.time())
+    finally:
+        await store.close()
+
+
+def _utc(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def _revoke_subject(settings: AuthRefreshSettings, subject: str) -> None:

@@ -14,6 +14,7 @@ internals and never contains a token or a password. The hierarchy:
   |  + AuthJwtUnauthorizedError
   |  + AuthLocalInvalidCredentialsError
   + CsrfError
+  + SessionNotFoundError
   + StoreUnavailableError
   + AuthLocalBusyError
 """
@@ -34,6 +35,7 @@ __all__ = [
     "InvalidTokenError",
     "MissingTokenError",
     "RequestTooLargeError",
+    "SessionNotFoundError",
     "StoreUnavailableError",
     "UnauthorizedError",
 ]
@@ -140,6 +142,14 @@ class CsrfError(AuthRefreshError):
     status_code = 403
     error_code = "AUTH_REFRESH_CSRF_ERROR"
     default_message = "Missing or invalid CSRF token"
+
+
+class SessionNotFoundError(AuthRefreshError):
+    """The session id is not one of the caller's live sessions (another user's included)."""
+
+    status_code = 404
+    error_code = "AUTH_REFRESH_SESSION_NOT_FOUND_ERROR"
+    default_message = "No such session"
 
 
 class StoreUnavailableError(AuthRefreshError):

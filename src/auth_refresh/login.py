@@ -7,6 +7,7 @@ login's pair is the first of a new token family in the store the refresh route u
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from fastapi.routing import APIRoute
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
     from auth_refresh.module import AuthRefreshModule
 
 __all__ = ["LoginIssueTokenService"]
+
+# The login request being answered (check_request comes first): its client labels the session.
+_login_request: ContextVar[Request | None] = ContextVar("auth_refresh_login", default=None)
 
 
 class LoginIssueTokenService:
@@ -40,11 +44,12 @@ class LoginIssueTokenService:
         return token
 
     async def response_payload(self, user_id: str) -> TokenPair:
-        return await self.module.issue_for_subject(user_id)
+        return await self.module.issue_for_subject(user_id, _login_request.get())
 
     def check_request(self, request: Request) -> None:
         """Refuse a login the refresh module's transport must not answer (cross-site, with
         cookie transport)."""
+        _login_request.set(request)
         self.module.check_request(request)
 
     def describe_route(self, route: APIRoute) -> None:

@@ -8,6 +8,8 @@ import threading
 from auth_refresh.store import (
     FamilyRecord,
     Rotation,
+    SessionRecord,
+    SessionStart,
     Successor,
     decide_rotation,
     new_family_record,
@@ -24,6 +26,7 @@ class MemoryRefreshTokenStore:
         self._lock = threading.Lock()
         self._families: dict[str, FamilyRecord] = {}
         self._by_subject: dict[str, set[str]] = {}
+        self._by_session: dict[str, str] = {}
         # One (expires_at, family_id) entry per family, pushed at its start: an entry that comes
         # due for a family that lives longer now is pushed again with its new expiry, so the
         # heap stays as large as the families, however often they rotate.
@@ -38,6 +41,7 @@ class MemoryRefreshTokenStore:
         token_expires_at: float,
         now: float,
         absolute_lifetime: float,
+        session: SessionStart,
     ) -> None:
         record = new_family_record(
             subject,
@@ -45,6 +49,7 @@ class MemoryRefreshTokenStore:
             token_expires_at=token_expires_at,
             now=now,
             absolute_lifetime=absolute_lifetime,
+            session=session,
         )
         with self._lock:
             self._purge(now)
@@ -88,17 +93,45 @@ class MemoryRefreshTokenStore:
             for family_id in self._by_subject.get(subject, ()):
                 self._families[family_id] = revoked_record(self._families[family_id])
 
+    async def session_active(self, session_id: str, *, now: float) -> bool:
+        with self._lock:
+            return self._live_session(session_id, now) is not None
+
+    async def list_sessions(self, subject: str, *, now: float) -> list[SessionRecord]:
+        with self._lock:
+            records = [self._families[family_id] for family_id in self._by_subject.get(subject, ())]
+        live = [record.session() for record in records if record.is_live(now)]
+        return sorted(live, key=lambda session: session.created_at, reverse=True)
+
+    async def revoke_session(self, subject: str, session_id: str, *, now: float) -> bool:
+        with self._lock:
+            family_id = self._live_session(session_id, now)
+            if family_id is None or self._families[family_id].subject != subject:
+                return False
+            self._families[family_id] = revoked_record(self._families[family_id])
+            return True
+
     async def close(self) -> None:
         return None
+
+    def _live_session(self, session_id: str, now: float) -> str | None:
+        family_id = self._by_session.get(session_id)
+        if family_id is None:
+            return None
+        record = self._families.get(family_id)
+        return family_id if record is not None and record.is_live(now) else None
 
     def _put(self, family_id: str, record: FamilyRecord) -> None:
         self._families[family_id] = record
         self._by_subject.setdefault(record.subject, set()).add(family_id)
+        if record.session_id:
+            self._by_session[record.session_id] = family_id
 
     def _delete(self, family_id: str) -> None:
         record = self._families.pop(family_id, None)
         if record is None:
             return
+        self._by_session.pop(record.session_id, None)
         families = self._by_subject.get(record.subject)
         if families is not None:
             families.discard(family_id)

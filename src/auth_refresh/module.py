@@ -26,10 +26,11 @@ from starlette.responses import Response
 
 from auth_refresh._utils import resolve, user_id_of
 from auth_refresh.application import AppRegistry, require_application, start_late
+from auth_refresh.auth_jwt import MAX_SESSION_ID
 from auth_refresh.authentication import TokenPair
 from auth_refresh.checks import check_registration
 from auth_refresh.container import AuthRefreshContainer
-from auth_refresh.exceptions import ConfigurationError
+from auth_refresh.exceptions import ConfigurationError, SessionNotFoundError
 from auth_refresh.guard import AuthRefreshGuard
 from auth_refresh.login import LoginIssueTokenService
 from auth_refresh.openapi import describe_refresh_routes
@@ -53,8 +54,9 @@ from auth_refresh.registration import (
 from auth_refresh.responses import NO_STORE, token_response
 from auth_refresh.rotation import TokenRotationService, family_of
 from auth_refresh.routing import refresh_router
+from auth_refresh.sessions import session_cache
 from auth_refresh.settings import AuthRefreshSettings
-from auth_refresh.store import RefreshTokenStore
+from auth_refresh.store import RefreshTokenStore, SessionRecord
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -89,12 +91,14 @@ class AuthRefreshModule:
         controllers: bool = True,
         path: str = DEFAULT_PATH,
         logout_path: str | None = None,
+        sessions_path: str | None = None,
     ) -> None:
         self.name = name
         self.is_global = is_global
         self.controllers = controllers
         self.path = path
         self.logout_path = logout_path
+        self.sessions_path = sessions_path
         # The refresh cookie goes only where it is needed.
         self._cookie_paths = tuple(p for p in (path, logout_path) if p is not None)
         self.container = AuthRefreshContainer()
@@ -166,6 +170,7 @@ class AuthRefreshModule:
             controllers=given.pop("controllers", True),
             path=given.pop("path", DEFAULT_PATH),
             logout_path=given.pop("logout_path", None),
+            sessions_path=given.pop("sessions_path", None),
             options=options_of(name, given),
         )
 
@@ -182,6 +187,7 @@ class AuthRefreshModule:
             controllers=options.get("controllers", True),
             path=options.get("path", DEFAULT_PATH),
             logout_path=options.get("logout_path"),
+            sessions_path=options.get("sessions_path"),
         )
 
     # -- application wiring ------------------------------------------------------------------
@@ -206,6 +212,11 @@ class AuthRefreshModule:
                 settings, extractor = check_registration(
                     self.name, self.container, self.logout_path
                 )
+                if self.sessions_path is not None and not settings.rotation:
+                    raise ConfigurationError(
+                        f"{self.name}: the routes under {self.sessions_path} need rotation "
+                        "(AUTH_REFRESH_ROTATION): sessions are token families"
+                    )
             except ConfigurationError as error:
                 if self.is_global or inherited:
                     raise
@@ -267,7 +278,7 @@ class AuthRefreshModule:
             successor = _successors(request).pop(self, None)
             if successor is not None:
                 return successor.pair
-        return await self.issue_for_subject(user_id_of(user))
+        return await self.issue_for_subject(user_id_of(user), request)
 
     def warn_if_successor_kept(self, request: Request) -> None:
         """Log a warning naming the route when it kept the successor pair from the client."""
@@ -284,13 +295,22 @@ class AuthRefreshModule:
             where,
         )
 
-    async def issue_for_subject(self, subject: str) -> TokenPair:
-        """A new pair for ``subject``; with rotation, the first of a new token family."""
+    async def issue_for_subject(self, subject: str, request: Request | None = None) -> TokenPair:
+        """A new pair for ``subject``; with rotation, the first of a new token family: a
+        session, labelled with ``request``'s ``User-Agent`` (and client IP, if kept)."""
         if not self.started:
             await start_late(self, None)
         container = self.container
         if container.settings().rotation:
-            return await container.rotation().start_family(subject)
+            rotation: TokenRotationService = container.rotation()
+            if request is None:
+                return await rotation.start_family(subject)
+            client = request.client
+            return await rotation.start_family(
+                subject,
+                user_agent=request.headers.get("user-agent"),
+                client_ip=client.host if client is not None else None,
+            )
         pair: TokenPair = await resolve(container.issuer().response_payload(subject))
         return pair
 
@@ -324,6 +344,47 @@ class AuthRefreshModule:
         """Revoke every family of ``subject``: log out everywhere (password change, disabled
         account). Logins after this start new families as usual."""
         await (await self._rotation("revoke_subject")).revoke_subject(subject)
+
+    async def list_sessions(self, subject: str) -> list[SessionRecord]:
+        """The live sessions (token families) of ``subject``, newest first."""
+        return await (await self._rotation("list_sessions")).list_sessions(subject)
+
+    async def revoke_session(self, subject: str, session_id: str) -> None:
+        """End one session of ``subject``: its refresh and access tokens stop working.
+        ``SessionNotFoundError`` (404) unless it is one of ``subject``'s live sessions."""
+        rotation = await self._rotation("revoke_session")
+        if len(session_id) > MAX_SESSION_ID or not await rotation.revoke_session(
+            subject, session_id
+        ):
+            raise SessionNotFoundError()
+
+    async def revoke_other_sessions(self, subject: str, keep: str | None) -> int:
+        """End every live session of ``subject`` but ``keep`` (the caller's); how many."""
+        rotation = await self._rotation("revoke_other_sessions")
+        revoked = 0
+        for session in await rotation.list_sessions(subject):
+            if session.session_id != keep:
+                revoked += await rotation.revoke_session(subject, session.session_id)
+        return revoked
+
+    async def session_active(self, session_id: str, subject: str) -> bool:
+        """Whether the session an access token names is live (``AuthJwtGuard``'s check);
+        True without rotation, where no session is kept."""
+        if not self.started:
+            await start_late(self, None)
+        container = self.container
+        settings: AuthRefreshSettings = container.settings()
+        if not settings.rotation:
+            return True
+        # Every guarded request passes here: the cache directly, no rotation service built.
+        store: RefreshTokenStore = container.store()
+        return await session_cache(store).is_active(
+            store,
+            session_id,
+            subject,
+            clock=container.clock(),
+            interval=settings.session_check_interval,
+        )
 
     def check_request(self, request: Request) -> None:
         """Refuse, before any work, a request this module's transport must not answer: with

@@ -34,14 +34,23 @@ from redis.maint_notifications import MaintNotificationsConfig
 from auth_refresh.authentication import TokenPair
 from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
 from auth_refresh.redis_layout import (
+    LIST_SESSIONS,
     REVOKE_FAMILY,
+    REVOKE_SESSION,
     REVOKE_SUBJECT,
     ROTATE,
+    SESSION_ACTIVE,
     START_FAMILY,
     Keys,
     migrate,
 )
-from auth_refresh.store import Rotation, RotationOutcome, Successor
+from auth_refresh.store import (
+    Rotation,
+    RotationOutcome,
+    SessionRecord,
+    SessionStart,
+    Successor,
+)
 
 __all__ = ["RedisRefreshTokenStore"]
 
@@ -69,6 +78,9 @@ class RedisRefreshTokenStore:
         self._rotate = client.register_script(ROTATE)
         self._revoke_family = client.register_script(REVOKE_FAMILY)
         self._revoke_subject = client.register_script(REVOKE_SUBJECT)
+        self._session_active = client.register_script(SESSION_ACTIVE)
+        self._list_sessions = client.register_script(LIST_SESSIONS)
+        self._revoke_session = client.register_script(REVOKE_SESSION)
         # A connection belongs to the event loop that opened it: a client per loop.
         self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batches] = (
             weakref.WeakKeyDictionary()
@@ -108,6 +120,7 @@ class RedisRefreshTokenStore:
         token_expires_at: float,
         now: float,
         absolute_lifetime: float,
+        session: SessionStart,
     ) -> None:
         expires_at = min(token_expires_at, now + absolute_lifetime)
         await self._call(
@@ -116,6 +129,7 @@ class RedisRefreshTokenStore:
                 self.keys.family(family_id),
                 self.keys.families(subject),
                 self.keys.generation(subject),
+                self.keys.session(session.session_id),
             ],
             [
                 subject,
@@ -124,6 +138,9 @@ class RedisRefreshTokenStore:
                 token_id,
                 family_id,
                 _number(absolute_lifetime),
+                session.session_id,
+                session.user_agent or "",
+                session.client_ip or "",
             ],
         )
 
@@ -168,6 +185,40 @@ class RedisRefreshTokenStore:
             [self.keys.families(subject), self.keys.generation(subject)],
             [],
         )
+
+    async def session_active(self, session_id: str, *, now: float) -> bool:
+        answer = await self._call(
+            self._session_active,
+            [self.keys.session(session_id)],
+            [_number(now), self.keys.prefix],
+        )
+        return bool(answer)
+
+    async def list_sessions(self, subject: str, *, now: float) -> list[SessionRecord]:
+        rows = await self._call(
+            self._list_sessions,
+            [self.keys.families(subject), self.keys.generation(subject)],
+            [_number(now), self.keys.prefix],
+        )
+        sessions = [
+            SessionRecord(
+                session_id=session_id,
+                created_at=float(created_at),
+                last_refreshed_at=float(refreshed_at or created_at),
+                user_agent=agent or None,
+                client_ip=ip or None,
+            )
+            for session_id, created_at, refreshed_at, agent, ip in rows
+        ]
+        return sorted(sessions, key=lambda session: session.created_at, reverse=True)
+
+    async def revoke_session(self, subject: str, session_id: str, *, now: float) -> bool:
+        answer = await self._call(
+            self._revoke_session,
+            [self.keys.session(session_id)],
+            [_number(now), self.keys.prefix, subject],
+        )
+        return bool(answer)
 
     async def migrate(self) -> int:
         """Check the server and migrate the key layout now (the first step would); the layout's

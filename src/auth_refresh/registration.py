@@ -46,6 +46,8 @@ class _RouteOptions(TypedDict, total=False):
     controllers: bool  # add POST {path} (default: True; False for for_feature)
     path: str  # the refresh route (default "/auth/refresh")
     logout_path: str | None  # add POST {logout_path}, revoking the presented token's family
+    # add GET {sessions_path}, DELETE {sessions_path}/{session_id}, POST .../revoke-others
+    sessions_path: str | None
 
 
 class RegistrationOptions(_RouteOptions, total=False):

@@ -75,6 +75,7 @@ def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
         400: "Malformed request",
         401: "Missing or invalid credentials",
         403: "Forbidden",
+        404: "Not found",
         413: "Request body too large",
         503: "Service unavailable",
     }

@@ -3,7 +3,9 @@ and a consumed token that comes back revokes the whole family.
 
 A refresh token names its family in the ``fam`` claim; its ``jti`` is its id in the family. The
 successor pair is signed *before* the store step, so the step can record it atomically and hand
-the same pair to every repeat within the grace window.
+the same pair to every repeat within the grace window. The access tokens of a family name its
+session (``sid``, a one-way digest of the family id); every revocation made here is marked at
+once in this process's session cache.
 """
 
 from __future__ import annotations
@@ -19,14 +21,22 @@ from auth_refresh._utils import resolve
 from auth_refresh.authentication import IssueTokenServiceInterface, TokenPair
 from auth_refresh.exceptions import ConfigurationError, InvalidTokenError
 from auth_refresh.keys import base64url_decode
-from auth_refresh.sealing import open_pair, seal_pair, token_digest
+from auth_refresh.sealing import open_pair, seal_pair, session_id_of, token_digest
+from auth_refresh.sessions import session_cache
 from auth_refresh.settings import AuthRefreshSettings
-from auth_refresh.store import RefreshTokenStore, RotationOutcome, Successor
+from auth_refresh.store import (
+    RefreshTokenStore,
+    RotationOutcome,
+    SessionRecord,
+    SessionStart,
+    Successor,
+)
 from auth_refresh.telemetry import record_refresh, store_step
 
 __all__ = [
     "AUTH_TIME_CLAIM",
     "FAMILY_CLAIM",
+    "SESSION_CLAIM",
     "TokenReuseEvent",
     "TokenRotationService",
     "family_of",
@@ -34,6 +44,10 @@ __all__ = [
 ]
 
 FAMILY_CLAIM = "fam"
+# OpenID Connect's name for a session id (as in its front- and back-channel logout).
+SESSION_CLAIM = "sid"
+# A client label is short: a User-Agent is cut to this many characters.
+USER_AGENT_CHARACTERS = 256
 # OpenID Connect's name for when the login happened: the family's tokens expire with it.
 AUTH_TIME_CLAIM = "auth_time"
 # 16 random bytes: 128 bits, as the jti.
@@ -68,11 +82,19 @@ class TokenRotationService:
         self.settings = settings
         self.clock = clock
 
-    async def start_family(self, subject: str) -> TokenPair:
-        """The first pair of a new family for ``subject`` (what a login answers with)."""
+    async def start_family(
+        self, subject: str, *, user_agent: str | None = None, client_ip: str | None = None
+    ) -> TokenPair:
+        """The first pair of a new family for ``subject`` (what a login answers with); the
+        client's ``User-Agent`` labels the session, and its IP if the settings keep it."""
         family_id = secrets.token_urlsafe(FAMILY_ID_BYTES)
         now = self.clock()
         first = await self._sign(subject, family_id, authenticated_at=int(now))
+        session = SessionStart(
+            session_id_of(family_id),
+            user_agent=user_agent[:USER_AGENT_CHARACTERS] if user_agent else None,
+            client_ip=client_ip if self.settings.session_client_ip else None,
+        )
         with store_step("start_family"):
             await self.store.start_family(
                 family_id,
@@ -81,6 +103,7 @@ class TokenRotationService:
                 token_expires_at=first.expires_at,
                 now=now,
                 absolute_lifetime=self.settings.absolute_lifetime,
+                session=session,
             )
         return first.pair
 
@@ -123,6 +146,7 @@ class TokenRotationService:
             if pair is not None:
                 return pair
         if rotation.outcome is RotationOutcome.REUSED:
+            session_cache(self.store).revoked(session_id_of(family_id), rotation.subject)
             security_log.warning("refresh token reused: family revoked")
             await self._report_reuse(TokenReuseEvent(family_id, rotation.subject, now))
         else:
@@ -132,15 +156,41 @@ class TokenRotationService:
     async def revoke_family(self, family_id: str) -> None:
         with store_step("revoke_family"):
             await self.store.revoke_family(family_id)
+        session_cache(self.store).revoked(session_id_of(family_id))
 
     async def revoke_subject(self, subject: str) -> None:
         with store_step("revoke_subject"):
             await self.store.revoke_subject(subject)
+        session_cache(self.store).subject_revoked(subject)
+
+    async def session_active(self, session_id: str, subject: str) -> bool:
+        """Whether the session an access token names is live (the access guard's check)."""
+        return await session_cache(self.store).is_active(
+            self.store,
+            session_id,
+            subject,
+            clock=self.clock,
+            interval=self.settings.session_check_interval,
+        )
+
+    async def list_sessions(self, subject: str) -> list[SessionRecord]:
+        """The live sessions of ``subject``, newest first."""
+        with store_step("list_sessions"):
+            return await self.store.list_sessions(subject, now=self.clock())
+
+    async def revoke_session(self, subject: str, session_id: str) -> bool:
+        """Revoke one live session of ``subject``; False if it is not one."""
+        with store_step("revoke_session"):
+            revoked = await self.store.revoke_session(subject, session_id, now=self.clock())
+        if revoked:
+            session_cache(self.store).revoked(session_id, subject)
+        return revoked
 
     async def _sign(
         self, subject: str, family_id: str, authenticated_at: int | None = None
     ) -> Successor:
-        access = await resolve(self.issuer.access_token({"sub": subject}))
+        access_claims = {"sub": subject, SESSION_CLAIM: session_id_of(family_id)}
+        access = await resolve(self.issuer.access_token(access_claims))
         claims: dict[str, Any] = {"sub": subject, FAMILY_CLAIM: family_id}
         if authenticated_at is not None:
             # No refresh token outlives its family's absolute lifetime: a client (a cookie's

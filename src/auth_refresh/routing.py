@@ -1,4 +1,5 @@
-"""The built-in routes: ``POST /auth/refresh`` and, when asked for, ``POST /auth/logout``."""
+"""The built-in routes: ``POST /auth/refresh`` and, when asked for, ``POST /auth/logout`` and
+the session routes (``session_routes``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from auth_refresh.application import module_lifespan
 from auth_refresh.container import DEFAULT_EXTRACTOR
 from auth_refresh.openapi import source_of
 from auth_refresh.responses import TokenPairBody, error_responses
+from auth_refresh.session_routes import add_session_routes
 from auth_refresh.telemetry import operation_span
 
 if TYPE_CHECKING:
@@ -70,5 +72,8 @@ def refresh_router(module: AuthRefreshModule) -> tuple[APIRouter, list[APIRoute]
             },
             openapi_extra=described,
         )
+    # The refresh token's routes, documented at startup; the session routes take an access token.
     routes = [route for route in router.routes if isinstance(route, APIRoute)]
+    if module.sessions_path is not None:
+        add_session_routes(router, module, module.sessions_path)
     return router, routes

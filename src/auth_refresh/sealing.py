@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from auth_refresh.authentication import TokenPair
 from auth_refresh.keys import base64url, base64url_decode
 
-__all__ = ["open_pair", "seal_pair", "token_digest"]
+__all__ = ["open_pair", "seal_pair", "session_id_of", "token_digest"]
 
 SEALED_PREFIX = "sealed1."
 NONCE_BYTES = 12
@@ -30,6 +30,12 @@ NONCE_BYTES = 12
 def token_digest(token_id: str) -> str:
     """The id a store keeps for the token ``token_id``."""
     return base64url(hashlib.sha256(b"auth-refresh token id\0" + token_id.encode()).digest())
+
+
+def session_id_of(family_id: str) -> str:
+    """The id of the session ``family_id`` is (the access token's ``sid``): shown to its user
+    and named in routes, it reveals nothing of the family id refresh tokens carry."""
+    return base64url(hashlib.sha256(b"auth-refresh session id\0" + family_id.encode()).digest())
 
 
 def seal_pair(pair: TokenPair, consumed_token_id: str, family_id: str) -> TokenPair:

@@ -171,6 +171,12 @@ class AuthRefreshSettings(_Settings):
     ``on_token_reuse`` (sync or async) is called with a ``TokenReuseEvent`` when a consumed token
     comes back and its family is revoked.
 
+    With rotation each family is a session its access tokens name (``sid``): the access guard
+    refuses them once it is revoked, seen by every worker within ``session_check_interval``
+    seconds (at most one store read per session per interval and process).
+    ``session_client_ip`` keeps each session's client IP for ``list_sessions`` (off by
+    default); its ``User-Agent`` is kept, cut to 256 characters.
+
     ``cookie_transport`` puts the refresh token in an ``HttpOnly`` cookie named ``cookie_name``
     (``Secure`` unless ``cookie_secure`` is false, for plain-http localhost development only;
     ``SameSite`` from ``cookie_same_site``); requests whose token came from the cookie need the
@@ -194,6 +200,8 @@ class AuthRefreshSettings(_Settings):
     absolute_lifetime: Duration = Field(default=30 * 86400, gt=0)
     store_url: str = DEFAULT_STORE_URL
     on_token_reuse: Callable[..., Any] | None = None
+    session_check_interval: float = Field(default=1.0, ge=0, le=60)
+    session_client_ip: bool = False
     cookie_transport: bool = False
     cookie_name: str = Field(default="refresh_token", pattern=r"^[A-Za-z0-9_.-]+$")
     cookie_secure: bool = True

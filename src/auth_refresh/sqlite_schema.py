@@ -2,7 +2,8 @@
 versioned in ``PRAGMA user_version``.
 
 Version 1 is the table of the first releases (``user_version`` 0): token ids and the grace pair
-in the clear. Version 2 keeps them as ``auth_refresh.sealing`` makes them. A migration is a
+in the clear. Version 2 keeps them as ``auth_refresh.sealing`` makes them. Version 3 adds the
+session each family is: its id, when it was last refreshed and its client label. A migration is a
 function of the open connection, run inside the transaction that sets the new version; adding
 one means writing it, listing it in ``MIGRATIONS`` and raising ``SCHEMA_VERSION``.
 """
@@ -17,13 +18,13 @@ import stat
 from collections.abc import Callable
 
 from auth_refresh.exceptions import ConfigurationError
-from auth_refresh.sealing import seal_pair, token_digest
+from auth_refresh.sealing import seal_pair, session_id_of, token_digest
 
 __all__ = ["SCHEMA_VERSION", "create_private", "upgrade", "use_wal"]
 
 store_log = logging.getLogger("auth_refresh.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 TABLE = """CREATE TABLE auth_refresh_families (
     family_id TEXT PRIMARY KEY,
@@ -34,11 +35,19 @@ TABLE = """CREATE TABLE auth_refresh_families (
     previous_token_id TEXT,
     consumed_at REAL,
     successor_pair TEXT,
-    revoked INTEGER NOT NULL DEFAULT 0
+    revoked INTEGER NOT NULL DEFAULT 0,
+    session_id TEXT NOT NULL,
+    refreshed_at REAL,
+    user_agent TEXT,
+    client_ip TEXT
 )"""
+SESSION_INDEX = (
+    "CREATE UNIQUE INDEX auth_refresh_families_session ON auth_refresh_families (session_id)"
+)
 INDEXES = (
     "CREATE INDEX auth_refresh_families_subject ON auth_refresh_families (subject)",
     "CREATE INDEX auth_refresh_families_expires_at ON auth_refresh_families (expires_at)",
+    SESSION_INDEX,
 )
 
 
@@ -70,8 +79,26 @@ def _seal_tokens(connection: sqlite3.Connection) -> None:
         )
 
 
+def _add_sessions(connection: sqlite3.Connection) -> None:
+    # 2 -> 3: every family is a session; those started before have no client label.
+    connection.execute(
+        "ALTER TABLE auth_refresh_families ADD COLUMN session_id TEXT NOT NULL DEFAULT ''"
+    )
+    for column in ("refreshed_at REAL", "user_agent TEXT", "client_ip TEXT"):
+        connection.execute(f"ALTER TABLE auth_refresh_families ADD COLUMN {column}")
+    families = connection.execute("SELECT family_id FROM auth_refresh_families").fetchall()
+    connection.executemany(
+        "UPDATE auth_refresh_families SET session_id = ? WHERE family_id = ?",
+        [(session_id_of(family_id), family_id) for (family_id,) in families],
+    )
+    connection.execute(SESSION_INDEX)
+
+
 # MIGRATIONS[n] brings a version n - 1 table to version n.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {2: _seal_tokens}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    2: _seal_tokens,
+    3: _add_sessions,
+}
 
 
 def upgrade(connection: sqlite3.Connection) -> None:

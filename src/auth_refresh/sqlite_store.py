@@ -36,6 +36,8 @@ from auth_refresh.store import (
     FamilyRecord,
     Rotation,
     RotationOutcome,
+    SessionRecord,
+    SessionStart,
     Successor,
     decide_rotation,
     new_family_record,
@@ -55,25 +57,32 @@ store_log = logging.getLogger("auth_refresh.store")
 
 COLUMNS = (
     "subject, created_at, expires_at, live_token_id, previous_token_id, consumed_at, "
-    "successor_pair, revoked"
+    "successor_pair, revoked, session_id, refreshed_at, user_agent, client_ip"
 )
 # store.decide_rotation's ROTATED branch as one statement (the same double arithmetic): the
 # family exists, is neither expired nor revoked, and token_id is its live token.
 ROTATE_LIVE = """UPDATE auth_refresh_families
     SET expires_at = min(:successor_expires_at, created_at + :lifetime),
         live_token_id = :successor_id, previous_token_id = live_token_id, consumed_at = :now,
-        successor_pair = :successor_pair
+        successor_pair = :successor_pair, refreshed_at = :now
     WHERE family_id = :family_id AND live_token_id = :token_id AND revoked = 0
         AND :now < created_at + :lifetime AND :now < expires_at
     RETURNING subject"""
 SELECT_FAMILY = f"SELECT {COLUMNS} FROM auth_refresh_families WHERE family_id = ?"  # noqa: S608
 INSERT_FAMILY = (
     f"INSERT INTO auth_refresh_families ({COLUMNS}, family_id) "  # noqa: S608
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 UPDATE_FAMILY = (
     "UPDATE auth_refresh_families SET expires_at = ?, live_token_id = ?, previous_token_id = ?, "
-    "consumed_at = ?, successor_pair = ?, revoked = ? WHERE family_id = ?"
+    "consumed_at = ?, successor_pair = ?, revoked = ?, refreshed_at = ? WHERE family_id = ?"
+)
+# A live session: neither revoked nor expired.
+LIVE = "revoked = 0 AND expires_at > ?"
+SESSION_ACTIVE = "SELECT 1 FROM auth_refresh_families WHERE session_id = ? AND " + LIVE  # noqa: S608
+LIST_SESSIONS = (
+    "SELECT session_id, created_at, refreshed_at, user_agent, client_ip "
+    "FROM auth_refresh_families WHERE subject = ? AND " + LIVE + " ORDER BY created_at DESC"
 )
 PURGE_EXPIRED = (
     "DELETE FROM auth_refresh_families WHERE family_id IN (SELECT family_id "
@@ -133,6 +142,7 @@ class SqliteRefreshTokenStore:
         token_expires_at: float,
         now: float,
         absolute_lifetime: float,
+        session: SessionStart,
     ) -> None:
         record = new_family_record(
             subject,
@@ -140,6 +150,7 @@ class SqliteRefreshTokenStore:
             token_expires_at=token_expires_at,
             now=now,
             absolute_lifetime=absolute_lifetime,
+            session=session,
         )
 
         def start(connection: sqlite3.Connection) -> None:
@@ -192,7 +203,9 @@ class SqliteRefreshTokenStore:
                     "DELETE FROM auth_refresh_families WHERE family_id = ?", (family_id,)
                 )
             elif updated is not None and updated != record:
-                connection.execute(UPDATE_FAMILY, (*_row(updated)[2:], family_id))
+                connection.execute(
+                    UPDATE_FAMILY, (*_row(updated)[2:8], updated.refreshed_at, family_id)
+                )
             return rotation
 
         return cast(Rotation, await self._run(rotate))
@@ -204,6 +217,31 @@ class SqliteRefreshTokenStore:
 
     async def revoke_subject(self, subject: str) -> None:
         await self._run(lambda connection: connection.execute(REVOKE + "subject = ?", (subject,)))
+
+    async def session_active(self, session_id: str, *, now: float) -> bool:
+        def active(connection: sqlite3.Connection) -> bool:
+            return connection.execute(SESSION_ACTIVE, (session_id, now)).fetchone() is not None
+
+        return cast(bool, await self._run(active))
+
+    async def list_sessions(self, subject: str, *, now: float) -> list[SessionRecord]:
+        def sessions(connection: sqlite3.Connection) -> list[SessionRecord]:
+            rows = connection.execute(LIST_SESSIONS, (subject, now)).fetchall()
+            return [
+                SessionRecord(session_id, created_at, refreshed_at or created_at, agent, ip)
+                for session_id, created_at, refreshed_at, agent, ip in rows
+            ]
+
+        return cast(list[SessionRecord], await self._run(sessions))
+
+    async def revoke_session(self, subject: str, session_id: str, *, now: float) -> bool:
+        def revoke(connection: sqlite3.Connection) -> bool:
+            cursor = connection.execute(
+                REVOKE + "session_id = ? AND subject = ? AND " + LIVE, (session_id, subject, now)
+            )
+            return cursor.rowcount > 0
+
+        return cast(bool, await self._run(revoke))
 
     async def migrate(self) -> int:
         """Open the file, migrating it to this release's schema now (the first step would);
@@ -385,7 +423,8 @@ def _settle(answers: list[tuple[_Queued, Any, BaseException | None]]) -> None:
 
 
 def _record(row: tuple[Any, ...]) -> FamilyRecord:
-    (subject, created_at, expires_at, live, previous, consumed_at, pair, revoked) = row
+    (subject, created_at, expires_at, live, previous, consumed_at, pair, revoked) = row[:8]
+    session_id, refreshed_at, user_agent, client_ip = row[8:]
     return FamilyRecord(
         subject=subject,
         created_at=created_at,
@@ -395,6 +434,10 @@ def _record(row: tuple[Any, ...]) -> FamilyRecord:
         consumed_at=consumed_at,
         successor_pair=cast(TokenPair, json.loads(pair)) if pair is not None else None,
         revoked=bool(revoked),
+        session_id=session_id,
+        refreshed_at=refreshed_at,
+        user_agent=user_agent,
+        client_ip=client_ip,
     )
 
 
@@ -410,4 +453,8 @@ def _row(record: FamilyRecord) -> tuple[Any, ...]:
         record.consumed_at,
         json.dumps(pair) if pair is not None else None,
         int(record.revoked),
+        record.session_id,
+        record.refreshed_at,
+        record.user_agent,
+        record.client_ip,
     )

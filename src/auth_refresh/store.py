@@ -6,6 +6,10 @@ consumed and its successor pair (for the grace window), and whether the family i
 ``rotate`` is the one atomic step of a refresh; every store implements the same decision,
 ``decide_rotation``, inside its own transaction (a lock, ``BEGIN IMMEDIATE``, a Lua script).
 
+Each family is also a *session* the user can see and end: the store keeps its id (a one-way
+digest of the family id, ``auth_refresh.sealing.session_id_of``, carried by access tokens as
+``sid``), when it started and was last refreshed, and a short client label.
+
 Times are seconds since the epoch, passed in by the caller: the stores keep no clock.
 """
 
@@ -25,6 +29,8 @@ __all__ = [
     "RefreshTokenStore",
     "Rotation",
     "RotationOutcome",
+    "SessionRecord",
+    "SessionStart",
     "StoreFactory",
     "Successor",
     "decide_rotation",
@@ -70,6 +76,30 @@ class Rotation:
 
 
 @dataclass(frozen=True)
+class SessionStart:
+    """What ``start_family`` keeps about the session a family is: its id and client label.
+
+    ``user_agent`` is at most 256 characters; ``client_ip`` is None unless a setting asks
+    for it.
+    """
+
+    session_id: str
+    user_agent: str | None = None
+    client_ip: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """One live session, as ``list_sessions`` gives it: never a token."""
+
+    session_id: str
+    created_at: float
+    last_refreshed_at: float
+    user_agent: str | None = None
+    client_ip: str | None = None
+
+
+@dataclass(frozen=True)
 class FamilyRecord:
     """One family as the memory and SQLite stores keep it."""
 
@@ -81,6 +111,24 @@ class FamilyRecord:
     consumed_at: float | None = None
     successor_pair: TokenPair | None = None
     revoked: bool = False
+    session_id: str = ""
+    refreshed_at: float | None = None  # the last rotation; None: never refreshed
+    user_agent: str | None = None
+    client_ip: str | None = None
+
+    def is_live(self, now: float) -> bool:
+        """Neither revoked nor expired at ``now``."""
+        return not self.revoked and now < self.expires_at
+
+    def session(self) -> SessionRecord:
+        """The session this family is."""
+        return SessionRecord(
+            session_id=self.session_id,
+            created_at=self.created_at,
+            last_refreshed_at=self.refreshed_at or self.created_at,
+            user_agent=self.user_agent,
+            client_ip=self.client_ip,
+        )
 
 
 class RefreshTokenStore(Protocol):
@@ -96,8 +144,9 @@ class RefreshTokenStore(Protocol):
         token_expires_at: float,
         now: float,
         absolute_lifetime: float,
+        session: SessionStart,
     ) -> None:
-        """Record a new family whose live token is ``token_id``."""
+        """Record a new family whose live token is ``token_id``, and the session it is."""
         ...
 
     async def rotate(
@@ -110,7 +159,8 @@ class RefreshTokenStore(Protocol):
         grace_seconds: float,
         absolute_lifetime: float,
     ) -> Rotation:
-        """Consume ``token_id`` of ``family_id`` and make ``successor`` live, as one step."""
+        """Consume ``token_id`` of ``family_id`` and make ``successor`` live, as one step;
+        a rotation makes ``now`` the session's ``last_refreshed_at``."""
         ...
 
     async def revoke_family(self, family_id: str) -> None:
@@ -121,13 +171,36 @@ class RefreshTokenStore(Protocol):
         """Revoke every family of ``subject``: log out everywhere."""
         ...
 
+    async def session_active(self, session_id: str, *, now: float) -> bool:
+        """Whether the family whose session is ``session_id`` exists, is not revoked (by any
+        revoke method or by reuse) and has not expired at ``now``. Called by the access guard
+        at most once per session per check interval and process."""
+        ...
+
+    async def list_sessions(self, subject: str, *, now: float) -> list[SessionRecord]:
+        """The live sessions (as ``session_active`` means it) of ``subject``, newest
+        (``created_at``) first."""
+        ...
+
+    async def revoke_session(self, subject: str, session_id: str, *, now: float) -> bool:
+        """Revoke the family of ``session_id`` if it is a live session of ``subject``, as
+        ``revoke_family`` does; False (and nothing changed) when it is not: unknown, ended,
+        or another subject's."""
+        ...
+
     async def close(self) -> None:
         """Release connections and threads; the store is not used afterwards."""
         ...
 
 
 def new_family_record(
-    subject: str, token_id: str, *, token_expires_at: float, now: float, absolute_lifetime: float
+    subject: str,
+    token_id: str,
+    *,
+    token_expires_at: float,
+    now: float,
+    absolute_lifetime: float,
+    session: SessionStart,
 ) -> FamilyRecord:
     """The record ``start_family`` keeps, for a store that keeps ``FamilyRecord``s."""
     return FamilyRecord(
@@ -135,6 +208,9 @@ def new_family_record(
         created_at=now,
         expires_at=min(token_expires_at, now + absolute_lifetime),
         live_token_id=token_id,
+        session_id=session.session_id,
+        user_agent=session.user_agent,
+        client_ip=session.client_ip,
     )
 
 
@@ -171,6 +247,10 @@ def decide_rotation(
             # Kept only for a grace window: without one there is no repeat to answer.
             successor_pair=successor.pair if grace_seconds > 0 else None,
             revoked=record.revoked,
+            session_id=record.session_id,
+            refreshed_at=now,
+            user_agent=record.user_agent,
+            client_ip=record.client_ip,
         )
         return Rotation(RotationOutcome.ROTATED, subject, successor.pair), rotated
     if (

@@ -26,7 +26,7 @@ from typing import TypeAlias
 import pytest
 
 from auth_refresh.authentication import TokenPair
-from auth_refresh.store import RefreshTokenStore, RotationOutcome, Successor
+from auth_refresh.store import RefreshTokenStore, RotationOutcome, SessionStart, Successor
 
 __all__ = ["SCENARIOS", "Family", "StoreContract", "StoreFactory", "check_store"]
 
@@ -51,8 +51,12 @@ class Family:
         self.subject = subject or "subject-" + new_id()
         self.first_token = new_id()
         self.now = time.time()
+        # Any id will do for a store; the rotation service gives a digest of the family id.
+        self.session_id = "session-" + new_id()
 
-    async def start(self, *, idle: float = IDLE) -> Family:
+    async def start(
+        self, *, idle: float = IDLE, user_agent: str | None = None, client_ip: str | None = None
+    ) -> Family:
         await self.store.start_family(
             self.id,
             self.subject,
@@ -60,8 +64,12 @@ class Family:
             token_expires_at=self.now + idle,
             now=self.now,
             absolute_lifetime=LIFETIME,
+            session=SessionStart(self.session_id, user_agent, client_ip),
         )
         return self
+
+    async def active(self) -> bool:
+        return await self.store.session_active(self.session_id, now=self.now)
 
     def successor(self, idle: float = IDLE) -> Successor:
         token_id = new_id()
@@ -206,6 +214,69 @@ async def concurrent_refreshes_of_one_token_rotate_it_once(store: RefreshTokenSt
     }
 
 
+async def sessions_are_listed_newest_first_with_their_labels(store: RefreshTokenStore) -> None:
+    older = await Family(store).start(user_agent="Firefox/128.0", client_ip="192.0.2.7")
+    newer = Family(store, older.subject)
+    newer.now = older.now + 10
+    await newer.start()
+    await Family(store).start()  # another subject's
+    sessions = await store.list_sessions(older.subject, now=newer.now)
+    assert [session.session_id for session in sessions] == [newer.session_id, older.session_id]
+    first = sessions[1]
+    assert (first.created_at, first.last_refreshed_at) == (older.now, older.now)
+    assert (first.user_agent, first.client_ip) == ("Firefox/128.0", "192.0.2.7")
+    assert (sessions[0].user_agent, sessions[0].client_ip) == (None, None)
+    assert await store.list_sessions("nobody-" + new_id(), now=newer.now) == []
+
+
+async def a_rotation_is_the_sessions_last_refresh(store: RefreshTokenStore) -> None:
+    family = await Family(store).start()
+    started = family.now
+    family.now += 30
+    await family.rotate(family.first_token)
+    (session,) = await store.list_sessions(family.subject, now=family.now)
+    assert (session.created_at, session.last_refreshed_at) == (started, started + 30)
+    assert await family.active()
+
+
+async def a_session_ends_with_every_revocation_and_with_expiry(store: RefreshTokenStore) -> None:
+    assert not await store.session_active("session-" + new_id(), now=time.time())
+    by_family = await Family(store).start()
+    await store.revoke_family(by_family.id)
+    by_reuse = await Family(store).start()
+    _, _, _ = await by_reuse.rotate(by_reuse.first_token)
+    by_reuse.now += GRACE
+    assert (await by_reuse.rotate(by_reuse.first_token))[0] is RotationOutcome.REUSED
+    by_subject = await Family(store).start()
+    await store.revoke_subject(by_subject.subject)
+    expired = await Family(store).start(idle=60)
+    assert await expired.active()
+    expired.now += 60
+    for ended in (by_family, by_reuse, by_subject, expired):
+        assert not await ended.active()
+        assert await store.list_sessions(ended.subject, now=ended.now) == []
+
+
+async def revoke_session_ends_one_live_session_of_its_subject_only(
+    store: RefreshTokenStore,
+) -> None:
+    phone = await Family(store).start()
+    laptop = await Family(store, phone.subject).start()
+    stranger = await Family(store).start()
+    # Another subject's session is not found, and stays live.
+    assert not await store.revoke_session(stranger.subject, phone.session_id, now=phone.now)
+    assert await phone.active()
+    assert await store.revoke_session(phone.subject, phone.session_id, now=phone.now)
+    assert not await phone.active()
+    assert (await phone.rotate(phone.first_token))[0] is RotationOutcome.REVOKED
+    # Ended already, or never there: not found.
+    assert not await store.revoke_session(phone.subject, phone.session_id, now=phone.now)
+    assert not await store.revoke_session(phone.subject, "session-" + new_id(), now=phone.now)
+    sessions = await store.list_sessions(phone.subject, now=phone.now)
+    assert [session.session_id for session in sessions] == [laptop.session_id]
+    assert (await laptop.rotate(laptop.first_token))[0] is RotationOutcome.ROTATED
+
+
 SCENARIOS: tuple[Scenario, ...] = (
     the_live_token_rotates_once,
     a_repeat_within_the_grace_window_gets_the_same_successor,
@@ -218,6 +289,10 @@ SCENARIOS: tuple[Scenario, ...] = (
     revoke_family_refuses_that_family_only,
     revoke_subject_logs_out_everywhere_and_later_logins_work,
     concurrent_refreshes_of_one_token_rotate_it_once,
+    sessions_are_listed_newest_first_with_their_labels,
+    a_rotation_is_the_sessions_last_refresh,
+    a_session_ends_with_every_revocation_and_with_expiry,
+    revoke_session_ends_one_live_session_of_its_subject_only,
 )
 
 
