@@ -167,14 +167,19 @@ async def _interleaved(
     steps: list[Step], timings: list[Timing], iterations: int, rounds: int
 ) -> None:
     for round_number in range(rounds + 1):
-        values = []
-        for step, timing in zip(steps, timings, strict=True):
-            with timing.batch():
-                values.append(await _timed(step, round_number * iterations, iterations))
+        # Every other round in reverse order: no side always follows the same one (a garbage
+        # collection that one side's garbage sets off is paid by the next).
+        order = list(range(len(steps)))
+        if round_number % 2:
+            order.reverse()
+        values: dict[int, float] = {}
+        for index in order:
+            with timings[index].batch():
+                values[index] = await _timed(steps[index], round_number * iterations, iterations)
         if round_number == 0:
             continue  # warm-up
-        for timing, value in zip(timings, values, strict=True):
-            timing.microseconds.append(value)
+        for index, timing in enumerate(timings):
+            timing.microseconds.append(values[index])
 
 
 async def measure_pipeline(
