@@ -14,8 +14,14 @@ from __future__ import annotations
 import inspect
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import (
+    AbstractContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    contextmanager,
+    nullcontext,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +49,8 @@ Step = Callable[[int], Awaitable[None]]
 class Timing:
     name: str
     microseconds: list[float] = field(default_factory=list)
+    # Around each timed batch of this side (the same for every side but one).
+    batch: Callable[[], AbstractContextManager[None]] = nullcontext
 
     @property
     def median(self) -> float:
@@ -119,20 +127,25 @@ async def started_module(
 
 
 def module_refresh(module: Any) -> Callable[[Request], Awaitable[Any]]:
-    """One refresh through the public module API, as the refresh route makes it.
+    """One refresh through the public module API, as the refresh route makes it (in its
+    telemetry span).
 
     With rotation ``issue`` takes the request (the successor pair ``authenticate`` kept there);
     without it, ``issue(user)`` alone.
     """
+    from auth_refresh.telemetry import operation_span
+
     if "request" in inspect.signature(module.issue).parameters:
 
         async def refresh(request: Request) -> Any:
-            return await module.issue(await module.authenticate(request), request)
+            with operation_span("refresh"):
+                return await module.issue(await module.authenticate(request), request)
 
     else:
 
         async def refresh(request: Request) -> Any:
-            return await module.issue(await module.authenticate(request))
+            with operation_span("refresh"):
+                return await module.issue(await module.authenticate(request))
 
     return refresh
 
@@ -154,11 +167,19 @@ async def _interleaved(
     steps: list[Step], timings: list[Timing], iterations: int, rounds: int
 ) -> None:
     for round_number in range(rounds + 1):
-        values = [await _timed(step, round_number * iterations, iterations) for step in steps]
+        # Every other round in reverse order: no side always follows the same one (a garbage
+        # collection that one side's garbage sets off is paid by the next).
+        order = list(range(len(steps)))
+        if round_number % 2:
+            order.reverse()
+        values: dict[int, float] = {}
+        for index in order:
+            with timings[index].batch():
+                values[index] = await _timed(steps[index], round_number * iterations, iterations)
         if round_number == 0:
             continue  # warm-up
-        for timing, value in zip(timings, values, strict=True):
-            timing.microseconds.append(value)
+        for index, timing in enumerate(timings):
+            timing.microseconds.append(values[index])
 
 
 async def measure_pipeline(
@@ -197,8 +218,28 @@ async def measure_pipeline(
             tokens = [(await module.issue(user))["refreshToken"] for _ in range(total)]
             steps.append(_module_step(module, app, tokens))
             timings.append(Timing(configuration.name))
+            if configuration.store == "memory":
+                # The OpenTelemetry hooks' own cost: the API with no SDK, against no hooks.
+                tokens = [(await module.issue(user))["refreshToken"] for _ in range(total)]
+                steps.append(_module_step(module, app, tokens))
+                timings.append(Timing(TELEMETRY_OFF, batch=_telemetry_off))
         await _interleaved(steps, timings, iterations, rounds)
     return timings
+
+
+TELEMETRY_OFF = "library-memory-telemetry-off"
+
+
+@contextmanager
+def _telemetry_off() -> Iterator[None]:
+    # For a whole timed batch: instrument() builds the instruments again, which no side pays.
+    from auth_refresh import telemetry
+
+    telemetry.uninstrument()
+    try:
+        yield
+    finally:
+        telemetry.instrument()
 
 
 def _module_step(module: Any, app: FastAPI, tokens: list[str]) -> Step:

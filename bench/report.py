@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import platform
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -161,6 +162,10 @@ def write_json(results: dict[str, Any], directory: Path, stamp: str) -> list[Pat
 # -- tables --------------------------------------------------------------------------------
 
 
+# Issue 15: the telemetry hooks with the API but no SDK, against none.
+TELEMETRY_TARGET = 0.02
+
+
 def _ratio(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}{TIMES}"
 
@@ -182,7 +187,25 @@ def inprocess_table(results: dict[str, Any]) -> list[str]:
                     f"| {row['label']} | {row['microseconds']:.1f} | {_ratio(row.get('ratio'))} |"
                 )
         lines.append("")
+        lines += _telemetry_cost(pipeline)
     return lines
+
+
+def _telemetry_cost(pipeline: list[dict[str, Any]]) -> list[str]:
+    # The same store with the OpenTelemetry API's hooks (no SDK) and without them, one run.
+    rows = {row["name"]: row for row in pipeline if not row.get("skipped")}
+    hooked, quiet = rows.get("library-memory"), rows.get("library-memory-telemetry-off")
+    if hooked is None or quiet is None:
+        return []
+    # Round by round (the two sides ran next to each other), so the machine's drift cancels.
+    pairs = zip(hooked["rounds"], quiet["rounds"], strict=True)
+    cost = statistics.median(on / off for on, off in pairs) - 1
+    verdict = "met" if cost <= TELEMETRY_TARGET else "missed"
+    return [
+        f"OpenTelemetry with no SDK costs {cost:+.1%} per refresh (memory store, in-process; "
+        f"target at most {TELEMETRY_TARGET:.0%}: {verdict}).",
+        "",
+    ]
 
 
 def http_table(results: dict[str, Any]) -> list[str]:

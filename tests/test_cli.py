@@ -3,15 +3,22 @@ subprocesses, against real keys and real stores."""
 
 import os
 import shlex
+import shutil
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
+import redis
 
 from auth_refresh import AuthenticationModule, RotationOutcome
 from auth_refresh.keys import SUPPORTED_ALGORITHMS
-from store_fixtures import Family, opened
+from auth_refresh.redis_layout import LAYOUT_VERSION
+from auth_refresh.sqlite_schema import SCHEMA_VERSION
+from store_fixtures import Family, opened, running_redis
+from test_store_migrations import DATA, load_v1_keys
 
 pytestmark = pytest.mark.anyio
 
@@ -178,3 +185,38 @@ def test_a_command_is_required(tmp_path: Path) -> None:
     result = run_cli(cwd=tmp_path)
     assert result.returncode == 2
     assert "usage: auth-refresh" in result.stderr
+
+
+def test_store_migrate_brings_a_first_schema_sqlite_file_to_this_release(tmp_path: Path) -> None:
+    path = tmp_path / "families.db"
+    shutil.copy(DATA / "schema-v1.db", path)
+    url = f"sqlite:///{path}"
+    result = run_cli("store", "migrate", cwd=tmp_path, env={"AUTH_REFRESH_STORE_URL": url})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{url}: schema version {SCHEMA_VERSION}"
+    with closing(sqlite3.connect(path)) as migrated:
+        assert migrated.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert b"eyJ" not in path.read_bytes()
+
+
+def test_store_migrate_brings_first_layout_redis_keys_to_this_release(tmp_path: Path) -> None:
+    with running_redis(tmp_path) as server, redis.Redis.from_url(server.url) as client:
+        load_v1_keys(client)
+        result = run_cli(
+            "store", "migrate", cwd=tmp_path, env={"AUTH_REFRESH_STORE_URL": server.url}
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip().endswith(f": schema version {LAYOUT_VERSION}")
+        assert client.get("auth-refresh:schema") == str(LAYOUT_VERSION).encode()
+        assert client.keys("auth-refresh:subject:*") == []
+
+
+def test_store_migrate_refuses_a_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "families.db"
+    with closing(sqlite3.connect(path)) as newer:
+        newer.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    env = {"AUTH_REFRESH_STORE_URL": f"sqlite:///{path}"}
+    result = run_cli("store", "migrate", cwd=tmp_path, env=env)
+    assert result.returncode == 1
+    assert "newer than" in result.stderr
+    assert "Traceback" not in result.stderr

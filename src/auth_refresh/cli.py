@@ -2,8 +2,9 @@
 
 ``keys generate`` makes signing keys and prints the ``JWT_MODULE_*`` settings that use them;
 ``sessions list`` shows a user's live sessions and ``sessions revoke-subject`` logs a user out
-everywhere, in the store ``AUTH_REFRESH_STORE_URL`` names. Errors go to stderr with exit
-status 1; usage errors exit with 2 (argparse's).
+everywhere, in the store ``AUTH_REFRESH_STORE_URL`` names; ``store migrate`` brings that store's
+schema to this release's version (before a deploy, rather than on the first request). Errors go
+to stderr with exit status 1; usage errors exit with 2 (argparse's).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="auth-refresh", description="Act on auth-refresh keys and sessions from a shell."
     )
-    groups = parser.add_subparsers(required=True, metavar="{keys,sessions}")
+    groups = parser.add_subparsers(required=True, metavar="{keys,sessions,store}")
 
     keys = groups.add_parser("keys", help="signing keys").add_subparsers(required=True)
     generate = keys.add_parser(
@@ -91,6 +92,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("subject", metavar="SUBJECT", help="the user id (the tokens' sub)")
     listing.set_defaults(command=list_sessions)
+
+    store = groups.add_parser("store", help="the token store").add_subparsers(required=True)
+    migrate = store.add_parser(
+        "migrate",
+        help="bring the store's schema to this release's version",
+        description="Migrates the store AUTH_REFRESH_STORE_URL names to this release's schema "
+        "(stores also do it on first use); refuses a schema newer than this release's.",
+    )
+    migrate.set_defaults(command=migrate_store)
     return parser
 
 
@@ -182,6 +192,37 @@ def _utc(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+async def _revoke_subject(settings: AuthRefreshSettings, subject: str) -> None:
+    store = store_from_settings(settings)
+    try:
+        await store.revoke_subject(subject)
+    finally:
+        await store.close()
+
+
+def migrate_store(arguments: argparse.Namespace) -> int:
+    settings = _shared_store_settings()
+    version = asyncio.run(_migrate(settings))
+    where = _redacted(settings.store_url)
+    if version is None:
+        print(f"{where}: this store has no migrate(); it keeps its schema up to date itself")
+    else:
+        print(f"{where}: schema version {version}")
+    return 0
+
+
+async def _migrate(settings: AuthRefreshSettings) -> int | None:
+    store = store_from_settings(settings)
+    try:
+        migrate = getattr(store, "migrate", None)
+        if migrate is None:
+            return None
+        version: int = await migrate()
+        return version
+    finally:
+        await store.close()
+
+
 def _shared_store_settings() -> AuthRefreshSettings:
     settings = build_settings(AuthRefreshSettings)
     if settings.store_url == "memory://":
@@ -190,14 +231,6 @@ def _shared_store_settings() -> AuthRefreshSettings:
             "process; name the application's SQLite file or Redis server"
         )
     return settings
-
-
-async def _revoke_subject(settings: AuthRefreshSettings, subject: str) -> None:
-    store = store_from_settings(settings)
-    try:
-        await store.revoke_subject(subject)
-    finally:
-        await store.close()
 
 
 def _redacted(url: str) -> str:

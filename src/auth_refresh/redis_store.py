@@ -220,12 +220,28 @@ class RedisRefreshTokenStore:
         )
         return bool(answer)
 
+    async def migrate(self) -> int:
+        """Check the server and migrate the key layout now (the first step would); the layout's
+        version. No step deadline: a large migration takes as long as it takes."""
+        try:
+            batches = self._batches_of_this_loop()
+            await batches.checked(self._check_server)
+            version = await batches.client.get(self.keys.schema)
+            return int(version or 0)
+        except (RedisError, OSError, TimeoutError) as error:
+            store_log.warning("Redis store unavailable: %s: %s", type(error).__name__, error)
+            raise StoreUnavailableError() from None
+
     async def close(self) -> None:
         # This loop's client; another loop's goes with its loop.
         loop = asyncio.get_running_loop()
         batches = self._batches.pop(loop, None)
-        if batches is not None and batches.client is not self.client:
-            await batches.client.aclose()
+        if batches is not None:
+            # A pipeline still under way (its step gave up at its deadline) would reconnect
+            # after the pool is closed and leave that socket open.
+            await batches.finish()
+            if batches.client is not self.client:
+                await batches.client.aclose()
         if self._client_loop is None or self._client_loop() in (loop, None):
             await self.client.aclose()
 
@@ -283,6 +299,12 @@ class _Batches:
             self._checking.add_done_callback(_retrieve)
         # Shielded: one step's deadline does not cancel the check the others wait for.
         await asyncio.shield(self._checking)
+
+    async def finish(self) -> None:
+        """Wait for the check and pipeline under way; the client's timeouts bound them."""
+        for task in (self._checking, self._sending):
+            if task is not None and not task.done():
+                await asyncio.wait([task])
 
     def submit(self, script: AsyncScript, keys: list[str], args: list[str]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()

@@ -243,6 +243,17 @@ class SqliteRefreshTokenStore:
 
         return cast(bool, await self._run(revoke))
 
+    async def migrate(self) -> int:
+        """Open the file, migrating it to this release's schema now (the first step would);
+        the schema's version."""
+
+        def version(connection: sqlite3.Connection) -> int:
+            found: int = connection.execute("PRAGMA user_version").fetchone()[0]
+            return found
+
+        result: int = await self._run(version)
+        return result
+
     async def close(self) -> None:
         self._closed = True
         thread = self._thread

@@ -29,11 +29,15 @@ __all__ = [
     "operation_span",
     "record_refresh",
     "store_step",
+    "uninstrument",
 ]
 
 INSTRUMENTATION_NAME = "auth_refresh"
 OUTCOME_ATTRIBUTE = "auth_refresh.outcome"
 STORE_UNAVAILABLE = "store_unavailable"
+SDK_RECHECK_SECONDS = 1.0
+# When the global tracer provider was last asked about, and whether an SDK stood behind it.
+_sdk_seen: tuple[float, bool] = (-SDK_RECHECK_SECONDS, False)
 
 try:
     from opentelemetry import metrics, trace
@@ -46,6 +50,8 @@ class _Instruments:
     """The tracer and instruments; built once, proxies until the application sets an SDK."""
 
     def __init__(self, tracer_provider: Any = None, meter_provider: Any = None) -> None:
+        # Spans through the global provider are skipped while no SDK stands behind it.
+        self.follows_global = tracer_provider is None
         self.tracer = trace.get_tracer(INSTRUMENTATION_NAME, tracer_provider=tracer_provider)
         meter = metrics.get_meter(INSTRUMENTATION_NAME, meter_provider=meter_provider)
         self.refresh_outcomes = meter.create_counter(
@@ -65,22 +71,46 @@ class _Instruments:
         )
 
 
-_instruments = _Instruments() if trace is not None else None
+_instruments: _Instruments | None = _Instruments() if trace is not None else None
 
 
 def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
-    """Report through these providers from now on; None means OpenTelemetry's global one."""
-    global _instruments
+    """Report through these providers from now on; None means OpenTelemetry's global one.
+
+    A global tracer provider set later is noticed within a second, or at once by calling this.
+    """
+    global _instruments, _sdk_seen
     if trace is None:
         raise RuntimeError("install the extra 'auth-refresh[otel]' (opentelemetry-api)")
     _instruments = _Instruments(tracer_provider, meter_provider)
+    _sdk_seen = (-SDK_RECHECK_SECONDS, False)
+
+
+def uninstrument() -> None:
+    """Report nothing from now on, whatever SDK is installed; ``instrument()`` resumes."""
+    global _instruments
+    _instruments = None
 
 
 def operation_span(name: str) -> AbstractContextManager[Any]:
     """A span named ``auth_refresh.<name>`` around one operation, with its outcome."""
-    if _instruments is None:
+    instruments = _instruments
+    if instruments is None or (instruments.follows_global and not _sdk_traces()):
         return nullcontext()
-    return _span(_instruments, f"{INSTRUMENTATION_NAME}.{name}")
+    return _span(instruments, f"{INSTRUMENTATION_NAME}.{name}")
+
+
+def _sdk_traces() -> bool:
+    # The API's stand-ins, until an application sets a provider, make spans that are only cost
+    # (about 9 µs each); asking the API reads os.environ, so the answer is kept a second.
+    global _sdk_seen
+    checked_at, seen = _sdk_seen
+    now = time.monotonic()
+    if now - checked_at >= SDK_RECHECK_SECONDS:
+        provider = trace.get_tracer_provider()
+        seen = not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+        _sdk_seen = (now, seen)
+    return seen
 
 
 @contextmanager
@@ -116,17 +146,28 @@ def store_step(operation: str) -> AbstractContextManager[None]:
     """Measure one store step; a store that could not answer counts as ``store_unavailable``."""
     if _instruments is None:
         return nullcontext()
-    return _timed(_instruments, operation)
+    return _StoreStep(_instruments, operation)
 
 
-@contextmanager
-def _timed(instruments: _Instruments, operation: str) -> Iterator[None]:
-    started = time.perf_counter()
-    try:
-        yield
-    except StoreUnavailableError:
-        if operation == "rotate":
+class _StoreStep:
+    # A class rather than @contextmanager: it runs on every refresh, and costs half as much.
+    __slots__ = ("instruments", "operation", "started")
+
+    def __init__(self, instruments: _Instruments, operation: str) -> None:
+        self.instruments = instruments
+        self.operation = operation
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        instruments = self.instruments
+        instruments.store_duration.record(
+            time.perf_counter() - self.started, {"operation": self.operation}
+        )
+        if (
+            kind is not None
+            and issubclass(kind, StoreUnavailableError)
+            and self.operation == "rotate"
+        ):
             instruments.refresh_outcomes.add(1, {"outcome": STORE_UNAVAILABLE})
-        raise
-    finally:
-        instruments.store_duration.record(time.perf_counter() - started, {"operation": operation})
