@@ -15,6 +15,8 @@ import redis
 
 from auth_refresh import AuthenticationModule, RotationOutcome
 from auth_refresh.keys import SUPPORTED_ALGORITHMS
+from auth_refresh.postgres_schema import SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION
+from auth_refresh.redis_cluster_layout import LAYOUT_VERSION as CLUSTER_LAYOUT_VERSION
 from auth_refresh.redis_layout import LAYOUT_VERSION
 from auth_refresh.sqlite_schema import SCHEMA_VERSION
 from store_fixtures import Family, opened, running_redis
@@ -220,3 +222,16 @@ def test_store_migrate_refuses_a_newer_schema(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "newer than" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("fixture", "version"),
+    [("postgres_url", POSTGRES_SCHEMA_VERSION), ("redis_cluster_url", CLUSTER_LAYOUT_VERSION)],
+)
+def test_store_migrate_reports_the_scale_out_stores_versions(
+    fixture: str, version: int, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url: str = request.getfixturevalue(fixture)
+    result = run_cli("store", "migrate", cwd=tmp_path, env={"AUTH_REFRESH_STORE_URL": url})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith(f": schema version {version}")

@@ -218,6 +218,20 @@ class PostgresRefreshTokenStore:
         )
         return status == "UPDATE 1"
 
+    async def migrate(self) -> int:
+        """Create or migrate the schema now (the first step would); its version. No step
+        deadline: the schema's own statement timeout bounds it."""
+        try:
+            pool = await self._pool()
+            async with pool.acquire() as connection:
+                version: int = await connection.fetchval(
+                    "SELECT max(version) FROM auth_refresh_schema"
+                )
+            return version
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
+            store_log.warning("PostgreSQL store unavailable: %s: %s", type(error).__name__, error)
+            raise StoreUnavailableError() from None
+
     async def close(self) -> None:
         if self._schema_check is not None and not self._schema_check.done():
             self._schema_check.cancel()

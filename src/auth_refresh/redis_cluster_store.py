@@ -286,6 +286,14 @@ class RedisClusterRefreshTokenStore:
             pipe.eval(REVOKE_FAMILY, 1, self._family_key(family_id), TOMBSTONE_SECONDS)
         return await pipe.execute()
 
+    async def migrate(self) -> int:
+        """Find the cluster and check the layout now (the first step would); its version."""
+        return await self._step(self._migrated_version())
+
+    async def _migrated_version(self) -> int:
+        await self._find_cluster()
+        return int(cast(str, await self._client.get(self._prefix + "schema")))
+
     async def _command(self, *command: str) -> Any:
         await self._find_cluster()
         return await self._client.execute_command(*command)
