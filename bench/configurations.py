@@ -61,7 +61,7 @@ def skip_reason(
             return redis_reason
     variable = SERVER_URL_VARIABLES.get(configuration.store or "")
     if variable is not None and not os.environ.get(variable):
-        return f"{variable} is not set (python tests/scale_out_servers.py -- make bench)"
+        return f"{variable} is not set (python tests/scale_out_servers.py bench make bench)"
     return None
 
 
