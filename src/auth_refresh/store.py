@@ -16,6 +16,7 @@ Times are seconds since the epoch, passed in by the caller: the stores keep no c
 from __future__ import annotations
 
 import enum
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib.metadata import entry_points
@@ -289,34 +290,27 @@ def _sqlite(url: str) -> RefreshTokenStore:
     return SqliteRefreshTokenStore.from_url(url)
 
 
-def _redis(url: str) -> RefreshTokenStore:
-    try:
-        from auth_refresh.redis_store import RedisRefreshTokenStore
-    except ImportError:
-        raise ConfigurationError(
-            "AUTH_REFRESH_STORE_URL names Redis: install the extra 'auth-refresh[redis]'"
-        ) from None
-    return RedisRefreshTokenStore.from_url(url)
+def _from_extra(module: str, class_name: str, names: str, extra: str) -> StoreFactory:
+    """The factory of a store whose module needs an extra's packages, imported on first use."""
+
+    def factory(url: str) -> RefreshTokenStore:
+        try:
+            store_class = getattr(importlib.import_module(f"auth_refresh.{module}"), class_name)
+        except ImportError:
+            raise ConfigurationError(
+                f"AUTH_REFRESH_STORE_URL names {names}: install the extra 'auth-refresh[{extra}]'"
+            ) from None
+        store: RefreshTokenStore = store_class.from_url(url)
+        return store
+
+    return factory
 
 
-def _postgres(url: str) -> RefreshTokenStore:
-    try:
-        from auth_refresh.postgres_store import PostgresRefreshTokenStore
-    except ImportError:
-        raise ConfigurationError(
-            "AUTH_REFRESH_STORE_URL names PostgreSQL: install the extra 'auth-refresh[postgres]'"
-        ) from None
-    return PostgresRefreshTokenStore.from_url(url)
-
-
-def _redis_cluster(url: str) -> RefreshTokenStore:
-    try:
-        from auth_refresh.redis_cluster_store import RedisClusterRefreshTokenStore
-    except ImportError:
-        raise ConfigurationError(
-            "AUTH_REFRESH_STORE_URL names Redis Cluster: install the extra 'auth-refresh[redis]'"
-        ) from None
-    return RedisClusterRefreshTokenStore.from_url(url)
+_redis = _from_extra("redis_store", "RedisRefreshTokenStore", "Redis", "redis")
+_postgres = _from_extra("postgres_store", "PostgresRefreshTokenStore", "PostgreSQL", "postgres")
+_redis_cluster = _from_extra(
+    "redis_cluster_store", "RedisClusterRefreshTokenStore", "Redis Cluster", "redis"
+)
 
 
 _schemes: dict[str, StoreFactory] = {
