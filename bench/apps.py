@@ -18,11 +18,13 @@ same route without the check), for ``bench.sessions``.
 
 # No "from __future__ import annotations": FastAPI must see the local Depends of authx.
 import asyncio
+import gc
 import json
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import jwt
@@ -39,6 +41,7 @@ from bench.common import (
     REFRESH_LIFETIME_SECONDS,
     REFRESH_SECRET,
     REQUIRED_CLAIMS,
+    UNFROZEN_HEAP,
     USER_ID,
     BenchUser,
     BenchUsers,
@@ -58,13 +61,22 @@ def create_app() -> FastAPI:
     return builders[configuration.stack]()
 
 
+@asynccontextmanager
+async def frozen_heap(app: FastAPI) -> AsyncIterator[None]:
+    """Every configuration as docs/how-to/deploy.md deploys it: the startup heap frozen."""
+    if os.environ.get(UNFROZEN_HEAP) != "1":
+        gc.collect()
+        gc.freeze()
+    yield
+
+
 def _unauthorized() -> Response:
     return JSONResponse({"detail": "Unauthorized"}, status_code=401, headers=NO_STORE)
 
 
 def raw_app() -> FastAPI:
     """The limit of the stack: one hand-written endpoint doing the same PyJWT work."""
-    app = FastAPI()
+    app = FastAPI(lifespan=frozen_heap)
     users = BenchUsers()
 
     @app.post("/auth/refresh")
@@ -124,7 +136,7 @@ def library_app() -> FastAPI:
     """
     from auth_refresh import AuthJwtGuard, AuthJwtModule, AuthRefreshModule
 
-    app = FastAPI()
+    app = FastAPI(lifespan=frozen_heap)
     users = BenchUsers()
     module = AuthRefreshModule.for_root(user_lookup_service=users)
     module.attach(app)
@@ -153,7 +165,7 @@ def authx_app() -> FastAPI:
     """The same flow with authx: its refresh dependency, the user lookup, two new tokens."""
     from authx import AuthX, AuthXConfig, TokenPayload
 
-    app = FastAPI()
+    app = FastAPI(lifespan=frozen_heap)
     users = BenchUsers()
     auth: AuthX[Any] = AuthX(
         config=AuthXConfig(

@@ -17,6 +17,8 @@ REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti"]
 JTI_BYTES = 16
 # RFC 6749 §5.1; every configuration sends them, so responses are the same size.
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# Set for the servers by python -m bench.run --unfrozen-heap.
+UNFROZEN_HEAP = "BENCH_UNFROZEN_HEAP"
 
 # The variables the library reads; the configurations set them explicitly.
 LIBRARY_ENVIRONMENT_PREFIXES = ("JWT_MODULE_", "AUTH_REFRESH_")

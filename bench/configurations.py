@@ -38,8 +38,7 @@ CONFIGURATIONS = (
     ),
     Configuration("authx", "authx", "authx"),
 )
-# The scale-out stores' servers come from outside: tests/scale_out_servers.py starts both and
-# runs make bench with these set (docs/scaling.md).
+# The scale-out stores' servers: these name them, or bench/scale_out.py starts them.
 SERVER_URL_VARIABLES = {
     "postgres": "BENCH_POSTGRES_URL",
     "redis-cluster": "BENCH_REDIS_CLUSTER_URL",
@@ -61,7 +60,7 @@ def skip_reason(
             return redis_reason
     variable = SERVER_URL_VARIABLES.get(configuration.store or "")
     if variable is not None and not os.environ.get(variable):
-        return f"{variable} is not set (python tests/scale_out_servers.py bench make bench)"
+        return f"{variable} is not set and no server was started"
     return None
 
 

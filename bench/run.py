@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from typing import Any
 import httpx
 
 from bench import inprocess, over_http, report, sessions
+from bench.common import UNFROZEN_HEAP
 from bench.configurations import (
     BY_NAME,
     CONFIGURATIONS,
@@ -39,6 +41,7 @@ from bench.configurations import (
     skip_reason,
 )
 from bench.redis_server import count_round_trips, redis_server
+from bench.scale_out import scale_out_servers
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -73,6 +76,7 @@ class Options:
     loop: str
     http: str
     redis_refreshes: int
+    unfrozen_heap: bool
 
 
 def parse_arguments(argv: list[str] | None) -> Options:
@@ -95,12 +99,18 @@ def parse_arguments(argv: list[str] | None) -> Options:
     parser.add_argument("--loop", default="auto", help="uvicorn --loop")
     parser.add_argument("--http", default="auto", help="uvicorn --http")
     parser.add_argument("--redis-refreshes", type=int, default=200)
+    parser.add_argument(
+        "--unfrozen-heap",
+        action="store_true",
+        help="servers without the deploy guide's gc.freeze() at startup (its A/B)",
+    )
     arguments = parser.parse_args(argv)
     only = [name for name in arguments.only.split(",") if name]
     for name in only:
         if name not in BY_NAME:
             parser.error(f"unknown configuration {name!r}; known: {', '.join(BY_NAME)}")
     smoke = arguments.smoke
+    partial = smoke or bool(only) or arguments.unfrozen_heap
     loader = arguments.loader
     if loader == "auto":
         # The smoke run checks wrk once (on the raw endpoint) and loads the rest with Python:
@@ -117,13 +127,14 @@ def parse_arguments(argv: list[str] | None) -> Options:
         inprocess_rounds=2 if smoke else arguments.inprocess_rounds,
         loader=loader,
         only=only,
-        # Only a complete full run replaces the published results and docs page.
-        output_dir=arguments.output_dir or (None if smoke or only else RESULTS_DIR),
-        docs_dir=arguments.docs_dir or (None if smoke or only else DOCS_DIR),
+        # Only a complete full run, deployed as the guide says, replaces the published results.
+        output_dir=arguments.output_dir or (None if partial else RESULTS_DIR),
+        docs_dir=arguments.docs_dir or (None if partial else DOCS_DIR),
         check_targets=arguments.check_targets,
         loop=arguments.loop,
         http=arguments.http,
         redis_refreshes=20 if smoke else arguments.redis_refreshes,
+        unfrozen_heap=arguments.unfrozen_heap,
     )
 
 
@@ -149,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     if options.loader == "wrk" and over_http.wrk_version() is None:
         say(over_http.WRK_MISSING)
         return 2
+    if options.unfrozen_heap:
+        os.environ[UNFROZEN_HEAP] = "1"
     started = datetime.now(UTC)
     failures = Failures()
     with tempfile.TemporaryDirectory(prefix="auth-refresh-bench-") as temporary:
@@ -203,6 +216,7 @@ def collect(
             "wrk_threads": options.threads,
             "iterations": options.iterations,
             "inprocess_rounds": options.inprocess_rounds,
+            "heap": "unfrozen" if options.unfrozen_heap else "frozen at startup",
         },
         "notes": [],
     }
@@ -218,9 +232,15 @@ def collect(
             "other work shared the CPUs, so these numbers are noisy."
         )
     _, load_cpu, _ = over_http.cpu_plan()
-    with redis_server(workdir, None if options.smoke else load_cpu) as (redis_url, redis_reason):
+    server_cpu = None if options.smoke else load_cpu
+    # The smoke run checks the harness, not the servers: it starts no scale-out server.
+    scale_out = set() if options.smoke else {c.store for c in selected if c.store}
+    with (
+        redis_server(workdir, server_cpu) as (redis_url, redis_reason),
+        scale_out_servers(scale_out, workdir, server_cpu) as not_started,
+    ):
         results["redis_server_version"] = _redis_version(redis_url) if redis_url else None
-        skipped = availability(selected, redis_url, redis_reason)
+        skipped = availability(selected, redis_url, redis_reason, not_started)
         phases = results["phase_seconds"] = {}
         began = time.monotonic()
         results["inprocess"] = inprocess_phase(options, selected, skipped, workdir, redis_url)
@@ -286,12 +306,17 @@ def raw_drift(results: dict[str, Any]) -> str | None:
 
 
 def availability(
-    selected: list[Configuration], redis_url: str | None, redis_reason: str
+    selected: list[Configuration],
+    redis_url: str | None,
+    redis_reason: str,
+    not_started: dict[str, str],
 ) -> dict[str, str | None]:
     """Why each configuration is skipped (None: it runs)."""
     skipped: dict[str, str | None] = {}
     for configuration in selected:
-        reason = skip_reason(configuration, redis_url, redis_reason)
+        reason = not_started.get(configuration.store or "") or skip_reason(
+            configuration, redis_url, redis_reason
+        )
         skipped[configuration.name] = reason
         if reason:
             say(f"skip {configuration.name}: {reason}")

@@ -150,7 +150,7 @@ class PostgresServer:
 
 @contextmanager
 def running_postgres(settings: dict[str, str] | None = None) -> Iterator[PostgresServer]:
-    server = PostgresServer(settings=dict(settings or TEST_SETTINGS))
+    server = PostgresServer(settings=dict(TEST_SETTINGS if settings is None else settings))
     try:
         server.start()
         yield server

@@ -1,17 +1,13 @@
-"""The scale-out stores' servers for ``make bench``, and the measurements of docs/scaling.md that
-are not requests per second (issue 14).
+"""The measurements of docs/scaling.md that are not requests per second (issue 14); ``make
+bench`` measures those, with the same servers (bench/scale_out.py).
 
-    python tests/scale_out_servers.py bench -- make bench BENCH_ARGS="--only ..."
-        PostgreSQL (PostgreSQL's default durability: fsync on) and a three-master Redis Cluster,
-        pinned to the load generator's CPU as make bench pins its Redis, then the command with
-        BENCH_POSTGRES_URL and BENCH_REDIS_CLUSTER_URL set; both stopped after.
     python tests/scale_out_servers.py sizes [--sessions 20000]
         Bytes per session in each store (SQLite file, Redis and Redis Cluster memory, PostgreSQL
         table with its indexes), and the store server's CPU time per refresh.
     python tests/scale_out_servers.py drivers [--seconds 5]
         asyncpg against psycopg 3 (pip install 'psycopg[binary,pool]') on the PostgreSQL
         store's refresh statement, alternating, on one event loop; and asyncpg again with
-        synchronous_commit on (the store's default is off).
+        synchronous_commit on (the store's default).
 
 Each measurement writes bench/results/<kind>-<UTC time>.json.
 """
@@ -25,12 +21,10 @@ import os
 import platform
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import redis  # noqa: E402
+from bench.scale_out import pinned_to  # noqa: E402
 
 from auth_refresh import (  # noqa: E402
     RefreshTokenStore,
@@ -50,7 +45,7 @@ from auth_refresh import (  # noqa: E402
 )
 from auth_refresh.sealing import session_id_of  # noqa: E402
 from postgres_server import PostgresServer, running_postgres  # noqa: E402
-from redis_cluster import ClusterNodeServer, cluster_url, running_cluster  # noqa: E402
+from redis_cluster import cluster_url, running_cluster  # noqa: E402
 from store_fixtures import running_redis  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -66,43 +61,9 @@ USER_AGENT = (
 )
 
 
-@contextmanager
-def pinned_to(cpu: int | None) -> Iterator[None]:
-    """Processes started inside inherit ``cpu``: the servers stand for other hosts."""
-    before = os.sched_getaffinity(0)
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
-
-
 def load_cpu() -> int | None:
     cpus = sorted(os.sched_getaffinity(0))
     return cpus[1] if len(cpus) > 1 else None
-
-
-@contextmanager
-def scale_out_servers(workdir: Path) -> Iterator[tuple[PostgresServer, list[ClusterNodeServer]]]:
-    with ExitStack() as stack:
-        with pinned_to(load_cpu()):
-            postgres = stack.enter_context(running_postgres({}))
-            nodes = stack.enter_context(running_cluster(workdir))
-        yield postgres, nodes
-
-
-def bench(command: list[str]) -> int:
-    with (
-        tempfile.TemporaryDirectory(prefix="auth-refresh-scale-out-") as workdir,
-        scale_out_servers(Path(workdir)) as (postgres, nodes),
-    ):
-        environment = {
-            **os.environ,
-            "BENCH_POSTGRES_URL": postgres.url,
-            "BENCH_REDIS_CLUSTER_URL": cluster_url(nodes),
-        }
-        return subprocess.run(command, env=environment, check=False).returncode
 
 
 # -- bytes per session and server CPU per refresh ------------------------------------------------
@@ -407,7 +368,7 @@ def drivers(seconds: float, rounds: int) -> dict[str, Any]:
         "versions": {"asyncpg": asyncpg.__version__, "psycopg": psycopg.__version__},
         "asyncpg": [],
         "psycopg": [],
-        # The store's default is synchronous_commit=off; this is the cost of turning it on.
+        # The store's default is synchronous_commit=on; this is its cost against off.
         "asyncpg_synchronous_commit_on": [],
     }
     with pinned_to(load_cpu()), running_postgres({}) as postgres:
@@ -452,8 +413,6 @@ def write(kind: str, results: dict[str, Any]) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="kind", required=True)
-    run = commands.add_parser("bench")
-    run.add_argument("command", nargs="+")
     measured = commands.add_parser("sizes")
     measured.add_argument("--sessions", type=int, default=20000)
     measured.add_argument("--refreshes", type=int, default=5000)
@@ -461,8 +420,6 @@ def main() -> int:
     compared.add_argument("--seconds", type=float, default=5.0)
     compared.add_argument("--rounds", type=int, default=3)
     options = parser.parse_args()
-    if options.kind == "bench":
-        return bench(options.command)
     if options.kind == "sizes":
         path = write("sizes", sizes(options.sessions, options.refreshes))
     else:
