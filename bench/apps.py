@@ -28,7 +28,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import jwt
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -58,7 +58,10 @@ def create_app() -> FastAPI:
     """The application of the configuration named by ``BENCH_CONFIGURATION``."""
     configuration = BY_NAME[os.environ["BENCH_CONFIGURATION"]]
     builders = {"raw": raw_app, "library": library_app, "authx": authx_app}
-    return builders[configuration.stack]()
+    app = builders[configuration.stack]()
+    # Included last, so it starts after the library's modules (their stores' imports too).
+    app.include_router(APIRouter(lifespan=frozen_heap))
+    return app
 
 
 @asynccontextmanager
@@ -76,7 +79,7 @@ def _unauthorized() -> Response:
 
 def raw_app() -> FastAPI:
     """The limit of the stack: one hand-written endpoint doing the same PyJWT work."""
-    app = FastAPI(lifespan=frozen_heap)
+    app = FastAPI()
     users = BenchUsers()
 
     @app.post("/auth/refresh")
@@ -136,7 +139,7 @@ def library_app() -> FastAPI:
     """
     from auth_refresh import AuthJwtGuard, AuthJwtModule, AuthRefreshModule
 
-    app = FastAPI(lifespan=frozen_heap)
+    app = FastAPI()
     users = BenchUsers()
     module = AuthRefreshModule.for_root(user_lookup_service=users)
     module.attach(app)
@@ -165,7 +168,7 @@ def authx_app() -> FastAPI:
     """The same flow with authx: its refresh dependency, the user lookup, two new tokens."""
     from authx import AuthX, AuthXConfig, TokenPayload
 
-    app = FastAPI(lifespan=frozen_heap)
+    app = FastAPI()
     users = BenchUsers()
     auth: AuthX[Any] = AuthX(
         config=AuthXConfig(

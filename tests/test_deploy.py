@@ -1,15 +1,20 @@
 """docs/how-to/deploy.md's server commands, verbatim but for the port: several uvicorn workers,
-and gunicorn with uvicorn workers, serving the tutorial's flow on any worker."""
+and gunicorn with uvicorn workers, serving the tutorial's flow on any worker; and its frozen
+heap."""
 
+import gc
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi import FastAPI
 
-from conftest import ACCESS_SECRET, REFRESH_SECRET
+from auth_refresh import AuthRefreshModule
+from conftest import ACCESS_SECRET, REFRESH_SECRET, InMemoryUsers
 from servers import ROOT, running_server
-from test_docs import shell_commands
+from test_docs import fenced_blocks, shell_commands
 from test_examples import run_the_tutorial_flow
 
 PAGE = ROOT / "docs" / "how-to" / "deploy.md"
@@ -44,3 +49,25 @@ def workers_started(output: Callable[[], str]) -> int:
             break
         time.sleep(0.1)
     return count
+
+
+@pytest.mark.anyio
+async def test_the_frozen_heap_starts_after_the_modules_and_freezes_their_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, users: InMemoryUsers
+) -> None:
+    [block] = [block for block in fenced_blocks(PAGE) if "gc.freeze()" in block.source]
+    monkeypatch.setenv("AUTH_REFRESH_STORE_URL", f"sqlite:///{tmp_path / 'families.db'}")
+    monkeypatch.setenv("AUTH_REFRESH_ROTATION", "true")
+    app = FastAPI()
+    module = AuthRefreshModule.for_root(user_lookup_service=users)
+    module.attach(app)
+    page: dict[str, Any] = {"app": app}
+    exec(compile(block.source, str(PAGE), "exec"), page)  # noqa: S102 - the page's own code
+    try:
+        async with app.router.lifespan_context(app):
+            store = module.container.store()
+            # Frozen objects are out of every collection, so out of what it tracks.
+            assert gc.get_freeze_count() > 0
+            assert all(tracked is not store for tracked in gc.get_objects())
+    finally:
+        gc.unfreeze()
