@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.saturation import table as saturation_table
 from bench.sessions import table as session_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -277,6 +278,7 @@ def console_table(results: dict[str, Any]) -> str:
         + http_table(results)
         + redis_lines(results)
         + session_table(results.get("sessions") or [])
+        + saturation_table(results.get("saturation") or [])
         + targets_table(results)
     )
 
@@ -461,6 +463,7 @@ def results_section(results: dict[str, Any], chart_name: str | None) -> list[str
         lines += [f"![Refresh throughput over HTTP]({chart_name})", ""]
     lines += http_table(results) + inprocess_table(results) + redis_lines(results)
     lines += session_table(results.get("sessions") or [])
+    lines += saturation_table(results.get("saturation") or [])
     lines += [
         f"- Run: {results['started_at']} ({results['kind']} run), commit "
         f"`{(results['source'].get('commit') or '?')[:12]}`"

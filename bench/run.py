@@ -1,8 +1,9 @@
 """The benchmark: ``python -m bench.run`` (``make bench``), ``--smoke`` (``make bench-smoke``).
 
 Full run: in-process pipeline and applications, every configuration over HTTP with wrk (rounds
-interleaved across configurations), Redis round trips; results to ``bench/results/*.json``,
-``docs/benchmarks.md`` and ``docs/benchmarks.png``; the table and the targets printed.
+interleaved across configurations), Redis round trips, the session check, and two workers at
+saturation; results to ``bench/results/*.json``, ``docs/benchmarks.md`` and
+``docs/benchmarks.png``; the table and the targets printed.
 
 Smoke run: a few seconds of the same code paths (tiny iteration counts, one short load per
 configuration with wrk when installed, a Python load loop otherwise), results to a temporary
@@ -30,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from bench import inprocess, over_http, report, sessions
+from bench import inprocess, over_http, report, saturation, sessions
 from bench.common import UNFROZEN_HEAP
 from bench.configurations import (
     BY_NAME,
@@ -56,6 +57,8 @@ REDIS_WARMUP_REFRESHES = 20
 # More than this share of the CPUs busy before the start, or raw runs this far apart, is noted.
 BUSY_AT_START = 0.1
 DRIFT_NOTED = 1.2
+# The whole machine at saturation: what docs/scaling.md needs, not a side-by-side ratio.
+SATURATION_ROUNDS = 3
 
 
 @dataclass
@@ -256,6 +259,9 @@ def collect(
         began = time.monotonic()
         results["sessions"] = sessions_phase(options, selected, skipped, workdir, redis_url)
         phases["sessions"] = round(time.monotonic() - began, 1)
+        began = time.monotonic()
+        results["saturation"] = saturation_phase(options, selected, skipped, workdir, redis_url)
+        phases["saturation"] = round(time.monotonic() - began, 1)
     results["load_average_end"] = list(report.load_average())
     drift = raw_drift(results)
     if drift is not None:
@@ -286,6 +292,28 @@ def sessions_phase(
         connections=options.connections,
         server_cpu=server_cpu,
         load_cpu=load_cpu,
+    )
+
+
+def saturation_phase(
+    options: Options,
+    selected: list[Configuration],
+    skipped: dict[str, str | None],
+    workdir: Path,
+    redis_url: str | None,
+) -> list[dict[str, Any]]:
+    """The raw endpoint and each shared store behind two workers, nothing pinned (needs wrk)."""
+    shared = [
+        c
+        for c in selected
+        if (c is RAW or (c.store not in (None, "memory"))) and not skipped[c.name]
+    ]
+    if options.smoke or len(shared) < 2 or over_http.wrk_version() is None:
+        return []
+    rounds = min(options.rounds, SATURATION_ROUNDS)
+    say(f"saturation: {len(shared)} configurations, {rounds} rounds each")
+    return saturation.saturation_phase(
+        shared, workdir=workdir, redis_url=redis_url, rounds=rounds, seconds=options.duration
     )
 
 
