@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,12 +38,13 @@ from bench.configurations import (
     BY_NAME,
     CONFIGURATIONS,
     RAW,
+    SERVER_URL_VARIABLES,
     Configuration,
     environment,
     skip_reason,
 )
 from bench.redis_server import count_round_trips, redis_server
-from bench.scale_out import scale_out_servers
+from bench.scale_out import count_statements, scale_out_servers
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -249,12 +251,16 @@ def collect(
         results["inprocess"] = inprocess_phase(options, selected, skipped, workdir, redis_url)
         phases["inprocess"] = round(time.monotonic() - began, 1)
         began = time.monotonic()
-        results["http"], redis_store = http_phase(
+        results["http"], counted = http_phase(
             options, selected, skipped, workdir, redis_url, failures
         )
         phases["http"] = round(time.monotonic() - began, 1)
         began = time.monotonic()
-        results["redis"] = redis_phase(skipped, redis_url, redis_reason, redis_store)
+        results["redis"] = redis_phase(skipped, redis_url, redis_reason, counted.get("redis"))
+        results["postgres"] = {
+            "store": counted.get("postgres")
+            or {"skipped": skipped.get("library-postgres") or "not selected (--only)"}
+        }
         phases["redis"] = round(time.monotonic() - began, 1)
         began = time.monotonic()
         results["sessions"] = sessions_phase(options, selected, skipped, workdir, redis_url)
@@ -531,18 +537,30 @@ def http_phase(
         wrk_check = None
         if options.smoke and options.loader == "python" and over_http.wrk_version():
             wrk_check = smoke_wrk_check(servers[0], directory, failures)
-        redis_store: dict[str, Any] | None = None
+        counted: dict[str, dict[str, Any]] = {}
+        postgres_url = os.environ.get(SERVER_URL_VARIABLES["postgres"])
         for server in servers:
             if server.configuration.store == "redis" and redis_url is not None:
                 say("Redis round trips per refresh")
-                redis_store = redis_round_trips(server, redis_url, options.redis_refreshes)
+                counted["redis"] = round_trips(
+                    server,
+                    options.redis_refreshes,
+                    lambda n, refresh: count_round_trips(redis_url, n, refresh).as_json(),
+                )
+            if server.configuration.store == "postgres" and postgres_url:
+                say("PostgreSQL statements per refresh")
+                counted["postgres"] = round_trips(
+                    server,
+                    options.redis_refreshes,
+                    lambda n, refresh: count_statements(postgres_url, n, refresh),
+                )
     return {
         "loader": options.loader,
         "pinning": pinning,
         "server": report.server_stack(options.loop, options.http),
         "configurations": _http_rows(selected, skipped, runs, invalid, pairs),
         "wrk_check": wrk_check,
-    }, redis_store
+    }, counted
 
 
 def smoke_wrk_check(
@@ -632,8 +650,12 @@ def redis_phase(
     }
 
 
-def redis_round_trips(server: over_http.Server, redis_url: str, refreshes: int) -> dict[str, Any]:
-    """Sequential refreshes on the Redis store's server, counted from Redis's statistics."""
+def round_trips(
+    server: over_http.Server,
+    refreshes: int,
+    count: Callable[[int, Callable[[int], None]], dict[str, Any]],
+) -> dict[str, Any]:
+    """Sequential refreshes on a store's server, counted from its statistics by ``count``."""
     tokens = over_http.mint(server.base_url, REDIS_WARMUP_REFRESHES + refreshes)
     with httpx.Client(base_url=server.base_url, timeout=10.0) as client:
 
@@ -648,10 +670,7 @@ def redis_round_trips(server: over_http.Server, redis_url: str, refreshes: int) 
         # Connections (HTTP and the store's own to Redis) are set up before counting.
         for index in range(REDIS_WARMUP_REFRESHES):
             refresh(index)
-        counted = count_round_trips(
-            redis_url, refreshes, lambda index: refresh(REDIS_WARMUP_REFRESHES + index)
-        )
-    return counted.as_json()
+        return count(refreshes, lambda index: refresh(REDIS_WARMUP_REFRESHES + index))
 
 
 def _redis_version(url: str) -> str | None:

