@@ -127,13 +127,14 @@ async def _eventually_no_connections(server: PostgresServer, application: str) -
 
 
 def documented_ddl() -> str:
-    ddl, _migration = re.findall(r"^```sql\n(.*?)^```", DOCS_PAGE.read_text(), flags=re.M | re.S)
+    ddl, _to_2, _to_3 = re.findall(r"^```sql\n(.*?)^```", DOCS_PAGE.read_text(), flags=re.M | re.S)
     return ddl
 
 
-def documented_migration() -> str:
-    _ddl, migration = re.findall(r"^```sql\n(.*?)^```", DOCS_PAGE.read_text(), flags=re.M | re.S)
-    return migration
+def documented_migration(version: int) -> str:
+    """The page's migration to ``version`` from the one before."""
+    _ddl, *migrations = re.findall(r"^```sql\n(.*?)^```", DOCS_PAGE.read_text(), flags=re.M | re.S)
+    return migrations[version - 2]
 
 
 async def test_the_documented_ddl_makes_a_schema_the_managed_store_uses(
@@ -208,13 +209,27 @@ async def assert_the_v1_family_is_a_session(url: str, now: float) -> None:
         assert not await store.session_active(session_id, now=now + 30)
 
 
+def v2_database(server: PostgresServer) -> tuple[str, float]:
+    """The same family as a store of schema version 2 left it (no batch function)."""
+    url, now = v1_database(server)
+    psql(url, documented_migration(2))
+    assert psql_value(url, "SELECT to_regproc('auth_refresh_rotate_batch')") == ""
+    return url, now
+
+
 async def test_a_schema_of_version_1_is_migrated(postgres_server: PostgresServer) -> None:
     url, now = v1_database(postgres_server)
     await assert_the_v1_family_is_a_session(url, now)
-    assert psql_value(url, "SELECT version FROM auth_refresh_schema") == "2"
+    assert psql_value(url, "SELECT version FROM auth_refresh_schema") == "3"
 
 
-async def test_the_documented_migration_brings_a_managed_schema_to_version_2(
+async def test_a_schema_of_version_2_is_migrated(postgres_server: PostgresServer) -> None:
+    url, now = v2_database(postgres_server)
+    await assert_the_v1_family_is_a_session(url + "?application_name=from-2", now)
+    assert psql_value(url, "SELECT version FROM auth_refresh_schema") == "3"
+
+
+async def test_the_documented_migrations_bring_a_managed_schema_to_version_3(
     postgres_server: PostgresServer,
 ) -> None:
     url, now = v1_database(postgres_server)
@@ -222,8 +237,21 @@ async def test_the_documented_migration_brings_a_managed_schema_to_version_2(
     async with opened(managed) as store:
         with pytest.raises(ConfigurationError, match="schema is version 1"):
             await store.session_active("any", now=now)
-    psql(url, documented_migration())
+    psql(url, documented_migration(2))
+    async with opened(managed + "&application_name=at-2") as store:
+        with pytest.raises(ConfigurationError, match="schema is version 2"):
+            await store.session_active("any", now=now)
+    psql(url, documented_migration(3))
     await assert_the_v1_family_is_a_session(managed + "&application_name=migrated", now)
+
+
+async def test_the_documented_migration_brings_a_managed_version_2_schema_to_version_3(
+    postgres_server: PostgresServer,
+) -> None:
+    url, now = v2_database(postgres_server)
+    psql(url, documented_migration(3))
+    assert psql_value(url, "SELECT version FROM auth_refresh_schema") == "3"
+    await assert_the_v1_family_is_a_session(url + "?auth_refresh_schema=managed", now)
 
 
 def psql_value(url: str, sql: str) -> str:
