@@ -1,6 +1,7 @@
 """The PostgreSQL store's rotations in batches, against a real server: at most one statement per
 refresh and fewer under concurrency, one family twice in a batch decided in arrival order, two
-processes batching the same families crosswise without a deadlock, and a close() while a batch
+processes batching the same families crosswise (or one batching, one logging a subject out
+everywhere) without a deadlock, and a close() while a batch
 is under way that leaves no connection open."""
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import secrets
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
-from auth_refresh import RotationOutcome, StoreUnavailableError, open_store
+from auth_refresh import RefreshTokenStore, RotationOutcome, StoreUnavailableError, open_store
 from auth_refresh.postgres_batches import BATCH_LIMIT
 from postgres_server import TEST_SETTINGS, PostgresServer, running_postgres
 from store_fixtures import Family, opened
@@ -190,3 +191,41 @@ async def test_closing_while_batches_are_under_way_answers_every_refresh_in_them
     await store.close()
     outcomes = [outcome for outcome, _, _ in await asyncio.gather(*refreshes)]
     assert outcomes == [RotationOutcome.ROTATED] * len(families)
+
+
+async def test_a_logout_everywhere_beside_a_batch_of_the_same_families_does_not_deadlock(
+    postgres_url: str,
+) -> None:
+    rounds = 10
+    async with opened(postgres_url) as store:
+        subjects = ["subject-" + secrets.token_hex(4) for _ in range(rounds)]
+        families = [
+            [await Family(store, subject).start() for _ in range(BATCH_LIMIT)]
+            for subject in subjects
+        ]
+    ready = threading.Barrier(2)
+
+    def process(work: Callable[[RefreshTokenStore, int], Awaitable[object]]) -> None:
+        async def each_round() -> None:
+            async with opened(postgres_url) as store:
+                await store.revoke_family("none")  # connected, statements prepared
+                for index in range(rounds):
+                    ready.wait()
+                    await work(store, index)
+
+        asyncio.run(each_round())
+
+    async def rotate_all(store: RefreshTokenStore, index: int) -> object:
+        mine = [copy.copy(family) for family in families[index]]
+        for family in mine:
+            family.store = store
+        # One batch, in family id order; the logout's rows in the order the index gives them.
+        return await asyncio.gather(*(family.rotate(family.first_token) for family in mine))
+
+    async def log_out_everywhere(store: RefreshTokenStore, index: int) -> None:
+        await store.revoke_subject(subjects[index])
+
+    # A 503 (the deadlock detector or the statement timeout) raises here.
+    await asyncio.gather(
+        asyncio.to_thread(process, rotate_all), asyncio.to_thread(process, log_out_everywhere)
+    )
