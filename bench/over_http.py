@@ -110,7 +110,6 @@ def launch(
     cpu: int | None,
     loop: str,
     http: str,
-    workers: int = 1,
 ) -> Server:
     """Start uvicorn for ``configuration`` on a free loopback port (not yet ready)."""
     port = free_port()
@@ -133,7 +132,6 @@ def launch(
         "warning",
         "--backlog",
         "2048",
-        *(["--workers", str(workers)] if workers > 1 else []),
     ]
     env = {
         name: value
@@ -159,22 +157,13 @@ def running(
     cpu: int | None,
     loop: str = "auto",
     http: str = "auto",
-    workers: int = 1,
 ) -> Iterator[list[Server]]:
     """Servers for every configuration, started together, all stopped on the way out."""
     servers: list[Server] = []
     try:
         for configuration, environment in launches:
             servers.append(
-                launch(
-                    configuration,
-                    environment,
-                    workdir=workdir,
-                    cpu=cpu,
-                    loop=loop,
-                    http=http,
-                    workers=workers,
-                )
+                launch(configuration, environment, workdir=workdir, cpu=cpu, loop=loop, http=http)
             )
         for server in servers:
             server.wait_until_ready()
