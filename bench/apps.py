@@ -4,8 +4,9 @@ Each has the measured ``POST /auth/refresh`` (body ``{"refreshToken": "..."}``, 
 ``{"accessToken", "refreshToken"}`` with no-store headers) and two routes for the harness:
 ``GET /bench/ready``, ``POST /bench/mint`` (``{"count": n}`` -> ``{"tokens": [...]}``), which
 issues fresh refresh tokens with the configuration's own issuing code, in the server process,
-so in-memory stores know them, and ``GET /bench/lag``: the event loop's lag since the last
-call, from a ticker that sleeps 1 ms at a time (how long another request on the worker waits).
+so in-memory stores know them, and ``POST /bench/lag`` then ``GET /bench/lag``: the event
+loop's lag in between, from a ticker that sleeps 1 ms at a time (how long another request on
+the worker waits), stopped by the GET.
 
 A library configuration with a store also has the access-guarded ``GET /bench/me``
 (``AuthJwtGuard``) and ``GET /bench/access`` -> ``{"withSession", "withoutSession"}``: an
@@ -203,13 +204,24 @@ def authx_app() -> FastAPI:
 
 
 class LagTicker:
-    """The event loop's lag: how much later than asked each 1 ms sleep wakes up."""
+    """The event loop's lag: how much later than asked each 1 ms sleep wakes up, while a run
+    is measured (a ticker left running costs every server on the core its wake-ups)."""
 
     def __init__(self) -> None:
         self.lags: list[float] = []
         self.task: asyncio.Task[None] | None = None
 
-    async def tick(self) -> None:
+    def start(self) -> None:
+        self.stop()
+        self.lags = []
+        self.task = asyncio.get_running_loop().create_task(self._tick())
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             asked = loop.time()
@@ -217,6 +229,7 @@ class LagTicker:
             self.lags.append(loop.time() - asked - LAG_TICK_SECONDS)
 
     def take(self) -> dict[str, float]:
+        self.stop()
         lags, self.lags = sorted(self.lags), []
         if not lags:
             return {"ticks": 0, "p99_ms": 0.0, "max_ms": 0.0}
@@ -229,10 +242,13 @@ def _add_harness_routes(app: FastAPI, users: BenchUsers, mint: Minter) -> None:
     assert user is not None
     ticker = LagTicker()
 
+    @app.post("/bench/lag", include_in_schema=False)
+    async def start_lag() -> dict[str, bool]:
+        ticker.start()
+        return {"started": True}
+
     @app.get("/bench/lag", include_in_schema=False)
     async def lag() -> dict[str, float]:
-        if ticker.task is None:
-            ticker.task = asyncio.get_running_loop().create_task(ticker.tick())
         return ticker.take()
 
     @app.get("/bench/ready", include_in_schema=False)

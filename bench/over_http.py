@@ -189,8 +189,15 @@ def mint(base_url: str, count: int) -> list[str]:
     return tokens
 
 
+def start_lag(base_url: str) -> None:
+    """Start measuring the server's event-loop lag."""
+    response = httpx.post(base_url + "/bench/lag", timeout=10.0)
+    if response.status_code != 200:
+        raise HarnessError(f"POST /bench/lag answered {response.status_code}")
+
+
 def lag(base_url: str) -> float:
-    """The server's event-loop lag p99 (ms) since the last call; the first call starts it."""
+    """The server's event-loop lag p99 (ms) since ``start_lag``; its measuring stops."""
     response = httpx.get(base_url + "/bench/lag", timeout=10.0)
     if response.status_code != 200:
         raise HarnessError(f"/bench/lag answered {response.status_code}")

@@ -491,12 +491,13 @@ def http_phase(
         ) -> over_http.LoadResult | None:
             name = server.configuration.name
             needed = len(tokens)
-            over_http.lag(server.base_url)  # from here
+            over_http.start_lag(server.base_url)
             result = load(server, tokens, seconds)
             if result.wraps and not options.smoke:
                 say(f"  {name}: ran out of tokens, again with more")
-                over_http.lag(server.base_url)
-                result = load(server, over_http.mint(server.base_url, needed * 3), seconds)
+                more = over_http.mint(server.base_url, needed * 3)
+                over_http.start_lag(server.base_url)
+                result = load(server, more, seconds)
             result.lag_p99_ms = over_http.lag(server.base_url)
             say(
                 f"  round {round_number + 1} {name}: {result.requests_per_second:.0f} req/s, "
