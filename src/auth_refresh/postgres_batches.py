@@ -19,7 +19,14 @@ import asyncpg
 from auth_refresh.exceptions import StoreUnavailableError
 from auth_refresh.postgres_schema import ROTATE_BATCH
 
-__all__ = ["BATCH_LIMIT", "RotationBatches", "RotationRequest", "RotationRow"]
+__all__ = [
+    "BATCH_LIMIT",
+    "SERVER_FAILURES",
+    "RotationBatches",
+    "RotationRequest",
+    "RotationRow",
+    "log_unavailable",
+]
 
 # One batch in flight per loop: with 16 refreshers arriving spread out, its batches were largest
 # and its client CPU per rotation least (-13% and -25% against 2 and 4 in flight), at the same
@@ -37,6 +44,13 @@ RotationRow = tuple[str, str | None, str | None]
 _Waiting = tuple[RotationRequest, "asyncio.Future[RotationRow]"]
 
 store_log = logging.getLogger("auth_refresh.store")
+
+# What a server that is down, restarting, slow or broken raises: each a 503, never a guess.
+SERVER_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+def log_unavailable(error: BaseException) -> None:
+    store_log.warning("PostgreSQL store unavailable: %s: %s", type(error).__name__, error)
 
 
 class RotationBatches:
@@ -97,8 +111,8 @@ class RotationBatches:
         except asyncio.CancelledError:
             _fail(batch)
             raise
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
-            store_log.warning("PostgreSQL store unavailable: %s: %s", type(error).__name__, error)
+        except SERVER_FAILURES as error:
+            log_unavailable(error)
             _fail(batch)
             return
         except Exception:

@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import urllib.parse
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
 import asyncpg
@@ -44,7 +44,13 @@ from asyncpg.pool import PoolConnectionProxy
 
 from auth_refresh.authentication import TokenPair
 from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
-from auth_refresh.postgres_batches import RotationBatches, RotationRequest, RotationRow
+from auth_refresh.postgres_batches import (
+    SERVER_FAILURES,
+    RotationBatches,
+    RotationRequest,
+    RotationRow,
+    log_unavailable,
+)
 from auth_refresh.postgres_schema import (
     LIST_SESSIONS,
     MIGRATIONS,
@@ -81,8 +87,6 @@ T = TypeVar("T")
 
 # The databases whose schema a store of this process found current: checked once per process.
 _CHECKED_SCHEMAS: set[str] = set()
-
-store_log = logging.getLogger("auth_refresh.store")
 
 
 class PostgresRefreshTokenStore:
@@ -224,16 +228,13 @@ class PostgresRefreshTokenStore:
     async def migrate(self) -> int:
         """Create or migrate the schema now (the first step would); its version. No step
         deadline: the schema's own statement timeout bounds it."""
-        try:
+        with _unavailable_as_503():
             pool = await self._pool()
             async with pool.acquire() as connection:
                 version: int = await connection.fetchval(
                     "SELECT max(version) FROM auth_refresh_schema"
                 )
             return version
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
-            store_log.warning("PostgreSQL store unavailable: %s: %s", type(error).__name__, error)
-            raise StoreUnavailableError() from None
 
     async def close(self) -> None:
         if self._schema_check is not None and not self._schema_check.done():
@@ -254,11 +255,11 @@ class PostgresRefreshTokenStore:
             try:
                 async with asyncio.timeout(STEP_DEADLINE_SECONDS):
                     await pool.close()
-            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except SERVER_FAILURES:
                 pool.terminate()
 
     async def _rotation(self, request: RotationRequest) -> RotationRow:
-        try:
+        with _unavailable_as_503():
             async with asyncio.timeout(STEP_DEADLINE_SECONDS):
                 pool = await self._pool()
                 loop = asyncio.get_running_loop()
@@ -267,12 +268,9 @@ class PostgresRefreshTokenStore:
                     rotations = self._rotations[loop] = RotationBatches(pool, STEP_DEADLINE_SECONDS)
                 # At the deadline the answer is cancelled: a batch not yet sent leaves it out.
                 return await rotations.submit(request)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
-            store_log.warning("PostgreSQL store unavailable: %s: %s", type(error).__name__, error)
-            raise StoreUnavailableError() from None
 
     async def _step(self, work: Callable[[PoolConnectionProxy[asyncpg.Record]], Awaitable[T]]) -> T:
-        try:
+        with _unavailable_as_503():
             async with asyncio.timeout(STEP_DEADLINE_SECONDS):
                 pool = await self._pool()
                 async with pool.acquire() as connection:
@@ -283,9 +281,6 @@ class PostgresRefreshTokenStore:
                         # connection goes, rather than back to the pool.
                         connection.terminate()
                         raise
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
-            store_log.warning("PostgreSQL store unavailable: %s: %s", type(error).__name__, error)
-            raise StoreUnavailableError() from None
 
     async def _pool(self) -> asyncpg.Pool:
         loop = asyncio.get_running_loop()
@@ -357,6 +352,16 @@ class PostgresRefreshTokenStore:
                 )
         self._schema_checked = True
         _CHECKED_SCHEMAS.add(self._dsn)
+
+
+@contextmanager
+def _unavailable_as_503() -> Iterator[None]:
+    """The server's failures, logged, as ``StoreUnavailableError``."""
+    try:
+        yield
+    except SERVER_FAILURES as error:
+        log_unavailable(error)
+        raise StoreUnavailableError() from None
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
