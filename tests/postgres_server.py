@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -81,6 +82,12 @@ class PostgresServer:
 
     def database_url(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def fresh_database(self) -> str:
+        """The URL of a new, empty database: a store's own schema, apart from other tests'."""
+        name = "test_" + secrets.token_hex(6)
+        self.psql(f"CREATE DATABASE {name}")
+        return self.database_url(name)
 
     @property
     def socket_url(self) -> str:

@@ -9,7 +9,6 @@ fresh database on one server for the session) and Redis Cluster (three masters f
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import time
@@ -23,7 +22,7 @@ import redis
 
 from auth_refresh import RefreshTokenStore, Successor, TokenPair, open_store
 from auth_refresh.testing import GRACE, IDLE, LIFETIME, Family, new_id
-from postgres_server import PostgresServer, running_postgres
+from postgres_server import TEST_SETTINGS, PostgresServer, running_postgres
 from servers import free_port
 
 __all__ = [
@@ -171,9 +170,28 @@ def postgres_server() -> Iterator[PostgresServer]:
 @pytest.fixture
 def postgres_url(postgres_server: PostgresServer) -> str:
     """A fresh database on the session's PostgreSQL: each test's store makes its own schema."""
-    name = "test_" + secrets.token_hex(6)
-    postgres_server.psql(f"CREATE DATABASE {name}")
-    return postgres_server.database_url(name)
+    return postgres_server.fresh_database()
+
+
+@pytest.fixture(scope="session")
+def counting_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL counting statements (``pg_stat_statements``), apart from the session's one:
+    tests stop and freeze it."""
+    settings = {**TEST_SETTINGS, "shared_preload_libraries": "pg_stat_statements"}
+    with running_postgres(settings) as server:
+        server.psql("CREATE EXTENSION pg_stat_statements")
+        yield server
+
+
+@pytest.fixture
+def faulty_postgres(counting_postgres: PostgresServer) -> Iterator[PostgresServer]:
+    """The counting PostgreSQL, brought back after the test whatever it did to the server."""
+    try:
+        yield counting_postgres
+    finally:
+        counting_postgres.resume()
+        if counting_postgres.process is None:
+            counting_postgres.start()
 
 
 @pytest.fixture(scope="session")

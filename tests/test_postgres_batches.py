@@ -13,13 +13,13 @@ import secrets
 import threading
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from auth_refresh import RefreshTokenStore, RotationOutcome, StoreUnavailableError, open_store
 from auth_refresh.postgres_batches import BATCH_LIMIT
-from postgres_server import TEST_SETTINGS, PostgresServer, running_postgres
+from postgres_server import PostgresServer
 from store_fixtures import Family, opened
 
 pytestmark = pytest.mark.anyio
@@ -27,31 +27,15 @@ pytestmark = pytest.mark.anyio
 CLOSE_WITHIN_SECONDS = 2.0
 
 
-@pytest.fixture(scope="module")
-def own_server() -> Iterator[PostgresServer]:
-    """A server of this module's own, counting statements, which a test freezes."""
-    settings = {**TEST_SETTINGS, "shared_preload_libraries": "pg_stat_statements"}
-    with running_postgres(settings) as server:
-        server.psql("CREATE EXTENSION pg_stat_statements")
-        yield server
-
-
 @pytest.fixture
-def server(own_server: PostgresServer) -> Iterator[PostgresServer]:
-    try:
-        yield own_server
-    finally:
-        own_server.resume()
+def server(faulty_postgres: PostgresServer) -> PostgresServer:
+    return faulty_postgres
 
 
-def fresh_database(server: PostgresServer) -> tuple[str, str]:
-    name = "test_" + secrets.token_hex(6)
-    server.psql(f"CREATE DATABASE {name}")
-    return server.database_url(name), name
-
-
-def statement_calls(server: PostgresServer, database: str) -> tuple[int, int]:
-    """Statements run in ``database`` since the last reset, and how many were rotation batches."""
+def statement_calls(server: PostgresServer, url: str) -> tuple[int, int]:
+    """Statements run in ``url``'s database since the last reset, and how many were rotation
+    batches."""
+    database = url.rsplit("/", 1)[1]
     in_database = f"dbid = (SELECT oid FROM pg_database WHERE datname = '{database}')"  # noqa: S608
     every = server.psql(
         f"SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE {in_database}"  # noqa: S608
@@ -66,7 +50,7 @@ def statement_calls(server: PostgresServer, database: str) -> tuple[int, int]:
 async def test_a_refresh_is_at_most_one_statement_and_concurrent_ones_share_statements(
     server: PostgresServer,
 ) -> None:
-    url, database = fresh_database(server)
+    url = server.fresh_database()
     async with opened(url) as store:
         family = await Family(store).start()
         _, _, live = await family.rotate(family.first_token)  # the statement is prepared by now
@@ -75,11 +59,11 @@ async def test_a_refresh_is_at_most_one_statement_and_concurrent_ones_share_stat
         for _ in range(20):
             outcome, _, live = await family.rotate(live.token_id)
             assert outcome is RotationOutcome.ROTATED
-        assert statement_calls(server, database) == (20, 20)
+        assert statement_calls(server, url) == (20, 20)
 
         server.psql("SELECT pg_stat_statements_reset()")
         rotations = await asyncio.gather(*(f.rotate(f.first_token) for f in families))
-        every, batches = statement_calls(server, database)
+        every, batches = statement_calls(server, url)
         assert every == batches < len(families)
         assert [outcome for outcome, _, _ in rotations] == [RotationOutcome.ROTATED] * 32
         # Each family rotated once: its successor is live, its first token a repeat.
@@ -93,7 +77,7 @@ async def test_a_refresh_is_at_most_one_statement_and_concurrent_ones_share_stat
 async def test_one_family_twice_in_a_batch_is_decided_in_arrival_order(
     server: PostgresServer, grace: float, second: RotationOutcome
 ) -> None:
-    url, database = fresh_database(server)
+    url = server.fresh_database()
     async with opened(url) as store:
         family = await Family(store).start()
         other = await Family(store).start()
@@ -103,7 +87,7 @@ async def test_one_family_twice_in_a_batch_is_decided_in_arrival_order(
             family.rotate(family.first_token, grace=grace),
             family.rotate(family.first_token, grace=grace),
         )
-        assert statement_calls(server, database) == (1, 1)  # one batch held both
+        assert statement_calls(server, url) == (1, 1)  # one batch held both
         assert (first[0], first[1]) == (RotationOutcome.ROTATED, first[2].pair)
         if second is RotationOutcome.GRACE:
             # The second saw the first's rotation: the pair it handed out, not its own.
@@ -152,7 +136,7 @@ async def test_two_processes_batching_the_same_families_crosswise_do_not_deadloc
 async def test_closing_while_a_batch_is_under_way_leaves_no_connection_open(
     server: PostgresServer,
 ) -> None:
-    url, _ = fresh_database(server)
+    url = server.fresh_database()
     store = open_store(url + "?application_name=closing-mid-batch")
     family = await Family(store).start()
     server.pause()

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 import subprocess
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from pathlib import Path
 
 import httpx
@@ -27,7 +26,7 @@ from auth_refresh import (
 from auth_refresh.sealing import session_id_of
 from conftest import InMemoryUsers, serve
 from factories import login
-from postgres_server import TEST_SETTINGS, PostgresServer, binary, running_postgres
+from postgres_server import PostgresServer, binary
 from rotation_app import assert_store_unavailable, refresh, rotating_app
 from store_fixtures import Family, opened
 
@@ -37,29 +36,9 @@ ANSWER_WITHIN_SECONDS = 2.0
 DOCS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "postgres-store.md"
 
 
-@pytest.fixture(scope="module")
-def faulty_server() -> Iterator[PostgresServer]:
-    """A server of this module's own, which tests stop and freeze (and always bring back)."""
-    settings = {**TEST_SETTINGS, "shared_preload_libraries": "pg_stat_statements"}
-    with running_postgres(settings) as server:
-        server.psql("CREATE EXTENSION pg_stat_statements")
-        yield server
-
-
 @pytest.fixture
-def server(faulty_server: PostgresServer) -> Iterator[PostgresServer]:
-    try:
-        yield faulty_server
-    finally:
-        faulty_server.resume()
-        if faulty_server.process is None:
-            faulty_server.start()
-
-
-def fresh_database(server: PostgresServer) -> str:
-    name = "test_" + secrets.token_hex(6)
-    server.psql(f"CREATE DATABASE {name}")
-    return server.database_url(name)
+def server(faulty_postgres: PostgresServer) -> PostgresServer:
+    return faulty_postgres
 
 
 async def timed(request: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:
@@ -176,7 +155,7 @@ def documented_migration(version: int) -> str:
 async def test_the_documented_ddl_makes_a_schema_the_managed_store_uses(
     postgres_server: PostgresServer,
 ) -> None:
-    url = fresh_database(postgres_server)
+    url = postgres_server.fresh_database()
     managed = url + "?auth_refresh_schema=managed"
     async with opened(managed) as store:
         with pytest.raises(ConfigurationError, match=r"apply the DDL of docs/postgres-store\.md"):
@@ -219,7 +198,7 @@ SCHEMA_V1 = Path(__file__).resolve().parent / "data" / "postgres-schema-v1.sql"
 
 def v1_database(server: PostgresServer) -> tuple[str, float]:
     """A database as a store of schema version 1 left it: one family, refreshed once."""
-    url = fresh_database(server)
+    url = server.fresh_database()
     now = time.time()
     psql(url, SCHEMA_V1.read_text())
     times = ", ".join(repr(time) for time in (now, now + 600, now + 10))
@@ -320,7 +299,7 @@ def psql(url: str, sql: str) -> None:
 async def test_a_stopped_postgres_is_a_503_and_the_store_works_once_it_is_back(
     users: InMemoryUsers, password_storage: PasswordStorageService, server: PostgresServer
 ) -> None:
-    url = fresh_database(server)
+    url = server.fresh_database()
     app, _ = rotating_app(users, password_storage, settings={"store_url": url})
     async with serve(app) as client:
         token = (await login(client))["refreshToken"]
@@ -339,7 +318,7 @@ async def test_a_stopped_postgres_is_a_503_and_the_store_works_once_it_is_back(
 async def test_a_frozen_postgres_is_a_503_within_2_seconds_and_recovers(
     users: InMemoryUsers, password_storage: PasswordStorageService, server: PostgresServer
 ) -> None:
-    url = fresh_database(server)
+    url = server.fresh_database()
     app, _ = rotating_app(users, password_storage, settings={"store_url": url})
     async with serve(app) as client:
         token = (await login(client))["refreshToken"]
@@ -361,7 +340,7 @@ async def test_a_frozen_postgres_is_a_503_within_2_seconds_and_recovers(
 async def test_a_row_locked_by_another_transaction_is_a_bounded_wait_then_a_503(
     users: InMemoryUsers, password_storage: PasswordStorageService, server: PostgresServer
 ) -> None:
-    url = fresh_database(server)
+    url = server.fresh_database()
     app, _ = rotating_app(users, password_storage, settings={"store_url": url})
     async with serve(app) as client:
         token = (await login(client))["refreshToken"]
