@@ -77,27 +77,35 @@ def token_pair(token_id: str) -> TokenPair:
     }
 
 
+async def login(store: RefreshTokenStore, subject: str, now: float) -> tuple[str, str]:
+    """A new family of ``subject``'s, with a browser's session: its id and its live token's."""
+    family, token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    await store.start_family(
+        family,
+        subject,
+        token,
+        token_expires_at=now + IDLE,
+        now=now,
+        absolute_lifetime=LIFETIME,
+        session=SessionStart(session_id_of(family), USER_AGENT),
+    )
+    return family, token
+
+
+async def refresh(store: RefreshTokenStore, family: str, token: str, now: float) -> str:
+    """``token`` rotated, as a real refresh's pair; the successor's id."""
+    successor_id = secrets.token_urlsafe(16)
+    offered = Successor(successor_id, token_pair(successor_id), now + IDLE)
+    await store.rotate(family, token, offered, now=now, grace_seconds=5, absolute_lifetime=LIFETIME)
+    return successor_id
+
+
 async def fill(store: RefreshTokenStore, sessions: int) -> None:
     """``sessions`` logins, each refreshed once (the grace window's pair kept, as in use)."""
     now = time.time()
 
     async def one(index: int) -> None:
-        family, first = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-        subject = f"user-{index}"
-        await store.start_family(
-            family,
-            subject,
-            first,
-            token_expires_at=now + IDLE,
-            now=now,
-            absolute_lifetime=LIFETIME,
-            session=SessionStart(session_id_of(family), USER_AGENT),
-        )
-        successor_id = secrets.token_urlsafe(16)
-        offered = Successor(successor_id, token_pair(successor_id), now + IDLE)
-        await store.rotate(
-            family, first, offered, now=now, grace_seconds=5, absolute_lifetime=LIFETIME
-        )
+        await refresh(store, *await login(store, f"user-{index}", now), now)
 
     for start in range(0, sessions, 50):
         await asyncio.gather(*(one(index) for index in range(start, min(start + 50, sessions))))
@@ -105,23 +113,9 @@ async def fill(store: RefreshTokenStore, sessions: int) -> None:
 
 async def refresh_many(store: RefreshTokenStore, refreshes: int) -> None:
     now = time.time()
-    family, token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-    await store.start_family(
-        family,
-        "cpu",
-        token,
-        token_expires_at=now + IDLE,
-        now=now,
-        absolute_lifetime=LIFETIME,
-        session=SessionStart(session_id_of(family), USER_AGENT),
-    )
+    family, token = await login(store, "cpu", now)
     for _ in range(refreshes):
-        successor_id = secrets.token_urlsafe(16)
-        offered = Successor(successor_id, token_pair(successor_id), now + IDLE)
-        await store.rotate(
-            family, token, offered, now=now, grace_seconds=5, absolute_lifetime=LIFETIME
-        )
-        token = successor_id
+        token = await refresh(store, family, token, now)
 
 
 async def with_store(url: str, work: Callable[[RefreshTokenStore], Awaitable[None]]) -> None:
@@ -325,25 +319,11 @@ async def one_at_a_time(url: str, refreshes: int) -> dict[str, float]:
     async def work(store: RefreshTokenStore) -> None:
         nonlocal unavailable
         now = time.time()
-        family, token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-        await store.start_family(
-            family,
-            "one",
-            token,
-            token_expires_at=now + IDLE,
-            now=now,
-            absolute_lifetime=LIFETIME,
-            session=SessionStart(session_id_of(family), USER_AGENT),
-        )
+        family, token = await login(store, "one", now)
         for _ in range(refreshes):
-            successor_id = secrets.token_urlsafe(16)
-            offered = Successor(successor_id, token_pair(successor_id), now + IDLE)
             began = time.perf_counter()
             try:
-                await store.rotate(
-                    family, token, offered, now=now, grace_seconds=5, absolute_lifetime=LIFETIME
-                )
-                token = successor_id
+                token = await refresh(store, family, token, now)
             except StoreUnavailableError:
                 unavailable += 1
             latencies.append(time.perf_counter() - began)
