@@ -55,7 +55,7 @@ SMOKE_WRK_TOKENS = 6000
 SMOKE_WRK_CHECK_TOKENS = 1000
 SMOKE_PYTHON_TOKENS = 150
 SMOKE_PYTHON_SECONDS = 0.3
-REDIS_WARMUP_REFRESHES = 20
+WARMUP_REFRESHES = 20
 # More than this share of the CPUs busy before the start, or raw runs this far apart, is noted.
 BUSY_AT_START = 0.1
 DRIFT_NOTED = 1.2
@@ -80,7 +80,7 @@ class Options:
     check_targets: bool
     loop: str
     http: str
-    redis_refreshes: int
+    counted_refreshes: int
     unfrozen_heap: bool
 
 
@@ -103,7 +103,12 @@ def parse_arguments(argv: list[str] | None) -> Options:
     parser.add_argument("--check-targets", action="store_true", help="exit 3 if a target is missed")
     parser.add_argument("--loop", default="auto", help="uvicorn --loop")
     parser.add_argument("--http", default="auto", help="uvicorn --http")
-    parser.add_argument("--redis-refreshes", type=int, default=200)
+    parser.add_argument(
+        "--counted-refreshes",
+        type=int,
+        default=200,
+        help="sequential refreshes counted on the Redis and PostgreSQL servers",
+    )
     parser.add_argument(
         "--unfrozen-heap",
         action="store_true",
@@ -138,7 +143,7 @@ def parse_arguments(argv: list[str] | None) -> Options:
         check_targets=arguments.check_targets,
         loop=arguments.loop,
         http=arguments.http,
-        redis_refreshes=20 if smoke else arguments.redis_refreshes,
+        counted_refreshes=20 if smoke else arguments.counted_refreshes,
         unfrozen_heap=arguments.unfrozen_heap,
     )
 
@@ -545,14 +550,14 @@ def http_phase(
                 say("Redis round trips per refresh")
                 counted["redis"] = round_trips(
                     server,
-                    options.redis_refreshes,
+                    options.counted_refreshes,
                     lambda n, refresh: count_round_trips(redis_url, n, refresh).as_json(),
                 )
             if server.configuration.store == "postgres" and postgres_url:
                 say("PostgreSQL statements per refresh")
                 counted["postgres"] = round_trips(
                     server,
-                    options.redis_refreshes,
+                    options.counted_refreshes,
                     lambda n, refresh: count_statements(postgres_url, n, refresh),
                 )
     return {
@@ -657,7 +662,7 @@ def round_trips(
     count: Callable[[int, Callable[[int], None]], dict[str, Any]],
 ) -> dict[str, Any]:
     """Sequential refreshes on a store's server, counted from its statistics by ``count``."""
-    tokens = over_http.mint(server.base_url, REDIS_WARMUP_REFRESHES + refreshes)
+    tokens = over_http.mint(server.base_url, WARMUP_REFRESHES + refreshes)
     with httpx.Client(base_url=server.base_url, timeout=10.0) as client:
 
         def refresh(index: int) -> None:
@@ -669,9 +674,9 @@ def round_trips(
                 )
 
         # Connections (HTTP and the store's own to Redis) are set up before counting.
-        for index in range(REDIS_WARMUP_REFRESHES):
+        for index in range(WARMUP_REFRESHES):
             refresh(index)
-        return count(refreshes, lambda index: refresh(REDIS_WARMUP_REFRESHES + index))
+        return count(refreshes, lambda index: refresh(WARMUP_REFRESHES + index))
 
 
 def _redis_version(url: str) -> str | None:
