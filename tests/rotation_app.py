@@ -6,8 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Mapping
-from typing import Annotated, Any
+from collections.abc import Awaitable, Mapping
+from typing import Annotated, Any, Protocol
 
 import httpx
 from dependency_injector import providers
@@ -21,6 +21,7 @@ from auth_refresh import (
     AuthRefreshModule,
     PasswordStorageService,
 )
+from factories import login
 
 
 class Clock:
@@ -96,3 +97,34 @@ def assert_store_unavailable(response: httpx.Response) -> None:
     assert body["statusCode"] == 503
     assert body["errorCode"] == "AUTH_REFRESH_STORE_UNAVAILABLE_ERROR"
     assert "eyJ" not in response.text
+
+
+# What the issue promises a client: an answer within 2 s whatever the store does.
+ANSWER_WITHIN_SECONDS = 2.0
+
+
+async def timed(request: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = await request
+    return response, time.monotonic() - started
+
+
+class StoreServer(Protocol):
+    def stop(self) -> None: ...
+    def start(self) -> None: ...
+
+
+async def check_a_stopped_server_then_back(client: httpx.AsyncClient, server: StoreServer) -> None:
+    """With the store's server stopped, a refresh and a login are 503s within
+    ``ANSWER_WITHIN_SECONDS``; once it is back, the same token rotates, and its successor too."""
+    token = (await login(client))["refreshToken"]
+    server.stop()
+    response, elapsed = await timed(refresh(client, token))
+    assert_store_unavailable(response)
+    assert elapsed < ANSWER_WITHIN_SECONDS
+    credentials = {"username": "user@example.com", "password": "password"}
+    assert_store_unavailable(await client.post("/auth/login", json=credentials))
+    server.start()
+    rotated = await refresh(client, token)
+    assert rotated.status_code == 200
+    assert (await refresh(client, rotated.json()["refreshToken"])).status_code == 200
