@@ -91,12 +91,16 @@ def count_statements(url: str, refreshes: int, refresh: Callable[[int], None]) -
     The caller warms the store up first, so its statements are prepared."""
     import asyncpg
 
+    from auth_refresh.postgres_store import split_url
+
+    dsn, _ = split_url(url)  # the store's own parameters are not the server's
+
     def refresh_all() -> None:
         for index in range(refreshes):
             refresh(index)
 
     async def count() -> int | None:
-        control = await asyncpg.connect(url)
+        control = await asyncpg.connect(dsn)
         try:
             if await control.fetchval("SELECT to_regclass('pg_stat_statements')") is None:
                 return None

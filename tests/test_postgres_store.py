@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from bench.scale_out import count_statements
 
 from auth_refresh import (
     ConfigurationError,
@@ -75,6 +76,15 @@ async def test_a_unix_socket_url_and_the_postgres_scheme_reach_the_same_families
 def test_a_malformed_postgres_url_is_a_configuration_error(url: str) -> None:
     with pytest.raises(ConfigurationError):
         open_store(url)
+
+
+def test_the_benchmark_counts_statements_on_a_url_with_the_stores_own_parameters(
+    counting_postgres: PostgresServer,
+) -> None:
+    # BENCH_POSTGRES_URL is a store URL: the server refused these as settings.
+    url = counting_postgres.url + "?auth_refresh_schema=create&auth_refresh_pool_size=2"
+    counted = count_statements(url, 3, lambda _: counting_postgres.psql("SELECT 1"))
+    assert counted == {"refreshes": 3, "statements_per_refresh": 1.0}
 
 
 async def test_the_stores_own_parameters_are_not_sent_to_the_server(

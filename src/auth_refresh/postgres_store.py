@@ -64,7 +64,7 @@ from auth_refresh.postgres_schema import (
 )
 from auth_refresh.store import Rotation, RotationOutcome, SessionRecord, SessionStart, Successor
 
-__all__ = ["PostgresRefreshTokenStore"]
+__all__ = ["PostgresRefreshTokenStore", "split_url"]
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 CONNECT_TIMEOUT_SECONDS = 0.5
@@ -120,32 +120,7 @@ class PostgresRefreshTokenStore:
     @classmethod
     def from_url(cls, url: str) -> PostgresRefreshTokenStore:
         """A store for ``url``: a libpq URI, plus the store's own query parameters."""
-        parts = urllib.parse.urlsplit(url)
-        try:
-            query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True)
-        except ValueError as error:
-            raise ConfigurationError(f"not a usable PostgreSQL URL: {error}") from None
-        options: dict[str, Any] = {}
-        passed: list[tuple[str, str]] = []
-        for name, value in query:
-            if name == "auth_refresh_schema":
-                if value not in ("create", "managed"):
-                    raise ConfigurationError("auth_refresh_schema must be 'create' or 'managed'")
-                options["create_schema"] = value == "create"
-            elif name == "auth_refresh_pool_size":
-                options["pool_size"] = _positive(name, value, int)
-            elif name == "connect_timeout":
-                # libpq's parameter; asyncpg takes it as an argument, not from the URL.
-                options["connect_timeout"] = _positive(name, value, float)
-            elif name in SERVER_SETTINGS:
-                # asyncpg would let the store's defaults win over the URL's.
-                options.setdefault("server_settings", {})[name] = value
-            else:
-                passed.append((name, value))
-        query_left = urllib.parse.urlencode(passed)
-        dsn = urllib.parse.urlunsplit(
-            (parts.scheme, parts.netloc, parts.path, query_left, parts.fragment)
-        )
+        dsn, options = split_url(url)
         return cls(dsn, **options)
 
     async def start_family(
@@ -372,6 +347,38 @@ def _retrieve(task: asyncio.Task[None]) -> None:
 
 async def _keep_session(connection: asyncpg.Connection[asyncpg.Record]) -> None:
     pass
+
+
+def split_url(url: str) -> tuple[str, dict[str, Any]]:
+    """``url`` as the libpq URI to connect with and the store's options taken out of its query
+    (``PostgresRefreshTokenStore``'s keyword arguments)."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True)
+    except ValueError as error:
+        raise ConfigurationError(f"not a usable PostgreSQL URL: {error}") from None
+    options: dict[str, Any] = {}
+    passed: list[tuple[str, str]] = []
+    for name, value in query:
+        if name == "auth_refresh_schema":
+            if value not in ("create", "managed"):
+                raise ConfigurationError("auth_refresh_schema must be 'create' or 'managed'")
+            options["create_schema"] = value == "create"
+        elif name == "auth_refresh_pool_size":
+            options["pool_size"] = _positive(name, value, int)
+        elif name == "connect_timeout":
+            # libpq's parameter; asyncpg takes it as an argument, not from the URL.
+            options["connect_timeout"] = _positive(name, value, float)
+        elif name in SERVER_SETTINGS:
+            # asyncpg would let the store's defaults win over the URL's.
+            options.setdefault("server_settings", {})[name] = value
+        else:
+            passed.append((name, value))
+    query_left = urllib.parse.urlencode(passed)
+    dsn = urllib.parse.urlunsplit(
+        (parts.scheme, parts.netloc, parts.path, query_left, parts.fragment)
+    )
+    return dsn, options
 
 
 def _positive(name: str, value: str, kind: Callable[[str], T]) -> T:
