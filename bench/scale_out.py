@@ -91,7 +91,7 @@ def count_statements(url: str, refreshes: int, refresh: Callable[[int], None]) -
     The caller warms the store up first, so its statements are prepared."""
     import asyncpg
 
-    from auth_refresh.postgres_store import split_url
+    from auth_refresh.stores.postgres import split_url
 
     dsn, _ = split_url(url)  # the store's own parameters are not the server's
 

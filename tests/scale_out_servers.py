@@ -43,7 +43,7 @@ from auth_refresh import (  # noqa: E402
     TokenPair,
     open_store,
 )
-from auth_refresh.sealing import session_id_of  # noqa: E402
+from auth_refresh.stores.sealing import session_id_of  # noqa: E402
 from postgres_server import PostgresServer, running_postgres  # noqa: E402
 from redis_cluster import cluster_url, running_cluster  # noqa: E402
 from store_fixtures import running_redis  # noqa: E402

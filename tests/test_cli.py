@@ -14,11 +14,11 @@ import pytest
 import redis
 
 from auth_refresh import AuthenticationModule, RotationOutcome
-from auth_refresh.keys import SUPPORTED_ALGORITHMS
-from auth_refresh.postgres_schema import SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION
-from auth_refresh.redis_cluster_layout import LAYOUT_VERSION as CLUSTER_LAYOUT_VERSION
-from auth_refresh.redis_layout import LAYOUT_VERSION
-from auth_refresh.sqlite_schema import SCHEMA_VERSION
+from auth_refresh.settings import SUPPORTED_ALGORITHMS
+from auth_refresh.stores.postgres_schema import SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION
+from auth_refresh.stores.redis_cluster_layout import LAYOUT_VERSION as CLUSTER_LAYOUT_VERSION
+from auth_refresh.stores.redis_layout import LAYOUT_VERSION
+from auth_refresh.stores.sqlite_schema import SCHEMA_VERSION
 from store_fixtures import Family, opened, running_redis
 from test_store_migrations import DATA, load_v1_keys
 

@@ -23,7 +23,7 @@ from auth_refresh import (
     ConfigurationError,
     PasswordStorageService,
 )
-from auth_refresh.keys import base64url
+from auth_refresh._utils import base64url
 from conftest import REFRESH_SECRET, InMemoryUsers, serve
 from rotation_app import claims_of, rotating_app
 

@@ -17,7 +17,7 @@ from auth_refresh import (
     JwtModule,
     PasswordStorageService,
 )
-from auth_refresh.cookies import CookieTransport, csrf_keys_of, csrf_token_for
+from auth_refresh.transport.cookies import CookieTransport, csrf_keys_of, csrf_token_for
 from conftest import InMemoryUsers, serve
 from rotation_app import rotating_app
 
@@ -75,7 +75,7 @@ async def test_login_sets_an_http_only_refresh_cookie_limited_to_refresh_and_log
     app, module = cookie_app(users, password_storage)
     async with https_client(app) as client:
         response = await login(client)
-    [key] = csrf_keys_of(module.container)
+    [key] = csrf_keys_of(module.container.settings(), module.container.issuer())
     body = response.json()
     assert set(body) == {"accessToken", "csrfToken"}
     refresh_cookies = cookie_attributes(response, "refresh_token")
@@ -107,7 +107,7 @@ async def test_refresh_with_the_cookie_and_its_csrf_token_rotates_the_cookie(
         assert refreshed.status_code == 200, refreshed.text
         new_cookie = cookie_attributes(refreshed, "refresh_token")[0]["value"]
         assert new_cookie != old_cookie
-        key = csrf_keys_of(module.container)[0]
+        key = csrf_keys_of(module.container.settings(), module.container.issuer())[0]
         assert refreshed.json()["csrfToken"] == csrf_token_for(new_cookie, key=key)
         assert refreshed.json()["csrfToken"] == first.json()["csrfToken"]  # the session's
         # The client now holds the new cookie, which works with the same CSRF token.

@@ -6,8 +6,8 @@ import pytest
 from fastapi import FastAPI, Form, Request
 
 from auth_refresh import AuthRefreshError, ExtractJwt
-from auth_refresh.extractors import Extractor, TokenExtractor
-from auth_refresh.responses import error_response
+from auth_refresh.transport.extractors import Extractor, TokenExtractor
+from auth_refresh.transport.responses import error_response
 from conftest import serve
 
 pytestmark = pytest.mark.anyio

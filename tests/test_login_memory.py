@@ -20,7 +20,7 @@ from auth_refresh import (
     ConfigurationError,
     PasswordStorageService,
 )
-from auth_refresh.hashing import HashingLimit, default_hash_concurrency
+from auth_refresh.companions.passwords import HashingLimit, default_hash_concurrency
 from conftest import InMemoryUsers, serve
 from servers import running_server
 

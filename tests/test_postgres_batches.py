@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from auth_refresh import RefreshTokenStore, RotationOutcome, StoreUnavailableError, open_store
-from auth_refresh.postgres_batches import BATCH_LIMIT
+from auth_refresh.stores.postgres_batches import BATCH_LIMIT
 from postgres_server import PostgresServer
 from store_fixtures import Family, opened
 

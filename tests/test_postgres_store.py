@@ -22,7 +22,7 @@ from auth_refresh import (
     StoreUnavailableError,
     open_store,
 )
-from auth_refresh.sealing import session_id_of
+from auth_refresh.stores.sealing import session_id_of
 from conftest import InMemoryUsers, serve
 from factories import login
 from postgres_server import PostgresServer, binary

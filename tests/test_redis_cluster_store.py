@@ -20,7 +20,7 @@ from auth_refresh import (
     StoreUnavailableError,
     open_store,
 )
-from auth_refresh.redis_cluster_layout import LAYOUT_VERSION
+from auth_refresh.stores.redis_cluster_layout import LAYOUT_VERSION
 from conftest import InMemoryUsers, serve
 from factories import login
 from redis_cluster import ClusterNodeServer, cluster_url, running_cluster, wait_until_serving

@@ -13,8 +13,8 @@ import pytest
 from fastapi import FastAPI, Form, Request
 
 from auth_refresh import AuthRefreshError, AuthRefreshModule, ExtractJwt
-from auth_refresh.extractors import MAX_BODY_BYTES, read_body_fields
-from auth_refresh.responses import error_response
+from auth_refresh.transport.bodies import MAX_BODY_BYTES, read_body_fields
+from auth_refresh.transport.responses import error_response
 from conftest import InMemoryUsers, serve
 
 pytestmark = pytest.mark.anyio

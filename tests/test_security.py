@@ -33,9 +33,9 @@ from auth_refresh import (
     JwtModule,
     RequestTooLargeError,
 )
-from auth_refresh.cookies import csrf_keys_of, csrf_token_for
-from auth_refresh.extractors import read_body_fields
-from auth_refresh.tokens import MAX_JSON_DEPTH
+from auth_refresh.tokens.jwt import MAX_JSON_DEPTH
+from auth_refresh.transport.bodies import read_body_fields
+from auth_refresh.transport.cookies import csrf_keys_of, csrf_token_for
 from conftest import ACCESS_SECRET, REFRESH_SECRET, InMemoryUsers, serve
 from forgery import (
     ACCESS,
@@ -1046,7 +1046,10 @@ async def test_two_refresh_cookies_of_different_values_are_an_invalid_request(
             "/auth/refresh",
             headers={
                 "cookie": cookie_header.format(token=token),
-                "x-csrf-token": csrf_token_for(token, key=csrf_keys_of(module.container)[0]),
+                "x-csrf-token": csrf_token_for(
+                    token,
+                    key=csrf_keys_of(module.container.settings(), module.container.issuer())[0],
+                ),
             },
         )
     assert response.status_code == status, response.text

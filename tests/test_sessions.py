@@ -19,8 +19,8 @@ from auth_refresh import (
     SessionStart,
     SqliteRefreshTokenStore,
 )
-from auth_refresh.sealing import session_id_of
-from auth_refresh.sessions import SessionCache
+from auth_refresh.stores.sealing import session_id_of
+from auth_refresh.stores.session_cache import SessionCache
 from conftest import InMemoryUsers, User, serve
 from factories import login
 from rotation_app import claims_of, refresh, rotating_app

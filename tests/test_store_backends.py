@@ -100,7 +100,7 @@ def test_a_redis_url_without_the_extra_installed_names_the_extra(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "redis", None)
-    monkeypatch.delitem(sys.modules, "auth_refresh.redis_store", raising=False)
+    monkeypatch.delitem(sys.modules, "auth_refresh.stores.redis", raising=False)
     with pytest.raises(ConfigurationError, match=r"auth-refresh\[redis\]"):
         open_store("redis://127.0.0.1:6379/0")
 

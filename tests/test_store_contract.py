@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from auth_refresh import ConfigurationError, RotationOutcome, Successor, open_store
-from auth_refresh.store import (
+from auth_refresh.stores.base import (
     FamilyRecord,
     RefreshTokenStore,
     Rotation,
@@ -20,8 +20,8 @@ from auth_refresh.store import (
     SessionStart,
     decide_rotation,
     new_family_record,
-    register_store_scheme,
 )
+from auth_refresh.stores.registry import register_store_scheme
 from auth_refresh.testing import SCENARIOS, StoreContract, StoreFactory, check_store
 from store_fixtures import Family, opened
 

@@ -14,9 +14,9 @@ import pytest
 import redis
 
 from auth_refresh import ConfigurationError, RefreshTokenStore, RotationOutcome, Successor
-from auth_refresh.redis_layout import LAYOUT_VERSION
-from auth_refresh.sealing import open_pair, session_id_of, token_digest
-from auth_refresh.sqlite_schema import SCHEMA_VERSION
+from auth_refresh.stores.redis_layout import LAYOUT_VERSION
+from auth_refresh.stores.sealing import open_pair, session_id_of, token_digest
+from auth_refresh.stores.sqlite_schema import SCHEMA_VERSION
 from store_fixtures import opened, running_redis
 
 pytestmark = pytest.mark.anyio

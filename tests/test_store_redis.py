@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from auth_refresh import ConfigurationError, RotationOutcome, StoreUnavailableError
-from auth_refresh.redis_store import RedisRefreshTokenStore
+from auth_refresh.stores.redis import RedisRefreshTokenStore
 from store_fixtures import Family, opened, running_redis
 
 pytestmark = pytest.mark.anyio

@@ -27,7 +27,7 @@ from hypothesis.stateful import (
 )
 
 from auth_refresh import RotationOutcome, SessionStart, Successor, TokenPair, open_store
-from auth_refresh.sealing import session_id_of
+from auth_refresh.stores.sealing import session_id_of
 
 T = TypeVar("T")
 

@@ -11,7 +11,7 @@ import pytest
 
 from auth_refresh import InvalidTokenError, JwtService, JwtSettings
 from auth_refresh.settings import build_settings
-from auth_refresh.tokens import MAX_JSON_DEPTH, new_token_id
+from auth_refresh.tokens.jwt import MAX_JSON_DEPTH, new_token_id
 from conftest import ACCESS_SECRET
 from forgery import DROP, SECURITY_LOGGER, claims, forge, header
 

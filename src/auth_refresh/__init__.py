@@ -1,20 +1,9 @@
 """JWT refresh tokens for FastAPI: a port of Rockets' ``@concepta/nestjs-auth-refresh``."""
 
-from auth_refresh.auth_jwt import (
-    AuthJwtContainer,
-    AuthJwtGuard,
-    AuthJwtModule,
-    AuthJwtUserLookupServiceInterface,
-)
-from auth_refresh.authentication import (
-    AuthenticationModule,
-    IssueTokenService,
-    IssueTokenServiceInterface,
-    TokenPair,
-    VerifyTokenService,
-    VerifyTokenServiceInterface,
-)
-from auth_refresh.container import AuthRefreshContainer
+from auth_refresh.companions.auth_jwt import AuthJwtContainer, AuthJwtModule
+from auth_refresh.companions.auth_local import AuthLocalModule
+from auth_refresh.companions.authentication import AuthenticationModule, JwtModule
+from auth_refresh.companions.passwords import PasswordRehashServiceInterface, PasswordStorageService
 from auth_refresh.exceptions import (
     AuthJwtUnauthorizedError,
     AuthLocalBusyError,
@@ -31,7 +20,27 @@ from auth_refresh.exceptions import (
     StoreUnavailableError,
     UnauthorizedError,
 )
-from auth_refresh.extractors import (
+from auth_refresh.flows.guards import AuthJwtGuard, AuthRefreshGuard
+from auth_refresh.flows.login import LoginIssueTokenService
+from auth_refresh.registration.container import AuthRefreshContainer
+from auth_refresh.registration.module import AuthRefreshModule
+from auth_refresh.registration.options import AuthRefreshOptions, AuthRefreshOptionsFactory
+from auth_refresh.rotation import TokenReuseEvent, TokenRotationService
+from auth_refresh.settings import AuthLocalSettings, AuthRefreshSettings, JwtSettings, KeySettings
+from auth_refresh.stores.base import (
+    RefreshTokenStore,
+    Rotation,
+    RotationOutcome,
+    SessionRecord,
+    SessionStart,
+    Successor,
+)
+from auth_refresh.stores.memory import MemoryRefreshTokenStore
+from auth_refresh.stores.registry import open_store, register_store_scheme
+from auth_refresh.stores.sqlite import SqliteRefreshTokenStore
+from auth_refresh.tokens.jwt import IssueTokenService, JwtService, VerifyTokenService
+from auth_refresh.tokens.keys import JwtKey, KeyRing
+from auth_refresh.transport.extractors import (
     AuthHeaderSchemeExtractor,
     BodyFieldExtractor,
     ChainExtractor,
@@ -40,36 +49,15 @@ from auth_refresh.extractors import (
     HeaderExtractor,
     QueryParameterExtractor,
 )
-from auth_refresh.guard import AuthRefreshGuard
-from auth_refresh.keys import JwtKey, KeyRing, KeySettings
-from auth_refresh.local import (
-    AuthLocalModule,
+from auth_refresh.transport.jwks import jwks_router
+from auth_refresh.types import (
+    AuthJwtUserLookupServiceInterface,
     AuthLocalUserLookupServiceInterface,
-    PasswordStorageService,
-)
-from auth_refresh.login import LoginIssueTokenService
-from auth_refresh.memory_store import MemoryRefreshTokenStore
-from auth_refresh.module import AuthRefreshModule
-from auth_refresh.passwords import PasswordRehashServiceInterface
-from auth_refresh.registration import (
-    AuthRefreshOptions,
-    AuthRefreshOptionsFactory,
     AuthRefreshUserLookupServiceInterface,
+    IssueTokenServiceInterface,
+    TokenPair,
+    VerifyTokenServiceInterface,
 )
-from auth_refresh.rotation import TokenReuseEvent, TokenRotationService
-from auth_refresh.settings import AuthLocalSettings, AuthRefreshSettings, JwtSettings
-from auth_refresh.sqlite_store import SqliteRefreshTokenStore
-from auth_refresh.store import (
-    RefreshTokenStore,
-    Rotation,
-    RotationOutcome,
-    SessionRecord,
-    SessionStart,
-    Successor,
-    open_store,
-    register_store_scheme,
-)
-from auth_refresh.tokens import JwtModule, JwtService, jwks_router
 
 __all__ = [
     "AuthHeaderSchemeExtractor",

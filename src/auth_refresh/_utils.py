@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import inspect
 from collections.abc import Awaitable, Mapping
 from typing import Any, TypeAlias, TypeVar
@@ -74,3 +75,20 @@ def origin_of(url: str) -> str | None:
     if port is None or port == _DEFAULT_PORTS[scheme]:
         return f"{scheme}://{host}"
     return f"{scheme}://{host}:{port}"
+
+
+_TO_BASE64URL = bytes.maketrans(b"+/", b"-_")
+_FROM_BASE64URL = bytes.maketrans(b"-_", b"+/")
+
+
+def base64url(data: bytes) -> str:
+    """Base64url without padding (RFC 7515 §2)."""
+    encoded = binascii.b2a_base64(data, newline=False).translate(_TO_BASE64URL)
+    return encoded.rstrip(b"=").decode("ascii")
+
+
+def base64url_decode(segment: str) -> bytes:
+    """The bytes of base64url text, padded or not; ``ValueError`` for what is not base64url
+    (``binascii.Error`` and ``UnicodeError`` are ``ValueError``s). Not canonical-only."""
+    padded = segment.encode("ascii").translate(_FROM_BASE64URL) + b"=" * (-len(segment) % 4)
+    return binascii.a2b_base64(padded)

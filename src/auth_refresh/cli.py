@@ -24,11 +24,16 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from auth_refresh.container import store_from_settings
 from auth_refresh.exceptions import AuthRefreshError, ConfigurationError
-from auth_refresh.keys import HMAC_ALGORITHMS, SUPPORTED_ALGORITHMS, minimum_secret_bytes
-from auth_refresh.settings import AuthRefreshSettings, build_settings
-from auth_refresh.store import SessionRecord
+from auth_refresh.settings import (
+    HMAC_ALGORITHMS,
+    SUPPORTED_ALGORITHMS,
+    AuthRefreshSettings,
+    build_settings,
+    minimum_secret_bytes,
+)
+from auth_refresh.stores.base import SessionRecord
+from auth_refresh.stores.registry import open_store
 
 __all__ = ["main"]
 
@@ -181,7 +186,7 @@ def list_sessions(arguments: argparse.Namespace) -> int:
 
 
 async def _list_sessions(settings: AuthRefreshSettings, subject: str) -> list[SessionRecord]:
-    store = store_from_settings(settings)
+    store = open_store(settings.store_url)
     try:
         return await store.list_sessions(subject, now=time.time())
     finally:
@@ -193,7 +198,7 @@ def _utc(timestamp: float) -> str:
 
 
 async def _revoke_subject(settings: AuthRefreshSettings, subject: str) -> None:
-    store = store_from_settings(settings)
+    store = open_store(settings.store_url)
     try:
         await store.revoke_subject(subject)
     finally:
@@ -212,7 +217,7 @@ def migrate_store(arguments: argparse.Namespace) -> int:
 
 
 async def _migrate(settings: AuthRefreshSettings) -> int | None:
-    store = store_from_settings(settings)
+    store = open_store(settings.store_url)
     try:
         migrate = getattr(store, "migrate", None)
         if migrate is None:

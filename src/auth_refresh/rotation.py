@@ -10,7 +10,6 @@ once in this process's session cache.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 from collections.abc import Callable, Mapping
@@ -18,38 +17,36 @@ from dataclasses import dataclass
 from typing import Any
 
 from auth_refresh._utils import resolve
-from auth_refresh.authentication import IssueTokenServiceInterface, TokenPair
 from auth_refresh.exceptions import ConfigurationError, InvalidTokenError
-from auth_refresh.keys import base64url_decode
-from auth_refresh.sealing import open_pair, seal_pair, session_id_of, token_digest
-from auth_refresh.sessions import session_cache
 from auth_refresh.settings import AuthRefreshSettings
-from auth_refresh.store import (
+from auth_refresh.stores.base import (
     RefreshTokenStore,
     RotationOutcome,
     SessionRecord,
     SessionStart,
     Successor,
 )
+from auth_refresh.stores.sealing import open_pair, seal_pair, session_id_of, token_digest
+from auth_refresh.stores.session_cache import session_cache
 from auth_refresh.telemetry import record_refresh, store_step
+from auth_refresh.tokens.jwt import unverified_claims
+from auth_refresh.types import (
+    AUTH_TIME_CLAIM,
+    FAMILY_CLAIM,
+    SESSION_CLAIM,
+    IssueTokenServiceInterface,
+    TokenPair,
+)
 
 __all__ = [
-    "AUTH_TIME_CLAIM",
-    "FAMILY_CLAIM",
-    "SESSION_CLAIM",
     "TokenReuseEvent",
     "TokenRotationService",
     "family_of",
     "refuse_unjudgeable",
 ]
 
-FAMILY_CLAIM = "fam"
-# OpenID Connect's name for a session id (as in its front- and back-channel logout).
-SESSION_CLAIM = "sid"
 # A client label is short: a User-Agent is cut to this many characters.
 USER_AGENT_CHARACTERS = 256
-# OpenID Connect's name for when the login happened: the family's tokens expire with it.
-AUTH_TIME_CLAIM = "auth_time"
 # 16 random bytes: 128 bits, as the jti.
 FAMILY_ID_BYTES = 16
 
@@ -198,7 +195,7 @@ class TokenRotationService:
             claims[AUTH_TIME_CLAIM] = authenticated_at
             claims["exp"] = authenticated_at + int(self.settings.absolute_lifetime)
         refresh = await resolve(self.issuer.refresh_token(claims))
-        signed = _payload_of(refresh)
+        signed = unverified_claims(refresh)
         token_id, expires_at = signed.get("jti"), signed.get("exp")
         if (
             signed.get(FAMILY_CLAIM) != family_id
@@ -235,18 +232,6 @@ def _authenticated_at(claims: Mapping[str, Any]) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
     return None
-
-
-def _payload_of(token: object) -> Mapping[str, Any]:
-    # Our own token, just signed: only its id and expiry are read back, unverified.
-    if not isinstance(token, str):
-        return {}
-    try:
-        segment = token.split(".")[1]
-        payload = json.loads(base64url_decode(segment))
-    except (IndexError, ValueError):  # binascii.Error and UnicodeError are ValueErrors
-        return {}
-    return payload if isinstance(payload, dict) else {}
 
 
 def family_of(claims: Mapping[str, Any]) -> str:

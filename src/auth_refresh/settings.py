@@ -13,11 +13,15 @@ import difflib
 import math
 import re
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
+    BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -28,19 +32,75 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from auth_refresh._utils import origin_of
 from auth_refresh.exceptions import ConfigurationError
-from auth_refresh.keys import HMAC_ALGORITHMS, KeySettings, minimum_secret_bytes
 
 __all__ = [
     "DEFAULT_STORE_URL",
+    "HMAC_ALGORITHMS",
+    "SUPPORTED_ALGORITHMS",
     "AuthLocalSettings",
     "AuthRefreshSettings",
     "Duration",
     "JwtSettings",
+    "KeySettings",
+    "SigningAlgorithm",
     "build_settings",
+    "minimum_secret_bytes",
     "parse_duration",
 ]
 
 MINIMUM_SECRET_BYTES = 32
+
+SigningAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "PS256", "ES256", "EdDSA"]
+
+SUPPORTED_ALGORITHMS: tuple[str, ...] = get_args(SigningAlgorithm)
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+
+
+def minimum_secret_bytes(algorithm: str) -> int:
+    """RFC 7518 §3.2: an HMAC key is at least as long as the hash output."""
+    return {"HS256": 32, "HS384": 48, "HS512": 64}[algorithm]
+
+
+class KeySettings(BaseModel):
+    """One configured key: its ``kid``, its algorithm and exactly one source of key material.
+
+    HMAC algorithms take a ``secret``; the others a PEM private key (the ring can then sign with
+    it) or a PEM public key (verification only), inline or from a file.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kid: str = Field(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
+    algorithm: SigningAlgorithm
+    secret: SecretStr | None = None
+    private_key: SecretStr | None = None
+    private_key_file: Path | None = None
+    public_key: str | None = None
+    public_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source_of_the_algorithms_kind(self) -> KeySettings:
+        given = [name for name in _MATERIAL_FIELDS if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"kid {self.kid!r}: give exactly one of {', '.join(_MATERIAL_FIELDS)}"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        # One kid never names both a shared secret and a public key (RFC 8725 §3.1).
+        if self.algorithm in HMAC_ALGORITHMS and given != ["secret"]:
+            raise ValueError(
+                f"kid {self.kid!r}: {self.algorithm} is an HMAC algorithm and takes a 'secret', "
+                "not a public or private key"
+            )
+        if self.algorithm not in HMAC_ALGORITHMS and given == ["secret"]:
+            raise ValueError(
+                f"kid {self.kid!r}: {self.algorithm} takes a private or public key, not a 'secret'"
+            )
+        return self
+
+
+_MATERIAL_FIELDS = ("secret", "private_key", "private_key_file", "public_key", "public_key_file")
+
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31557600}
 _DURATION = re.compile(r"\s*(\d+)\s*([smhdwy]?)\s*")
@@ -154,6 +214,45 @@ class JwtSettings(_Settings):
 
 
 DEFAULT_STORE_URL = "sqlite:///auth-refresh.db"
+# What AUTH_REFRESH_STORE_URL may name: the built-in stores' schemes, those registered with
+# register_store_scheme (stores.registry, which opens them) and those of entry points.
+BUILT_IN_STORE_SCHEMES = frozenset(
+    {
+        "memory",
+        "sqlite",
+        "redis",
+        "rediss",
+        "postgresql",
+        "postgres",
+        "redis-cluster",
+        "rediss-cluster",
+    }
+)
+STORE_ENTRY_POINT_GROUP = "auth_refresh.stores"
+_registered_store_schemes: set[str] = set()
+
+
+def store_scheme_of(url: str) -> str | None:
+    """The lower-cased scheme of a store URL; None when it has none, or for ``sqlite://x``
+    (a host where the path belongs, as in SQLAlchemy)."""
+    scheme, separator, _ = url.partition("://")
+    if not separator or (scheme.lower() == "sqlite" and not url.startswith("sqlite:///")):
+        return None
+    return scheme.lower()
+
+
+def accept_store_scheme(scheme: str) -> None:
+    """Let ``AUTH_REFRESH_STORE_URL`` name ``scheme`` (``register_store_scheme`` calls this)."""
+    _registered_store_schemes.add(scheme)
+
+
+def is_store_scheme(scheme: str) -> bool:
+    """Whether a store is known for ``scheme``: built in, registered, or an entry point's."""
+    return (
+        scheme in BUILT_IN_STORE_SCHEMES
+        or scheme in _registered_store_schemes
+        or bool(entry_points(group=STORE_ENTRY_POINT_GROUP, name=scheme))
+    )
 
 
 class AuthRefreshSettings(_Settings):
@@ -239,10 +338,8 @@ class AuthRefreshSettings(_Settings):
     @field_validator("store_url")
     @classmethod
     def _store_url_is_supported(cls, url: str) -> str:
-        # Imported here: the store module imports what imports these settings.
-        from auth_refresh.store import store_factory_for
-
-        if store_factory_for(url) is None:
+        scheme = store_scheme_of(url)
+        if scheme is None or not is_store_scheme(scheme):
             raise ValueError(
                 "must start with memory://, sqlite:/// (then a file path), redis://, rediss://, "
                 "postgresql://, postgres://, redis-cluster://, rediss-cluster:// "

@@ -25,8 +25,8 @@ from typing import TypeAlias
 
 import pytest
 
-from auth_refresh.authentication import TokenPair
-from auth_refresh.store import RefreshTokenStore, RotationOutcome, SessionStart, Successor
+from auth_refresh.stores.base import RefreshTokenStore, RotationOutcome, SessionStart, Successor
+from auth_refresh.types import TokenPair
 
 __all__ = ["SCENARIOS", "Family", "StoreContract", "StoreFactory", "check_store"]
 

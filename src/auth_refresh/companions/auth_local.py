@@ -1,0 +1,259 @@
+"""The ``AuthLocalModule`` companion: ``POST /auth/login`` with a username and a password."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
+from fastapi.security.base import SecurityBase
+from starlette.requests import Request
+from starlette.responses import Response
+
+from auth_refresh._utils import is_active, is_unicode_text, resolve, user_id_of
+from auth_refresh.companions.authentication import AuthenticationModule
+from auth_refresh.companions.passwords import (
+    DEFAULT_PASSWORD_ATTRIBUTE,
+    HashingLimit,
+    LoginDiagnostics,
+    PasswordStorageService,
+    default_hash_concurrency,
+)
+from auth_refresh.exceptions import (
+    AuthLocalInvalidCredentialsError,
+    ConfigurationError,
+    InvalidRequestError,
+)
+from auth_refresh.flows.guards import AppFlows
+from auth_refresh.registration.application import (
+    AppRegistry,
+    module_lifespan,
+    require_application,
+    start_late,
+)
+from auth_refresh.registration.module import AuthRefreshModule
+from auth_refresh.registration.routes import operation_id
+from auth_refresh.settings import AuthLocalSettings, build_settings
+from auth_refresh.telemetry import operation_span
+from auth_refresh.transport.bodies import read_body_fields, single_field
+from auth_refresh.transport.responses import TokenPairBody, error_responses, token_response
+from auth_refresh.types import (
+    AuthLocalUserLookupServiceInterface,
+    IssueTokenServiceInterface,
+    TokenPair,
+)
+
+__all__ = ["AuthLocalModule"]
+
+log = logging.getLogger("auth_refresh.login")
+
+DEFAULT_LOGIN_PATH = "/auth/login"
+MAX_USERNAME_LENGTH = 320
+MAX_PASSWORD_BYTES = 4096
+
+
+@runtime_checkable
+class TokenResponder(Protocol):
+    """An issue service that also shapes the login answer (``login_issue_token_service``)."""
+
+    def check_request(self, request: Request) -> None:
+        """Raise for a login request its transport must not answer."""
+        ...
+
+    def describe_route(self, route: APIRoute) -> None:
+        """Document ``route``'s answer in its transport, once the transport is known."""
+        ...
+
+    def token_response(self, pair: TokenPair) -> Response: ...
+
+
+class AuthLocalModule:
+    """Local login: verifies a username and password, answers with a token pair."""
+
+    name = "AuthLocalModule.for_root"
+    kind = "auth_local"
+    is_global = True
+
+    def __init__(
+        self,
+        user_lookup_service: AuthLocalUserLookupServiceInterface,
+        issue_token_service: IssueTokenServiceInterface | None,
+        password_storage_service: PasswordStorageService,
+        path: str,
+        settings: AuthLocalSettings | Mapping[str, Any] | None = None,
+        password_attribute: str = DEFAULT_PASSWORD_ATTRIBUTE,
+    ) -> None:
+        self.user_lookup_service = user_lookup_service
+        self.diagnostics = LoginDiagnostics(password_attribute)
+        # Unset: the refresh registration's login service when there is one (a family per
+        # login), else AuthenticationModule's; decided at startup.
+        self._issuer_given = issue_token_service is not None
+        self.issue_token_service = (
+            issue_token_service or AuthenticationModule.for_root().issue_token_service
+        )
+        self.password_storage_service = password_storage_service
+        self.path = path
+        self.settings = build_settings(AuthLocalSettings, settings)
+        self.hashing = HashingLimit(
+            self.settings.max_concurrent_hashes or default_hash_concurrency(),
+            self.settings.hash_wait_seconds,
+        )
+        self.started = False
+        self.security_schemes: dict[str, SecurityBase] = {}
+        self.router = APIRouter(tags=["auth"], lifespan=module_lifespan(self))
+        self.router.add_api_route(
+            path,
+            self.login,
+            methods=["POST"],
+            summary="Log in with a username and password",
+            operation_id=operation_id("login", path),
+            responses={
+                200: {"model": TokenPairBody, "description": "An access and a refresh token"},
+                **error_responses(400, 401, 413, 503),
+            },
+            openapi_extra={"requestBody": _credentials_body()},
+        )
+        if isinstance(issue_token_service, TokenResponder):
+            route = self.router.routes[-1]
+            assert isinstance(route, APIRoute)
+            issue_token_service.describe_route(route)
+
+    @classmethod
+    def for_root(
+        cls,
+        *,
+        user_lookup_service: AuthLocalUserLookupServiceInterface,
+        issue_token_service: IssueTokenServiceInterface | None = None,
+        password_storage_service: PasswordStorageService | None = None,
+        path: str = DEFAULT_LOGIN_PATH,
+        settings: AuthLocalSettings | Mapping[str, Any] | None = None,
+        password_attribute: str = DEFAULT_PASSWORD_ATTRIBUTE,
+    ) -> AuthLocalModule:
+        """The login route; the issue service defaults to the refresh registration's
+        ``login_issue_token_service`` beside one, else to ``AuthenticationModule``'s.
+
+        ``password_attribute`` names the user's hash attribute (``hashed_password`` in the
+        FastAPI tutorial's models).
+        """
+        return cls(
+            user_lookup_service,
+            issue_token_service,
+            password_storage_service or PasswordStorageService(),
+            path,
+            settings,
+            password_attribute,
+        )
+
+    def attach(self, app: FastAPI) -> None:
+        """The same as ``app.include_router(module.router)``."""
+        application = require_application(self.name, app)
+        AppRegistry.install(application).add(self)
+        application.include_router(self.router)
+
+    async def startup(self, registry: AppRegistry | None) -> None:
+        """Beside a refresh registration, issue its tokens: with rotation, a family per login."""
+        found = registry.root(AuthRefreshModule.kind) if registry is not None else None
+        refresh = found if isinstance(found, AuthRefreshModule) else None
+        if refresh is None:
+            pass
+        elif not self._issuer_given:
+            if self.issue_token_service is not refresh.login_issue_token_service:
+                self.issue_token_service = refresh.login_issue_token_service
+                route = self.router.routes[-1]
+                assert isinstance(route, APIRoute)
+                refresh.login_issue_token_service.describe_route(route)
+        elif refresh.container.settings().rotation and not getattr(
+            self.issue_token_service, "starts_token_families", False
+        ):
+            raise ConfigurationError(
+                f"{self.name}: issue_token_service starts no token families, but "
+                f"{refresh.name} rotates refresh tokens (AUTH_REFRESH_ROTATION), so every "
+                "refresh of a login's tokens would be a 401; leave issue_token_service "
+                "unset, or pass issue_token_service=<refresh module>.login_issue_token_service"
+            )
+        self.started = True
+
+    async def shutdown(self) -> None:
+        self.started = False
+
+    def publish(self, flows: AppFlows) -> None:
+        """A login route: no flow the guards use."""
+
+    async def login(self, request: Request) -> Response:
+        with operation_span("login"):
+            return await self._login(request)
+
+    async def _login(self, request: Request) -> Response:
+        if not self.started:
+            await start_late(self, request.app)
+        responder = self.issue_token_service
+        if isinstance(responder, TokenResponder):
+            # Before the password is checked: a refused request costs no hashing.
+            responder.check_request(request)
+        username, password = await _credentials(request)
+        user = await resolve(self.user_lookup_service.by_username(username))
+        stored_hash = self.diagnostics.password_hash_of(user) if user is not None else None
+        # Hashing is slow and memory-hard by design: off the event loop, a few at a time.
+        matches = await self.hashing.run(
+            self.password_storage_service.verify, password, stored_hash
+        )
+        # A disabled account gets the same answer as a wrong password.
+        if user is None or not matches or not is_active(user):
+            raise AuthLocalInvalidCredentialsError()
+        if stored_hash is not None:
+            await rehash_if_outdated(self, user, password, stored_hash)
+        pair = await resolve(self.issue_token_service.response_payload(user_id_of(user)))
+        # An issue service that owns a transport (the refresh module's cookie) answers itself.
+        if isinstance(responder, TokenResponder):
+            return responder.token_response(pair)
+        return token_response(pair)
+
+
+async def _credentials(request: Request) -> tuple[str, str]:
+    fields = await read_body_fields(request)
+    if fields is None:
+        raise InvalidRequestError("Send username and password as a JSON object or a form")
+    username, password = single_field(fields, "username"), single_field(fields, "password")
+    # The messages never repeat what was sent: the password must not come back.
+    if not isinstance(username, str) or not username:
+        raise InvalidRequestError("username is required and must be a non-empty string")
+    if not isinstance(password, str) or not password:
+        raise InvalidRequestError("password is required and must be a non-empty string")
+    # Fields from a custom body reader too: a lone surrogate never reaches the lookup or hasher.
+    if not (is_unicode_text(username) and is_unicode_text(password)):
+        raise InvalidRequestError("username and password must be valid Unicode text")
+    if len(username) > MAX_USERNAME_LENGTH or len(password.encode()) > MAX_PASSWORD_BYTES:
+        raise InvalidRequestError("username or password is too long")
+    return username, password
+
+
+def _credentials_body() -> dict[str, Any]:
+    schema = {
+        "type": "object",
+        "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
+        "required": ["username", "password"],
+    }
+    return {
+        "required": True,
+        "content": {
+            "application/json": {"schema": schema},
+            "application/x-www-form-urlencoded": {"schema": schema},
+        },
+    }
+
+
+async def rehash_if_outdated(login: AuthLocalModule, user: Any, password: str, stored: str) -> None:
+    """After a login: hands an upgraded hash to ``update_password_hash``, if the service has one."""
+    update = getattr(login.user_lookup_service, "update_password_hash", None)
+    passwords = login.password_storage_service
+    if update is None or not passwords.needs_rehash(stored):
+        return
+    new_hash = await login.hashing.run(passwords.hash, password)
+    try:
+        await resolve(update(user, new_hash))
+    except Exception as error:  # the login succeeded; the old hash keeps working
+        log.warning(
+            "login: update_password_hash failed (%s); the old hash stays", type(error).__qualname__
+        )

@@ -1,0 +1,182 @@
+"""The two guards, FastAPI dependencies, and the access token's walk.
+
+``AuthRefreshGuard`` yields the user a refresh token names (``RefreshFlow.authenticate``);
+``AuthJwtGuard`` the user an access token names (``AccessFlow.authenticate``). Unqualified, each
+uses the application's global registration, found in ``app.state`` as ``AppFlows``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol
+
+from fastapi import Depends
+from starlette.requests import Request
+
+from auth_refresh._utils import is_active, resolve
+from auth_refresh.exceptions import AuthJwtUnauthorizedError, AuthRefreshError
+from auth_refresh.flows.refresh import MAX_SESSION_ID, RefreshFlow
+from auth_refresh.transport.schemes import access_scheme
+from auth_refresh.types import SESSION_CLAIM
+
+__all__ = ["APP_FLOWS", "AccessFlow", "AppFlows", "AuthJwtGuard", "AuthRefreshGuard", "claims_of"]
+
+# Where the registrations leave ``AppFlows`` on ``app.state``.
+APP_FLOWS = "auth_refresh_flows"
+
+
+class AccessFlow:
+    """The access-token walk of one ``AuthJwtModule``: extract, verify, check the session,
+    look up the user. ``container`` is its ``AuthJwtContainer``."""
+
+    def __init__(self, container: Any, start: Callable[[Any], Awaitable[None]]) -> None:
+        self.container = container
+        self.started = False
+        self._start = start
+
+    async def authenticate(self, request: Request) -> Any:
+        """The user the request's access token names; raises a 401 error otherwise."""
+        if not self.started:
+            await self._start(request.app)
+        container = self.container
+        token = await resolve(container.extractor()(request))
+        if not isinstance(token, str) or not token:
+            raise AuthJwtUnauthorizedError(token_sent=False)
+        try:
+            claims = await resolve(container.verifier().access_token(token))
+        except AuthRefreshError as error:
+            if error.status_code != 401:
+                raise
+            raise AuthJwtUnauthorizedError() from None
+        except Exception:  # a verify service raising means the token is invalid
+            raise AuthJwtUnauthorizedError() from None
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise AuthJwtUnauthorizedError()
+        session_id = claims.get(SESSION_CLAIM)
+        if session_id is not None and not await _session_active(request, session_id, subject):
+            raise AuthJwtUnauthorizedError()
+        user = await resolve(container.user_lookup().by_subject(subject))
+        if user is None or not is_active(user):
+            raise AuthJwtUnauthorizedError()
+        request.state.auth_jwt_claims = claims
+        return user
+
+
+@dataclass
+class AppFlows:
+    """The flows of an application's global registrations, for unqualified guards and the
+    access guard's session check."""
+
+    refresh: RefreshFlow | None = None
+    access: AccessFlow | None = None
+
+
+def _app_flows(request: Request) -> AppFlows | None:
+    flows = getattr(request.app.state, APP_FLOWS, None)
+    return flows if isinstance(flows, AppFlows) else None
+
+
+async def _session_active(request: Request, session_id: object, subject: str) -> bool:
+    if not isinstance(session_id, str) or not session_id or len(session_id) > MAX_SESSION_ID:
+        return False
+    flows = _app_flows(request)
+    refresh = flows.refresh if flows is not None else None
+    if refresh is None:
+        return True  # no store here to ask: as for a token without a session
+    return await refresh.session_active(session_id, subject)
+
+
+def claims_of(request: Request) -> Any:
+    """The claims of the access token an ``AuthJwtGuard`` accepted for ``request``, or None."""
+    return getattr(request.state, "auth_jwt_claims", None)
+
+
+class _HasRefreshFlow(Protocol):
+    flow: RefreshFlow
+
+
+class AuthRefreshGuard:
+    """Authenticates a request by its refresh token: ``Depends(AuthRefreshGuard())``.
+
+    Without a module it uses the application's global registration (``for_root``). Guards of
+    the same registration are equal, so ``app.dependency_overrides[AuthRefreshGuard()]``
+    replaces them. With rotation the token is consumed: the route must answer with
+    ``module.token_response(await module.issue(user, request))``, the successor pair, or the
+    client's next refresh is a reuse that revokes its session (a warning names such a route).
+    """
+
+    def __init__(self, module: _HasRefreshFlow | RefreshFlow | None = None) -> None:
+        self.flow = module.flow if module is not None and hasattr(module, "flow") else module
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AuthRefreshGuard) and other.flow is self.flow
+
+    def __hash__(self) -> int:
+        return hash((AuthRefreshGuard, id(self.flow)))
+
+    async def __call__(self, request: Request) -> AsyncIterator[Any]:
+        flow = self.flow
+        if flow is None:
+            flows = _app_flows(request)
+            flow = flows.refresh if flows is not None else None
+            if flow is None:
+                raise RuntimeError(
+                    "AuthRefreshGuard() needs AuthRefreshModule.for_root(...) attached to the "
+                    "application; pass a module to guard with a feature registration"
+                )
+        yield await flow.authenticate(request)
+        # After the route, unless it raised: was the successor pair handed over?
+        flow.warn_if_successor_kept(request)
+
+
+class _HasAccessFlow(Protocol):
+    flow: AccessFlow
+
+
+class AuthJwtGuard:
+    """Authenticates a request by its access token: ``Depends(AuthJwtGuard())``.
+
+    Without a module it uses the application's ``AuthJwtModule``. Guards of the same
+    registration are equal, so ``app.dependency_overrides[AuthJwtGuard()] = fake_user``
+    replaces them. The route's OpenAPI shows the lock of the scheme the extractor reads.
+    """
+
+    __signature__: inspect.Signature
+
+    def __init__(self, module: _HasAccessFlow | None = None) -> None:
+        self.flow = module.flow if module is not None else None
+        registered = self.flow.container.extractor() if self.flow is not None else None
+        scheme = access_scheme(registered)
+        # FastAPI reads the dependency's parameters from its signature: the security scheme
+        # is one of them, so the operation names it and Swagger UI sends the token.
+        self.__signature__ = inspect.Signature(
+            [
+                inspect.Parameter(
+                    "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request
+                ),
+                inspect.Parameter(
+                    "credentials",
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=Annotated[Any, Depends(scheme)],
+                    default=None,
+                ),
+            ]
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AuthJwtGuard) and other.flow is self.flow
+
+    def __hash__(self) -> int:
+        return hash((AuthJwtGuard, id(self.flow)))
+
+    async def __call__(self, request: Request, credentials: Any = None) -> Any:
+        flow = self.flow
+        if flow is None:
+            flows = _app_flows(request)
+            flow = flows.access if flows is not None else None
+            if flow is None:
+                raise RuntimeError("AuthJwtGuard() needs AuthJwtModule.for_root(...) attached")
+        return await flow.authenticate(request)

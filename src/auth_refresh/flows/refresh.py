@@ -1,0 +1,350 @@
+"""One refresh registration's request walks: refresh, logout, a login's pair, the sessions.
+
+``RefreshFlow`` is what the built-in routes, the guards and a login call; the registration
+(``AuthRefreshModule``) builds it and starts it. Everything a request needs comes from the
+registration's container providers when the request comes, so an override made at any time
+applies; what depends on the settings alone (the cookie transport) is made once per settings.
+The refresh walk: extract → verify → rotate in the store → look up the user → answer.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from auth_refresh._utils import is_active, resolve, user_id_of
+from auth_refresh.exceptions import (
+    AuthRefreshError,
+    ConfigurationError,
+    InvalidTokenError,
+    MissingTokenError,
+    SessionNotFoundError,
+)
+from auth_refresh.rotation import TokenRotationService, family_of, refuse_unjudgeable
+from auth_refresh.settings import AuthRefreshSettings
+from auth_refresh.stores.base import RefreshTokenStore, SessionRecord
+from auth_refresh.stores.session_cache import session_cache
+from auth_refresh.telemetry import operation_span
+from auth_refresh.transport.cookies import CookieTransport, csrf_keys_of
+from auth_refresh.transport.extractors import (
+    BodyFieldExtractor,
+    ChainExtractor,
+    CookieExtractor,
+    TokenExtractor,
+)
+from auth_refresh.transport.responses import NO_STORE, token_response
+from auth_refresh.types import TokenPair
+
+__all__ = ["DEFAULT_EXTRACTOR", "MAX_SESSION_ID", "RefreshFlow", "Refreshed", "extractor_for"]
+
+log = logging.getLogger("auth_refresh")
+security_log = logging.getLogger("auth_refresh.security")
+
+DEFAULT_EXTRACTOR = BodyFieldExtractor("refreshToken")
+# A session id is a base64url SHA-256 digest (43 characters); anything far longer is not one.
+MAX_SESSION_ID = 256
+
+
+def extractor_for(settings: AuthRefreshSettings) -> TokenExtractor:
+    """The extractor ``settings`` ask for: ``jwt_from_request``, else the body field
+    ``refreshToken`` (the refresh cookie first with cookie transport)."""
+    if settings.jwt_from_request is not None:
+        return settings.jwt_from_request
+    if settings.cookie_transport:
+        return _cookie_then_body(settings.cookie_name)
+    return DEFAULT_EXTRACTOR
+
+
+@functools.cache
+def _cookie_then_body(cookie_name: str) -> ChainExtractor:
+    # Under the chain's rule, a cookie and a body naming different tokens are a 400.
+    return ChainExtractor([CookieExtractor(cookie_name), DEFAULT_EXTRACTOR])
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """A refresh that succeeded: whom the token named, and the pair to answer with."""
+
+    user: Any
+    pair: TokenPair | None  # None when not asked for (a guard, without rotation)
+
+
+class RefreshFlow:
+    """The request walks of one refresh registration.
+
+    ``container`` is the registration's ``AuthRefreshContainer``; ``start(app)`` starts the
+    registration when a request comes before its application's lifespan ran (a mount).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        container: Any,
+        cookie_paths: tuple[str, ...],
+        start: Callable[[Any], Awaitable[None]],
+    ) -> None:
+        self.name = name
+        self.container = container
+        self.cookie_paths = cookie_paths
+        self.started = False
+        self._start = start
+        self._transport: tuple[object, object, CookieTransport] | None = None
+
+    async def ready(self, app: Any) -> None:
+        """Start the registration now if its application's lifespan did not."""
+        if not self.started:
+            await self._start(app)
+
+    def transport(self) -> CookieTransport | None:
+        """The cookie transport the settings ask for, or None: made once per settings and
+        issue service."""
+        container = self.container
+        settings: AuthRefreshSettings = container.settings()
+        if not settings.cookie_transport:
+            return None
+        issuer = container.issuer()
+        made = self._transport
+        if made is None or made[0] is not settings or made[1] is not issuer:
+            keys = csrf_keys_of(settings, issuer)
+            made = (
+                settings,
+                issuer,
+                CookieTransport.from_settings(settings, self.cookie_paths, keys),
+            )
+            self._transport = made
+        return made[2]
+
+    # -- the routes --------------------------------------------------------------------------
+
+    async def refresh_route(self, request: Request) -> Response:
+        """``POST /auth/refresh``."""
+        with operation_span("refresh"):
+            refreshed = await self.refresh(request)
+            assert refreshed.pair is not None  # asked for
+            return self.token_response(refreshed.pair)
+
+    async def logout_route(self, request: Request) -> Response:
+        """``POST /auth/logout``."""
+        with operation_span("logout"):
+            await self.logout(request)
+            return self.logout_response()
+
+    # -- the walks ---------------------------------------------------------------------------
+
+    async def refresh(self, request: Request, *, issue: bool = True) -> Refreshed:
+        """Authenticate ``request`` by its refresh token and make the pair that answers it.
+
+        With rotation the token is consumed in the store and the pair is its successor;
+        without, the pair is a new one from the issue service (made only when ``issue``).
+        Raises a 401 error for any refusal.
+        """
+        if not self.started:
+            await self._start(request.app)
+        container = self.container
+        arrived_at: float = container.clock()()
+        settings: AuthRefreshSettings = container.settings()
+        claims = await self._verified_claims(settings, request)
+        subject: str = claims["sub"]
+        refuse_unjudgeable(claims, rotation=settings.rotation)
+        successor: TokenPair | None = None
+        if settings.rotation:
+            # Before the user lookup: a replayed token revokes its family whoever it names.
+            successor = await container.rotation().rotate(claims, arrived_at=arrived_at)
+        user = await resolve(container.user_lookup().by_subject(subject))
+        if user is None:
+            security_log.info("refresh token refused: unknown subject")
+            raise InvalidTokenError(reason="unknown_subject")
+        if not is_active(user):
+            security_log.info("refresh token refused: inactive user")
+            raise InvalidTokenError(reason="inactive_user")
+        if successor is None and issue:
+            successor = await resolve(container.issuer().response_payload(user_id_of(user)))
+        return Refreshed(user, successor)
+
+    async def authenticate(self, request: Request) -> Any:
+        """The user the request's refresh token names (a guard); with rotation the token is
+        consumed and ``issue(user, request)`` gives its successor."""
+        refreshed = await self.refresh(request, issue=False)
+        if refreshed.pair is not None:
+            _successors(request)[self] = refreshed.pair
+        return refreshed.user
+
+    async def issue(self, user: Any, request: Request | None = None) -> TokenPair:
+        """The successor of the token this flow consumed for ``request``, else a new pair."""
+        if request is not None:
+            successor = _successors(request).pop(self, None)
+            if successor is not None:
+                return successor
+        return await self.issue_for_subject(user_id_of(user), request)
+
+    def warn_if_successor_kept(self, request: Request) -> None:
+        """Log a warning naming the route when it kept the successor pair from the client."""
+        if _successors(request).pop(self, None) is None:
+            return
+        route = request.scope.get("route")
+        log.warning(
+            "%s: %s %s consumed a refresh token but did not answer with its successor "
+            "(module.token_response(await module.issue(user, request))): the client's next "
+            "refresh is a reuse that revokes its session",
+            self.name,
+            request.method,
+            getattr(route, "path", request.url.path),
+        )
+
+    async def issue_for_subject(self, subject: str, request: Request | None = None) -> TokenPair:
+        """A new pair for ``subject``; with rotation, the first of a new token family: a
+        session, labelled with ``request``'s ``User-Agent`` (and client IP, if kept)."""
+        if not self.started:
+            await self._start(None)
+        container = self.container
+        if container.settings().rotation:
+            rotation: TokenRotationService = container.rotation()
+            if request is None:
+                return await rotation.start_family(subject)
+            client = request.client
+            return await rotation.start_family(
+                subject,
+                user_agent=request.headers.get("user-agent"),
+                client_ip=client.host if client is not None else None,
+            )
+        pair: TokenPair = await resolve(container.issuer().response_payload(subject))
+        return pair
+
+    async def logout(self, request: Request) -> None:
+        """Revoke the family of the request's refresh token."""
+        if not self.started:
+            await self._start(request.app)
+        claims = await self._verified_claims(self.container.settings(), request)
+        await self.revoke_family(family_of(claims))
+
+    def check_request(self, request: Request) -> None:
+        """Refuse, before any work, a request a cookie transport must not answer (cross-site)."""
+        transport = self.transport()
+        if transport is not None:
+            transport.refuse_cross_site(request)
+
+    # -- the answers -------------------------------------------------------------------------
+
+    def token_response(self, pair: TokenPair) -> Response:
+        """The answer carrying ``pair``: JSON, or the refresh cookie with cookie transport."""
+        transport = self.transport()
+        if transport is None:
+            return token_response(pair)
+        return transport.token_response(pair)
+
+    def logout_response(self) -> Response:
+        """The answer to a logout: 204, clearing the refresh cookie with cookie transport."""
+        response = Response(status_code=204, headers=NO_STORE)
+        transport = self.transport()
+        return response if transport is None else transport.clear(response)
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    async def revoke_family(self, family_id: str) -> None:
+        """Refuse every refresh token of one token family from now on (one session)."""
+        await (await self._rotation("revoke_family")).revoke_family(family_id)
+
+    async def revoke_subject(self, subject: str) -> None:
+        """Revoke every family of ``subject``: log out everywhere."""
+        await (await self._rotation("revoke_subject")).revoke_subject(subject)
+
+    async def list_sessions(self, subject: str) -> list[SessionRecord]:
+        """The live sessions (token families) of ``subject``, newest first."""
+        return await (await self._rotation("list_sessions")).list_sessions(subject)
+
+    async def revoke_session(self, subject: str, session_id: str) -> None:
+        """End one live session of ``subject``; ``SessionNotFoundError`` (404) otherwise."""
+        rotation = await self._rotation("revoke_session")
+        if len(session_id) > MAX_SESSION_ID or not await rotation.revoke_session(
+            subject, session_id
+        ):
+            raise SessionNotFoundError()
+
+    async def revoke_other_sessions(self, subject: str, keep: str | None) -> int:
+        """End every live session of ``subject`` but ``keep`` (the caller's); how many."""
+        rotation = await self._rotation("revoke_other_sessions")
+        revoked = 0
+        for session in await rotation.list_sessions(subject):
+            if session.session_id != keep:
+                revoked += await rotation.revoke_session(subject, session.session_id)
+        return revoked
+
+    async def session_active(self, session_id: str, subject: str) -> bool:
+        """Whether the session an access token names is live (the access guard's check);
+        True without rotation, where no session is kept."""
+        if not self.started:
+            await self._start(None)
+        container = self.container
+        settings: AuthRefreshSettings = container.settings()
+        if not settings.rotation:
+            return True
+        # Every guarded request passes here: the cache directly, no rotation service built.
+        store: RefreshTokenStore = container.store()
+        return await session_cache(store).is_active(
+            store,
+            session_id,
+            subject,
+            clock=container.clock(),
+            interval=settings.session_check_interval,
+        )
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _verified_claims(
+        self, settings: AuthRefreshSettings, request: Request
+    ) -> Mapping[str, Any]:
+        # Extract and verify: no I/O but what custom extractors or verify_token do.
+        transport = self.transport()
+        if transport is not None:
+            transport.refuse_cross_site(request)
+        container = self.container
+        token = await resolve(container.extractor()(request))
+        if not isinstance(token, str) or not token:
+            raise MissingTokenError()
+        verify = settings.verify_token or container.verifier().refresh_token
+        try:
+            claims = await resolve(verify(token))
+        except AuthRefreshError:
+            raise
+        except Exception as error:
+            # The verify_token contract: raising means the token is invalid.
+            security_log.info("refresh token refused by verify_token: %s", type(error).__name__)
+            raise InvalidTokenError(reason="verify_token_failed") from None
+        subject = claims.get("sub") if isinstance(claims, Mapping) else None
+        if not isinstance(subject, str) or not subject:
+            security_log.info("refresh token refused: no subject")
+            raise InvalidTokenError(reason="no_subject")
+        if transport is not None and transport.came_from_cookie(request, token):
+            # The browser sends the cookie on its own: only the page can add the header.
+            # Checked after the signature (no I/O) and before any store step.
+            transport.check_csrf(request, token, claims)
+        verified: Mapping[str, Any] = claims
+        return verified
+
+    async def _rotation(self, operation: str) -> TokenRotationService:
+        if not self.started:
+            await self._start(None)
+        if not self.container.settings().rotation:
+            raise ConfigurationError(
+                f"{self.name}: {operation} needs rotation; AUTH_REFRESH_ROTATION is false"
+            )
+        rotation: TokenRotationService = self.container.rotation()
+        return rotation
+
+
+def _successors(request: Request) -> dict[RefreshFlow, TokenPair]:
+    # The pairs a guard's refresh made, until the route hands them over; on the request's
+    # scope state, so the guard and the route see the same request.
+    successors: dict[RefreshFlow, TokenPair] | None = getattr(
+        request.state, "auth_refresh_successors", None
+    )
+    if successors is None:
+        successors = {}
+        request.state.auth_refresh_successors = successors
+    return successors

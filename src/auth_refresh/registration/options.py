@@ -1,0 +1,231 @@
+"""What a refresh registration is given, and how its values are layered in its container.
+
+The five registration classmethods share these definitions: ``RegistrationOptions`` for the
+synchronous ones, ``AsyncRegistrationOptions`` for the two async ones, ``AuthRefreshOptions``
+for what an options factory returns. A registration's values become the *defaults* of its
+container's providers (``Dependency.set_default``), beneath any override; a feature's
+defaults are the global registration's providers themselves, so it resolves through them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypedDict
+
+from dependency_injector import containers, providers
+
+from auth_refresh._utils import MaybeAwaitable
+from auth_refresh.exceptions import ConfigurationError
+from auth_refresh.flows.refresh import extractor_for
+from auth_refresh.registration.checks import refuse_class
+from auth_refresh.registration.container import AuthRefreshContainer
+from auth_refresh.settings import AuthRefreshSettings, build_settings
+from auth_refresh.stores.base import RefreshTokenStore
+from auth_refresh.types import (
+    AuthRefreshUserLookupServiceInterface,
+    IssueTokenServiceInterface,
+    VerifyTokenServiceInterface,
+)
+
+__all__ = [
+    "AsyncRegistrationOptions",
+    "AuthRefreshOptions",
+    "AuthRefreshOptionsFactory",
+    "AuthRefreshUserLookupServiceInterface",
+    "OptionsFactory",
+    "RegistrationOptions",
+]
+
+DEFAULT_PATH = "/auth/refresh"
+
+
+class _RouteOptions(TypedDict, total=False):
+    controllers: bool  # add POST {path} (default: True; False for for_feature)
+    path: str  # the refresh route (default "/auth/refresh")
+    logout_path: str | None  # add POST {logout_path}, revoking the presented token's family
+    # add GET {sessions_path}, DELETE {sessions_path}/{session_id}, POST .../revoke-others
+    sessions_path: str | None
+
+
+class RegistrationOptions(_RouteOptions, total=False):
+    """The options of ``for_root``, ``register`` and ``for_feature``."""
+
+    user_lookup_service: AuthRefreshUserLookupServiceInterface
+    issue_token_service: IssueTokenServiceInterface
+    verify_token_service: VerifyTokenServiceInterface
+    settings: AuthRefreshSettings | Mapping[str, Any]
+    store: RefreshTokenStore  # used instead of settings.store_url's; closed at shutdown
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthRefreshOptions:
+    """What an options factory returns (or a mapping of these); None keeps the inherited value."""
+
+    user_lookup_service: AuthRefreshUserLookupServiceInterface | None = None
+    issue_token_service: IssueTokenServiceInterface | None = None
+    verify_token_service: VerifyTokenServiceInterface | None = None
+    settings: AuthRefreshSettings | Mapping[str, Any] | None = None
+    store: RefreshTokenStore | None = None
+
+
+class AuthRefreshOptionsFactory(Protocol):
+    """For ``use_class``: built with the ``inject`` values, ``create()`` gives the options."""
+
+    def create(self) -> MaybeAwaitable[AuthRefreshOptions | Mapping[str, Any]]: ...
+
+
+OptionsFactory = Callable[..., MaybeAwaitable[AuthRefreshOptions | Mapping[str, Any]]]
+
+
+class AsyncRegistrationOptions(_RouteOptions, total=False):
+    """The options of ``for_root_async`` and ``register_async``: exactly one of ``factory`` and
+    ``use_class``, called at startup with the values of the ``inject`` providers."""
+
+    factory: OptionsFactory
+    use_class: type[AuthRefreshOptionsFactory]
+    inject: Sequence[providers.Provider[Any]]
+
+
+def refuse_unknown_options(name: str, given: Mapping[str, Any], accepted: frozenset[str]) -> None:
+    """A registration's keyword arguments must be its options (a typo is not ignored)."""
+    unknown = sorted(set(given) - accepted)
+    if unknown:
+        raise ConfigurationError(
+            f"{name}: unknown options {unknown}; the options are {', '.join(sorted(accepted))}"
+        )
+
+
+REGISTRATION_OPTIONS = RegistrationOptions.__optional_keys__
+ASYNC_REGISTRATION_OPTIONS = AsyncRegistrationOptions.__optional_keys__
+
+# Which provider each option sets.
+OPTION_PROVIDERS = {
+    "user_lookup_service": "user_lookup",
+    "issue_token_service": "issuer",
+    "verify_token_service": "verifier",
+    "settings": "settings",
+    "store": "store",
+}
+SERVICE_OPTIONS = tuple(name for name in OPTION_PROVIDERS if name != "settings")
+# What a feature takes from the global registration when it does not set it itself.
+_INHERITED = ("settings", "verifier", "issuer", "user_lookup", "clock")
+
+
+def options_of(name: str, given: AuthRefreshOptions | Mapping[str, Any]) -> AuthRefreshOptions:
+    """``given`` as ``AuthRefreshOptions``; unknown names are a ``ConfigurationError``."""
+    if isinstance(given, AuthRefreshOptions):
+        return given
+    if not isinstance(given, Mapping):
+        raise ConfigurationError(
+            f"{name}: the options factory returned {type(given).__name__}; return "
+            "AuthRefreshOptions(...) or a mapping of its fields"
+        )
+    refuse_unknown_options(name, given, frozenset(OPTION_PROVIDERS))
+    return AuthRefreshOptions(**given)
+
+
+def set_registration_values(
+    name: str, container: AuthRefreshContainer, options: AuthRefreshOptions
+) -> set[str]:
+    """Make ``options`` the defaults of ``container``'s providers; the names of those set."""
+    set_providers = set()
+    for field in dataclasses.fields(options):
+        value = getattr(options, field.name)
+        if value is None:
+            continue
+        if field.name == "settings":
+            try:
+                value = build_settings(AuthRefreshSettings, value)
+            except ConfigurationError as error:
+                raise ConfigurationError(f"{name}: {error.message}") from None
+        else:
+            refuse_class(name, field.name, value)
+        provider_name = OPTION_PROVIDERS[field.name]
+        getattr(container, provider_name).set_default(providers.Object(value))
+        set_providers.add(provider_name)
+    return set_providers
+
+
+def inherit_from_global(
+    container: AuthRefreshContainer, root: AuthRefreshContainer, own: set[str]
+) -> None:
+    """Default what the feature's registration did not set to the global one's providers."""
+    for provider_name in _INHERITED:
+        if provider_name not in own:
+            getattr(container, provider_name).set_default(getattr(root, provider_name))
+    if "settings" not in own:
+        # Inherited settings bring the global extractor, overrides of it included; a test
+        # overriding the feature's settings gets the extractor those settings name.
+        container.extractor.set_default(
+            providers.Callable(
+                _extractor_of,
+                container.settings,
+                root.settings,
+                root.extractor.provider,
+            )
+        )
+
+
+def share_global_store(container: AuthRefreshContainer, root: AuthRefreshContainer) -> None:
+    """One URL, one store: pairs a login through the global module starts must be found."""
+    container.store.set_default(root.store)
+
+
+def _extractor_of(
+    settings: AuthRefreshSettings,
+    root_settings: AuthRefreshSettings,
+    root_extractor: providers.Provider[Any],
+) -> Any:
+    if settings is root_settings:
+        return root_extractor()
+    return extractor_for(settings)
+
+
+def check_inject(name: str, inject: Sequence[Any]) -> tuple[providers.Provider[Any], ...]:
+    """The ``inject`` providers; a value or a provider of a container *class* is refused."""
+    for provider in inject:
+        if not isinstance(provider, providers.Provider):
+            raise ConfigurationError(
+                f"{name}: 'inject' takes dependency-injector providers, got "
+                f"{type(provider).__name__}; wrap a value in providers.Object(value)"
+            )
+        owner = _container_class_of(provider)
+        if owner is not None:
+            raise ConfigurationError(
+                f"{name}: 'inject' got a provider of the container class {owner.__name__}, "
+                f"which knows nothing of what was configured on an instance; pass the "
+                f"instance's provider (container = {owner.__name__}(); ... "
+                f"inject=[container.<provider>])"
+            )
+    return tuple(inject)
+
+
+def _container_class_of(provider: providers.Provider[Any]) -> type[Any] | None:
+    pending: list[type[Any]] = [containers.DeclarativeContainer]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls is not containers.DeclarativeContainer and any(
+            candidate is provider for candidate in cls.cls_providers.values()
+        ):
+            return cls
+    return None
+
+
+def options_factory(
+    name: str, factory: OptionsFactory | None, use_class: type[AuthRefreshOptionsFactory] | None
+) -> OptionsFactory:
+    """The one factory ``factory`` or ``use_class`` names."""
+    if (factory is None) == (use_class is None):
+        raise ConfigurationError(f"{name}: give exactly one of 'factory' and 'use_class'")
+    if factory is not None:
+        return factory
+    assert use_class is not None
+    options_class = use_class
+
+    def create(*values: Any) -> MaybeAwaitable[AuthRefreshOptions | Mapping[str, Any]]:
+        return options_class(*values).create()
+
+    return create

@@ -1,0 +1,111 @@
+"""The built-in routes of a refresh registration: ``POST /auth/refresh`` and, when asked for,
+``POST /auth/logout`` and the session routes; their handlers are the flows'."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
+
+from auth_refresh.flows.refresh import DEFAULT_EXTRACTOR, RefreshFlow
+from auth_refresh.flows.sessions import SessionBody, SessionRoutes
+from auth_refresh.transport.responses import TokenPairBody, error_responses
+from auth_refresh.transport.schemes import source_of
+
+__all__ = ["add_session_routes", "operation_id", "refresh_router"]
+
+Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]
+
+
+def operation_id(method: str, path: str) -> str:
+    return method + "_" + re.sub(r"\W+", "_", path).strip("_")
+
+
+def refresh_router(
+    flow: RefreshFlow,
+    lifespan: Lifespan,
+    *,
+    controllers: bool,
+    path: str,
+    logout_path: str | None,
+    sessions_path: str | None,
+) -> tuple[APIRouter, list[APIRoute]]:
+    """A registration's router (``lifespan`` starts it), and its refresh-token routes, whose
+    OpenAPI is completed at startup, when the extractor is known. The handlers are ``flow``'s."""
+    router = APIRouter(tags=["auth"], lifespan=lifespan)
+    described, _ = source_of(DEFAULT_EXTRACTOR)
+    if controllers:
+        router.add_api_route(
+            path,
+            flow.refresh_route,
+            methods=["POST"],
+            summary="Exchange a refresh token for a new access and refresh token",
+            operation_id=operation_id("refresh", path),
+            responses={
+                200: {"model": TokenPairBody, "description": "A new token pair"},
+                **error_responses(400, 401, 413, 503),
+            },
+            openapi_extra=described,
+        )
+    if logout_path is not None:
+        router.add_api_route(
+            logout_path,
+            flow.logout_route,
+            methods=["POST"],
+            status_code=204,
+            summary="Log out: revoke the refresh token's family (this session's tokens)",
+            operation_id=operation_id("logout", logout_path),
+            responses={
+                204: {"description": "The session's refresh tokens are revoked"},
+                **error_responses(400, 401, 413, 503),
+            },
+            openapi_extra=described,
+        )
+    # The refresh token's routes, documented at startup; the session routes take an access token.
+    routes = [route for route in router.routes if isinstance(route, APIRoute)]
+    if sessions_path is not None:
+        add_session_routes(router, SessionRoutes(flow), sessions_path)
+    return router, routes
+
+
+def add_session_routes(router: APIRouter, handlers: SessionRoutes, path: str) -> None:
+    """``GET {path}``, ``DELETE {path}/{session_id}`` and ``POST {path}/revoke-others``."""
+    router.add_api_route(
+        path,
+        handlers.list_sessions,
+        methods=["GET"],
+        summary="The caller's live sessions, newest first",
+        operation_id=operation_id("list_sessions", path),
+        responses={
+            200: {"model": list[SessionBody], "description": "The live sessions"},
+            **error_responses(401, 503),
+        },
+    )
+    router.add_api_route(
+        path + "/{session_id}",
+        handlers.revoke_session,
+        methods=["DELETE"],
+        status_code=204,
+        summary="End one of the caller's sessions: its refresh and access tokens stop working",
+        operation_id=operation_id("revoke_session", path),
+        responses={
+            204: {"description": "The session is revoked"},
+            **error_responses(401, 404, 503),
+        },
+    )
+    router.add_api_route(
+        path + "/revoke-others",
+        handlers.revoke_others,
+        methods=["POST"],
+        status_code=204,
+        summary="End every session of the caller except the current one",
+        operation_id=operation_id("revoke_other_sessions", path),
+        responses={
+            204: {"description": "Every other session is revoked"},
+            **error_responses(401, 503),
+        },
+    )

@@ -1,0 +1,150 @@
+"""``memory://``: token families in a dict, for one process and for tests."""
+
+from __future__ import annotations
+
+import heapq
+import threading
+
+from auth_refresh.stores.base import (
+    FamilyRecord,
+    Rotation,
+    SessionRecord,
+    SessionStart,
+    Successor,
+    decide_rotation,
+    new_family_record,
+    revoked_record,
+)
+
+__all__ = ["MemoryRefreshTokenStore"]
+
+
+class MemoryRefreshTokenStore:
+    """Families in memory; one lock makes each step atomic across threads and event loops."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._families: dict[str, FamilyRecord] = {}
+        self._by_subject: dict[str, set[str]] = {}
+        self._by_session: dict[str, str] = {}
+        # One (expires_at, family_id) entry per family, pushed at its start: an entry that comes
+        # due for a family that lives longer now is pushed again with its new expiry, so the
+        # heap stays as large as the families, however often they rotate.
+        self._expiries: list[tuple[float, str]] = []
+
+    async def start_family(
+        self,
+        family_id: str,
+        subject: str,
+        token_id: str,
+        *,
+        token_expires_at: float,
+        now: float,
+        absolute_lifetime: float,
+        session: SessionStart,
+    ) -> None:
+        record = new_family_record(
+            subject,
+            token_id,
+            token_expires_at=token_expires_at,
+            now=now,
+            absolute_lifetime=absolute_lifetime,
+            session=session,
+        )
+        with self._lock:
+            self._purge(now)
+            if family_id not in self._families:
+                heapq.heappush(self._expiries, (record.expires_at, family_id))
+            self._put(family_id, record)
+
+    async def rotate(
+        self,
+        family_id: str,
+        token_id: str,
+        successor: Successor,
+        *,
+        now: float,
+        grace_seconds: float,
+        absolute_lifetime: float,
+    ) -> Rotation:
+        with self._lock:
+            rotation, record = decide_rotation(
+                self._families.get(family_id),
+                token_id,
+                successor,
+                now=now,
+                grace_seconds=grace_seconds,
+                absolute_lifetime=absolute_lifetime,
+            )
+            if record is None:
+                self._delete(family_id)
+            else:
+                self._put(family_id, record)
+            return rotation
+
+    async def revoke_family(self, family_id: str) -> None:
+        with self._lock:
+            record = self._families.get(family_id)
+            if record is not None:
+                self._families[family_id] = revoked_record(record)
+
+    async def revoke_subject(self, subject: str) -> None:
+        with self._lock:
+            for family_id in self._by_subject.get(subject, ()):
+                self._families[family_id] = revoked_record(self._families[family_id])
+
+    async def session_active(self, session_id: str, *, now: float) -> bool:
+        with self._lock:
+            return self._live_session(session_id, now) is not None
+
+    async def list_sessions(self, subject: str, *, now: float) -> list[SessionRecord]:
+        with self._lock:
+            records = [self._families[family_id] for family_id in self._by_subject.get(subject, ())]
+        live = [record.session() for record in records if record.is_live(now)]
+        return sorted(live, key=lambda session: session.created_at, reverse=True)
+
+    async def revoke_session(self, subject: str, session_id: str, *, now: float) -> bool:
+        with self._lock:
+            family_id = self._live_session(session_id, now)
+            if family_id is None or self._families[family_id].subject != subject:
+                return False
+            self._families[family_id] = revoked_record(self._families[family_id])
+            return True
+
+    async def close(self) -> None:
+        return None
+
+    def _live_session(self, session_id: str, now: float) -> str | None:
+        family_id = self._by_session.get(session_id)
+        if family_id is None:
+            return None
+        record = self._families.get(family_id)
+        return family_id if record is not None and record.is_live(now) else None
+
+    def _put(self, family_id: str, record: FamilyRecord) -> None:
+        self._families[family_id] = record
+        self._by_subject.setdefault(record.subject, set()).add(family_id)
+        if record.session_id:
+            self._by_session[record.session_id] = family_id
+
+    def _delete(self, family_id: str) -> None:
+        record = self._families.pop(family_id, None)
+        if record is None:
+            return
+        self._by_session.pop(record.session_id, None)
+        families = self._by_subject.get(record.subject)
+        if families is not None:
+            families.discard(family_id)
+            if not families:
+                del self._by_subject[record.subject]
+
+    def _purge(self, now: float) -> None:
+        while self._expiries and self._expiries[0][0] <= now:
+            _, family_id = heapq.heappop(self._expiries)
+            record = self._families.get(family_id)
+            if record is None:
+                continue
+            if record.expires_at <= now:
+                self._delete(family_id)
+            else:
+                heapq.heappush(self._expiries, (record.expires_at, family_id))

@@ -1,0 +1,397 @@
+"""``postgresql://user:pass@host:port/db``: token families in PostgreSQL, shared by every host
+(extra ``auth-refresh[postgres]``, driver asyncpg).
+
+Any libpq connection URI works (``postgres://`` too, ``?host=/socket/dir``, ``sslmode=``,
+``connect_timeout=``), and server settings in the query (``statement_timeout=``,
+``synchronous_commit=``, ``application_name=``). Two parameters are the store's own and are not
+sent to the server: ``auth_refresh_schema=managed`` (the tables exist already, made from the DDL
+in docs/postgres-store.md: the store only checks their version) and ``auth_refresh_pool_size``
+(connections per process, 10 by default).
+
+Every commit waits for its WAL flush (``synchronous_commit=on``): a refresh the client was
+answered survives a server crash. ``?synchronous_commit=off`` in the URL trades that for
+throughput: a crash may then lose the last moments' refreshes, whose sessions are refused as
+reuse at their next refresh (a new login); it never makes a token valid that should not be.
+
+The schema carries its version (the table ``auth_refresh_schema``): the first step creates it,
+or migrates an older one (``MIGRATIONS``), and refuses a newer one with ``ConfigurationError``.
+
+Each row is also the session its family is (``session_id``, unique and indexed, ``refreshed_at``,
+``user_agent``, ``client_ip``; schema version 2, migrated from version 1).
+
+A refresh is one round trip, or a share of one: the rotations an event loop asks for while a
+batch is under way go together in the next (``auth_refresh.postgres_batches``), one call of the
+``auth_refresh_rotate_batch`` function, which runs ``auth_refresh_rotate`` (``decide_rotation``
+in PL/pgSQL, holding the family's row lock for the decision and the write) for each, in family
+id order, in one transaction. Every statement has a server-side ``statement_timeout`` and every
+step a client-side deadline: a server that is down, restarting or hung gives
+``StoreUnavailableError`` within 1.5 s; a connection that timed out is dropped, and the pool
+opens a new one for the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.parse
+import weakref
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar, cast
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
+from auth_refresh.stores.base import (
+    Rotation,
+    RotationOutcome,
+    SessionRecord,
+    SessionStart,
+    Successor,
+)
+from auth_refresh.stores.postgres_batches import (
+    SERVER_FAILURES,
+    RotationBatches,
+    RotationRequest,
+    RotationRow,
+    log_unavailable,
+)
+from auth_refresh.stores.postgres_schema import (
+    LIST_SESSIONS,
+    MIGRATIONS,
+    REVOKE_FAMILY,
+    REVOKE_SESSION,
+    REVOKE_SUBJECT,
+    SCHEMA,
+    SCHEMA_VERSION,
+    SESSION_ACTIVE,
+    START_FAMILY,
+)
+from auth_refresh.types import TokenPair
+
+__all__ = ["PostgresRefreshTokenStore", "split_url"]
+
+URL_SCHEMES = ("postgresql://", "postgres://")
+CONNECT_TIMEOUT_SECONDS = 0.5
+# The store's sessions' settings; the URL's query may set others, or these differently.
+SERVER_SETTINGS = {
+    # In milliseconds: a row lock held elsewhere or a stalled disk ends the statement.
+    "statement_timeout": "1000",
+    # Nothing answered is lost when the server fails: a commit waits for its WAL flush (the
+    # URL may turn this off, trading the last moments' refreshes for throughput).
+    "synchronous_commit": "on",
+}
+# The most one step may take, whatever the network does: under the 2 s promised to clients.
+STEP_DEADLINE_SECONDS = 1.5
+# Creating the schema, once: DDL syncs to disk, and may wait for another process creating it.
+SCHEMA_TIMEOUT_MS = 30_000
+POOL_SIZE = 10
+PURGE_BATCH = 100
+
+T = TypeVar("T")
+
+# The databases whose schema a store of this process found current: checked once per process.
+_CHECKED_SCHEMAS: set[str] = set()
+
+
+class PostgresRefreshTokenStore:
+    """Families in one PostgreSQL table; each step one statement on a pooled connection,
+    rotations batched."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        create_schema: bool = True,
+        pool_size: int = POOL_SIZE,
+        connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+        server_settings: dict[str, str] | None = None,
+    ) -> None:
+        self._dsn = dsn
+        self._create_schema = create_schema
+        self._pool_size = pool_size
+        self._connect_timeout = connect_timeout
+        self._server_settings = {**SERVER_SETTINGS, **(server_settings or {})}
+        # A pool (its connections) belongs to the event loop that opened it.
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncpg.Pool] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._rotations: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RotationBatches] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._schema_checked = self._dsn in _CHECKED_SCHEMAS
+        self._schema_check: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresRefreshTokenStore:
+        """A store for ``url``: a libpq URI, plus the store's own query parameters."""
+        dsn, options = split_url(url)
+        return cls(dsn, **options)
+
+    async def start_family(
+        self,
+        family_id: str,
+        subject: str,
+        token_id: str,
+        *,
+        token_expires_at: float,
+        now: float,
+        absolute_lifetime: float,
+        session: SessionStart,
+    ) -> None:
+        await self._step(
+            lambda connection: connection.execute(
+                START_FAMILY,
+                family_id,
+                subject,
+                now,
+                token_expires_at,
+                absolute_lifetime,
+                token_id,
+                PURGE_BATCH,
+                session.session_id,
+                session.user_agent,
+                session.client_ip,
+            )
+        )
+
+    async def rotate(
+        self,
+        family_id: str,
+        token_id: str,
+        successor: Successor,
+        *,
+        now: float,
+        grace_seconds: float,
+        absolute_lifetime: float,
+    ) -> Rotation:
+        answer, subject, stored = await self._rotation(
+            (
+                family_id,
+                token_id,
+                successor.token_id,
+                json.dumps(successor.pair),
+                successor.expires_at,
+                now,
+                grace_seconds,
+                absolute_lifetime,
+            )
+        )
+        outcome = RotationOutcome(answer)
+        if outcome is RotationOutcome.ROTATED:
+            return Rotation(outcome, subject, successor.pair)
+        pair = cast(TokenPair, json.loads(stored)) if stored is not None else None
+        return Rotation(outcome, subject, pair)
+
+    async def revoke_family(self, family_id: str) -> None:
+        await self._step(lambda connection: connection.execute(REVOKE_FAMILY, family_id))
+
+    async def revoke_subject(self, subject: str) -> None:
+        await self._step(lambda connection: connection.execute(REVOKE_SUBJECT, subject))
+
+    async def session_active(self, session_id: str, *, now: float) -> bool:
+        active = await self._step(
+            lambda connection: connection.fetchval(SESSION_ACTIVE, session_id, now)
+        )
+        return bool(active)
+
+    async def list_sessions(self, subject: str, *, now: float) -> list[SessionRecord]:
+        rows = await self._step(lambda connection: connection.fetch(LIST_SESSIONS, subject, now))
+        return [SessionRecord(**dict(row)) for row in rows]
+
+    async def revoke_session(self, subject: str, session_id: str, *, now: float) -> bool:
+        status = await self._step(
+            lambda connection: connection.execute(REVOKE_SESSION, session_id, subject, now)
+        )
+        return status == "UPDATE 1"
+
+    async def migrate(self) -> int:
+        """Create or migrate the schema now (the first step would); its version. No step
+        deadline: the schema's own statement timeout bounds it."""
+        with _unavailable_as_503():
+            pool = await self._pool()
+            async with pool.acquire() as connection:
+                version: int = await connection.fetchval(
+                    "SELECT max(version) FROM auth_refresh_schema"
+                )
+            return version
+
+    async def close(self) -> None:
+        if self._schema_check is not None and not self._schema_check.done():
+            self._schema_check.cancel()
+        loop = asyncio.get_running_loop()
+        rotations = self._rotations.pop(loop, None)
+        if rotations is not None:
+            # Its batches, under way or waiting, are answered (or cancelled at their deadline)
+            # before the pool they take connections from closes.
+            await rotations.finish()
+        self._rotations.clear()
+        pool = self._pools.pop(loop, None)
+        # Another loop's pool cannot be awaited from here: its connections are closed at once.
+        for other in list(self._pools.values()):
+            other.terminate()
+        self._pools.clear()
+        if pool is not None:
+            try:
+                async with asyncio.timeout(STEP_DEADLINE_SECONDS):
+                    await pool.close()
+            except SERVER_FAILURES:
+                pool.terminate()
+
+    async def _rotation(self, request: RotationRequest) -> RotationRow:
+        with _unavailable_as_503():
+            async with asyncio.timeout(STEP_DEADLINE_SECONDS):
+                pool = await self._pool()
+                loop = asyncio.get_running_loop()
+                rotations = self._rotations.get(loop)
+                if rotations is None or rotations.pool is not pool:
+                    rotations = self._rotations[loop] = RotationBatches(pool, STEP_DEADLINE_SECONDS)
+                # At the deadline the answer is cancelled: a batch not yet sent leaves it out.
+                return await rotations.submit(request)
+
+    async def _step(self, work: Callable[[PoolConnectionProxy[asyncpg.Record]], Awaitable[T]]) -> T:
+        with _unavailable_as_503():
+            async with asyncio.timeout(STEP_DEADLINE_SECONDS):
+                pool = await self._pool()
+                async with pool.acquire() as connection:
+                    try:
+                        return await work(connection)
+                    except BaseException:
+                        # Timed out or broken mid-statement: its state is unknown, so the
+                        # connection goes, rather than back to the pool.
+                        connection.terminate()
+                        raise
+
+    async def _pool(self) -> asyncpg.Pool:
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None:
+            # No connection is opened here: the first step opens one, under its deadline.
+            pool = asyncpg.create_pool(
+                self._dsn,
+                min_size=0,
+                max_size=self._pool_size,
+                timeout=self._connect_timeout,
+                server_settings=self._server_settings,
+                # The store sets no session state (a failed step's connection is closed), so
+                # the default reset, a round trip per step, has nothing to undo.
+                reset=_keep_session,
+            )
+            self._pools[loop] = pool
+            await pool
+        if not self._schema_checked:
+            checking = self._schema_check
+            if checking is None or (
+                checking.done() and (checking.cancelled() or checking.exception() is not None)
+            ):
+                checking = self._schema_check = loop.create_task(self._check_schema(pool))
+                checking.add_done_callback(_retrieve)
+            # Shielded: creating the schema may take longer than one step (a busy disk, another
+            # process creating it); this step gives up at its deadline, the creation goes on.
+            await asyncio.shield(checking)
+        return pool
+
+    async def _check_schema(self, pool: asyncpg.Pool) -> None:
+        async with pool.acquire() as connection, connection.transaction():
+            await connection.execute(f"SET LOCAL statement_timeout = {SCHEMA_TIMEOUT_MS}")
+            # One process creates the tables; the others wait for it, then find them.
+            await connection.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('auth_refresh_schema'))"
+            )
+            exists = await connection.fetchval("SELECT to_regclass('auth_refresh_schema')")
+            if exists is None:
+                if not self._create_schema:
+                    raise ConfigurationError(
+                        "auth_refresh_schema=managed, but the table auth_refresh_schema does not "
+                        "exist: apply the DDL of docs/postgres-store.md"
+                    )
+                await connection.execute(SCHEMA)
+            version = await connection.fetchval("SELECT max(version) FROM auth_refresh_schema")
+            if version is None:
+                raise ConfigurationError(
+                    "the table auth_refresh_schema holds no version: apply the DDL of "
+                    "docs/postgres-store.md whole"
+                )
+            if version > SCHEMA_VERSION:
+                raise ConfigurationError(
+                    f"the PostgreSQL store's database has schema version {version}, newer than "
+                    f"this release's {SCHEMA_VERSION}: upgrade auth-refresh, or use another "
+                    "database"
+                )
+            if version < SCHEMA_VERSION:
+                if not self._create_schema:
+                    raise ConfigurationError(
+                        f"auth_refresh_schema=managed, but the schema is version {version}: "
+                        f"apply the migrations to version {SCHEMA_VERSION} of "
+                        "docs/postgres-store.md"
+                    )
+                for target in range(version + 1, SCHEMA_VERSION + 1):
+                    await connection.execute(MIGRATIONS[target])
+                await connection.execute(
+                    "UPDATE auth_refresh_schema SET version = $1", SCHEMA_VERSION
+                )
+        self._schema_checked = True
+        _CHECKED_SCHEMAS.add(self._dsn)
+
+
+@contextmanager
+def _unavailable_as_503() -> Iterator[None]:
+    """The server's failures, logged, as ``StoreUnavailableError``."""
+    try:
+        yield
+    except SERVER_FAILURES as error:
+        log_unavailable(error)
+        raise StoreUnavailableError() from None
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    # Its error is seen by the next step; the step that waited for it may have given up.
+    if not task.cancelled():
+        task.exception()
+
+
+async def _keep_session(connection: asyncpg.Connection[asyncpg.Record]) -> None:
+    pass
+
+
+def split_url(url: str) -> tuple[str, dict[str, Any]]:
+    """``url`` as the libpq URI to connect with and the store's options taken out of its query
+    (``PostgresRefreshTokenStore``'s keyword arguments)."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True)
+    except ValueError as error:
+        raise ConfigurationError(f"not a usable PostgreSQL URL: {error}") from None
+    options: dict[str, Any] = {}
+    passed: list[tuple[str, str]] = []
+    for name, value in query:
+        if name == "auth_refresh_schema":
+            if value not in ("create", "managed"):
+                raise ConfigurationError("auth_refresh_schema must be 'create' or 'managed'")
+            options["create_schema"] = value == "create"
+        elif name == "auth_refresh_pool_size":
+            options["pool_size"] = _positive(name, value, int)
+        elif name == "connect_timeout":
+            # libpq's parameter; asyncpg takes it as an argument, not from the URL.
+            options["connect_timeout"] = _positive(name, value, float)
+        elif name in SERVER_SETTINGS:
+            # asyncpg would let the store's defaults win over the URL's.
+            options.setdefault("server_settings", {})[name] = value
+        else:
+            passed.append((name, value))
+    query_left = urllib.parse.urlencode(passed)
+    dsn = urllib.parse.urlunsplit(
+        (parts.scheme, parts.netloc, parts.path, query_left, parts.fragment)
+    )
+    return dsn, options
+
+
+def _positive(name: str, value: str, kind: Callable[[str], T]) -> T:
+    try:
+        number = kind(value)
+    except ValueError:
+        number = None
+    if number is None or not cast(float, number) > 0:
+        raise ConfigurationError(f"{name} must be a positive number, not {value!r}")
+    return number

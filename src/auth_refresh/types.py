@@ -1,0 +1,84 @@
+"""Shared types: the token pair, the claim names, and the small Protocols services implement.
+
+Every method of a service Protocol may be sync or async.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal, Protocol, TypedDict
+
+from auth_refresh._utils import MaybeAwaitable
+
+__all__ = [
+    "AUTH_TIME_CLAIM",
+    "FAMILY_CLAIM",
+    "SESSION_CLAIM",
+    "AuthJwtUserLookupServiceInterface",
+    "AuthLocalUserLookupServiceInterface",
+    "AuthRefreshUserLookupServiceInterface",
+    "IssueTokenServiceInterface",
+    "SessionCheck",
+    "TokenPair",
+    "TokenType",
+    "VerifyTokenServiceInterface",
+]
+
+TokenType = Literal["access", "refresh"]
+
+# A refresh token names its token family in this claim.
+FAMILY_CLAIM = "fam"
+# OpenID Connect's name for a session id (as in its front- and back-channel logout).
+SESSION_CLAIM = "sid"
+# OpenID Connect's name for when the login happened: the family's tokens expire with it.
+AUTH_TIME_CLAIM = "auth_time"
+
+
+class TokenPair(TypedDict):
+    accessToken: str
+    refreshToken: str
+
+
+class IssueTokenServiceInterface(Protocol):
+    """Issues tokens; ``response_payload`` is the body of a login or refresh answer."""
+
+    def access_token(self, payload: Mapping[str, Any]) -> MaybeAwaitable[str]: ...
+
+    def refresh_token(self, payload: Mapping[str, Any]) -> MaybeAwaitable[str]: ...
+
+    def response_payload(self, user_id: str) -> MaybeAwaitable[TokenPair]: ...
+
+
+class VerifyTokenServiceInterface(Protocol):
+    """Verifies raw tokens, returning their claims or raising when they are invalid."""
+
+    def access_token(self, token: str) -> MaybeAwaitable[Mapping[str, Any]]: ...
+
+    def refresh_token(self, token: str) -> MaybeAwaitable[Mapping[str, Any]]: ...
+
+
+class AuthRefreshUserLookupServiceInterface(Protocol):
+    """Finds the user a token's subject names; None when there is none."""
+
+    def by_subject(self, subject: str) -> MaybeAwaitable[Any | None]: ...
+
+
+class AuthJwtUserLookupServiceInterface(Protocol):
+    """Finds the user an access token's subject names; None when there is none."""
+
+    def by_subject(self, subject: str) -> MaybeAwaitable[Any | None]: ...
+
+
+class AuthLocalUserLookupServiceInterface(Protocol):
+    """Finds a user by username; the user has ``id`` and ``password_hash`` (or the attribute
+    ``password_attribute`` names). An ``update_password_hash(user, password_hash)`` method, if
+    present, receives the new hash of a user whose hash is outdated (see ``passwords``)."""
+
+    def by_username(self, username: str) -> MaybeAwaitable[Any | None]: ...
+
+
+class SessionCheck(Protocol):
+    """Whether the session an access token names (its ``sid``) is live: what the access guard
+    asks the application's refresh registration."""
+
+    async def session_active(self, session_id: str, subject: str) -> bool: ...
