@@ -13,6 +13,10 @@ A library configuration with a store also has the access-guarded ``GET /bench/me
 access token of a new session (``sid``: the guard checks the session) and one without (the
 same route without the check), for ``bench.sessions``.
 
+A by-hand anchor (``raw-sqlite``, ``raw-redis``, ...) is the raw endpoint consuming each
+refresh token once in its store (``bench.by_hand``, on ``AUTH_REFRESH_STORE_URL``), and minting
+into it.
+
 ``uvicorn bench.apps:create_app --factory`` with ``BENCH_CONFIGURATION`` set to a name from
 ``bench.configurations``.
 """
@@ -33,6 +37,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from bench import by_hand
 from bench.common import (
     ACCESS_LIFETIME_SECONDS,
     ACCESS_SECRET,
@@ -59,7 +64,10 @@ def create_app() -> FastAPI:
     """The application of the configuration named by ``BENCH_CONFIGURATION``."""
     configuration = BY_NAME[os.environ["BENCH_CONFIGURATION"]]
     builders = {"raw": raw_app, "library": library_app, "authx": authx_app}
-    app = builders[configuration.stack]()
+    if configuration.stack == "raw" and configuration.store is not None:
+        app = raw_app(by_hand.tokens(configuration.store, os.environ["AUTH_REFRESH_STORE_URL"]))
+    else:
+        app = builders[configuration.stack]()
     # Included last, so it starts after the library's modules (their stores' imports too).
     app.include_router(APIRouter(lifespan=frozen_heap))
     return app
@@ -78,10 +86,23 @@ def _unauthorized() -> Response:
     return JSONResponse({"detail": "Unauthorized"}, status_code=401, headers=NO_STORE)
 
 
-def raw_app() -> FastAPI:
-    """The limit of the stack: one hand-written endpoint doing the same PyJWT work."""
-    app = FastAPI()
+def raw_app(tokens: by_hand.Tokens | None = None) -> FastAPI:
+    """The limit of the stack: one hand-written endpoint doing the same PyJWT work; with
+    ``tokens``, a by-hand anchor: that endpoint with each refresh token single-use."""
     users = BenchUsers()
+
+    @asynccontextmanager
+    async def opened(app: FastAPI) -> AsyncIterator[None]:
+        if tokens is None:
+            yield
+            return
+        await tokens.open()
+        try:
+            yield
+        finally:
+            await tokens.close()
+
+    app = FastAPI(lifespan=opened)
 
     @app.post("/auth/refresh")
     async def refresh(request: Request) -> Response:
@@ -95,16 +116,25 @@ def raw_app() -> FastAPI:
         user = users.by_subject(claims["sub"])
         if user is None:
             return _unauthorized()
-        return JSONResponse(raw_pair(user.id), headers=NO_STORE)
+        if tokens is None:
+            return JSONResponse(raw_pair(user.id), headers=NO_STORE)
+        successor = secrets.token_urlsafe(JTI_BYTES)
+        if not await tokens.rotate(claims["jti"], successor):
+            return _unauthorized()
+        return JSONResponse(raw_pair(user.id, successor), headers=NO_STORE)
 
     async def mint(user: BenchUser) -> str:
-        return raw_pair(user.id)["refreshToken"]
+        if tokens is None:
+            return raw_pair(user.id)["refreshToken"]
+        jti = secrets.token_urlsafe(JTI_BYTES)
+        await tokens.add(jti, user.id)
+        return raw_pair(user.id, jti)["refreshToken"]
 
     _add_harness_routes(app, users, mint)
     return app
 
 
-def raw_pair(subject: str) -> dict[str, str]:
+def raw_pair(subject: str, refresh_jti: str | None = None) -> dict[str, str]:
     """The two tokens as a careful hand-written endpoint makes them: typed, with a jti."""
     now = int(time.time())
     access = jwt.encode(
@@ -123,7 +153,7 @@ def raw_pair(subject: str) -> dict[str, str]:
             "sub": subject,
             "iat": now,
             "exp": now + REFRESH_LIFETIME_SECONDS,
-            "jti": secrets.token_urlsafe(JTI_BYTES),
+            "jti": refresh_jti or secrets.token_urlsafe(JTI_BYTES),
         },
         REFRESH_SECRET,
         algorithm=ALGORITHM,

@@ -28,6 +28,13 @@ class Configuration:
 
 CONFIGURATIONS = (
     Configuration("raw", "FastAPI + PyJWT by hand (the limit)", "raw"),
+    # The by-hand anchors (bench/by_hand.py): raw, each refresh token single-use in the store.
+    Configuration("raw-sqlite", "FastAPI + PyJWT + sqlite3 by hand", "raw", "sqlite"),
+    Configuration("raw-redis", "FastAPI + PyJWT + redis-py by hand", "raw", "redis"),
+    Configuration("raw-postgres", "FastAPI + PyJWT + asyncpg by hand", "raw", "postgres"),
+    Configuration(
+        "raw-redis-cluster", "FastAPI + PyJWT + redis-py cluster by hand", "raw", "redis-cluster"
+    ),
     Configuration("library-stateless", "auth-refresh, stateless", "library"),
     Configuration("library-memory", "auth-refresh, memory store", "library", "memory"),
     Configuration("library-sqlite", "auth-refresh, SQLite store", "library", "sqlite"),
@@ -45,6 +52,10 @@ SERVER_URL_VARIABLES = {
 }
 BY_NAME = {configuration.name: configuration for configuration in CONFIGURATIONS}
 RAW = BY_NAME["raw"]
+# Each store's library configuration and its by-hand anchor.
+ANCHORS = {
+    f"library-{c.store}": c.name for c in CONFIGURATIONS if c.stack == "raw" and c.store is not None
+}
 
 
 def skip_reason(
@@ -88,4 +99,7 @@ def environment(
         # Stateless: no store is used, but the default one would leave a file behind.
         extra["AUTH_REFRESH_STORE_URL"] = url or "memory://"
         extra["AUTH_REFRESH_ROTATION"] = "true" if url is not None else "false"
+    elif configuration.store is not None:
+        # A by-hand anchor: the URL its library configuration gets (a SQLite file of its own).
+        extra["AUTH_REFRESH_STORE_URL"] = store_url(configuration, workdir, redis_url) or ""
     return library_environment(extra)

@@ -35,6 +35,7 @@ import httpx
 from bench import inprocess, over_http, report, saturation, sessions
 from bench.common import UNFROZEN_HEAP
 from bench.configurations import (
+    ANCHORS,
     BY_NAME,
     CONFIGURATIONS,
     RAW,
@@ -289,7 +290,9 @@ def sessions_phase(
     redis_url: str | None,
 ) -> list[dict[str, Any]]:
     """The access guard with and without the session check, per store (needs wrk)."""
-    stores = [c for c in selected if c.store is not None and not skipped[c.name]]
+    stores = [
+        c for c in selected if c.stack == "library" and c.store is not None and not skipped[c.name]
+    ]
     if not stores or over_http.wrk_version() is None:
         return []
     server_cpu, load_cpu, _ = (None, None, "") if options.smoke else over_http.cpu_plan()
@@ -317,7 +320,8 @@ def saturation_phase(
     shared = [
         c
         for c in selected
-        if (c is RAW or (c.store not in (None, "memory"))) and not skipped[c.name]
+        if (c is RAW or (c.stack == "library" and c.store not in (None, "memory")))
+        and not skipped[c.name]
     ]
     if options.smoke or len(shared) < 2 or over_http.wrk_version() is None:
         return []
@@ -545,7 +549,8 @@ def http_phase(
             wrk_check = smoke_wrk_check(servers[0], directory, failures)
         counted: dict[str, dict[str, Any]] = {}
         postgres_url = os.environ.get(SERVER_URL_VARIABLES["postgres"])
-        for server in servers:
+        # The library's stores only (an anchor shares their server).
+        for server in (s for s in servers if s.configuration.stack == "library"):
             if server.configuration.store == "redis" and redis_url is not None:
                 say("Redis round trips per refresh")
                 counted["redis"] = round_trips(
@@ -637,6 +642,15 @@ def _http_rows(
                 p50_ratio=statistics.median(run.p50_ms / raw.p50_ms for run, raw in beside),
                 p99_ratio=statistics.median(run.p99_ms / raw.p99_ms for run, raw in beside),
                 pair_ratios=ratios,
+            )
+    by_name = {row["name"]: row for row in rows}
+    for name, anchor_name in ANCHORS.items():
+        row, anchor = by_name.get(name), by_name.get(anchor_name)
+        if row and anchor and "ratio" in row and "ratio" in anchor:
+            # Each against the raw runs beside it, so the machine's drift cancels here too.
+            row.update(
+                anchor_ratio=row["ratio"] / anchor["ratio"],
+                anchor_p99_ratio=row["p99_ratio"] / anchor["p99_ratio"],
             )
     return rows
 

@@ -3,6 +3,7 @@ the machine's speed drifted."""
 
 from bench.configurations import BY_NAME
 from bench.over_http import LoadResult
+from bench.report import TIMES, anchor_table, evaluate_targets
 from bench.run import _http_rows, raw_drift
 
 
@@ -38,6 +39,39 @@ def test_ratios_are_medians_of_side_by_side_runs_not_ratios_of_medians() -> None
     assert by_name["library-stateless"]["ratio"] == 1.0
     assert by_name["library-stateless"]["pair_ratios"] == [1.0, 1.0, 1.0]
     assert by_name["raw"]["ratio"] == 1.0
+
+
+def test_a_store_is_compared_with_its_by_hand_anchor_through_the_raw_runs_beside_each() -> None:
+    raw, anchor, store = BY_NAME["raw"], BY_NAME["raw-redis"], BY_NAME["library-redis"]
+    # The machine slowed down between the two: each is judged by the raw run beside it.
+    anchor_pairs = [(run(500, p50_ms=20.0), run(1000))]
+    store_pairs = [(run(660, p50_ms=30.0), run(600, p50_ms=20.0))]
+    configurations = [raw, anchor, store]
+    rows = _http_rows(
+        configurations,
+        dict.fromkeys((c.name for c in configurations), None),
+        {
+            raw.name: [run(1000), run(600)],
+            anchor.name: [own for own, _ in anchor_pairs],
+            store.name: [own for own, _ in store_pairs],
+        },
+        {c.name: [] for c in configurations},
+        {raw.name: [], anchor.name: anchor_pairs, store.name: store_pairs},
+    )
+    by_name = {row["name"]: row for row in rows}
+    assert round(by_name["library-redis"]["anchor_ratio"], 6) == 2.2  # 1.1 raw over 0.5 raw
+    assert round(by_name["library-redis"]["anchor_p99_ratio"], 6) == 0.75  # 1.5 over 2.0
+    results = {"kind": "full", "http": {"configurations": rows}}
+    [target] = [t for t in evaluate_targets(results) if t["target"].startswith("Redis store ≥ 1.1")]
+    assert (target["measured"], target["status"]) == (f"2.20{TIMES}", "met")
+    ratios = " | ".join(f"{value}{TIMES}" for value in ("1.10", "2.20", "1.50", "0.75"))
+    assert f"| auth-refresh, Redis store | 660 | 500 | {ratios} |" in anchor_table(results)
+    # A store whose anchor did not run is not judged against it.
+    del by_name["library-redis"]["anchor_ratio"]
+    by_name["raw-redis"] = {"name": "raw-redis", "skipped": "no Redis server"}
+    results = {"kind": "full", "http": {"configurations": list(by_name.values())}}
+    [target] = [t for t in evaluate_targets(results) if t["target"].startswith("Redis store ≥ 1.1")]
+    assert target["status"] == "not measured: no Redis server"
 
 
 def test_a_raw_endpoint_whose_speed_varied_is_noted() -> None:

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.configurations import ANCHORS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -62,6 +64,9 @@ def test_the_benchmark_smoke_run_measures_every_available_configuration(tmp_path
     # The stores that need no server are always measured.
     for rows in measured.values():
         assert {"library-memory", "library-sqlite"} <= rows
+    # Over HTTP, each store's by-hand anchor runs wherever the store does.
+    for name in measured["http"]:
+        assert ANCHORS.get(name, name) in measured["http"], name
     # The event loop's lag is measured beside every HTTP run.
     assert all(
         row["lag_p99_ms"] >= 0 for row in results["http"]["configurations"] if "rounds" in row
