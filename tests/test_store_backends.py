@@ -105,6 +105,16 @@ def test_a_redis_url_without_the_extra_installed_names_the_extra(
         open_store("redis://127.0.0.1:6379/0")
 
 
+def test_a_fault_of_the_store_module_is_not_taken_for_a_missing_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The extra is installed; one of the library's own modules cannot be imported.
+    monkeypatch.setitem(sys.modules, "auth_refresh.stores.redis_layout", None)
+    monkeypatch.delitem(sys.modules, "auth_refresh.stores.redis", raising=False)
+    with pytest.raises(ImportError, match="redis_layout"):
+        open_store("redis://127.0.0.1:6379/0")
+
+
 def test_a_malformed_redis_url_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="Redis URL"):
         open_store("redis://127.0.0.1:6379/0?socket_timeout=soon")

@@ -28,14 +28,17 @@ def _sqlite(url: str) -> RefreshTokenStore:
 
 
 def _from_extra(module: str, class_name: str, names: str, extra: str) -> StoreFactory:
-    """The factory of a store whose module needs an extra's packages, imported on first use."""
+    """The factory of a store whose module needs the extra's package (named as the extra),
+    imported on first use."""
 
     def factory(url: str) -> RefreshTokenStore:
         try:
             store_class = getattr(
                 importlib.import_module(f"auth_refresh.stores.{module}"), class_name
             )
-        except ImportError:
+        except ImportError as error:
+            if (error.name or "").partition(".")[0] != _EXTRA_PACKAGES[extra]:
+                raise  # a fault of ours, not a missing extra
             raise ConfigurationError(
                 f"AUTH_REFRESH_STORE_URL names {names}: install the extra 'auth-refresh[{extra}]'"
             ) from None
@@ -45,6 +48,7 @@ def _from_extra(module: str, class_name: str, names: str, extra: str) -> StoreFa
     return factory
 
 
+_EXTRA_PACKAGES = {"redis": "redis", "postgres": "asyncpg"}
 _redis = _from_extra("redis", "RedisRefreshTokenStore", "Redis", "redis")
 _postgres = _from_extra("postgres", "PostgresRefreshTokenStore", "PostgreSQL", "postgres")
 _redis_cluster = _from_extra(
