@@ -21,7 +21,7 @@ from auth_refresh.exceptions import (
     UnauthorizedError,
 )
 from auth_refresh.flows.guards import AuthJwtGuard, AuthRefreshGuard
-from auth_refresh.flows.login import LoginIssueTokenService
+from auth_refresh.flows.refresh import LoginIssueTokenService
 from auth_refresh.registration.container import AuthRefreshContainer
 from auth_refresh.registration.module import AuthRefreshModule
 from auth_refresh.registration.options import AuthRefreshOptions, AuthRefreshOptionsFactory

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import binascii
 import inspect
+import json
+import math
+import re
 from collections.abc import Awaitable, Mapping
 from typing import Any, TypeAlias, TypeVar
 from urllib.parse import urlsplit
@@ -92,3 +95,35 @@ def base64url_decode(segment: str) -> bytes:
     (``binascii.Error`` and ``UnicodeError`` are ``ValueError``s). Not canonical-only."""
     padded = segment.encode("ascii").translate(_FROM_BASE64URL) + b"=" * (-len(segment) % 4)
     return binascii.a2b_base64(padded)
+
+
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31557600}
+_DURATION = re.compile(r"\s*(\d+)\s*([smhdwy]?)\s*")
+
+
+def parse_duration(value: object) -> int:
+    """Seconds from a number or a string: ``"30"``, ``"30s"``, ``"30m"``, ``"1h"``, ``"7d"``."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number of seconds or a string like '30m', '1h', '7d'")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        match = _DURATION.fullmatch(value)
+        if match:
+            return int(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+    raise ValueError("must be a number of seconds or a string like '30m', '1h', '7d'")
+
+
+def unverified_claims(token: object) -> Mapping[str, Any]:
+    """The claims of a JWT read back without verifying it ({} for what is not one): for a token
+    the library signed itself, never for one a request brought."""
+    if not isinstance(token, str):
+        return {}
+    try:
+        segment = token.split(".")[1]
+        payload = json.loads(base64url_decode(segment))
+    except (IndexError, ValueError):  # binascii.Error and UnicodeError are ValueErrors
+        return {}
+    return payload if isinstance(payload, dict) else {}

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from auth_refresh._utils import resolve
+from auth_refresh._utils import resolve, unverified_claims
 from auth_refresh.exceptions import ConfigurationError, InvalidTokenError
 from auth_refresh.settings import AuthRefreshSettings
 from auth_refresh.stores.base import (
@@ -29,11 +29,12 @@ from auth_refresh.stores.base import (
 from auth_refresh.stores.sealing import open_pair, seal_pair, session_id_of, token_digest
 from auth_refresh.stores.session_cache import session_cache
 from auth_refresh.telemetry import record_refresh, store_step
-from auth_refresh.tokens.jwt import unverified_claims
+from auth_refresh.tokens.jwt import IssueTokenService
 from auth_refresh.types import (
     AUTH_TIME_CLAIM,
     FAMILY_CLAIM,
     SESSION_CLAIM,
+    IssuedPair,
     IssueTokenServiceInterface,
     TokenPair,
 )
@@ -84,6 +85,13 @@ class TokenRotationService:
     ) -> TokenPair:
         """The first pair of a new family for ``subject`` (what a login answers with); the
         client's ``User-Agent`` labels the session, and its IP if the settings keep it."""
+        issued = await self.start_family_issued(subject, user_agent=user_agent, client_ip=client_ip)
+        return issued.pair
+
+    async def start_family_issued(
+        self, subject: str, *, user_agent: str | None = None, client_ip: str | None = None
+    ) -> IssuedPair:
+        """``start_family``, with the family and expiry its answer needs."""
         family_id = secrets.token_urlsafe(FAMILY_ID_BYTES)
         now = self.clock()
         first = await self._sign(subject, family_id, authenticated_at=int(now))
@@ -102,12 +110,19 @@ class TokenRotationService:
                 absolute_lifetime=self.settings.absolute_lifetime,
                 session=session,
             )
-        return first.pair
+        return IssuedPair(first.pair, family_id, first.expires_at)
 
     async def rotate(
         self, claims: Mapping[str, Any], *, arrived_at: float | None = None
     ) -> TokenPair:
-        """The successor pair for a verified refresh token; ``InvalidTokenError`` otherwise.
+        """The successor pair for a verified refresh token (see ``rotate_issued``)."""
+        return (await self.rotate_issued(claims, arrived_at=arrived_at)).pair
+
+    async def rotate_issued(
+        self, claims: Mapping[str, Any], *, arrived_at: float | None = None
+    ) -> IssuedPair:
+        """The successor pair for a verified refresh token, with the family and expiry its
+        answer needs; ``InvalidTokenError`` otherwise.
 
         The store judges the token as of ``arrived_at``, when its request arrived, so a repeat
         that arrived within the grace window is not taken for reuse because the server was
@@ -137,11 +152,11 @@ class TokenRotationService:
             )
         record_refresh(rotation.outcome.value)
         if rotation.outcome is RotationOutcome.ROTATED:
-            return successor.pair
+            return IssuedPair(successor.pair, family_id, successor.expires_at)
         if rotation.outcome is RotationOutcome.GRACE and rotation.pair is not None:
             pair = open_pair(rotation.pair, token_id, family_id)
             if pair is not None:
-                return pair
+                return IssuedPair(pair, family_id)
         if rotation.outcome is RotationOutcome.REUSED:
             session_cache(self.store).revoked(session_id_of(family_id), rotation.subject)
             security_log.warning("refresh token reused: family revoked")
@@ -194,8 +209,18 @@ class TokenRotationService:
             # Max-Age) never keeps one the store would refuse.
             claims[AUTH_TIME_CLAIM] = authenticated_at
             claims["exp"] = authenticated_at + int(self.settings.absolute_lifetime)
-        refresh = await resolve(self.issuer.refresh_token(claims))
-        signed = unverified_claims(refresh)
+        issuer = self.issuer
+        signed: Mapping[str, Any]
+        if (
+            isinstance(issuer, IssueTokenService)
+            and type(issuer).refresh_token is IssueTokenService.refresh_token
+        ):
+            refresh, signed = issuer.signed_refresh_token(claims)
+        else:
+            # Another issue service (a subclass's override too) gives only the token: its
+            # claims are read back.
+            refresh = await resolve(issuer.refresh_token(claims))
+            signed = unverified_claims(refresh)
         token_id, expires_at = signed.get("jti"), signed.get("exp")
         if (
             signed.get(FAMILY_CLAIM) != family_id

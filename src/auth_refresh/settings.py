@@ -10,8 +10,6 @@ it was written (``grace_seconds``) and one from the environment by its variable
 from __future__ import annotations
 
 import difflib
-import math
-import re
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -30,7 +28,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from auth_refresh._utils import origin_of
+from auth_refresh._utils import origin_of, parse_duration
 from auth_refresh.exceptions import ConfigurationError
 
 __all__ = [
@@ -100,25 +98,6 @@ class KeySettings(BaseModel):
 
 
 _MATERIAL_FIELDS = ("secret", "private_key", "private_key_file", "public_key", "public_key_file")
-
-
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31557600}
-_DURATION = re.compile(r"\s*(\d+)\s*([smhdwy]?)\s*")
-
-
-def parse_duration(value: object) -> int:
-    """Seconds from a number or a string: ``"30"``, ``"30s"``, ``"30m"``, ``"1h"``, ``"7d"``."""
-    if isinstance(value, bool):
-        raise ValueError("must be a number of seconds or a string like '30m', '1h', '7d'")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        match = _DURATION.fullmatch(value)
-        if match:
-            return int(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
-    raise ValueError("must be a number of seconds or a string like '30m', '1h', '7d'")
 
 
 Duration = Annotated[int, BeforeValidator(parse_duration)]

@@ -6,6 +6,7 @@ Every method of a service Protocol may be sync or async.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypedDict
 
 from auth_refresh._utils import MaybeAwaitable
@@ -18,6 +19,7 @@ __all__ = [
     "AuthLocalUserLookupServiceInterface",
     "AuthRefreshUserLookupServiceInterface",
     "IssueTokenServiceInterface",
+    "IssuedPair",
     "SessionCheck",
     "TokenPair",
     "TokenType",
@@ -37,6 +39,17 @@ AUTH_TIME_CLAIM = "auth_time"
 class TokenPair(TypedDict):
     accessToken: str
     refreshToken: str
+
+
+@dataclass(frozen=True)
+class IssuedPair:
+    """A pair just issued, with what its answer needs of the refresh token without reading it
+    back: its family (what the CSRF token is bound to) and its expiry (the cookie's Max-Age).
+    None where they are not known (a pair from an issue service, or a grace-window repeat)."""
+
+    pair: TokenPair
+    family_id: str | None = None
+    expires_at: float | None = None
 
 
 class IssueTokenServiceInterface(Protocol):

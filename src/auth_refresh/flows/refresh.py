@@ -9,16 +9,17 @@ The refresh walk: extract → verify → rotate in the store → look up the use
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi.routing import APIRoute
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
-from auth_refresh._utils import is_active, resolve, user_id_of
+from auth_refresh._utils import MaybeAwaitable, is_active, resolve, user_id_of
 from auth_refresh.exceptions import (
     AuthRefreshError,
     ConfigurationError,
@@ -32,39 +33,21 @@ from auth_refresh.stores.base import RefreshTokenStore, SessionRecord
 from auth_refresh.stores.session_cache import session_cache
 from auth_refresh.telemetry import operation_span
 from auth_refresh.transport.cookies import CookieTransport, csrf_keys_of
-from auth_refresh.transport.extractors import (
-    BodyFieldExtractor,
-    ChainExtractor,
-    CookieExtractor,
-    TokenExtractor,
-)
-from auth_refresh.transport.responses import NO_STORE, token_response
-from auth_refresh.types import TokenPair
+from auth_refresh.transport.responses import NO_STORE
+from auth_refresh.types import IssuedPair, TokenPair
 
-__all__ = ["DEFAULT_EXTRACTOR", "MAX_SESSION_ID", "RefreshFlow", "Refreshed", "extractor_for"]
+__all__ = [
+    "MAX_SESSION_ID",
+    "LoginIssueTokenService",
+    "RefreshFlow",
+    "Refreshed",
+]
 
 log = logging.getLogger("auth_refresh")
 security_log = logging.getLogger("auth_refresh.security")
 
-DEFAULT_EXTRACTOR = BodyFieldExtractor("refreshToken")
 # A session id is a base64url SHA-256 digest (43 characters); anything far longer is not one.
 MAX_SESSION_ID = 256
-
-
-def extractor_for(settings: AuthRefreshSettings) -> TokenExtractor:
-    """The extractor ``settings`` ask for: ``jwt_from_request``, else the body field
-    ``refreshToken`` (the refresh cookie first with cookie transport)."""
-    if settings.jwt_from_request is not None:
-        return settings.jwt_from_request
-    if settings.cookie_transport:
-        return _cookie_then_body(settings.cookie_name)
-    return DEFAULT_EXTRACTOR
-
-
-@functools.cache
-def _cookie_then_body(cookie_name: str) -> ChainExtractor:
-    # Under the chain's rule, a cookie and a body naming different tokens are a 400.
-    return ChainExtractor([CookieExtractor(cookie_name), DEFAULT_EXTRACTOR])
 
 
 @dataclass(frozen=True)
@@ -72,7 +55,11 @@ class Refreshed:
     """A refresh that succeeded: whom the token named, and the pair to answer with."""
 
     user: Any
-    pair: TokenPair | None  # None when not asked for (a guard, without rotation)
+    issued: IssuedPair | None  # None when not asked for (a guard, without rotation)
+
+    @property
+    def pair(self) -> TokenPair | None:
+        return None if self.issued is None else self.issued.pair
 
 
 class RefreshFlow:
@@ -126,8 +113,8 @@ class RefreshFlow:
         """``POST /auth/refresh``."""
         with operation_span("refresh"):
             refreshed = await self.refresh(request)
-            assert refreshed.pair is not None  # asked for
-            return self.token_response(refreshed.pair)
+            assert refreshed.issued is not None  # asked for
+            return self.token_response(refreshed.issued)
 
     async def logout_route(self, request: Request) -> Response:
         """``POST /auth/logout``."""
@@ -152,10 +139,10 @@ class RefreshFlow:
         claims = await self._verified_claims(settings, request)
         subject: str = claims["sub"]
         refuse_unjudgeable(claims, rotation=settings.rotation)
-        successor: TokenPair | None = None
+        successor: IssuedPair | None = None
         if settings.rotation:
             # Before the user lookup: a replayed token revokes its family whoever it names.
-            successor = await container.rotation().rotate(claims, arrived_at=arrived_at)
+            successor = await container.rotation().rotate_issued(claims, arrived_at=arrived_at)
         user = await resolve(container.user_lookup().by_subject(subject))
         if user is None:
             security_log.info("refresh token refused: unknown subject")
@@ -164,15 +151,16 @@ class RefreshFlow:
             security_log.info("refresh token refused: inactive user")
             raise InvalidTokenError(reason="inactive_user")
         if successor is None and issue:
-            successor = await resolve(container.issuer().response_payload(user_id_of(user)))
+            pair = await resolve(container.issuer().response_payload(user_id_of(user)))
+            successor = IssuedPair(pair)
         return Refreshed(user, successor)
 
     async def authenticate(self, request: Request) -> Any:
         """The user the request's refresh token names (a guard); with rotation the token is
         consumed and ``issue(user, request)`` gives its successor."""
         refreshed = await self.refresh(request, issue=False)
-        if refreshed.pair is not None:
-            _successors(request)[self] = refreshed.pair
+        if refreshed.issued is not None:
+            _successors(request)[self] = refreshed.issued.pair
         return refreshed.user
 
     async def issue(self, user: Any, request: Request | None = None) -> TokenPair:
@@ -200,21 +188,24 @@ class RefreshFlow:
     async def issue_for_subject(self, subject: str, request: Request | None = None) -> TokenPair:
         """A new pair for ``subject``; with rotation, the first of a new token family: a
         session, labelled with ``request``'s ``User-Agent`` (and client IP, if kept)."""
+        return (await self.issue_pair(subject, request)).pair
+
+    async def issue_pair(self, subject: str, request: Request | None = None) -> IssuedPair:
+        """``issue_for_subject``, with the family and expiry its answer needs."""
         if not self.started:
             await self._start(None)
         container = self.container
         if container.settings().rotation:
             rotation: TokenRotationService = container.rotation()
             if request is None:
-                return await rotation.start_family(subject)
+                return await rotation.start_family_issued(subject)
             client = request.client
-            return await rotation.start_family(
+            return await rotation.start_family_issued(
                 subject,
                 user_agent=request.headers.get("user-agent"),
                 client_ip=client.host if client is not None else None,
             )
-        pair: TokenPair = await resolve(container.issuer().response_payload(subject))
-        return pair
+        return IssuedPair(await resolve(container.issuer().response_payload(subject)))
 
     async def logout(self, request: Request) -> None:
         """Revoke the family of the request's refresh token."""
@@ -231,12 +222,14 @@ class RefreshFlow:
 
     # -- the answers -------------------------------------------------------------------------
 
-    def token_response(self, pair: TokenPair) -> Response:
+    def token_response(self, pair: TokenPair | IssuedPair) -> Response:
         """The answer carrying ``pair``: JSON, or the refresh cookie with cookie transport."""
         transport = self.transport()
-        if transport is None:
-            return token_response(pair)
-        return transport.token_response(pair)
+        if transport is not None:
+            return transport.token_response(pair)
+        return JSONResponse(
+            dict(pair.pair if isinstance(pair, IssuedPair) else pair), headers=NO_STORE
+        )
 
     def logout_response(self) -> Response:
         """The answer to a logout: 204, clearing the refresh cookie with cookie transport."""
@@ -348,3 +341,48 @@ def _successors(request: Request) -> dict[RefreshFlow, TokenPair]:
         successors = {}
         request.state.auth_refresh_successors = successors
     return successors
+
+
+# The login request being answered (check_request comes first): its client labels the session.
+_login_request: ContextVar[Request | None] = ContextVar("auth_refresh_login", default=None)
+# The pair it was given, until the login answers with it.
+_login_pair: ContextVar[IssuedPair | None] = ContextVar("auth_refresh_login_pair", default=None)
+
+
+class LoginIssueTokenService:
+    """The issue service to give a login module (``module.login_issue_token_service``).
+
+    ``describe_route`` is the registration's: it documents the login route's answer."""
+
+    # What a login module checks beside a rotating refresh module (tokens with a family).
+    starts_token_families = True
+
+    def __init__(self, flow: RefreshFlow, describe_route: Callable[[APIRoute], None]) -> None:
+        self.flow = flow
+        self.describe_route = describe_route
+
+    def access_token(self, payload: Mapping[str, Any]) -> MaybeAwaitable[str]:
+        token: MaybeAwaitable[str] = self.flow.container.issuer().access_token(payload)
+        return token
+
+    def refresh_token(self, payload: Mapping[str, Any]) -> MaybeAwaitable[str]:
+        token: MaybeAwaitable[str] = self.flow.container.issuer().refresh_token(payload)
+        return token
+
+    async def response_payload(self, user_id: str) -> TokenPair:
+        issued = await self.flow.issue_pair(user_id, _login_request.get())
+        _login_pair.set(issued)
+        return issued.pair
+
+    def check_request(self, request: Request) -> None:
+        """Refuse a login the refresh registration's transport must not answer (cross-site,
+        with cookie transport)."""
+        _login_request.set(request)
+        self.flow.check_request(request)
+
+    def token_response(self, pair: TokenPair) -> Response:
+        """The login answer, in the refresh registration's transport (the cookie, when on)."""
+        issued = _login_pair.get()
+        return self.flow.token_response(
+            issued if issued is not None and issued.pair is pair else pair
+        )

@@ -21,7 +21,10 @@ log = logging.getLogger("auth_refresh")
 
 
 def check_registration(
-    name: str, container: AuthRefreshContainer, logout_path: str | None
+    name: str,
+    container: AuthRefreshContainer,
+    logout_path: str | None,
+    sessions_path: str | None = None,
 ) -> tuple[AuthRefreshSettings, Any]:
     """Resolve and check every provider; the settings and the extractor."""
     try:
@@ -49,6 +52,11 @@ def check_registration(
         raise ConfigurationError(
             f"{name}: POST {logout_path} needs rotation (AUTH_REFRESH_ROTATION): "
             "a stateless refresh token cannot be revoked"
+        )
+    elif sessions_path is not None:
+        raise ConfigurationError(
+            f"{name}: the routes under {sessions_path} need rotation "
+            "(AUTH_REFRESH_ROTATION): sessions are token families"
         )
     else:
         log.warning(

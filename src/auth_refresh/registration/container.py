@@ -15,12 +15,12 @@ from typing import Any
 
 from dependency_injector import containers, providers
 
-from auth_refresh.flows.refresh import extractor_for
 from auth_refresh.rotation import TokenRotationService
 from auth_refresh.settings import AuthRefreshSettings, JwtSettings, build_settings
 from auth_refresh.stores.base import RefreshTokenStore
 from auth_refresh.stores.registry import open_store
 from auth_refresh.tokens.jwt import IssueTokenService, JwtService, VerifyTokenService
+from auth_refresh.transport.extractors import extractor_for
 
 __all__ = ["AuthRefreshContainer"]
 

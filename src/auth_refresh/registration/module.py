@@ -23,11 +23,10 @@ from fastapi.security.base import SecurityBase
 from starlette.requests import Request
 from starlette.responses import Response
 
-from auth_refresh._utils import resolve
 from auth_refresh.exceptions import ConfigurationError
 from auth_refresh.flows.guards import AppFlows, AuthRefreshGuard
-from auth_refresh.flows.login import LoginIssueTokenService
 from auth_refresh.flows.refresh import (
+    LoginIssueTokenService,
     Refreshed,
     RefreshFlow,
 )
@@ -53,6 +52,7 @@ from auth_refresh.registration.options import (
     options_factory,
     options_of,
     refuse_unknown_options,
+    run_options_factory,
     set_registration_values,
     share_global_store,
 )
@@ -215,18 +215,14 @@ class AuthRefreshModule:
             return
         if not self._configured:
             if self._factory is not None:
-                options = options_of(self.name, await self._run_factory())
+                made = await run_options_factory(self.name, self._factory, self._inject)
+                options = options_of(self.name, made)
                 self._own = set_registration_values(self.name, self.container, options)
             inherited = self._inherit(registry)
             try:
-                settings, extractor = check_registration(
-                    self.name, self.container, self.logout_path
+                _, extractor = check_registration(
+                    self.name, self.container, self.logout_path, self.sessions_path
                 )
-                if self.sessions_path is not None and not settings.rotation:
-                    raise ConfigurationError(
-                        f"{self.name}: the routes under {self.sessions_path} need rotation "
-                        "(AUTH_REFRESH_ROTATION): sessions are token families"
-                    )
             except ConfigurationError as error:
                 if self.is_global or inherited:
                     raise
@@ -344,16 +340,6 @@ class AuthRefreshModule:
             self.flow.transport(),
             self.logout_path,
         )
-
-    async def _run_factory(self) -> Any:
-        assert self._factory is not None
-        try:
-            values = [await resolve(provider()) for provider in self._inject]
-            return await resolve(self._factory(*values))
-        except Exception as error:
-            raise ConfigurationError(
-                f"{self.name}: the options factory failed: {type(error).__name__}: {error}"
-            ) from error
 
     def _inherit(self, registry: AppRegistry | None) -> bool:
         # Whether there is a global registration to inherit from.

@@ -16,13 +16,13 @@ from typing import Any, Protocol, TypedDict
 
 from dependency_injector import containers, providers
 
-from auth_refresh._utils import MaybeAwaitable
+from auth_refresh._utils import MaybeAwaitable, resolve
 from auth_refresh.exceptions import ConfigurationError
-from auth_refresh.flows.refresh import extractor_for
 from auth_refresh.registration.checks import refuse_class
 from auth_refresh.registration.container import AuthRefreshContainer
 from auth_refresh.settings import AuthRefreshSettings, build_settings
 from auth_refresh.stores.base import RefreshTokenStore
+from auth_refresh.transport.extractors import extractor_for
 from auth_refresh.types import (
     AuthRefreshUserLookupServiceInterface,
     IssueTokenServiceInterface,
@@ -229,3 +229,16 @@ def options_factory(
         return options_class(*values).create()
 
     return create
+
+
+async def run_options_factory(
+    name: str, factory: OptionsFactory, inject: Sequence[providers.Provider[Any]]
+) -> Any:
+    """``factory(*inject)``'s options, each injected provider resolved first."""
+    try:
+        values = [await resolve(provider()) for provider in inject]
+        return await resolve(factory(*values))
+    except Exception as error:
+        raise ConfigurationError(
+            f"{name}: the options factory failed: {type(error).__name__}: {error}"
+        ) from error

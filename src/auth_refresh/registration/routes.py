@@ -11,8 +11,9 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
 
-from auth_refresh.flows.refresh import DEFAULT_EXTRACTOR, RefreshFlow
+from auth_refresh.flows.refresh import RefreshFlow
 from auth_refresh.flows.sessions import SessionBody, SessionRoutes
+from auth_refresh.transport.extractors import DEFAULT_EXTRACTOR
 from auth_refresh.transport.responses import TokenPairBody, error_responses
 from auth_refresh.transport.schemes import source_of
 

@@ -119,7 +119,9 @@ class MemoryRefreshTokenStore:
         if family_id is None:
             return None
         record = self._families.get(family_id)
-        return family_id if record is not None and record.is_live(now) else None
+        # FamilyRecord.is_live, spelt out: every guarded request of a new session passes here.
+        live = record is not None and not record.revoked and now < record.expires_at
+        return family_id if live else None
 
     def _put(self, family_id: str, record: FamilyRecord) -> None:
         self._families[family_id] = record

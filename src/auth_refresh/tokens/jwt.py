@@ -31,7 +31,6 @@ __all__ = [
     "JwtService",
     "VerifyTokenService",
     "new_token_id",
-    "unverified_claims",
 ]
 
 TOKEN_MEDIA_TYPES: dict[TokenType, str] = {"access": "at+jwt", "refresh": "rt+jwt"}
@@ -87,7 +86,14 @@ class JwtService:
         return self._rings[token_type]
 
     def sign(self, token_type: TokenType, claims: Mapping[str, Any]) -> str:
-        """A token of ``token_type`` carrying ``claims``; ``sub`` is required.
+        """A token of ``token_type`` carrying ``claims`` (see ``signed``)."""
+        return self.signed(token_type, claims)[0]
+
+    def signed(
+        self, token_type: TokenType, claims: Mapping[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        """A token of ``token_type`` carrying ``claims``, and the claims it carries; ``sub`` is
+        required.
 
         The service sets ``iat``, ``exp`` (now plus the type's lifetime; a given ``exp`` may
         only shorten it), ``jti`` (random unless given: at least 22 characters), and ``iss``
@@ -133,7 +139,7 @@ class JwtService:
         token = signing_input + "." + base64url(key.sign(signing_input.encode("ascii")))
         if len(token) > self.settings.max_token_bytes:
             raise ValueError("the token would be longer than JWT_MODULE_MAX_TOKEN_BYTES")
-        return token
+        return token, payload
 
     def verify(self, token_type: TokenType, token: object) -> dict[str, Any]:
         """The claims of ``token``; ``InvalidTokenError`` unless it is a valid ``token_type``.
@@ -229,6 +235,10 @@ class IssueTokenService:
 
     def refresh_token(self, payload: Mapping[str, Any]) -> str:
         return self.jwt_service.sign("refresh", payload)
+
+    def signed_refresh_token(self, payload: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        """A refresh token and the claims it carries (its ``jti`` and ``exp``, for rotation)."""
+        return self.jwt_service.signed("refresh", payload)
 
     def response_payload(self, user_id: str) -> TokenPair:
         claims = {"sub": user_id}
@@ -386,16 +396,3 @@ def _refuse(token_type: TokenType, reason: str) -> InvalidTokenError:
         extra={"token_type": token_type, "reason": reason},
     )
     return InvalidTokenError(reason=reason)
-
-
-def unverified_claims(token: object) -> Mapping[str, Any]:
-    """The claims of a token this service signed, read back without verifying ({} for what is
-    not a JWT): for a token the caller just made, never for one a request brought."""
-    if not isinstance(token, str):
-        return {}
-    try:
-        segment = token.split(".")[1]
-        payload = json.loads(base64url_decode(segment))
-    except (IndexError, ValueError):  # binascii.Error and UnicodeError are ValueErrors
-        return {}
-    return payload if isinstance(payload, dict) else {}

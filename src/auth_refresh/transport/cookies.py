@@ -27,13 +27,13 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from auth_refresh._utils import base64url, origin_of
+from auth_refresh._utils import base64url, origin_of, unverified_claims
 from auth_refresh.exceptions import ConfigurationError, CsrfError
 from auth_refresh.settings import AuthRefreshSettings
-from auth_refresh.tokens.jwt import IssueTokenService, unverified_claims
+from auth_refresh.tokens.jwt import IssueTokenService
 from auth_refresh.tokens.keys import JwtKey, KeyRing
 from auth_refresh.transport.responses import NO_STORE
-from auth_refresh.types import FAMILY_CLAIM, TokenPair
+from auth_refresh.types import FAMILY_CLAIM, IssuedPair, TokenPair
 
 __all__ = [
     "CSRF_COOKIE_NAME",
@@ -191,15 +191,21 @@ class CookieTransport:
             security_log.warning("refresh cookie refused: wrong CSRF token")
             raise CsrfError("The CSRF token does not match")
 
-    def token_response(self, pair: TokenPair) -> Response:
-        """The token answer: the access token and CSRF token in the body, the refresh cookie."""
+    def token_response(self, pair: TokenPair | IssuedPair) -> Response:
+        """The token answer: the access token and CSRF token in the body, the refresh cookie.
+
+        The family and expiry an ``IssuedPair`` carries spare reading them back from the token.
+        """
+        issued = pair if isinstance(pair, IssuedPair) else IssuedPair(pair)
+        pair = issued.pair
         refresh_token = pair["refreshToken"]
-        csrf = csrf_token_for(refresh_token, key=self.csrf_keys[0])
+        family = None if issued.family_id is None else {FAMILY_CLAIM: issued.family_id}
+        csrf = csrf_token_for(refresh_token, family, key=self.csrf_keys[0])
         body: dict[str, Any] = {"accessToken": pair["accessToken"], "csrfToken": csrf}
         if self.body_refresh_token:
             body["refreshToken"] = refresh_token
         response = JSONResponse(body, headers=NO_STORE)
-        max_age = _remaining_life(refresh_token)
+        max_age = _remaining_life(refresh_token, issued.expires_at)
         for path in self.paths:
             response.set_cookie(
                 self.cookie_name,
@@ -248,9 +254,10 @@ class CookieTransport:
         }
 
 
-def _remaining_life(refresh_token: str) -> int:
-    # Our own token, just signed: only its expiry is read back.
-    expires_at = unverified_claims(refresh_token).get("exp")
+def _remaining_life(refresh_token: str, expires_at: object) -> int:
+    if expires_at is None:
+        # Our own token, signed earlier: only its expiry is read back.
+        expires_at = unverified_claims(refresh_token).get("exp")
     if isinstance(expires_at, int | float) and not isinstance(expires_at, bool):
         return max(0, int(expires_at - time.time()))
     return 0

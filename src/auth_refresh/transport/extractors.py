@@ -6,6 +6,7 @@ non-empty string counts as no token. The built-in ones also describe themselves 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -13,6 +14,7 @@ from starlette.requests import Request
 
 from auth_refresh._utils import MaybeAwaitable, resolve
 from auth_refresh.exceptions import InvalidRequestError
+from auth_refresh.settings import AuthRefreshSettings
 from auth_refresh.transport.bodies import (
     MAX_BODY_BYTES,
     BodyFieldExtractor,
@@ -22,6 +24,7 @@ from auth_refresh.transport.bodies import (
 
 # bodies.py's, named here too: custom extractors read the body with them.
 __all__ = [
+    "DEFAULT_EXTRACTOR",
     "MAX_BODY_BYTES",
     "AuthHeaderSchemeExtractor",
     "BodyFieldExtractor",
@@ -32,6 +35,7 @@ __all__ = [
     "HeaderExtractor",
     "QueryParameterExtractor",
     "TokenExtractor",
+    "extractor_for",
     "read_body_fields",
     "single_field",
 ]
@@ -214,3 +218,23 @@ class ExtractJwt:
     @staticmethod
     def from_extractors(extractors: Sequence[TokenExtractor]) -> ChainExtractor:
         return ChainExtractor(extractors)
+
+
+DEFAULT_EXTRACTOR = BodyFieldExtractor("refreshToken")
+
+
+def extractor_for(settings: AuthRefreshSettings) -> TokenExtractor:
+    """The extractor ``settings`` ask for: ``jwt_from_request``, else the body field
+    ``refreshToken`` (the refresh cookie first with cookie transport)."""
+    if settings.jwt_from_request is not None:
+        extractor: TokenExtractor = settings.jwt_from_request
+        return extractor
+    if settings.cookie_transport:
+        return _cookie_then_body(settings.cookie_name)
+    return DEFAULT_EXTRACTOR
+
+
+@functools.cache
+def _cookie_then_body(cookie_name: str) -> ChainExtractor:
+    # Under the chain's rule, a cookie and a body naming different tokens are a 400.
+    return ChainExtractor([CookieExtractor(cookie_name), DEFAULT_EXTRACTOR])
