@@ -1,7 +1,8 @@
 """In-process measurements: no server, no network, the same process for every side.
 
-Pipeline: ``AuthRefreshModule.authenticate(request)`` on a real Starlette ``Request`` (extract,
-verify, store step when there is a store, user lookup) then ``issue(user)`` (two new tokens),
+Pipeline: ``AuthRefreshModule.refresh(request)`` on a real Starlette ``Request``, the refresh
+route's walk without its answer (extract, verify, store step when there is a store, user lookup,
+two new tokens),
 against the raw work: PyJWT's ``jwt.decode`` of the same token, the same user lookup, and the
 two ``jwt.encode`` calls of ``bench.apps.raw_pair``.
 
@@ -11,7 +12,6 @@ presented before. The median of the rounds is reported.
 
 from __future__ import annotations
 
-import inspect
 import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -128,24 +128,12 @@ async def started_module(
 
 def module_refresh(module: Any) -> Callable[[Request], Awaitable[Any]]:
     """One refresh through the public module API, as the refresh route makes it (in its
-    telemetry span).
-
-    With rotation ``issue`` takes the request (the successor pair ``authenticate`` kept there);
-    without it, ``issue(user)`` alone.
-    """
+    telemetry span): ``refresh(request)``, the walk that returns the pair to answer with."""
     from auth_refresh.telemetry import operation_span
 
-    if "request" in inspect.signature(module.issue).parameters:
-
-        async def refresh(request: Request) -> Any:
-            with operation_span("refresh"):
-                return await module.issue(await module.authenticate(request), request)
-
-    else:
-
-        async def refresh(request: Request) -> Any:
-            with operation_span("refresh"):
-                return await module.issue(await module.authenticate(request))
+    async def refresh(request: Request) -> Any:
+        with operation_span("refresh"):
+            return (await module.refresh(request)).pair
 
     return refresh
 

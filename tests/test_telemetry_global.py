@@ -35,3 +35,33 @@ def test_spans_go_to_the_global_sdk_once_the_application_sets_one() -> None:
         [sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert finished.stdout.strip() == "['auth_refresh.refresh']"
+
+
+METRICS_SCRIPT = """
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from contextlib import nullcontext
+
+from auth_refresh import telemetry
+
+assert isinstance(telemetry.store_step("rotate"), nullcontext), "no SDK yet: nothing measured"
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+telemetry.instrument()  # as if a second had passed: the SDK is noticed at once
+telemetry.record_refresh("rotated")
+with telemetry.store_step("rotate"):
+    pass
+data = reader.get_metrics_data()
+print(sorted(m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics))
+"""
+
+
+def test_measurements_go_to_the_global_sdk_once_the_application_sets_one() -> None:
+    finished = subprocess.run(
+        [sys.executable, "-c", METRICS_SCRIPT], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert finished.stdout.strip() == (
+        "['auth_refresh.refresh.outcomes', 'auth_refresh.store.duration']"
+    )

@@ -36,8 +36,9 @@ INSTRUMENTATION_NAME = "auth_refresh"
 OUTCOME_ATTRIBUTE = "auth_refresh.outcome"
 STORE_UNAVAILABLE = "store_unavailable"
 SDK_RECHECK_SECONDS = 1.0
-# When the global tracer provider was last asked about, and whether an SDK stood behind it.
-_sdk_seen: tuple[float, bool] = (-SDK_RECHECK_SECONDS, False)
+# When the global providers were last asked about, and whether an SDK stood behind each:
+# (checked at, traces, metrics).
+_sdk_seen: tuple[float, bool, bool] = (-SDK_RECHECK_SECONDS, False, False)
 
 try:
     from opentelemetry import metrics, trace
@@ -50,8 +51,9 @@ class _Instruments:
     """The tracer and instruments; built once, proxies until the application sets an SDK."""
 
     def __init__(self, tracer_provider: Any = None, meter_provider: Any = None) -> None:
-        # Spans through the global provider are skipped while no SDK stands behind it.
+        # What goes through a global provider is skipped while no SDK stands behind it.
         self.follows_global = tracer_provider is None
+        self.measures_globally = meter_provider is None
         self.tracer = trace.get_tracer(INSTRUMENTATION_NAME, tracer_provider=tracer_provider)
         meter = metrics.get_meter(INSTRUMENTATION_NAME, meter_provider=meter_provider)
         self.refresh_outcomes = meter.create_counter(
@@ -83,7 +85,7 @@ def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
     if trace is None:
         raise RuntimeError("install the extra 'auth-refresh[otel]' (opentelemetry-api)")
     _instruments = _Instruments(tracer_provider, meter_provider)
-    _sdk_seen = (-SDK_RECHECK_SECONDS, False)
+    _sdk_seen = (-SDK_RECHECK_SECONDS, False, False)
 
 
 def uninstrument() -> None:
@@ -95,22 +97,34 @@ def uninstrument() -> None:
 def operation_span(name: str) -> AbstractContextManager[Any]:
     """A span named ``auth_refresh.<name>`` around one operation, with its outcome."""
     instruments = _instruments
-    if instruments is None or (instruments.follows_global and not _sdk_traces()):
+    if instruments is None or (instruments.follows_global and not _sdk_behind()[0]):
         return nullcontext()
     return _span(instruments, f"{INSTRUMENTATION_NAME}.{name}")
 
 
-def _sdk_traces() -> bool:
-    # The API's stand-ins, until an application sets a provider, make spans that are only cost
-    # (about 9 µs each); asking the API reads os.environ, so the answer is kept a second.
+def _measuring() -> _Instruments | None:
+    # The instruments to record with, or None while no SDK would receive the measurements.
+    instruments = _instruments
+    if instruments is None or (instruments.measures_globally and not _sdk_behind()[1]):
+        return None
+    return instruments
+
+
+def _sdk_behind() -> tuple[bool, bool]:
+    # The API's stand-ins, until an application sets a provider, make spans and measurements
+    # that are only cost (a span about 9 µs); asking the API reads os.environ, so the answer
+    # is kept a second. A meter provider from the API's own package is its stand-in.
     global _sdk_seen
-    checked_at, seen = _sdk_seen
+    checked_at, traces, measures = _sdk_seen
     now = time.monotonic()
     if now - checked_at >= SDK_RECHECK_SECONDS:
         provider = trace.get_tracer_provider()
-        seen = not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
-        _sdk_seen = (now, seen)
-    return seen
+        traces = not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+        measures = not type(metrics.get_meter_provider()).__module__.startswith(
+            "opentelemetry.metrics"
+        )
+        _sdk_seen = (now, traces, measures)
+    return traces, measures
 
 
 @contextmanager
@@ -135,18 +149,20 @@ def _span(instruments: _Instruments, name: str) -> Iterator[Any]:
 
 def record_refresh(outcome: str) -> None:
     """Count one refresh by its store outcome (a ``RotationOutcome`` value)."""
-    if _instruments is None:
+    instruments = _measuring()
+    if instruments is None:
         return
-    _instruments.refresh_outcomes.add(1, {"outcome": outcome})
+    instruments.refresh_outcomes.add(1, {"outcome": outcome})
     if outcome == "reused":
-        _instruments.reuse_detections.add(1)
+        instruments.reuse_detections.add(1)
 
 
 def store_step(operation: str) -> AbstractContextManager[None]:
     """Measure one store step; a store that could not answer counts as ``store_unavailable``."""
-    if _instruments is None:
+    instruments = _measuring()
+    if instruments is None:
         return nullcontext()
-    return _StoreStep(_instruments, operation)
+    return _StoreStep(instruments, operation)
 
 
 class _StoreStep:

@@ -88,11 +88,12 @@ class RefreshFlow:
         if not self.started:
             await self._start(app)
 
-    def transport(self) -> CookieTransport | None:
+    def transport(self, settings: AuthRefreshSettings | None = None) -> CookieTransport | None:
         """The cookie transport the settings ask for, or None: made once per settings and
         issue service."""
         container = self.container
-        settings: AuthRefreshSettings = container.settings()
+        if settings is None:
+            settings = container.settings()
         if not settings.cookie_transport:
             return None
         issuer = container.issuer()
@@ -293,7 +294,7 @@ class RefreshFlow:
         self, settings: AuthRefreshSettings, request: Request
     ) -> Mapping[str, Any]:
         # Extract and verify: no I/O but what custom extractors or verify_token do.
-        transport = self.transport()
+        transport = self.transport(settings)
         if transport is not None:
             transport.refuse_cross_site(request)
         container = self.container

@@ -23,8 +23,13 @@ from auth_refresh.types import TokenPair
 
 __all__ = ["open_pair", "seal_pair", "session_id_of", "token_digest"]
 
+# A pair is sealed whole, in one AES-GCM message, into the access token's place: "sealed2."
+# and base64url(nonce + ciphertext of the access token's length, 4 bytes, then both tokens).
+# Each token sealed alone ("sealed1.", releases before) still opens.
+SEALED_PAIR_PREFIX = "sealed2."
 SEALED_PREFIX = "sealed1."
 NONCE_BYTES = 12
+LENGTH_BYTES = 4
 
 
 def token_digest(token_id: str) -> str:
@@ -39,19 +44,33 @@ def session_id_of(family_id: str) -> str:
 
 
 def seal_pair(pair: TokenPair, consumed_token_id: str, family_id: str) -> TokenPair:
-    """``pair``, each token sealed so only the holder of ``consumed_token_id`` opens it."""
-    cipher = AESGCM(_key(consumed_token_id))
-    return {
-        "accessToken": _seal(cipher, pair["accessToken"], family_id + "\0access"),
-        "refreshToken": _seal(cipher, pair["refreshToken"], family_id + "\0refresh"),
-    }
+    """``pair``, sealed so only the holder of ``consumed_token_id`` opens it."""
+    access, refresh = pair["accessToken"].encode(), pair["refreshToken"].encode()
+    nonce = os.urandom(NONCE_BYTES)
+    plain = len(access).to_bytes(LENGTH_BYTES, "big") + access + refresh
+    sealed = AESGCM(_key(consumed_token_id)).encrypt(nonce, plain, _context(family_id, "pair"))
+    return {"accessToken": SEALED_PAIR_PREFIX + base64url(nonce + sealed), "refreshToken": ""}
 
 
 def open_pair(sealed: TokenPair, consumed_token_id: str, family_id: str) -> TokenPair | None:
     """The pair ``seal_pair`` sealed, or None if it was not sealed for this token and family."""
     cipher = AESGCM(_key(consumed_token_id))
-    access = _open(cipher, sealed["accessToken"], family_id + "\0access")
-    refresh = _open(cipher, sealed["refreshToken"], family_id + "\0refresh")
+    if sealed["accessToken"].startswith(SEALED_PAIR_PREFIX):
+        plain = _open(
+            cipher, sealed["accessToken"], SEALED_PAIR_PREFIX, _context(family_id, "pair")
+        )
+        if plain is None or len(plain) < LENGTH_BYTES:
+            return None
+        length = int.from_bytes(plain[:LENGTH_BYTES], "big")
+        tokens = plain[LENGTH_BYTES:]
+        access, refresh = _text(tokens[:length]), _text(tokens[length:])
+    else:
+        access = _text(
+            _open(cipher, sealed["accessToken"], SEALED_PREFIX, _context(family_id, "access"))
+        )
+        refresh = _text(
+            _open(cipher, sealed["refreshToken"], SEALED_PREFIX, _context(family_id, "refresh"))
+        )
     if access is None or refresh is None:
         return None
     return {"accessToken": access, "refreshToken": refresh}
@@ -61,18 +80,24 @@ def _key(token_id: str) -> bytes:
     return hashlib.sha256(b"auth-refresh grace key\0" + token_id.encode()).digest()
 
 
-def _seal(cipher: AESGCM, token: str, context: str) -> str:
-    nonce = os.urandom(NONCE_BYTES)
-    sealed = cipher.encrypt(nonce, token.encode(), context.encode())
-    return SEALED_PREFIX + base64url(nonce + sealed)
+def _context(family_id: str, part: str) -> bytes:
+    return (family_id + "\0" + part).encode()
 
 
-def _open(cipher: AESGCM, sealed: str, context: str) -> str | None:
-    if not sealed.startswith(SEALED_PREFIX):
+def _open(cipher: AESGCM, sealed: str, prefix: str, context: bytes) -> bytes | None:
+    if not sealed.startswith(prefix):
         return None
     try:
-        data = base64url_decode(sealed.removeprefix(SEALED_PREFIX))
-        plain = cipher.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], context.encode())
-        return plain.decode()
+        data = base64url_decode(sealed.removeprefix(prefix))
+        return cipher.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], context)
     except (InvalidTag, ValueError):
+        return None
+
+
+def _text(data: bytes | None) -> str | None:
+    if data is None:
+        return None
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
         return None

@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
-import secrets
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from auth_refresh._utils import base64url, base64url_decode, is_unicode_text, refuse_json_constant
+from auth_refresh._utils import base64url, base64url_decode, refuse_json_constant
 from auth_refresh.exceptions import InvalidTokenError
 from auth_refresh.settings import JwtSettings
 from auth_refresh.tokens.keys import JwtKey, KeyRing, key_rings_from_settings
@@ -56,7 +56,7 @@ security_log = logging.getLogger("auth_refresh.security")
 
 def new_token_id() -> str:
     """A fresh ``jti``: 128 random bits, base64url."""
-    return secrets.token_urlsafe(JTI_BYTES)
+    return base64url(os.urandom(JTI_BYTES))
 
 
 class JwtService:
@@ -79,6 +79,14 @@ class JwtService:
         # The JOSE header is the same for every token of a type: encoded once, with its key.
         self._signers: dict[TokenType, tuple[JwtKey, str]] = {
             token_type: (ring.signing, _encoded_header(ring.signing, token_type))
+            for token_type, ring in self._rings.items()
+        }
+        # The headers this service writes, as written: a token carrying one of them letter for
+        # letter needs no header parsing to find its key (any other goes the whole way).
+        self._own_headers: dict[TokenType, dict[str, JwtKey]] = {
+            token_type: {
+                _encoded_header(key, token_type): key for key in ring.verification if key.can_sign
+            }
             for token_type, ring in self._rings.items()
         }
 
@@ -131,7 +139,7 @@ class JwtService:
         key, encoded_header = self._signers[token_type]
         payload_json = _CLAIMS_ENCODER.encode(payload)
         # Read back as verify will: only claims that are not plain can be refused there.
-        if not _plain_claims(payload) and _json_object(payload_json.encode()) is None:
+        if not _plain_claims(payload, payload_json) and _json_object(payload_json.encode()) is None:
             raise ValueError(
                 f"the claims must be Unicode text nested at most {MAX_JSON_DEPTH} levels deep"
             )
@@ -158,11 +166,29 @@ class JwtService:
         if not token.isascii() or len(parts) != 3:
             raise _refuse(token_type, "malformed")
         encoded_header, encoded_payload, encoded_signature = parts
-        header_bytes = _base64url_decode(encoded_header)
         signature = _base64url_decode(encoded_signature)
-        if header_bytes is None or signature is None or not _BASE64URL.fullmatch(encoded_payload):
+        if signature is None or not _BASE64URL.fullmatch(encoded_payload):
             raise _refuse(token_type, "malformed")
-        header = _json_object(header_bytes)
+        key = self._own_headers[token_type].get(encoded_header)
+        if key is None:
+            key = self._key_of_header(token_type, encoded_header)
+        signing_input = f"{encoded_header}.{encoded_payload}".encode("ascii")
+        if not signature or not key.verifies(signing_input, signature):
+            raise _refuse(token_type, "bad_signature")
+        try:
+            # Signed as it is spelt: the payload need not be canonical base64url, only base64url.
+            claims = _json_object(base64url_decode(encoded_payload))
+        except ValueError:
+            claims = None
+        if claims is None:
+            raise _refuse(token_type, "malformed")
+        self._check_claims(token_type, claims)
+        return claims
+
+    def _key_of_header(self, token_type: TokenType, encoded_header: str) -> JwtKey:
+        # The key a header names, once it passed every check; InvalidTokenError otherwise.
+        header_bytes = _base64url_decode(encoded_header)
+        header = _json_object(header_bytes) if header_bytes is not None else None
         if header is None:
             raise _refuse(token_type, "malformed")
         if not CRITICAL_HEADERS.isdisjoint(header):
@@ -181,15 +207,7 @@ class JwtService:
             raise _refuse(token_type, "algorithm_mismatch")
         if _media_type(header.get("typ")) != TOKEN_MEDIA_TYPES[token_type]:
             raise _refuse(token_type, "wrong_type")
-        signing_input = f"{encoded_header}.{encoded_payload}".encode("ascii")
-        if not signature or not key.verifies(signing_input, signature):
-            raise _refuse(token_type, "bad_signature")
-        payload_bytes = _base64url_decode(encoded_payload)
-        claims = _json_object(payload_bytes) if payload_bytes is not None else None
-        if claims is None:
-            raise _refuse(token_type, "malformed")
-        self._check_claims(token_type, claims)
-        return claims
+        return key
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         """The public keys of the access ring as a JWK Set (RFC 7517 §5); never a secret.
@@ -320,7 +338,7 @@ _DECODER = json.JSONDecoder(
     object_pairs_hook=_without_duplicates, parse_constant=refuse_json_constant
 )
 _CLAIMS_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-_PLAIN_SCALARS = frozenset({int, float, bool, type(None)})
+_PLAIN_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _encoded_header(key: JwtKey, token_type: TokenType) -> str:
@@ -330,22 +348,15 @@ def _encoded_header(key: JwtKey, token_type: TokenType) -> str:
     return base64url(json.dumps(header, separators=(",", ":")).encode())
 
 
-def _plain_claims(claims: Mapping[str, Any]) -> bool:
-    """Whether ``claims`` read back from their JSON unchanged and acceptable, by construction.
-
-    Flat, exact built-in scalars, string names and values free of surrogates: no duplicate
-    member, nesting or lone surrogate can come back. Anything else is read back to be sure.
-    """
-    for name, value in claims.items():
-        if type(name) is not str or not is_unicode_text(name):
-            return False
-        kind = type(value)
-        if kind is str:
-            if not is_unicode_text(value):
-                return False
-        elif kind not in _PLAIN_SCALARS:
-            return False
-    return True
+def _plain_claims(claims: Mapping[str, Any], encoded: str) -> bool:
+    """Whether ``claims`` read back from their JSON ``encoded`` unchanged and acceptable, by
+    construction: string names, flat exact built-in scalars, and no ``\\u`` escape in the
+    (ASCII) JSON, so no lone surrogate. Anything else is read back to be sure."""
+    return (
+        "\\u" not in encoded
+        and all(type(name) is str for name in claims)
+        and all(type(value) in _PLAIN_SCALARS for value in claims.values())
+    )
 
 
 def _media_type(typ: object) -> str | None:

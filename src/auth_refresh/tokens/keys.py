@@ -9,6 +9,7 @@ logging anyone out. Keys are parsed and checked once, when the ring is built.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,9 @@ _DEFAULT_ALGORITHMS = get_default_algorithms()
 _ALGORITHMS: dict[str, Algorithm] = {
     name: _DEFAULT_ALGORITHMS[name] for name in SUPPORTED_ALGORITHMS
 }
+
+
+_HMAC_DIGESTS = {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,6 +118,10 @@ class JwtKey:
     def sign(self, signing_input: bytes) -> bytes:
         if self.signing_key is None:
             raise ConfigurationError(f"the key {self.kid!r} can only verify")
+        digest = _HMAC_DIGESTS.get(self.algorithm)
+        if digest is not None:
+            # The one-shot HMAC (what PyJWT's HMACAlgorithm computes, without its objects).
+            return hmac.digest(self.signing_key, signing_input, digest)
         signature: bytes = self._jwa.sign(signing_input, self.signing_key)
         if self.algorithm == "ES256":
             signature = _low_s(signature)
@@ -125,6 +133,10 @@ class JwtKey:
         An ECDSA signature (r, s) is also valid as (r, n - s); only the low-s one is accepted,
         so a token has one spelling.
         """
+        digest = _HMAC_DIGESTS.get(self.algorithm)
+        if digest is not None:
+            expected = hmac.digest(self.verification_key, signing_input, digest)
+            return hmac.compare_digest(expected, signature)
         if self.algorithm == "ES256" and _low_s(signature) != signature:
             return False
         try:
