@@ -218,7 +218,7 @@ def decide_rotation(
 ) -> tuple[Rotation, FamilyRecord | None]:
     """The answer to a presented token, and the family's new state (None: delete it).
 
-    The Redis store's Lua script is this function, line for line.
+    The Redis stores' rotation script (``redis_scripts.ROTATE``) is this function, line for line.
     """
     if record is None:
         return Rotation(RotationOutcome.UNKNOWN), None

@@ -1,13 +1,13 @@
 """``redis://host:port/db``: token families in Redis, shared by every host (extra
 ``auth-refresh[redis]``).
 
-Each step is one Lua script (``auth_refresh.redis_layout``), atomic on the server. The steps an
-event loop asks for while a write is under way go together in the next one: one pipeline of
-``EVALSHA`` calls through redis-py's public API, one write and one read for the batch, so a
-refresh costs one round trip or a share of one. The client has connect and socket timeouts
-(0.5 s; a URL query such as ``?socket_timeout=0.2`` overrides them) and no retries, and every
-step has a deadline: a dead or hung Redis gives ``StoreUnavailableError`` well within 2 s.
-``rediss://`` URLs connect with TLS.
+Each step is one Lua script (``redis_scripts`` over ``redis_layout``'s keys), atomic on the
+server. The steps an event loop asks for while a write is under way go together in the next
+one: one pipeline of ``EVALSHA`` calls through redis-py's public API, one write and one read for
+the batch, so a refresh costs one round trip or a share of one. The client has connect and
+socket timeouts (0.5 s; a URL query such as ``?socket_timeout=0.2`` overrides them) and no
+retries, and every step has a deadline: a dead or hung Redis gives ``StoreUnavailableError``
+well within 2 s. ``rediss://`` URLs connect with TLS.
 
 At its first step the store checks the server: an evicting ``maxmemory-policy`` would drop keys
 the others rely on, so only ``noeviction`` is accepted (where ``CONFIG GET`` is allowed), and
@@ -17,70 +17,46 @@ the key layout is migrated to this release's version.
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 import weakref
 from collections.abc import Callable, Coroutine
-from typing import Any, cast
+from typing import Any
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.maint_notifications import MaintNotificationsConfig
 
-from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
-from auth_refresh.stores.base import (
-    Rotation,
-    RotationOutcome,
-    SessionRecord,
-    SessionStart,
-    Successor,
+from auth_refresh.exceptions import ConfigurationError
+from auth_refresh.stores.redis_core import (
+    CONNECT_TIMEOUT_SECONDS,
+    KEY_PREFIX,
+    RedisStoreCore,
+    failing_as_unavailable,
+    run_scripts,
+    store_log,
 )
-from auth_refresh.stores.redis_layout import (
-    LIST_SESSIONS,
-    REVOKE_FAMILY,
-    REVOKE_SESSION,
-    REVOKE_SUBJECT,
-    ROTATE,
-    SESSION_ACTIVE,
-    START_FAMILY,
-    Keys,
-    migrate,
-)
-from auth_refresh.types import TokenPair
+from auth_refresh.stores.redis_layout import REVOKE_SUBJECT, Keys, migrate
+from auth_refresh.stores.redis_scripts import Script
 
 __all__ = ["RedisRefreshTokenStore"]
 
 # Defaults; the URL's query (socket_connect_timeout, socket_timeout) wins over them.
-CONNECT_TIMEOUT_SECONDS = 0.5
 SOCKET_TIMEOUT_SECONDS = 0.5
-# The most one step may take, whatever the socket does: under the 2 s promised to clients.
-STEP_DEADLINE_SECONDS = 1.5
-KEY_PREFIX = "auth-refresh:"
 # The one policy under which no key of a family, index or generation disappears early.
 ACCEPTED_POLICY = "noeviction"
 
-store_log = logging.getLogger("auth_refresh.store")
-
-_Call = tuple[AsyncScript, list[str], list[str], "asyncio.Future[Any]"]
+_Call = tuple[Script, list[str], list[str], "asyncio.Future[Any]"]
 
 
-class RedisRefreshTokenStore:
+class RedisRefreshTokenStore(RedisStoreCore[Keys]):
     """Families in Redis; each step one Lua script, batched into pipelines."""
 
     def __init__(self, client: redis.Redis, *, key_prefix: str = KEY_PREFIX) -> None:
+        super().__init__(Keys(key_prefix))
         self.client = client
-        self.keys = Keys(key_prefix)
-        self._start_family = client.register_script(START_FAMILY)
-        self._rotate = client.register_script(ROTATE)
-        self._revoke_family = client.register_script(REVOKE_FAMILY)
-        self._revoke_subject = client.register_script(REVOKE_SUBJECT)
-        self._session_active = client.register_script(SESSION_ACTIVE)
-        self._list_sessions = client.register_script(LIST_SESSIONS)
-        self._revoke_session = client.register_script(REVOKE_SESSION)
+        self._revoke_subject = Script.of(REVOKE_SUBJECT)
         # A connection belongs to the event loop that opened it: a client per loop.
         self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batches] = (
             weakref.WeakKeyDictionary()
@@ -111,126 +87,21 @@ class RedisRefreshTokenStore:
             raise ConfigurationError(f"not a usable Redis URL: {error}") from None
         return cls(client)
 
-    async def start_family(
-        self,
-        family_id: str,
-        subject: str,
-        token_id: str,
-        *,
-        token_expires_at: float,
-        now: float,
-        absolute_lifetime: float,
-        session: SessionStart,
-    ) -> None:
-        expires_at = min(token_expires_at, now + absolute_lifetime)
-        await self._call(
-            self._start_family,
-            [
-                self.keys.family(family_id),
-                self.keys.families(subject),
-                self.keys.generation(subject),
-                self.keys.session(session.session_id),
-            ],
-            [
-                subject,
-                _number(now),
-                _number(expires_at),
-                token_id,
-                family_id,
-                _number(absolute_lifetime),
-                session.session_id,
-                session.user_agent or "",
-                session.client_ip or "",
-            ],
-        )
-
-    async def rotate(
-        self,
-        family_id: str,
-        token_id: str,
-        successor: Successor,
-        *,
-        now: float,
-        grace_seconds: float,
-        absolute_lifetime: float,
-    ) -> Rotation:
-        answer = await self._call(
-            self._rotate,
-            [self.keys.family(family_id)],
-            [
-                token_id,
-                successor.token_id,
-                json.dumps(successor.pair) if grace_seconds > 0 else "",
-                _number(successor.expires_at),
-                _number(now),
-                _number(grace_seconds),
-                _number(absolute_lifetime),
-                self.keys.prefix,
-                family_id,
-            ],
-        )
-        outcome = RotationOutcome(answer[0])
-        subject = answer[1] if len(answer) > 1 else None
-        if outcome is RotationOutcome.ROTATED:
-            return Rotation(outcome, subject, successor.pair)
-        pair = cast(TokenPair, json.loads(answer[2])) if len(answer) > 2 else None
-        return Rotation(outcome, subject, pair)
-
-    async def revoke_family(self, family_id: str) -> None:
-        await self._call(self._revoke_family, [self.keys.family(family_id)], [])
-
     async def revoke_subject(self, subject: str) -> None:
-        await self._call(
+        await self._run(
             self._revoke_subject,
             [self.keys.families(subject), self.keys.generation(subject)],
             [],
         )
 
-    async def session_active(self, session_id: str, *, now: float) -> bool:
-        answer = await self._call(
-            self._session_active,
-            [self.keys.session(session_id)],
-            [_number(now), self.keys.prefix],
-        )
-        return bool(answer)
-
-    async def list_sessions(self, subject: str, *, now: float) -> list[SessionRecord]:
-        rows = await self._call(
-            self._list_sessions,
-            [self.keys.families(subject), self.keys.generation(subject)],
-            [_number(now), self.keys.prefix],
-        )
-        sessions = [
-            SessionRecord(
-                session_id=session_id,
-                created_at=float(created_at),
-                last_refreshed_at=float(refreshed_at or created_at),
-                user_agent=agent or None,
-                client_ip=ip or None,
-            )
-            for session_id, created_at, refreshed_at, agent, ip in rows
-        ]
-        return sorted(sessions, key=lambda session: session.created_at, reverse=True)
-
-    async def revoke_session(self, subject: str, session_id: str, *, now: float) -> bool:
-        answer = await self._call(
-            self._revoke_session,
-            [self.keys.session(session_id)],
-            [_number(now), self.keys.prefix, subject],
-        )
-        return bool(answer)
-
     async def migrate(self) -> int:
         """Check the server and migrate the key layout now (the first step would); the layout's
         version. No step deadline: a large migration takes as long as it takes."""
-        try:
+        async with failing_as_unavailable("Redis store", deadline=None):
             batches = self._batches_of_this_loop()
             await batches.checked(self._check_server)
             version = await batches.client.get(self.keys.schema)
             return int(version or 0)
-        except (RedisError, OSError, TimeoutError) as error:
-            store_log.warning("Redis store unavailable: %s: %s", type(error).__name__, error)
-            raise StoreUnavailableError() from None
 
     async def close(self) -> None:
         # This loop's client; another loop's goes with its loop.
@@ -245,16 +116,12 @@ class RedisRefreshTokenStore:
         if self._client_loop is None or self._client_loop() in (loop, None):
             await self.client.aclose()
 
-    async def _call(self, script: AsyncScript, keys: list[str], args: list[str]) -> Any:
-        try:
-            async with asyncio.timeout(STEP_DEADLINE_SECONDS):
-                batches = self._batches_of_this_loop()
-                if not self._checked:
-                    await batches.checked(self._check_server)
-                return await batches.submit(script, keys, args)
-        except (RedisError, OSError, TimeoutError) as error:
-            store_log.warning("Redis store unavailable: %s: %s", type(error).__name__, error)
-            raise StoreUnavailableError() from None
+    async def _run(self, script: Script, keys: list[str], args: list[str]) -> Any:
+        async with failing_as_unavailable("Redis store"):
+            batches = self._batches_of_this_loop()
+            if not self._checked:
+                await batches.checked(self._check_server)
+            return await batches.submit(script, keys, args)
 
     async def _check_server(self, client: redis.Redis) -> None:
         try:
@@ -306,7 +173,7 @@ class _Batches:
             if task is not None and not task.done():
                 await asyncio.wait([task])
 
-    def submit(self, script: AsyncScript, keys: list[str], args: list[str]) -> asyncio.Future[Any]:
+    def submit(self, script: Script, keys: list[str], args: list[str]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
         self._waiting.append((script, keys, args, answer))
@@ -329,17 +196,9 @@ class _Batches:
 
     async def _send(self, batch: list[_Call]) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
-            for script, keys, args, _ in batch:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            replies = await pipe.execute(raise_on_error=False)
-            lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-            if lost:
-                # The server lost its script cache (a restart, SCRIPT FLUSH): EVAL loads them.
-                for i in lost:
-                    script, keys, args, _ = batch[i]
-                    pipe.eval(str(script.script), len(keys), *keys, *args)
-                for i, reply in zip(lost, await pipe.execute(raise_on_error=False), strict=True):
-                    replies[i] = reply
+            replies = await run_scripts(
+                pipe, [(script, keys, args) for script, keys, args, _ in batch]
+            )
         for (*_, answer), reply in zip(batch, replies, strict=True):
             if answer.done():
                 continue  # a step that gave up (its deadline) has its reply skipped
@@ -363,8 +222,3 @@ def _same_client(client: redis.Redis) -> redis.Redis:
             connection_class=pool.connection_class, **pool.connection_kwargs
         )
     )
-
-
-def _number(value: float) -> str:
-    # repr is the shortest string that reads back as the same double, in Python and in Lua.
-    return repr(float(value))

@@ -34,8 +34,6 @@ layout after an error, so the store recovers on its own once the node is back.
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 import math
 import urllib.parse
 from collections.abc import Awaitable
@@ -44,56 +42,51 @@ from typing import Any, TypeVar, cast
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.exceptions import RedisClusterException
 
 from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
-from auth_refresh.stores.base import (
-    Rotation,
-    RotationOutcome,
-    SessionRecord,
-    SessionStart,
-    Successor,
-)
 from auth_refresh.stores.redis_cluster_layout import (
     CHECK_LAYOUT,
     INDEX_FAMILY,
     LAYOUT_VERSION,
-    REVOKE_FAMILY,
-    REVOKE_SESSION,
-    ROTATE,
-    SESSION_FIELDS,
-    SHAS,
-    START_FAMILY,
+    ClusterKeys,
 )
-from auth_refresh.types import TokenPair
+from auth_refresh.stores.redis_core import (
+    CONNECT_TIMEOUT_SECONDS,
+    KEY_PREFIX,
+    RedisStoreCore,
+    ScriptCall,
+    failing_as_unavailable,
+    newer_layout,
+    number,
+    run_script,
+    run_scripts,
+    store_log,
+)
+from auth_refresh.stores.redis_scripts import Script
 
 __all__ = ["RedisClusterRefreshTokenStore"]
 
 URL_SCHEMES = {"redis-cluster": "redis", "rediss-cluster": "rediss"}
-CONNECT_TIMEOUT_SECONDS = 0.5
 # Longer than the standalone store's 0.5 s: redis-py's cluster client answers a read timeout by
 # looking at the whole cluster again and reconnecting, which under CPU starvation caused more
 # timeouts. The step deadline still bounds every step.
 SOCKET_TIMEOUT_SECONDS = 1.0
-STEP_DEADLINE_SECONDS = 1.5
-KEY_PREFIX = "auth-refresh:"
 # How long a tombstone waits for the login that revoke_subject saw half done.
 TOMBSTONE_SECONDS = 60
+# revoke_subject and list_sessions take this many families at a time, each batch one step.
+FAMILY_BATCH = 100
 
 T = TypeVar("T")
 
-store_log = logging.getLogger("auth_refresh.store")
 
-# revoke_subject revokes this many families at a time, each batch under one step deadline.
-REVOKE_BATCH = 100
-
-
-class RedisClusterRefreshTokenStore:
+class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
     """Families in Redis Cluster; each step one single-slot script."""
 
     def __init__(self, client: RedisCluster, *, key_prefix: str = KEY_PREFIX) -> None:
+        super().__init__(ClusterKeys(key_prefix))
         self._client = client
-        self._prefix = key_prefix
+        self._index_family = Script.of(INDEX_FAMILY)
         self._found_cluster = False
         self._finding_cluster = asyncio.Lock()
 
@@ -132,165 +125,54 @@ class RedisClusterRefreshTokenStore:
             raise ConfigurationError(f"not a usable Redis Cluster URL: {error}") from None
         return cls(client)
 
-    def _family_key(self, family_id: str) -> str:
-        return f"{self._prefix}{{f:{family_id}}}"
+    async def _index(self, subject: str, family_id: str, absolute_lifetime: float) -> None:
+        # The index first: a revoke_subject between this step and the family's leaves a
+        # tombstone.
+        index = self.keys.families(subject)
+        await self._run(self._index_family, [index], [family_id, number(absolute_lifetime)])
 
-    def _index_key(self, subject: str) -> str:
-        return f"{self._prefix}{{s:{subject}}}:families"
-
-    def _session_key(self, session_id: str) -> str:
-        return f"{self._prefix}{{v:{session_id}}}"
-
-    async def start_family(
-        self,
-        family_id: str,
-        subject: str,
-        token_id: str,
-        *,
-        token_expires_at: float,
-        now: float,
-        absolute_lifetime: float,
-        session: SessionStart,
-    ) -> None:
-        expires_at = min(token_expires_at, now + absolute_lifetime)
-        # The index first: a revoke_subject between the two steps leaves a tombstone.
-        await self._step(
-            self._script(
-                INDEX_FAMILY, [self._index_key(subject)], [family_id, _number(absolute_lifetime)]
-            )
-        )
-        await self._step(
-            self._script(
-                START_FAMILY,
-                [self._family_key(family_id)],
-                [
-                    subject,
-                    _number(now),
-                    _number(expires_at),
-                    token_id,
-                    session.session_id,
-                    session.user_agent or "",
-                    session.client_ip or "",
-                ],
-            )
-        )
-        # The session's family, for as long as the family can live: its own slot, written
-        # last (a session not found yet is a login not done yet).
-        await self._step(
-            self._command(
-                "SET",
-                self._session_key(session.session_id),
-                family_id,
-                "PXAT",
-                str(math.ceil((now + absolute_lifetime) * 1000)),
-            )
-        )
-
-    async def rotate(
-        self,
-        family_id: str,
-        token_id: str,
-        successor: Successor,
-        *,
-        now: float,
-        grace_seconds: float,
-        absolute_lifetime: float,
-    ) -> Rotation:
-        answer = await self._step(
-            self._script(
-                ROTATE,
-                [self._family_key(family_id)],
-                [
-                    token_id,
-                    successor.token_id,
-                    json.dumps(successor.pair),
-                    _number(successor.expires_at),
-                    _number(now),
-                    _number(grace_seconds),
-                    _number(absolute_lifetime),
-                ],
-            )
-        )
-        outcome = RotationOutcome(answer[0])
-        subject = answer[1] if len(answer) > 1 else None
-        if outcome is RotationOutcome.ROTATED:
-            return Rotation(outcome, subject, successor.pair)
-        pair = cast(TokenPair, json.loads(answer[2])) if len(answer) > 2 else None
-        return Rotation(outcome, subject, pair)
-
-    async def revoke_family(self, family_id: str) -> None:
-        await self._step(self._script(REVOKE_FAMILY, [self._family_key(family_id)], [""]))
+    async def _name_session(self, session_id: str, family_id: str, until: float) -> None:
+        # For as long as the family can live: its own slot, written last (a session not found
+        # yet is a login not done yet).
+        until_ms = str(math.ceil(until * 1000))
+        session = self.keys.session(session_id)
+        await self._step(self._command("SET", session, family_id, "PXAT", until_ms))
 
     async def revoke_subject(self, subject: str) -> None:
-        index = self._index_key(subject)
-        members = await self._step(self._command("SMEMBERS", index))
-        family_ids = sorted(cast(set[str], members))
-        for start in range(0, len(family_ids), REVOKE_BATCH):
-            batch = family_ids[start : start + REVOKE_BATCH]
-            existed = await self._step(self._revoke_families(batch))
+        index = self.keys.families(subject)
+        tombstone = [str(TOMBSTONE_SECONDS)]
+        for batch in await self._indexed(index):
+            calls = [(self._revoke_family, [self.keys.family(f)], tombstone) for f in batch]
+            existed = await self._step(self._scripts(calls))
             gone = [family for family, found in zip(batch, existed, strict=True) if not found]
             if gone:
                 # A tombstone stands for each now: dropping them from the index loses nothing.
                 await self._step(self._command("SREM", index, *gone))
 
-    async def session_active(self, session_id: str, *, now: float) -> bool:
-        family_id = await self._step(self._command("GET", self._session_key(session_id)))
-        if family_id is None:
-            return False
-        family = await self._step(self._read_family(family_id))
-        return _live_session(family, session_id, now) is not None
+    async def _session_entry(self, session_id: str) -> str | None:
+        # The session's key is in another slot than its family's: a step of its own.
+        family_id = await self._step(self._command("GET", self.keys.session(session_id)))
+        return None if family_id is None else self.keys.family(family_id)
 
-    async def list_sessions(self, subject: str, *, now: float) -> list[SessionRecord]:
-        members = await self._step(self._command("SMEMBERS", self._index_key(subject)))
+    async def _session_rows(self, subject: str, args: list[str]) -> list[Any]:
+        rows: list[Any] = []
+        for batch in await self._indexed(self.keys.families(subject)):
+            calls = [(self._list_sessions, [self.keys.family(f)], args) for f in batch]
+            for answer in await self._step(self._scripts(calls)):
+                rows.extend(answer)
+        return rows
+
+    async def _indexed(self, index: str) -> list[list[str]]:
+        """The families ``index`` names, in batches of ``FAMILY_BATCH``."""
+        members = await self._step(self._command("SMEMBERS", index))
         family_ids = sorted(cast(set[str], members))
-        sessions: list[SessionRecord] = []
-        for start in range(0, len(family_ids), REVOKE_BATCH):
-            families = await self._step(
-                self._read_families(family_ids[start : start + REVOKE_BATCH])
-            )
-            for family in families:
-                session = _live_session(family, None, now)
-                if session is not None and family.get("subject") == subject:
-                    sessions.append(session)
-        return sorted(sessions, key=lambda session: session.created_at, reverse=True)
-
-    async def revoke_session(self, subject: str, session_id: str, *, now: float) -> bool:
-        family_id = await self._step(self._command("GET", self._session_key(session_id)))
-        if family_id is None:
-            return False
-        revoked = await self._step(
-            self._script(
-                REVOKE_SESSION, [self._family_key(family_id)], [subject, session_id, _number(now)]
-            )
-        )
-        return bool(revoked)
+        return [
+            family_ids[start : start + FAMILY_BATCH]
+            for start in range(0, len(family_ids), FAMILY_BATCH)
+        ]
 
     async def close(self) -> None:
         await self._client.aclose()
-
-    async def _read_family(self, family_id: str) -> dict[str, str | None]:
-        await self._find_cluster()
-        values = await self._client.hmget(self._family_key(family_id), list(SESSION_FIELDS))
-        return dict(zip(SESSION_FIELDS, cast(list[str | None], values), strict=True))
-
-    async def _read_families(self, family_ids: list[str]) -> list[dict[str, str | None]]:
-        await self._find_cluster()
-        # One write per node through the client's pipeline, as revoke_subject's batches.
-        pipe = self._client.pipeline()
-        for family_id in family_ids:
-            pipe.hmget(self._family_key(family_id), list(SESSION_FIELDS))
-        answers = await pipe.execute()
-        return [dict(zip(SESSION_FIELDS, values, strict=True)) for values in answers]
-
-    async def _revoke_families(self, family_ids: list[str]) -> list[Any]:
-        await self._find_cluster()
-        # The client's pipeline sends each node its share of the scripts in one write, on one
-        # connection: a subject with many families does not open a connection per family.
-        # EVAL, not EVALSHA: a pipeline cannot fall back on NOSCRIPT per command.
-        pipe = self._client.pipeline()
-        for family_id in family_ids:
-            pipe.eval(REVOKE_FAMILY, 1, self._family_key(family_id), TOMBSTONE_SECONDS)
-        return await pipe.execute()
 
     async def migrate(self) -> int:
         """Find the cluster and check the layout now (the first step would); its version."""
@@ -298,19 +180,28 @@ class RedisClusterRefreshTokenStore:
 
     async def _migrated_version(self) -> int:
         await self._find_cluster()
-        return int(cast(str, await self._client.get(self._prefix + "schema")))
+        return int(cast(str, await self._client.get(self.keys.schema)))
+
+    async def _run(self, script: Script, keys: list[str], args: list[str]) -> Any:
+        return await self._step(self._script((script, keys, args)))
+
+    async def _script(self, call: ScriptCall) -> Any:
+        await self._find_cluster()
+        return await run_script(self._client, call)
+
+    async def _scripts(self, calls: list[ScriptCall]) -> list[Any]:
+        await self._find_cluster()
+        # The client's pipeline sends each node its share of the scripts in one write, on one
+        # connection: a subject with many families does not open a connection per family.
+        answers = await run_scripts(self._client.pipeline(), calls)
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+        return answers
 
     async def _command(self, *command: str) -> Any:
         await self._find_cluster()
         return await self._client.execute_command(*command)
-
-    async def _script(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        await self._find_cluster()
-        try:
-            return await self._client.evalsha(SHAS[script], len(keys), *keys, *args)
-        except NoScriptError:
-            # This node has not seen the script yet (or restarted): EVAL caches it there.
-            return await self._client.eval(script, len(keys), *keys, *args)
 
     async def _find_cluster(self) -> None:
         # redis-py's cluster client, sent many commands before it has found the cluster, can
@@ -326,21 +217,15 @@ class RedisClusterRefreshTokenStore:
 
     async def _check_layout(self) -> None:
         # One round trip: written if no store has yet, and the version found.
-        found = await self._client.eval(CHECK_LAYOUT, 1, self._prefix + "schema", LAYOUT_VERSION)
+        found = await self._client.eval(CHECK_LAYOUT, 1, self.keys.schema, LAYOUT_VERSION)
         version = int(cast(str, found))
         if version > LAYOUT_VERSION:
-            raise ConfigurationError(
-                f"the Redis Cluster store's data has layout version {version}, newer than this "
-                f"release's {LAYOUT_VERSION}: upgrade auth-refresh, or use another cluster"
-            )
+            raise newer_layout("Redis Cluster store", version, LAYOUT_VERSION, "another cluster")
 
     async def _step(self, work: Awaitable[T]) -> T:
         try:
-            async with asyncio.timeout(STEP_DEADLINE_SECONDS):
+            async with failing_as_unavailable("Redis Cluster"):
                 return await work
-        except (RedisError, OSError, TimeoutError) as error:
-            store_log.warning("Redis Cluster unavailable: %s: %s", type(error).__name__, error)
-            raise StoreUnavailableError() from None
         except AttributeError as error:
             # redis-py 8.1's cluster client, after a timeout under load, can hand a command a
             # connection it has just closed ('NoneType' has no attribute 'writelines'): the
@@ -354,27 +239,3 @@ def _node(address: str) -> ClusterNode:
     if not host or not port:
         raise ValueError(address)
     return ClusterNode(urllib.parse.unquote(host.strip("[]")), int(port))
-
-
-def _live_session(
-    family: dict[str, str | None], session_id: str | None, now: float
-) -> SessionRecord | None:
-    """The session ``family`` is, if it is live (and ``session_id``'s, when given)."""
-    sid, created_at, expires_at = family["sid"], family["created_at"], family["expires_at"]
-    if sid is None or created_at is None or expires_at is None or family["revoked"] == "1":
-        return None
-    if (session_id is not None and sid != session_id) or now >= float(expires_at):
-        return None
-    refreshed_at = family["refreshed_at"]
-    return SessionRecord(
-        session_id=sid,
-        created_at=float(created_at),
-        last_refreshed_at=float(refreshed_at) if refreshed_at is not None else float(created_at),
-        user_agent=family["ua"],
-        client_ip=family["ip"],
-    )
-
-
-def _number(value: float) -> str:
-    # repr is the shortest string that reads back as the same double, in Python and in Lua.
-    return repr(float(value))

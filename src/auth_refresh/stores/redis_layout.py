@@ -1,4 +1,5 @@
-"""The Redis store's keys, its Lua scripts, and the layout's version and migrations.
+"""The Redis store's key layout: its keys, the Lua functions the shared scripts
+(``redis_scripts``) call over them, ``revoke_subject``'s script, the version and migrations.
 
 Layout 3, under a prefix (``auth-refresh:``):
 
@@ -15,8 +16,8 @@ Layout 3, under a prefix (``auth-refresh:``):
   ids and the grace pair in the clear and a plain set per subject; layout 2 had no sessions;
   ``migrate`` rewrites both.
 
-The scripts name keys they were not given (from a family's subject): a standalone Redis, not
-Redis Cluster.
+The scripts name keys they were not given (from a family's subject or session): a standalone
+Redis, not Redis Cluster.
 """
 
 from __future__ import annotations
@@ -27,101 +28,14 @@ from typing import cast
 
 import redis.asyncio as redis
 
-from auth_refresh.exceptions import ConfigurationError
+from auth_refresh.stores.redis_core import newer_layout
+from auth_refresh.stores.redis_scripts import lua_string
 from auth_refresh.stores.sealing import seal_pair, session_id_of, token_digest
 
-__all__ = ["LAYOUT_VERSION", "Keys", "migrate"]
+__all__ = ["LAYOUT_VERSION", "REVOKE_SUBJECT", "Keys", "migrate"]
 
 LAYOUT_VERSION = 3
 SCAN_BATCH = 500
-
-# Numbers go in and out as strings: '%.17g' gives back the exact double that came in.
-START_FAMILY = """
-local now_ms = math.floor(tonumber(ARGV[2]) * 1000)
-local expires_ms = math.ceil(tonumber(ARGV[3]) * 1000)
-local lifetime_ms = math.ceil(tonumber(ARGV[6]) * 1000)
-redis.call('HSET', KEYS[1], 'subject', ARGV[1], 'created_at', ARGV[2], 'expires_at', ARGV[3],
-    'live', ARGV[4], 'gen', redis.call('GET', KEYS[3]) or '0', 'sid', ARGV[7])
-if ARGV[8] ~= '' then
-    redis.call('HSET', KEYS[1], 'ua', ARGV[8])
-end
-if ARGV[9] ~= '' then
-    redis.call('HSET', KEYS[1], 'ip', ARGV[9])
-end
-redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', expires_ms))
-redis.call('SET', KEYS[4], ARGV[5], 'PXAT', string.format('%.0f', expires_ms))
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.0f', now_ms))
-redis.call('ZADD', KEYS[2], string.format('%.0f', expires_ms), ARGV[5])
-for i = 2, 3 do
-    local ttl = redis.call('PTTL', KEYS[i])
-    if ttl ~= -2 and ttl < lifetime_ms then
-        redis.call('PEXPIRE', KEYS[i], string.format('%.0f', lifetime_ms))
-    end
-end
-return 1
-"""
-
-# store.decide_rotation, line for line, and the subject's generation.
-ROTATE = """
-local token_id, successor_id, successor_pair = ARGV[1], ARGV[2], ARGV[3]
-local successor_expires_at = tonumber(ARGV[4])
-local now, grace, lifetime = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local prefix, family_id = ARGV[8], ARGV[9]
-local family = redis.call('HMGET', KEYS[1], 'subject', 'created_at', 'expires_at', 'live',
-    'previous', 'consumed_at', 'successor', 'revoked', 'gen', 'sid')
-local subject = family[1]
-if not subject then
-    return {'unknown'}
-end
-local deadline = tonumber(family[2]) + lifetime
-if now >= deadline or now >= tonumber(family[3]) then
-    redis.call('DEL', KEYS[1])
-    redis.call('ZREM', prefix .. 'families:' .. subject, family_id)
-    return {'expired', subject}
-end
-if family[8] == '1' then
-    return {'revoked', subject}
-end
-local generation = redis.call('GET', prefix .. 'generation:' .. subject)
-if generation and tonumber(generation) > tonumber(family[9] or '0') then
-    redis.call('HSET', KEYS[1], 'revoked', '1')
-    redis.call('HDEL', KEYS[1], 'successor')
-    return {'revoked', subject}
-end
-if token_id == family[4] then
-    local expires_at = math.min(successor_expires_at, deadline)
-    local expires_ms = string.format('%.0f', math.ceil(expires_at * 1000))
-    redis.call('HSET', KEYS[1], 'expires_at', string.format('%.17g', expires_at),
-        'live', successor_id, 'previous', token_id, 'consumed_at', ARGV[5],
-        'refreshed_at', ARGV[5])
-    if grace > 0 then
-        redis.call('HSET', KEYS[1], 'successor', successor_pair)
-    else
-        redis.call('HDEL', KEYS[1], 'successor')
-    end
-    redis.call('PEXPIREAT', KEYS[1], expires_ms)
-    if family[10] then
-        redis.call('PEXPIREAT', prefix .. 'session:' .. family[10], expires_ms)
-    end
-    redis.call('ZADD', prefix .. 'families:' .. subject, 'XX', expires_ms, family_id)
-    -- The caller holds the successor pair already: it is not sent back.
-    return {'rotated', subject}
-end
-if token_id == family[5] and family[6] and family[7] and now < tonumber(family[6]) + grace then
-    return {'grace', subject, family[7]}
-end
-redis.call('HSET', KEYS[1], 'revoked', '1')
-redis.call('HDEL', KEYS[1], 'successor')
-return {'reused', subject}
-"""
-
-REVOKE_FAMILY = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-    redis.call('HSET', KEYS[1], 'revoked', '1')
-    redis.call('HDEL', KEYS[1], 'successor')
-end
-return 1
-"""
 
 # No families, nothing to revoke (and no generation key left behind without an expiry).
 REVOKE_SUBJECT = """
@@ -134,68 +48,6 @@ if ttl > 0 then
     redis.call('PEXPIRE', KEYS[2], ttl)
 end
 return 1
-"""
-
-# The family of a session, if it is live: known, not revoked (itself or by generation), not
-# expired. KEYS[1] is the session key; ARGV: now, prefix.
-LIVE_FAMILY = """
-local function live_family(session_key, now, prefix)
-    local family_id = redis.call('GET', session_key)
-    if not family_id then
-        return nil
-    end
-    local key = prefix .. 'family:' .. family_id
-    local family = redis.call('HMGET', key, 'subject', 'expires_at', 'revoked', 'gen')
-    if not family[1] or family[3] == '1' or now >= tonumber(family[2]) then
-        return nil
-    end
-    local generation = redis.call('GET', prefix .. 'generation:' .. family[1])
-    if generation and tonumber(generation) > tonumber(family[4] or '0') then
-        return nil
-    end
-    return key, family[1]
-end
-"""
-
-SESSION_ACTIVE = (
-    LIVE_FAMILY
-    + """
-if live_family(KEYS[1], tonumber(ARGV[1]), ARGV[2]) then
-    return 1
-end
-return 0
-"""
-)
-
-# KEYS[1]: the session key; ARGV: now, prefix, subject.
-REVOKE_SESSION = (
-    LIVE_FAMILY
-    + """
-local key, subject = live_family(KEYS[1], tonumber(ARGV[1]), ARGV[2])
-if not key or subject ~= ARGV[3] then
-    return 0
-end
-redis.call('HSET', key, 'revoked', '1')
-redis.call('HDEL', key, 'successor')
-return 1
-"""
-)
-
-# KEYS: the subject's families and generation; ARGV: now, prefix. Per live session: sid,
-# created_at, refreshed_at, ua, ip ('' for none).
-LIST_SESSIONS = """
-local now, prefix = tonumber(ARGV[1]), ARGV[2]
-local generation = tonumber(redis.call('GET', KEYS[2]) or '0')
-local found = {}
-for _, family_id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. string.format('%.0f',
-        now * 1000), '+inf')) do
-    local f = redis.call('HMGET', prefix .. 'family:' .. family_id, 'sid', 'created_at',
-        'refreshed_at', 'ua', 'ip', 'expires_at', 'revoked', 'gen')
-    if f[1] and f[7] ~= '1' and now < tonumber(f[6]) and tonumber(f[8] or '0') >= generation then
-        table.insert(found, {f[1], f[2], f[3] or '', f[4] or '', f[5] or ''})
-    end
-end
-return found
 """
 
 # Layout 2 -> 3 for one family, unless it has a session already. ARGV: sid, family id.
@@ -232,12 +84,63 @@ return 1
 """
 
 
+# The functions the shared scripts call (redis_scripts), after ``local prefix = ...``.
+HOOKS = """
+local function family_key(family_id) return prefix .. 'family:' .. family_id end
+local function index_key(subject) return prefix .. 'families:' .. subject end
+local function generation_key(subject) return prefix .. 'generation:' .. subject end
+local function session_key(session_id) return prefix .. 'session:' .. session_id end
+local function outdated(subject, gen)
+    local generation = redis.call('GET', generation_key(subject))
+    return generation and tonumber(generation) > tonumber(gen or '0')
+end
+local function forget(subject, family_id)
+    redis.call('ZREM', index_key(subject), family_id)
+end
+local function extend(subject, family_id, sid, expires_ms)
+    if sid then
+        redis.call('PEXPIREAT', session_key(sid), expires_ms)
+    end
+    redis.call('ZADD', index_key(subject), 'XX', expires_ms, family_id)
+end
+-- The index is pruned of expired families at each login, so bounded by the live ones; it and
+-- the generation outlive every family of the subject.
+local function started(subject, family_id, sid, now, expires_ms, lifetime)
+    redis.call('HSET', KEYS[1], 'gen', redis.call('GET', generation_key(subject)) or '0')
+    redis.call('SET', session_key(sid), family_id, 'PXAT', expires_ms)
+    local index = index_key(subject)
+    redis.call('ZREMRANGEBYSCORE', index, '-inf', string.format('%.0f', math.floor(now * 1000)))
+    redis.call('ZADD', index, expires_ms, family_id)
+    local lifetime_ms = math.ceil(lifetime * 1000)
+    for _, key in ipairs({index, generation_key(subject)}) do
+        local ttl = redis.call('PTTL', key)
+        if ttl ~= -2 and ttl < lifetime_ms then
+            redis.call('PEXPIRE', key, string.format('%.0f', lifetime_ms))
+        end
+    end
+end
+local function family_of(key)
+    local family_id = redis.call('GET', key)
+    return family_id and family_key(family_id)
+end
+local function families_of(index, now)
+    local keys = {}
+    for _, family_id in ipairs(redis.call('ZRANGEBYSCORE', index,
+            '(' .. string.format('%.0f', now * 1000), '+inf')) do
+        table.insert(keys, family_key(family_id))
+    end
+    return keys
+end
+"""
+
+
 class Keys:
-    """The key names under one prefix."""
+    """The key names under one prefix, and the scripts' functions over them."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.schema = prefix + "schema"
+        self.lua = "local prefix = " + lua_string(prefix) + "\n" + HOOKS
 
     def family(self, family_id: str) -> str:
         return self.prefix + "family:" + family_id
@@ -258,10 +161,7 @@ async def migrate(client: redis.Redis, keys: Keys) -> None:
     if version is not None and int(version) == LAYOUT_VERSION:
         return
     if version is not None and int(version) > LAYOUT_VERSION:
-        raise ConfigurationError(
-            f"the Redis store's data has layout version {int(version)}, newer than this "
-            f"release's {LAYOUT_VERSION}: upgrade auth-refresh, or use another key prefix"
-        )
+        raise newer_layout("Redis store", int(version), LAYOUT_VERSION, "another key prefix")
     # Version 1 had no schema key; a fresh database has nothing to migrate either.
     migrate_family = client.register_script(MIGRATE_FAMILY)
     async for key in client.scan_iter(match=keys.prefix + "family:*", count=SCAN_BATCH):

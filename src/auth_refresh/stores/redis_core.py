@@ -1,0 +1,250 @@
+"""What the Redis and Redis Cluster stores do alike: each step's script over the store's key
+layout (``redis_scripts``), its arguments and the decoding of its answer, running scripts by
+SHA with a fallback for a server that does not have them, and Redis's failures as
+``StoreUnavailableError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Generic, TypeVar, cast
+
+import redis.asyncio as redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.exceptions import NoScriptError, RedisError
+
+from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
+from auth_refresh.stores.base import (
+    Rotation,
+    RotationOutcome,
+    SessionRecord,
+    SessionStart,
+    Successor,
+)
+from auth_refresh.stores.redis_scripts import (
+    LIST_SESSIONS,
+    REVOKE_FAMILY,
+    REVOKE_SESSION,
+    ROTATE,
+    SESSION_ACTIVE,
+    START_FAMILY,
+    KeyLayout,
+    Script,
+    layout_script,
+)
+from auth_refresh.types import TokenPair
+
+__all__ = [
+    "CONNECT_TIMEOUT_SECONDS",
+    "KEY_PREFIX",
+    "RedisStoreCore",
+    "ScriptCall",
+    "failing_as_unavailable",
+    "newer_layout",
+    "number",
+    "run_script",
+    "run_scripts",
+    "store_log",
+]
+
+CONNECT_TIMEOUT_SECONDS = 0.5
+# The most one step may take, whatever the socket does: under the 2 s promised to clients.
+STEP_DEADLINE_SECONDS = 1.5
+KEY_PREFIX = "auth-refresh:"
+
+store_log = logging.getLogger("auth_refresh.store")
+
+LayoutT = TypeVar("LayoutT", bound=KeyLayout)
+ScriptCall = tuple[Script, list[str], list[str]]
+
+
+class RedisStoreCore(ABC, Generic[LayoutT]):
+    """The store steps over ``keys``'s scripts. A subclass runs a script as one step
+    (``_run``); the other hooks are where a layout whose keys lie in several slots takes
+    more than one step."""
+
+    def __init__(self, keys: LayoutT) -> None:
+        self.keys = keys
+        self._start_family = layout_script(keys, START_FAMILY)
+        self._rotate = layout_script(keys, ROTATE)
+        self._revoke_family = layout_script(keys, REVOKE_FAMILY)
+        self._session_active = layout_script(keys, SESSION_ACTIVE)
+        self._list_sessions = layout_script(keys, LIST_SESSIONS)
+        self._revoke_session = layout_script(keys, REVOKE_SESSION)
+
+    async def start_family(
+        self,
+        family_id: str,
+        subject: str,
+        token_id: str,
+        *,
+        token_expires_at: float,
+        now: float,
+        absolute_lifetime: float,
+        session: SessionStart,
+    ) -> None:
+        expires_at = min(token_expires_at, now + absolute_lifetime)
+        await self._index(subject, family_id, absolute_lifetime)
+        await self._run(
+            self._start_family,
+            [self.keys.family(family_id)],
+            [
+                subject,
+                number(now),
+                number(expires_at),
+                token_id,
+                family_id,
+                number(absolute_lifetime),
+                session.session_id,
+                session.user_agent or "",
+                session.client_ip or "",
+            ],
+        )
+        await self._name_session(session.session_id, family_id, now + absolute_lifetime)
+
+    async def rotate(
+        self,
+        family_id: str,
+        token_id: str,
+        successor: Successor,
+        *,
+        now: float,
+        grace_seconds: float,
+        absolute_lifetime: float,
+    ) -> Rotation:
+        answer = await self._run(
+            self._rotate,
+            [self.keys.family(family_id)],
+            [
+                token_id,
+                successor.token_id,
+                json.dumps(successor.pair) if grace_seconds > 0 else "",
+                number(successor.expires_at),
+                number(now),
+                number(grace_seconds),
+                number(absolute_lifetime),
+                family_id,
+            ],
+        )
+        outcome = RotationOutcome(answer[0])
+        subject = answer[1] if len(answer) > 1 else None
+        if outcome is RotationOutcome.ROTATED:
+            return Rotation(outcome, subject, successor.pair)
+        pair = cast(TokenPair, json.loads(answer[2])) if len(answer) > 2 else None
+        return Rotation(outcome, subject, pair)
+
+    async def revoke_family(self, family_id: str) -> None:
+        await self._run(self._revoke_family, [self.keys.family(family_id)], [""])
+
+    async def session_active(self, session_id: str, *, now: float) -> bool:
+        key = await self._session_entry(session_id)
+        if key is None:
+            return False
+        return bool(await self._run(self._session_active, [key], [number(now), session_id]))
+
+    async def list_sessions(self, subject: str, *, now: float) -> list[SessionRecord]:
+        rows = await self._session_rows(subject, [number(now), subject])
+        sessions = [
+            SessionRecord(
+                session_id=session_id,
+                created_at=float(created_at),
+                last_refreshed_at=float(refreshed_at or created_at),
+                user_agent=agent or None,
+                client_ip=ip or None,
+            )
+            for session_id, created_at, refreshed_at, agent, ip in rows
+        ]
+        return sorted(sessions, key=lambda session: session.created_at, reverse=True)
+
+    async def revoke_session(self, subject: str, session_id: str, *, now: float) -> bool:
+        key = await self._session_entry(session_id)
+        if key is None:
+            return False
+        args = [number(now), session_id, subject]
+        return bool(await self._run(self._revoke_session, [key], args))
+
+    @abstractmethod
+    async def _run(self, script: Script, keys: list[str], args: list[str]) -> Any:
+        """``script``'s answer, as one step."""
+
+    async def _index(self, subject: str, family_id: str, absolute_lifetime: float) -> None:
+        """Before a family starts: by default its script indexes it."""
+
+    async def _name_session(self, session_id: str, family_id: str, until: float) -> None:
+        """After a family started: by default its script named its session."""
+
+    async def _session_entry(self, session_id: str) -> str | None:
+        """The key a session step is given (None: no such session); by default the session's
+        own, which the script follows to its family."""
+        return self.keys.session(session_id)
+
+    async def _session_rows(self, subject: str, args: list[str]) -> list[Any]:
+        """``LIST_SESSIONS``'s rows for ``subject``; by default one step over its index."""
+        rows: list[Any] = await self._run(self._list_sessions, [self.keys.families(subject)], args)
+        return rows
+
+
+async def run_scripts(pipe: Pipeline | ClusterPipeline, calls: Sequence[ScriptCall]) -> list[Any]:
+    """Each call's answer, or the error it got, in order, through ``pipe``."""
+    replies: list[Any] = [None] * len(calls)
+    todo = list(range(len(calls)))
+    load: set[str] = set()  # the scripts whose next call is sent whole
+    while todo:
+        for i in todo:
+            script, keys, args = calls[i]
+            if script.sha in load:
+                load.discard(script.sha)
+                pipe.eval(script.text, len(keys), *keys, *args)
+            else:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+        for i, reply in zip(todo, await pipe.execute(raise_on_error=False), strict=True):
+            replies[i] = reply
+        # The server lost its script cache (a restart, SCRIPT FLUSH), or a cluster node never
+        # ran the script: its first call is sent whole, caching it before the calls after it
+        # run (one server runs a pipeline in order); a node that still lacks it, next round.
+        todo = [i for i in todo if isinstance(replies[i], NoScriptError)]
+        load = {calls[i][0].sha for i in todo}
+    return replies
+
+
+async def run_script(client: redis.Redis | RedisCluster, call: ScriptCall) -> Any:
+    """One call's answer, straight through ``client``."""
+    script, keys, args = call
+    try:
+        return await client.evalsha(script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        # As in run_scripts.
+        return await client.eval(script.text, len(keys), *keys, *args)
+
+
+@asynccontextmanager
+async def failing_as_unavailable(
+    what: str, deadline: float | None = STEP_DEADLINE_SECONDS
+) -> AsyncIterator[None]:
+    """A step of at most ``deadline`` seconds; Redis's failures and the deadline logged and
+    raised as ``StoreUnavailableError``, never a guess."""
+    try:
+        async with asyncio.timeout(deadline):
+            yield
+    except (RedisError, OSError, TimeoutError) as error:
+        store_log.warning("%s unavailable: %s: %s", what, type(error).__name__, error)
+        raise StoreUnavailableError() from None
+
+
+def newer_layout(store: str, version: int, latest: int, instead: str) -> ConfigurationError:
+    """The error for data of a newer layout than this release's."""
+    return ConfigurationError(
+        f"the {store}'s data has layout version {version}, newer than this release's "
+        f"{latest}: upgrade auth-refresh, or use {instead}"
+    )
+
+
+def number(value: float) -> str:
+    # repr is the shortest string that reads back as the same double, in Python and in Lua.
+    return repr(float(value))
