@@ -5,6 +5,7 @@ which store a URL names."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -212,3 +213,24 @@ def test_an_installed_package_names_its_scheme_by_entry_point(
     monkeypatch.delitem(sys.modules, "toy_store_package", raising=False)
     store = open_store("toy-installed://here")
     assert store.opened_from == "toy-installed://here"  # type: ignore[attr-defined]
+
+
+WITHOUT_PYTEST = """
+import asyncio
+import subprocess
+import sys
+
+sys.modules["pytest"] = None  # as where pytest is not installed
+from auth_refresh import MemoryRefreshTokenStore
+from auth_refresh import testing
+
+asyncio.run(testing.check_store(MemoryRefreshTokenStore))
+print(hasattr(testing, "StoreContract"))
+"""
+
+
+def test_the_contract_runs_without_pytest() -> None:
+    finished = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PYTEST], capture_output=True, text=True, check=True
+    )
+    assert finished.stdout.strip() == "False"

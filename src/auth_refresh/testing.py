@@ -9,8 +9,9 @@ the contract for several stores::
         def store_factory(self) -> StoreFactory:
             return MyStore
 
-Without pytest, ``await check_store(MyStore)`` runs the same scenarios and raises
-``AssertionError`` at the first broken promise. Each scenario gets a store of its own from the
+Without pytest (the module imports without it; ``StoreContract`` is then not defined),
+``await check_store(MyStore)`` runs the same scenarios and raises ``AssertionError`` at the
+first broken promise. Each scenario gets a store of its own from the
 factory and closes it; the stores may share a backend (families have fresh random ids).
 """
 
@@ -21,12 +22,17 @@ import inspect
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeAlias
-
-import pytest
+from typing import TYPE_CHECKING, TypeAlias
 
 from auth_refresh.stores.base import RefreshTokenStore, RotationOutcome, SessionStart, Successor
 from auth_refresh.types import TokenPair
+
+try:
+    import pytest
+except ImportError:  # check_store() needs no pytest; only StoreContract does
+    HAS_PYTEST = False
+else:
+    HAS_PYTEST = True
 
 __all__ = ["SCENARIOS", "Family", "StoreContract", "StoreFactory", "check_store"]
 
@@ -312,16 +318,20 @@ async def check_store(store_factory: StoreFactory) -> None:
         await run_scenario(store_factory, scenario)
 
 
-class StoreContract:
-    """The contract as pytest tests: subclass it and define the ``store_factory`` fixture."""
+if TYPE_CHECKING or HAS_PYTEST:
 
-    @pytest.fixture
-    def store_factory(self) -> StoreFactory:
-        raise NotImplementedError("define a store_factory fixture in the StoreContract subclass")
+    class StoreContract:
+        """The contract as pytest tests: subclass it and define the ``store_factory`` fixture."""
 
-    @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda scenario: scenario.__name__)
-    def test_store_keeps_the_contract(
-        self, store_factory: StoreFactory, scenario: Scenario
-    ) -> None:
-        # An event loop of its own: the suite needs no async plugin.
-        asyncio.run(run_scenario(store_factory, scenario))
+        @pytest.fixture
+        def store_factory(self) -> StoreFactory:
+            raise NotImplementedError(
+                "define a store_factory fixture in the StoreContract subclass"
+            )
+
+        @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda scenario: scenario.__name__)
+        def test_store_keeps_the_contract(
+            self, store_factory: StoreFactory, scenario: Scenario
+        ) -> None:
+            # An event loop of its own: the suite needs no async plugin.
+            asyncio.run(run_scenario(store_factory, scenario))
