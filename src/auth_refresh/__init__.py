@@ -19,6 +19,7 @@ from auth_refresh.exceptions import (
     SessionNotFoundError,
     StoreUnavailableError,
     UnauthorizedError,
+    UnavailableError,
 )
 from auth_refresh.flows.guards import AuthJwtGuard, AuthRefreshGuard
 from auth_refresh.flows.refresh import LoginIssueTokenService
@@ -118,6 +119,7 @@ __all__ = [
     "TokenReuseEvent",
     "TokenRotationService",
     "UnauthorizedError",
+    "UnavailableError",
     "VerifyTokenService",
     "VerifyTokenServiceInterface",
     "jwks_router",

@@ -15,8 +15,9 @@ internals and never contains a token or a password. The hierarchy:
   |  + AuthLocalInvalidCredentialsError
   + CsrfError
   + SessionNotFoundError
-  + StoreUnavailableError
-  + AuthLocalBusyError
+  + UnavailableError
+     + StoreUnavailableError
+     + AuthLocalBusyError
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "SessionNotFoundError",
     "StoreUnavailableError",
     "UnauthorizedError",
+    "UnavailableError",
 ]
 
 
@@ -152,27 +154,28 @@ class SessionNotFoundError(AuthRefreshError):
     default_message = "No such session"
 
 
-class StoreUnavailableError(AuthRefreshError):
+class UnavailableError(AuthRefreshError):
+    """Nothing was done for now (503): the client may retry after ``Retry-After`` seconds."""
+
+    status_code = 503
+    error_code = "AUTH_REFRESH_UNAVAILABLE_ERROR"
+    default_message = "Unavailable; retry shortly"
+    retry_after_seconds: ClassVar[int] = 1
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
+
+
+class StoreUnavailableError(UnavailableError):
     """The refresh-token store did not answer in time; nothing was issued, the client may retry."""
 
-    status_code = 503
     error_code = "AUTH_REFRESH_STORE_UNAVAILABLE_ERROR"
     default_message = "The token store is unavailable; retry shortly"
-    retry_after_seconds: ClassVar[int] = 1
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after_seconds)}
 
 
-class AuthLocalBusyError(AuthRefreshError):
+class AuthLocalBusyError(UnavailableError):
     """Too many logins were checking passwords at once; this one was not checked: retry."""
 
-    status_code = 503
     error_code = "AUTH_LOCAL_BUSY_ERROR"
     default_message = "Too many logins at once; retry shortly"
-    retry_after_seconds: ClassVar[int] = 1
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after_seconds)}

@@ -77,7 +77,9 @@ class AuthRefreshUserLookupServiceInterface(Protocol):
 
 
 class AuthJwtUserLookupServiceInterface(Protocol):
-    """Finds the user an access token's subject names; None when there is none."""
+    """Finds the user an access token's subject names; None when there is none. The same
+    shape as ``AuthRefreshUserLookupServiceInterface``, and a contract of its own: a service
+    may declare both."""
 
     def by_subject(self, subject: str) -> MaybeAwaitable[Any | None]: ...
 
