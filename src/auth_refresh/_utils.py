@@ -133,3 +133,54 @@ def unverified_claims(token: object) -> Mapping[str, Any]:
     except (IndexError, ValueError):  # binascii.Error and UnicodeError are ValueErrors
         return {}
     return payload if isinstance(payload, dict) else {}
+
+
+# Nested deeper than this, a JSON value is refused: no token's header or claims need more.
+MAX_JSON_DEPTH = 16
+
+
+def strict_json_object(data: bytes) -> dict[str, Any] | None:
+    """A JSON object from strict UTF-8 text: no duplicate members, NaN or deep nesting."""
+    try:
+        text = data.decode("utf-8")
+        value = _STRICT_DECODER.decode(text)
+        if not isinstance(value, dict):
+            return None
+        # Each level of nesting opens a bracket: with few brackets there is nothing to measure.
+        if text.count("{") + text.count("[") > MAX_JSON_DEPTH and _too_deep(value):
+            return None
+        # "\ud800" escapes decode to lone surrogates, which are not Unicode text. Strict UTF-8
+        # decoding never yields a surrogate, so without a "\u" there is nothing to check.
+        if "\\u" in text:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError):  # UnicodeError is a ValueError
+        return None
+    return value
+
+
+def _too_deep(value: object) -> bool:
+    # Iterative, so measuring a deep value cannot itself recurse too deeply.
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if not isinstance(item, list):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            return True
+        pending.extend((child, depth + 1) for child in item)
+    return False
+
+
+def _without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # RFC 7515 §4 / RFC 7519 §4: duplicate member names are refused, never "last one wins".
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ValueError("duplicate member name")
+    return result
+
+
+_STRICT_DECODER = json.JSONDecoder(
+    object_pairs_hook=_without_duplicates, parse_constant=refuse_json_constant
+)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from auth_refresh._utils import base64url, base64url_decode, refuse_json_constant
+from auth_refresh._utils import MAX_JSON_DEPTH, base64url, base64url_decode, strict_json_object
 from auth_refresh.exceptions import InvalidTokenError
 from auth_refresh.settings import JwtSettings
 from auth_refresh.tokens.keys import JwtKey, KeyRing, key_rings_from_settings
@@ -42,8 +42,6 @@ LATEST_TIMESTAMP = 253_402_300_799
 JTI_BYTES = 16
 MINIMUM_JTI_LENGTH = 22
 MAXIMUM_ID_LENGTH = 1024
-# Header or claims nested deeper than this are refused: no claim needs more.
-MAX_JSON_DEPTH = 16
 # A critical extension must be understood or the token refused (RFC 7515 §4.1.11); none is.
 CRITICAL_HEADERS = frozenset({"crit", "b64"})
 # Header parameters that point at a key: keys come only from the ring (RFC 8725 §3.10).
@@ -139,7 +137,10 @@ class JwtService:
         key, encoded_header = self._signers[token_type]
         payload_json = _CLAIMS_ENCODER.encode(payload)
         # Read back as verify will: only claims that are not plain can be refused there.
-        if not _plain_claims(payload, payload_json) and _json_object(payload_json.encode()) is None:
+        if (
+            not _plain_claims(payload, payload_json)
+            and strict_json_object(payload_json.encode()) is None
+        ):
             raise ValueError(
                 f"the claims must be Unicode text nested at most {MAX_JSON_DEPTH} levels deep"
             )
@@ -177,7 +178,7 @@ class JwtService:
             raise _refuse(token_type, "bad_signature")
         try:
             # Signed as it is spelt: the payload need not be canonical base64url, only base64url.
-            claims = _json_object(base64url_decode(encoded_payload))
+            claims = strict_json_object(base64url_decode(encoded_payload))
         except ValueError:
             claims = None
         if claims is None:
@@ -188,7 +189,7 @@ class JwtService:
     def _key_of_header(self, token_type: TokenType, encoded_header: str) -> JwtKey:
         # The key a header names, once it passed every check; InvalidTokenError otherwise.
         header_bytes = _base64url_decode(encoded_header)
-        header = _json_object(header_bytes) if header_bytes is not None else None
+        header = strict_json_object(header_bytes) if header_bytes is not None else None
         if header is None:
             raise _refuse(token_type, "malformed")
         if not CRITICAL_HEADERS.isdisjoint(header):
@@ -291,52 +292,6 @@ def _base64url_decode(segment: str) -> bytes | None:
     return data if base64url(data) == segment else None
 
 
-def _json_object(data: bytes) -> dict[str, Any] | None:
-    """A JSON object from strict UTF-8 text: no duplicate members, NaN or deep nesting."""
-    try:
-        text = data.decode("utf-8")
-        value = _DECODER.decode(text)
-        if not isinstance(value, dict):
-            return None
-        # Each level of nesting opens a bracket: with few brackets there is nothing to measure.
-        if text.count("{") + text.count("[") > MAX_JSON_DEPTH and _too_deep(value):
-            return None
-        # "\ud800" escapes decode to lone surrogates, which are not Unicode text. Strict UTF-8
-        # decoding never yields a surrogate, so without a "\u" there is nothing to check.
-        if "\\u" in text:
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except (ValueError, RecursionError):  # UnicodeError is a ValueError
-        return None
-    return value
-
-
-def _too_deep(value: object) -> bool:
-    # Iterative, so measuring a deep value cannot itself recurse too deeply.
-    pending = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, dict):
-            item = list(item.values())
-        if not isinstance(item, list):
-            continue
-        if depth > MAX_JSON_DEPTH:
-            return True
-        pending.extend((child, depth + 1) for child in item)
-    return False
-
-
-def _without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # RFC 7515 §4 / RFC 7519 §4: duplicate member names are refused, never "last one wins".
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise ValueError("duplicate member name")
-    return result
-
-
-# What json.loads and json.dumps would build on every call with these options, built once.
-_DECODER = json.JSONDecoder(
-    object_pairs_hook=_without_duplicates, parse_constant=refuse_json_constant
-)
 _CLAIMS_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 _PLAIN_SCALARS = frozenset({str, int, float, bool, type(None)})
 
