@@ -6,7 +6,7 @@ PORT ?= 3000
 
 DEMO_VENV ?= .venv-demo
 
-.PHONY: test lint typecheck docs demo clean
+.PHONY: test quick lint typecheck docs demo clean
 
 # The stamp depends on pyproject.toml, so a changed dependency list reinstalls.
 $(BIN)/.installed: pyproject.toml
@@ -29,6 +29,10 @@ docs: $(BIN)/.installed
 
 test: lint typecheck docs
 	$(BIN)/pytest
+
+# The inner loop, under a minute: the tests that start no server and no process of their own.
+quick: lint typecheck
+	$(BIN)/pytest -q -n auto -m "not servers and not processes"
 
 # The demo needs only the library and uvicorn: a small environment of its own.
 $(DEMO_VENV)/.installed: pyproject.toml

@@ -21,6 +21,30 @@ ACCESS_SECRET = "access-secret-for-tests-0123456789abcdef"
 REFRESH_SECRET = "refresh-secret-for-tests-0123456789abcdef"
 
 
+# What a test needs to be marked "servers" (make quick leaves out "servers" and "processes"):
+# a fixture that starts a server, or a parameter naming a store kind that has one.
+SERVER_FIXTURES = frozenset(
+    {
+        "redis_url",
+        "redis_cluster_url",
+        "postgres_server",
+        "postgres_url",
+        "counting_postgres",
+        "faulty_postgres",
+    }
+)
+SERVER_KINDS = frozenset({"redis", "postgres", "redis-cluster"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        values = {str(value) for value in callspec.params.values()} if callspec else set()
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if SERVER_FIXTURES & fixtures or SERVER_KINDS & values:
+            item.add_marker(pytest.mark.servers)
+
+
 LEFTOVER_PATTERNS = ("*.db", "*.db-wal", "*.db-shm", "auth-refresh-dev-secrets.json")
 
 

@@ -22,7 +22,7 @@ from auth_refresh.stores.sqlite_schema import SCHEMA_VERSION
 from store_fixtures import Family, opened, running_redis
 from test_store_migrations import DATA, load_v1_keys
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.processes]
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "auth-refresh"
 

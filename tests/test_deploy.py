@@ -17,6 +17,9 @@ from servers import ROOT, running_server
 from test_docs import fenced_blocks, shell_commands
 from test_examples import run_the_tutorial_flow
 
+# Each test starts processes of its own: make quick leaves them out.
+pytestmark = pytest.mark.processes
+
 PAGE = ROOT / "docs" / "how-to" / "deploy.md"
 PAGE_PORT = "8000"
 

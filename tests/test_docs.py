@@ -294,6 +294,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield server
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("page", TUTORIAL_PAGES, ids=page_id)
 def test_the_tutorial_curl_commands_work_verbatim_against_the_demo(
     page: Path, demo: Server
@@ -301,6 +302,7 @@ def test_the_tutorial_curl_commands_work_verbatim_against_the_demo(
     run_the_tutorial_flow(page, demo.base_url)
 
 
+@pytest.mark.processes
 def test_the_tutorial_app_serves_the_curl_commands(tmp_path: Path) -> None:
     """Getting started: "save both blocks as app.py and serve it" with its uvicorn command."""
     page = DOCS / "getting-started.md"

@@ -10,6 +10,9 @@ from auth_refresh.settings import DEFAULT_STORE_URL
 from conftest import ACCESS_SECRET, REFRESH_SECRET
 from servers import ROOT, running_server
 
+# Each test starts processes of its own: make quick leaves them out.
+pytestmark = pytest.mark.processes
+
 EXAMPLES = ["examples.sync_registration", "examples.async_registration"]
 SECRETS = {"JWT_MODULE_ACCESS_SECRET": ACCESS_SECRET, "JWT_MODULE_REFRESH_SECRET": REFRESH_SECRET}
 

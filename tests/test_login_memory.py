@@ -163,6 +163,7 @@ def memory(pid: int, field: str) -> int:
     raise LookupError(field)
 
 
+@pytest.mark.processes
 async def test_40_concurrent_bad_logins_keep_a_worker_under_the_documented_bound(
     tmp_path: Path,
 ) -> None:

@@ -22,7 +22,8 @@ from auth_refresh.stores.postgres_batches import BATCH_LIMIT
 from postgres_server import PostgresServer
 from store_fixtures import Family, opened
 
-pytestmark = pytest.mark.anyio
+# Most tests here start a server of their own: make quick leaves them out.
+pytestmark = [pytest.mark.anyio, pytest.mark.servers]
 
 CLOSE_WITHIN_SECONDS = 2.0
 

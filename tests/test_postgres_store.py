@@ -36,7 +36,8 @@ from rotation_app import (
 )
 from store_fixtures import Family, opened
 
-pytestmark = pytest.mark.anyio
+# Most tests here start a server of their own: make quick leaves them out.
+pytestmark = [pytest.mark.anyio, pytest.mark.servers]
 
 DOCS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "postgres-store.md"
 

@@ -33,7 +33,8 @@ from rotation_app import (
 )
 from store_fixtures import Family, opened
 
-pytestmark = pytest.mark.anyio
+# Most tests here start a server of their own: make quick leaves them out.
+pytestmark = [pytest.mark.anyio, pytest.mark.servers]
 
 
 def family_key(family_id: str) -> str:

@@ -17,6 +17,9 @@ from conftest import ACCESS_SECRET, REFRESH_SECRET
 from rotation_app import claims_of
 from servers import Server, running_server
 
+# Each test starts processes of its own: make quick leaves them out.
+pytestmark = pytest.mark.processes
+
 BURST = 50
 CREDENTIALS = {"username": "user@example.com", "password": "password"}
 

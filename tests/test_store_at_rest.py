@@ -21,7 +21,8 @@ from postgres_server import binary
 from rotation_app import claims_of, refresh, rotating_app
 from store_fixtures import running_redis
 
-pytestmark = pytest.mark.anyio
+# Most tests here start a server of their own: make quick leaves them out.
+pytestmark = [pytest.mark.anyio, pytest.mark.servers]
 
 # Any compact JWS: base64url of a JSON header, a dot, base64url of a JSON payload.
 JWT = re.compile(rb"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}")

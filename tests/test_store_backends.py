@@ -34,7 +34,8 @@ from auth_refresh import (
 )
 from store_fixtures import GRACE, LIFETIME, Family, opened, running_redis, successor
 
-pytestmark = pytest.mark.anyio
+# Most tests here start a server of their own: make quick leaves them out.
+pytestmark = [pytest.mark.anyio, pytest.mark.servers]
 
 
 MARKER = "end-of-the-refresh"

@@ -23,7 +23,8 @@ from rotation_app import (
 )
 from store_fixtures import Family, opened, running_redis
 
-pytestmark = pytest.mark.anyio
+# Most tests here start a server of their own: make quick leaves them out.
+pytestmark = [pytest.mark.anyio, pytest.mark.servers]
 
 
 async def test_a_stopped_redis_is_a_503_and_the_store_works_once_it_is_back(

@@ -19,7 +19,8 @@ from auth_refresh.stores.sealing import open_pair, session_id_of, token_digest
 from auth_refresh.stores.sqlite_schema import SCHEMA_VERSION
 from store_fixtures import opened, running_redis
 
-pytestmark = pytest.mark.anyio
+# Most tests here start a server of their own: make quick leaves them out.
+pytestmark = [pytest.mark.anyio, pytest.mark.servers]
 
 DATA = Path(__file__).parent / "data"
 # As tests/data/make_schema_v1.py wrote them.

@@ -16,7 +16,8 @@ from auth_refresh import ConfigurationError, RotationOutcome, StoreUnavailableEr
 from auth_refresh.stores.redis import RedisRefreshTokenStore
 from store_fixtures import Family, opened, running_redis
 
-pytestmark = pytest.mark.anyio
+# Most tests here start a server of their own: make quick leaves them out.
+pytestmark = [pytest.mark.anyio, pytest.mark.servers]
 
 
 @pytest.mark.parametrize("policy", ["volatile-lru", "allkeys-lru", "volatile-ttl"])
