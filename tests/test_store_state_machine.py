@@ -38,6 +38,9 @@ SUBJECTS = ["alice", "bob"]
 # Steps that land on either side of the grace window and the idle limit, and past the cap.
 STEPS = [0.0, 1.0, 4.999, 5.0, 599.0, 601.0, 3600.0]
 GONE = {RotationOutcome.EXPIRED, RotationOutcome.UNKNOWN}
+# The invariants are under test here, not the deadlines (tests/test_store_faults.py has those):
+# on a loaded machine a step may take this long without failing the run.
+PATIENT_SECONDS = 30.0
 
 
 @dataclass
@@ -67,6 +70,15 @@ def new_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+def patient(store_url: str) -> str:
+    """``store_url`` with socket timeouts of ``PATIENT_SECONDS`` where the store takes them."""
+    if not store_url.startswith(("redis://", "redis-cluster://")):
+        return store_url
+    separator = "&" if "?" in store_url else "?"
+    timeouts = f"socket_timeout={PATIENT_SECONDS}&socket_connect_timeout={PATIENT_SECONDS}"
+    return store_url + separator + timeouts
+
+
 def machine_for(store_url: str) -> type[RuleBasedStateMachine]:
     class StoreMachine(RuleBasedStateMachine):
         tokens = Bundle("tokens")
@@ -74,7 +86,9 @@ def machine_for(store_url: str) -> type[RuleBasedStateMachine]:
         def __init__(self) -> None:
             super().__init__()
             self.loop = asyncio.new_event_loop()
-            self.store = open_store(store_url)
+            self.store = open_store(patient(store_url))
+            if hasattr(self.store, "step_deadline"):
+                self.store.step_deadline = PATIENT_SECONDS
             self.now = time.time()
             self.families: dict[str, ModelFamily] = {}
 

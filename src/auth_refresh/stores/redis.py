@@ -6,8 +6,8 @@ server. The steps an event loop asks for while a write is under way go together 
 one: one pipeline of ``EVALSHA`` calls through redis-py's public API, one write and one read for
 the batch, so a refresh costs one round trip or a share of one. The client has connect and
 socket timeouts (0.5 s; a URL query such as ``?socket_timeout=0.2`` overrides them) and no
-retries, and every step has a deadline: a dead or hung Redis gives ``StoreUnavailableError``
-well within 2 s. ``rediss://`` URLs connect with TLS.
+retries, and every step has a deadline (``step_deadline``, 1.5 s): a dead or hung Redis gives
+``StoreUnavailableError`` well within 2 s. ``rediss://`` URLs connect with TLS.
 
 At its first step the store checks the server: an evicting ``maxmemory-policy`` would drop keys
 the others rely on, so only ``noeviction`` is accepted (where ``CONFIG GET`` is allowed), and
@@ -117,7 +117,7 @@ class RedisRefreshTokenStore(RedisStoreCore[Keys]):
             await self.client.aclose()
 
     async def _run(self, script: Script, keys: list[str], args: list[str]) -> Any:
-        async with failing_as_unavailable("Redis store"):
+        async with failing_as_unavailable("Redis store", self.step_deadline):
             batches = self._batches_of_this_loop()
             if not self._checked:
                 await batches.checked(self._check_server)

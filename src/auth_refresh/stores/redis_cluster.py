@@ -224,7 +224,7 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
 
     async def _step(self, work: Awaitable[T]) -> T:
         try:
-            async with failing_as_unavailable("Redis Cluster"):
+            async with failing_as_unavailable("Redis Cluster", self.step_deadline):
                 return await work
         except AttributeError as error:
             # redis-py 8.1's cluster client, after a timeout under load, can hand a command a

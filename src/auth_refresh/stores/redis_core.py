@@ -71,6 +71,8 @@ class RedisStoreCore(ABC, Generic[LayoutT]):
 
     def __init__(self, keys: LayoutT) -> None:
         self.keys = keys
+        # The most one step may take before it is a StoreUnavailableError.
+        self.step_deadline = STEP_DEADLINE_SECONDS
         self._start_family = layout_script(keys, START_FAMILY)
         self._rotate = layout_script(keys, ROTATE)
         self._revoke_family = layout_script(keys, REVOKE_FAMILY)
