@@ -83,11 +83,6 @@ class RefreshFlow:
         self._start = start
         self._transport: tuple[object, object, CookieTransport] | None = None
 
-    async def ready(self, app: Any) -> None:
-        """Start the registration now if its application's lifespan did not."""
-        if not self.started:
-            await self._start(app)
-
     def transport(self, settings: AuthRefreshSettings | None = None) -> CookieTransport | None:
         """The cookie transport the settings ask for, or None: made once per settings and
         issue service."""
