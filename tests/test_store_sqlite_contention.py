@@ -128,3 +128,66 @@ async def test_a_commit_waiting_for_a_reader_of_a_file_not_in_wal_mode_commits(
         await store.close()
     with closing(sqlite3.connect(path)) as check:
         assert check.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+
+
+class Clock:
+    """``sqlite_connection``'s clock, moved by its waits only: what the write lock does at
+    each moment, without timing it."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+        self.at: dict[int, Callable[[], object]] = {}
+        monkeypatch.setattr(sqlite_connection, "monotonic", lambda: self.now)
+        monkeypatch.setattr(sqlite_connection, "sleep", self.sleep)
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        action = self.at.get(len(self.slept))
+        if action is not None:
+            action()
+        self.now += seconds
+
+
+def test_after_finding_the_lock_taken_a_connection_leaves_it_free_after_each_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "families.db"
+    with closing(connect(path)) as other_writer, closing(connect(path)) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA busy_timeout = 0")
+        clock = Clock(monkeypatch)
+        lock = sqlite_connection.WriteLock()
+
+        def write() -> None:
+            lock.begin(connection, clock.now + 1)
+            connection.execute("PRAGMA user_version = 1")
+            lock.commit(connection, clock.now + 1)
+
+        # Alone: one transaction right after another, no wait.
+        write()
+        write()
+        assert clock.slept == []
+        # The other writer holds the lock: two tries find it taken, the third takes it.
+        other_writer.execute("BEGIN IMMEDIATE")
+        clock.at = {2: lambda: other_writer.execute("ROLLBACK")}
+        write()
+        assert len(clock.slept) == 2
+        # From now on the next transaction begins no sooner than LET_IN after the last commit:
+        # long enough for two tries of a writer waiting meanwhile.
+        clock.slept.clear()
+        clock.at = {}
+        clock.now += sqlite_connection.LET_IN / 4
+        write()
+        assert clock.slept == [pytest.approx(sqlite_connection.LET_IN * 3 / 4)]
+        assert 2 * sqlite_connection.LONGEST_WAIT <= sqlite_connection.LET_IN
+        # A transaction that begins later than that does not wait.
+        clock.slept.clear()
+        clock.now += sqlite_connection.LET_IN
+        write()
+        assert clock.slept == []
+        # Nor, once the lock was last found taken long enough ago, one right after a commit.
+        clock.now += sqlite_connection.CONTENDED_FOR
+        write()
+        write()
+        assert clock.slept == []

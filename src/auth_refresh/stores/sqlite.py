@@ -1,35 +1,23 @@
 """``sqlite:///path/to/file.db``: token families in a SQLite file, shared by the processes of
 one machine.
 
-Every step runs on the store's own thread, never on the event loop. The steps one pass of an
-event loop asks for are handed over together (one wake-up), and the thread takes those queued
-meanwhile with them: it runs each in a savepoint of one ``BEGIN IMMEDIATE`` transaction and
-commits once (group commit), so under load one lock, one commit and one hand-back to each
-event loop serve a batch. SQLite's write lock serialises the batches of every process (WAL keeps
-readers out of the way). A step that cannot start within ``busy_timeout`` of being asked for
-(another writer holds the lock, or the queue is long) fails with ``StoreUnavailableError``.
-Statements are prepared once and cached by the connection.
+Each operation is a step: a function of the connection running the statements below (prepared
+once, cached by the connection). The store's own thread runs the steps, never the event loop,
+several in one transaction under load (``auth_refresh.stores.sqlite_worker``). A step that
+cannot start within ``busy_timeout`` of being asked for fails with ``StoreUnavailableError``.
 
 The file (and its ``-wal`` and ``-shm``) are readable by their owner only; its schema is
-versioned and migrated (``auth_refresh.sqlite_schema``).
+versioned and migrated (``auth_refresh.stores.sqlite_schema``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import os
-import queue
 import sqlite3
-import threading
-import time
-from collections.abc import Callable
-from contextlib import suppress
-from dataclasses import dataclass, field
 from typing import Any, cast
 
-from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
+from auth_refresh.exceptions import ConfigurationError
 from auth_refresh.stores.base import (
     FamilyRecord,
     Rotation,
@@ -40,7 +28,8 @@ from auth_refresh.stores.base import (
     decide_rotation,
     new_family_record,
 )
-from auth_refresh.stores.sqlite_schema import create_private, upgrade, use_wal
+from auth_refresh.stores.sqlite_connection import Step
+from auth_refresh.stores.sqlite_worker import SqliteWorker
 from auth_refresh.types import TokenPair
 
 __all__ = ["SqliteRefreshTokenStore"]
@@ -49,11 +38,6 @@ URL_PREFIX = "sqlite:///"
 # Under the 2 s a client should wait for a 503, with room for the work itself.
 BUSY_TIMEOUT_SECONDS = 1.0
 PURGE_BATCH = 100
-# The most steps one transaction takes: a long batch would hold the write lock long.
-MAX_BATCH = 64
-BUSY_TIMEOUT_SLACK_MS = 100
-
-store_log = logging.getLogger("auth_refresh.store")
 
 COLUMNS = (
     "subject, created_at, expires_at, live_token_id, previous_token_id, consumed_at, "
@@ -90,19 +74,6 @@ PURGE_EXPIRED = (
 )
 REVOKE = "UPDATE auth_refresh_families SET revoked = 1, successor_pair = NULL WHERE "
 
-Step = Callable[[sqlite3.Connection], Any]
-
-
-@dataclass(slots=True)
-class _Queued:
-    step: Step
-    deadline: float
-    loop: asyncio.AbstractEventLoop
-    answer: asyncio.Future[Any] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.answer = self.loop.create_future()
-
 
 class SqliteRefreshTokenStore:
     """Families in one SQLite file (WAL); safe for several worker processes on one machine."""
@@ -119,12 +90,7 @@ class SqliteRefreshTokenStore:
         if not os.path.isdir(directory):
             raise ConfigurationError(f"the SQLite store's directory does not exist: {directory}")
         self.busy_timeout = busy_timeout
-        self._queue: queue.SimpleQueue[list[_Queued] | None] = queue.SimpleQueue()
-        self._pending: dict[asyncio.AbstractEventLoop, list[_Queued]] = {}
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
-        self._closed = False
-        self._busy_ms = 0  # the connection's busy_timeout; used on the store's thread only
+        self._worker = SqliteWorker(self.path, busy_timeout)
 
     @classmethod
     def from_url(cls, url: str) -> SqliteRefreshTokenStore:
@@ -255,171 +221,10 @@ class SqliteRefreshTokenStore:
         return result
 
     async def close(self) -> None:
-        self._closed = True
-        thread = self._thread
-        if thread is not None:
-            # Steps asked for in this pass of the loop go first.
-            pending = self._pending.pop(asyncio.get_running_loop(), None)
-            if pending:
-                self._queue.put(pending)
-            self._queue.put(None)
-            await asyncio.get_running_loop().run_in_executor(None, thread.join)
+        await self._worker.close()
 
     async def _run(self, step: Step) -> Any:
-        if self._closed:
-            raise StoreUnavailableError()
-        if self._thread is None:
-            self._start_thread()
-        loop = asyncio.get_running_loop()
-        queued = _Queued(step, time.monotonic() + self.busy_timeout, loop)
-        # The steps one pass of the event loop asks for go to the thread together: one wake-up.
-        pending = self._pending.get(loop)
-        if pending is None:
-            pending = self._pending[loop] = []
-            loop.call_soon(self._hand_over, loop)
-        pending.append(queued)
-        return await queued.answer
-
-    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._queue.put(self._pending.pop(loop))
-
-    def _start_thread(self) -> None:
-        with self._start_lock:
-            if self._thread is None:
-                thread = threading.Thread(
-                    target=self._serve, name="auth-refresh-sqlite", daemon=True
-                )
-                thread.start()
-                self._thread = thread
-
-    def _serve(self) -> None:
-        connection: sqlite3.Connection | None = None
-        try:
-            while (first := self._queue.get()) is not None:
-                batch = list(first)
-                stop = False
-                while len(batch) < MAX_BATCH:
-                    try:
-                        more = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        stop = True
-                        break
-                    batch += more
-                connection = self._run_batch(connection, batch)
-                if stop:
-                    break
-        finally:
-            if connection is not None:
-                connection.close()
-
-    def _run_batch(
-        self, connection: sqlite3.Connection | None, batch: list[_Queued]
-    ) -> sqlite3.Connection | None:
-        now = time.monotonic()
-        timed_out = sqlite3.OperationalError("queued longer than the busy timeout")
-        answers: list[tuple[_Queued, Any, BaseException | None]] = [
-            (queued, None, timed_out) for queued in batch if queued.deadline <= now
-        ]
-        live = [queued for queued in batch if queued.deadline > now and not queued.answer.done()]
-        if not live:
-            _answer(answers)
-            return connection
-        settled = len(answers)
-        try:
-            remaining = min(queued.deadline for queued in live) - now
-            connection = connection or self._open()
-            # Every statement is a hand-over of the GIL: the timeout is set when it moved.
-            busy_ms = max(1, int(remaining * 1000))
-            if abs(busy_ms - self._busy_ms) > BUSY_TIMEOUT_SLACK_MS:
-                connection.execute(f"PRAGMA busy_timeout = {busy_ms:d}")
-                self._busy_ms = busy_ms
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                if len(live) == 1:
-                    # Alone in its transaction: the transaction is its savepoint.
-                    result = live[0].step(connection)
-                    answers.append((live[0], result, None))
-                else:
-                    for queued in live:
-                        answers.append((queued, *_in_savepoint(connection, queued.step)))
-                # Inside the try: a COMMIT that fails leaves nothing half-written either.
-                connection.execute("COMMIT")
-            except BaseException:
-                # SQLite rolls some errors back itself; a second ROLLBACK would hide the first.
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
-        except Exception as error:
-            # Whatever went wrong (a locked or broken file, an unexpected error): every step
-            # of the batch fails closed, and the thread serves the next batch.
-            answers[settled:] = [(queued, None, error) for queued in live]
-        _answer(answers)
-        return connection
-
-    def _open(self) -> sqlite3.Connection:
-        create_private(self.path)
-        connection = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
-        try:
-            use_wal(connection)
-            # With WAL, NORMAL syncs at checkpoints only (on this thread): a power cut may lose
-            # the last steps, never corrupt the file.
-            connection.execute("PRAGMA synchronous=NORMAL")
-            # IMMEDIATE: processes starting together on a new file wait for each other here.
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                upgrade(connection)
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
-        except BaseException:
-            connection.close()
-            raise
-        return connection
-
-
-def _in_savepoint(connection: sqlite3.Connection, step: Step) -> tuple[Any, BaseException | None]:
-    # One step's failure (a corrupt row) undoes that step only, not the batch.
-    connection.execute("SAVEPOINT step")
-    try:
-        result = step(connection)
-    except Exception as error:
-        if not connection.in_transaction:
-            raise  # SQLite rolled the whole transaction back (I/O, full disk): the batch fails
-        connection.execute("ROLLBACK TO step")
-        connection.execute("RELEASE step")
-        return None, error
-    connection.execute("RELEASE step")
-    return result, None
-
-
-def _answer(answers: list[tuple[_Queued, Any, BaseException | None]]) -> None:
-    # One wake-up per event loop for the whole batch.
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Queued, Any, BaseException | None]]] = {}
-    for answer in answers:
-        by_loop.setdefault(answer[0].loop, []).append(answer)
-    for loop, loop_answers in by_loop.items():
-        # RuntimeError: the loop is closed, nobody waits for these answers.
-        with suppress(RuntimeError):
-            loop.call_soon_threadsafe(_settle, loop_answers)
-
-
-def _settle(answers: list[tuple[_Queued, Any, BaseException | None]]) -> None:
-    for queued, result, error in answers:
-        if queued.answer.done():
-            continue  # the caller went away (its request was cancelled)
-        if isinstance(error, ConfigurationError):
-            queued.answer.set_exception(error)
-        elif error is not None:
-            # "database is locked" after busy_timeout, I/O errors, a corrupt file or row:
-            # fail closed.
-            store_log.warning("SQLite store unavailable: %s: %s", type(error).__name__, error)
-            queued.answer.set_exception(StoreUnavailableError())
-        else:
-            queued.answer.set_result(result)
+        return await self._worker.run(step)
 
 
 def _record(row: tuple[Any, ...]) -> FamilyRecord:
