@@ -138,7 +138,7 @@ class TokenRotationService:
         grace_seconds = self.settings.grace_seconds
         if arrived_at is not None:
             now = min(now, max(arrived_at, now - grace_seconds))
-        # The store keeps nothing usable (auth_refresh.sealing): the grace pair opens with the
+        # The store keeps nothing usable (stores.sealing): the grace pair opens with the
         # presented token's id only.
         sealed = seal_pair(successor.pair, token_id, family_id) if grace_seconds > 0 else NO_PAIR
         with store_step("rotate"):

@@ -50,7 +50,7 @@ class RotationOutcome(enum.Enum):
 class Successor:
     """The pair a refresh hands out if it wins, signed before the store step.
 
-    As a store sees it (``auth_refresh.sealing``): ``token_id`` is a digest and ``pair`` is
+    As a store sees it (``stores.sealing``): ``token_id`` is a digest and ``pair`` is
     sealed, opaque data to keep and give back within the grace window, never usable tokens.
     """
 

@@ -2,7 +2,7 @@
 versioned in ``PRAGMA user_version``.
 
 Version 1 is the table of the first releases (``user_version`` 0): token ids and the grace pair
-in the clear. Version 2 keeps them as ``auth_refresh.sealing`` makes them. Version 3 adds the
+in the clear. Version 2 keeps them as ``stores.sealing`` makes them. Version 3 adds the
 session each family is: its id, when it was last refreshed and its client label. A migration is a
 function of the open connection, run inside the transaction that sets the new version; adding
 one means writing it, listing it in ``MIGRATIONS`` and raising ``SCHEMA_VERSION``.
