@@ -106,7 +106,12 @@ async def exchange(target: Target, token: str) -> tuple[int, str]:
     app, _ = build_app(InMemoryUsers())
     async with serve(app) as client:
         response = await target.send(client, token)
-    assert_no_token(response, token)
+        said_anyway = ""
+        if any(len(part) >= 8 and part in response.text for part in (token, *token.split("."))):
+            # Found in the answer: is it there for any token (Hypothesis tries the answer's own
+            # words, "timestam" of "timestamp"), or because this one was sent?
+            said_anyway = (await target.send(client, "-" * len(token))).text
+    assert_no_token(response, token, said_anyway=said_anyway)
     return response.status_code, response.text
 
 
