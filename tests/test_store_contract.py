@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from auth_refresh import ConfigurationError, RotationOutcome, Successor, open_store
+from auth_refresh.settings import BUILT_IN_STORE_SCHEMES
 from auth_refresh.stores.base import (
     FamilyRecord,
     RefreshTokenStore,
@@ -22,7 +23,7 @@ from auth_refresh.stores.base import (
     decide_rotation,
     new_family_record,
 )
-from auth_refresh.stores.registry import register_store_scheme
+from auth_refresh.stores.registry import register_store_scheme, store_factory_for
 from auth_refresh.testing import SCENARIOS, StoreContract, StoreFactory, check_store
 from store_fixtures import Family, opened
 
@@ -234,3 +235,10 @@ def test_the_contract_runs_without_pytest() -> None:
         [sys.executable, "-c", WITHOUT_PYTEST], capture_output=True, text=True, check=True
     )
     assert finished.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("scheme", sorted(BUILT_IN_STORE_SCHEMES))
+def test_every_scheme_the_settings_accept_has_a_store(scheme: str) -> None:
+    # settings (the ground) knows the names, the registry the factories: they must agree.
+    path = "/families.db" if scheme == "sqlite" else ""
+    assert store_factory_for(f"{scheme}://{path}") is not None

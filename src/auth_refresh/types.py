@@ -20,7 +20,6 @@ __all__ = [
     "AuthRefreshUserLookupServiceInterface",
     "IssueTokenServiceInterface",
     "IssuedPair",
-    "SessionCheck",
     "TokenPair",
     "TokenType",
     "VerifyTokenServiceInterface",
@@ -90,10 +89,3 @@ class AuthLocalUserLookupServiceInterface(Protocol):
     present, receives the new hash of a user whose hash is outdated (see ``passwords``)."""
 
     def by_username(self, username: str) -> MaybeAwaitable[Any | None]: ...
-
-
-class SessionCheck(Protocol):
-    """Whether the session an access token names (its ``sid``) is live: what the access guard
-    asks the application's refresh registration."""
-
-    async def session_active(self, session_id: str, subject: str) -> bool: ...

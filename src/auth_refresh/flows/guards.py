@@ -108,8 +108,8 @@ class AuthRefreshGuard:
     client's next refresh is a reuse that revokes its session (a warning names such a route).
     """
 
-    def __init__(self, module: _HasRefreshFlow | RefreshFlow | None = None) -> None:
-        self.flow = module.flow if module is not None and hasattr(module, "flow") else module
+    def __init__(self, module: _HasRefreshFlow | None = None) -> None:
+        self.flow = module.flow if module is not None else None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, AuthRefreshGuard) and other.flow is self.flow

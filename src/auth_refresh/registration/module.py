@@ -100,7 +100,7 @@ class AuthRefreshModule:
         # The refresh cookie goes only where it is needed.
         cookie_paths = tuple(p for p in (path, logout_path) if p is not None)
         self.flow = RefreshFlow(name, self.container, cookie_paths, self._start_late)
-        self.guard = AuthRefreshGuard(self.flow)
+        self.guard = AuthRefreshGuard(self)
         self.login_issue_token_service = LoginIssueTokenService(
             self.flow, self.describe_answering_route
         )
