@@ -32,7 +32,7 @@ from auth_refresh.settings import (
     build_settings,
     minimum_secret_bytes,
 )
-from auth_refresh.stores.base import SessionRecord
+from auth_refresh.stores.base import SESSION_PAGE_MAX, SessionCursor, SessionRecord
 from auth_refresh.stores.registry import open_store
 
 __all__ = ["main"]
@@ -188,7 +188,14 @@ def list_sessions(arguments: argparse.Namespace) -> int:
 async def _list_sessions(settings: AuthRefreshSettings, subject: str) -> list[SessionRecord]:
     store = open_store(settings.store_url)
     try:
-        return await store.list_sessions(subject, now=time.time())
+        sessions: list[SessionRecord] = []
+        now = time.time()
+        while True:
+            after = SessionCursor.of(sessions[-1]) if sessions else None
+            page = await store.list_sessions(subject, now=now, limit=SESSION_PAGE_MAX, after=after)
+            sessions += page
+            if len(page) < SESSION_PAGE_MAX:
+                return sessions
     finally:
         await store.close()
 
@@ -200,7 +207,7 @@ def _utc(timestamp: float) -> str:
 async def _revoke_subject(settings: AuthRefreshSettings, subject: str) -> None:
     store = open_store(settings.store_url)
     try:
-        await store.revoke_subject(subject)
+        await store.revoke_subject(subject, now=time.time())
     finally:
         await store.close()
 

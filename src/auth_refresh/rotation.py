@@ -22,6 +22,7 @@ from auth_refresh.settings import AuthRefreshSettings
 from auth_refresh.stores.base import (
     RefreshTokenStore,
     RotationOutcome,
+    SessionCursor,
     SessionRecord,
     SessionStart,
     Successor,
@@ -109,7 +110,10 @@ class TokenRotationService:
                 now=now,
                 absolute_lifetime=self.settings.absolute_lifetime,
                 session=session,
+                max_sessions=self.settings.max_sessions_per_subject,
             )
+        # A login beyond the cap may have ended one of the subject's sessions: read again.
+        session_cache(self.store).subject_changed(subject)
         return IssuedPair(first.pair, family_id, first.expires_at)
 
     async def rotate(
@@ -170,10 +174,12 @@ class TokenRotationService:
             await self.store.revoke_family(family_id)
         session_cache(self.store).revoked(session_id_of(family_id))
 
-    async def revoke_subject(self, subject: str) -> None:
+    async def revoke_subject(self, subject: str) -> int:
+        """Revoke every session of ``subject``; how many live ones it ended."""
         with store_step("revoke_subject"):
-            await self.store.revoke_subject(subject)
+            ended = await self.store.revoke_subject(subject, now=self.clock())
         session_cache(self.store).subject_revoked(subject)
+        return ended
 
     async def session_active(self, session_id: str, subject: str) -> bool:
         """Whether the session an access token names is live (the access guard's check)."""
@@ -185,10 +191,21 @@ class TokenRotationService:
             interval=self.settings.session_check_interval,
         )
 
-    async def list_sessions(self, subject: str) -> list[SessionRecord]:
-        """The live sessions of ``subject``, newest first."""
+    async def list_sessions(
+        self, subject: str, *, limit: int, after: SessionCursor | None = None
+    ) -> list[SessionRecord]:
+        """At most ``limit`` live sessions of ``subject``, newest first, after ``after``."""
         with store_step("list_sessions"):
-            return await self.store.list_sessions(subject, now=self.clock())
+            return await self.store.list_sessions(
+                subject, now=self.clock(), limit=limit, after=after
+            )
+
+    async def revoke_other_sessions(self, subject: str, keep: str | None) -> int:
+        """Revoke every live session of ``subject`` but ``keep``; how many."""
+        with store_step("revoke_other_sessions"):
+            ended = await self.store.revoke_other_sessions(subject, keep, now=self.clock())
+        session_cache(self.store).others_revoked(subject, keep)
+        return ended
 
     async def revoke_session(self, subject: str, session_id: str) -> bool:
         """Revoke one live session of ``subject``; False if it is not one."""

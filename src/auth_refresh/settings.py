@@ -253,7 +253,8 @@ class AuthRefreshSettings(_Settings):
     refuses them once it is revoked, seen by every worker within ``session_check_interval``
     seconds (at most one store read per session per interval and process).
     ``session_client_ip`` keeps each session's client IP for ``list_sessions`` (off by
-    default); its ``User-Agent`` is kept, cut to 256 characters.
+    default); its ``User-Agent`` is kept, cut to 256 characters. ``max_sessions_per_subject``
+    caps a user's live sessions: a login beyond it ends the least recently refreshed one.
 
     ``cookie_transport`` puts the refresh token in an ``HttpOnly`` cookie named ``cookie_name``
     (``Secure`` unless ``cookie_secure`` is false, for plain-http localhost development only;
@@ -280,6 +281,7 @@ class AuthRefreshSettings(_Settings):
     on_token_reuse: Callable[..., Any] | None = None
     session_check_interval: float = Field(default=1.0, ge=0, le=60)
     session_client_ip: bool = False
+    max_sessions_per_subject: int = Field(default=100, ge=1, le=1000)
     cookie_transport: bool = False
     cookie_name: str = Field(default="refresh_token", pattern=r"^[A-Za-z0-9_.-]+$")
     cookie_secure: bool = True

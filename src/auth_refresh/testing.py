@@ -24,7 +24,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeAlias
 
-from auth_refresh.stores.base import RefreshTokenStore, RotationOutcome, SessionStart, Successor
+from auth_refresh.stores.base import (
+    SESSION_PAGE_MAX,
+    RefreshTokenStore,
+    RotationOutcome,
+    SessionCursor,
+    SessionRecord,
+    SessionStart,
+    Successor,
+)
 from auth_refresh.types import TokenPair
 
 try:
@@ -42,6 +50,7 @@ Scenario: TypeAlias = Callable[[RefreshTokenStore], Awaitable[None]]
 GRACE = 5.0
 LIFETIME = 3600.0
 IDLE = 600.0
+MAX_SESSIONS = 100
 
 
 def new_id() -> str:
@@ -61,7 +70,12 @@ class Family:
         self.session_id = "session-" + new_id()
 
     async def start(
-        self, *, idle: float = IDLE, user_agent: str | None = None, client_ip: str | None = None
+        self,
+        *,
+        idle: float = IDLE,
+        user_agent: str | None = None,
+        client_ip: str | None = None,
+        max_sessions: int = MAX_SESSIONS,
     ) -> Family:
         await self.store.start_family(
             self.id,
@@ -71,6 +85,7 @@ class Family:
             now=self.now,
             absolute_lifetime=LIFETIME,
             session=SessionStart(self.session_id, user_agent, client_ip),
+            max_sessions=max_sessions,
         )
         return self
 
@@ -181,6 +196,11 @@ async def the_live_tokens_expiry_is_the_idle_limit(store: RefreshTokenStore) -> 
     assert (await family.rotate(live.token_id))[0] is RotationOutcome.EXPIRED
 
 
+async def listed(store: RefreshTokenStore, subject: str, *, now: float) -> list[SessionRecord]:
+    """The first page of ``subject``'s sessions, as large as a page gets."""
+    return await store.list_sessions(subject, now=now, limit=SESSION_PAGE_MAX)
+
+
 async def revoke_family_refuses_that_family_only(store: RefreshTokenStore) -> None:
     revoked = await Family(store).start()
     other = await Family(store, revoked.subject).start()
@@ -199,13 +219,13 @@ async def revoke_subject_logs_out_everywhere_and_later_logins_work(
     laptop = await Family(store, phone.subject).start()
     _, _, laptop_live = await laptop.rotate(laptop.first_token)
     bystander = await Family(store).start()
-    await store.revoke_subject(phone.subject)
+    assert await store.revoke_subject(phone.subject, now=phone.now) == 2
     assert (await phone.rotate(phone.first_token))[0] is RotationOutcome.REVOKED
     assert (await laptop.rotate(laptop_live.token_id))[0] is RotationOutcome.REVOKED
     assert (await bystander.rotate(bystander.first_token))[0] is RotationOutcome.ROTATED
     later = await Family(store, phone.subject).start()
     assert (await later.rotate(later.first_token))[0] is RotationOutcome.ROTATED
-    await store.revoke_subject("nobody-" + new_id())
+    assert await store.revoke_subject("nobody-" + new_id(), now=phone.now) == 0
 
 
 async def concurrent_refreshes_of_one_token_rotate_it_once(store: RefreshTokenStore) -> None:
@@ -226,13 +246,13 @@ async def sessions_are_listed_newest_first_with_their_labels(store: RefreshToken
     newer.now = older.now + 10
     await newer.start()
     await Family(store).start()  # another subject's
-    sessions = await store.list_sessions(older.subject, now=newer.now)
+    sessions = await listed(store, older.subject, now=newer.now)
     assert [session.session_id for session in sessions] == [newer.session_id, older.session_id]
     first = sessions[1]
     assert (first.created_at, first.last_refreshed_at) == (older.now, older.now)
     assert (first.user_agent, first.client_ip) == ("Firefox/128.0", "192.0.2.7")
     assert (sessions[0].user_agent, sessions[0].client_ip) == (None, None)
-    assert await store.list_sessions("nobody-" + new_id(), now=newer.now) == []
+    assert await listed(store, "nobody-" + new_id(), now=newer.now) == []
 
 
 async def a_rotation_is_the_sessions_last_refresh(store: RefreshTokenStore) -> None:
@@ -240,7 +260,7 @@ async def a_rotation_is_the_sessions_last_refresh(store: RefreshTokenStore) -> N
     started = family.now
     family.now += 30
     await family.rotate(family.first_token)
-    (session,) = await store.list_sessions(family.subject, now=family.now)
+    (session,) = await listed(store, family.subject, now=family.now)
     assert (session.created_at, session.last_refreshed_at) == (started, started + 30)
     assert await family.active()
 
@@ -254,13 +274,13 @@ async def a_session_ends_with_every_revocation_and_with_expiry(store: RefreshTok
     by_reuse.now += GRACE
     assert (await by_reuse.rotate(by_reuse.first_token))[0] is RotationOutcome.REUSED
     by_subject = await Family(store).start()
-    await store.revoke_subject(by_subject.subject)
+    assert await store.revoke_subject(by_subject.subject, now=by_subject.now) == 1
     expired = await Family(store).start(idle=60)
     assert await expired.active()
     expired.now += 60
     for ended in (by_family, by_reuse, by_subject, expired):
         assert not await ended.active()
-        assert await store.list_sessions(ended.subject, now=ended.now) == []
+        assert await listed(store, ended.subject, now=ended.now) == []
 
 
 async def revoke_session_ends_one_live_session_of_its_subject_only(
@@ -278,9 +298,84 @@ async def revoke_session_ends_one_live_session_of_its_subject_only(
     # Ended already, or never there: not found.
     assert not await store.revoke_session(phone.subject, phone.session_id, now=phone.now)
     assert not await store.revoke_session(phone.subject, "session-" + new_id(), now=phone.now)
-    sessions = await store.list_sessions(phone.subject, now=phone.now)
+    sessions = await listed(store, phone.subject, now=phone.now)
     assert [session.session_id for session in sessions] == [laptop.session_id]
     assert (await laptop.rotate(laptop.first_token))[0] is RotationOutcome.ROTATED
+
+
+async def a_login_beyond_the_cap_ends_the_least_recently_refreshed_session(
+    store: RefreshTokenStore,
+) -> None:
+    first = await Family(store).start(max_sessions=3)
+    families = [first]
+    for offset in (1, 2):
+        family = Family(store, first.subject)
+        family.now = first.now + offset
+        families.append(await family.start(max_sessions=3))
+    # The first one refreshes: the second is now the least recently refreshed.
+    first.now += 3
+    _, _, first_live = await first.rotate(first.first_token)
+    fourth = Family(store, first.subject)
+    fourth.now = first.now + 1
+    await fourth.start(max_sessions=3)
+    second, third = families[1:]
+    assert (await second.rotate(second.first_token))[0] is RotationOutcome.REVOKED
+    assert not await second.active()
+    sessions = await listed(store, first.subject, now=fourth.now)
+    assert [session.session_id for session in sessions] == [
+        fourth.session_id,
+        third.session_id,
+        first.session_id,
+    ]
+    assert (await first.rotate(first_live.token_id))[0] is RotationOutcome.ROTATED
+    # A cap of one: a login ends every other session, never its own.
+    fifth = Family(store, first.subject)
+    fifth.now = fourth.now + 1
+    await fifth.start(max_sessions=1)
+    assert [s.session_id for s in await listed(store, first.subject, now=fifth.now)] == [
+        fifth.session_id
+    ]
+    assert await fifth.active()
+
+
+async def sessions_are_paged_in_list_order_each_once(store: RefreshTokenStore) -> None:
+    first = await Family(store).start()
+    families = [first]
+    for offset in (0, 0, 1, 2, 2, 3):  # equal start times are ordered by session id
+        family = Family(store, first.subject)
+        family.now = first.now + offset
+        families.append(await family.start())
+    expected = sorted(families, key=lambda f: (f.now, f.session_id), reverse=True)
+    now = first.now + 10
+    pages: list[list[str]] = []
+    after: SessionCursor | None = None
+    while True:
+        page = await store.list_sessions(first.subject, now=now, limit=3, after=after)
+        assert len(page) <= 3
+        if not page:
+            break
+        pages.append([session.session_id for session in page])
+        after = SessionCursor.of(page[-1])
+    assert [sid for page in pages for sid in page] == [f.session_id for f in expected]
+    assert [len(page) for page in pages] == [3, 3, 1]
+
+
+async def revoke_other_sessions_keeps_one_and_counts_the_rest(store: RefreshTokenStore) -> None:
+    phone = await Family(store).start()
+    laptop = await Family(store, phone.subject).start()
+    tablet = await Family(store, phone.subject).start()
+    await store.revoke_family(tablet.id)  # ended already: not counted
+    stranger = await Family(store).start()
+    assert await store.revoke_other_sessions(phone.subject, laptop.session_id, now=phone.now) == 1
+    assert [s.session_id for s in await listed(store, phone.subject, now=phone.now)] == [
+        laptop.session_id
+    ]
+    assert (await phone.rotate(phone.first_token))[0] is RotationOutcome.REVOKED
+    assert (await laptop.rotate(laptop.first_token))[0] is RotationOutcome.ROTATED
+    assert await stranger.active()
+    # Keeping none (a caller without a session) ends them all.
+    assert await store.revoke_other_sessions(phone.subject, None, now=phone.now) == 1
+    assert await listed(store, phone.subject, now=phone.now) == []
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -299,6 +394,9 @@ SCENARIOS: tuple[Scenario, ...] = (
     a_rotation_is_the_sessions_last_refresh,
     a_session_ends_with_every_revocation_and_with_expiry,
     revoke_session_ends_one_live_session_of_its_subject_only,
+    a_login_beyond_the_cap_ends_the_least_recently_refreshed_session,
+    sessions_are_paged_in_list_order_each_once,
+    revoke_other_sessions_keeps_one_and_counts_the_rest,
 )
 
 

@@ -29,7 +29,12 @@ from auth_refresh.exceptions import (
 )
 from auth_refresh.rotation import TokenRotationService, family_of, refuse_unjudgeable
 from auth_refresh.settings import AuthRefreshSettings
-from auth_refresh.stores.base import RefreshTokenStore, SessionRecord
+from auth_refresh.stores.base import (
+    SESSION_PAGE_MAX,
+    RefreshTokenStore,
+    SessionCursor,
+    SessionRecord,
+)
 from auth_refresh.stores.session_cache import session_cache
 from auth_refresh.telemetry import operation_span
 from auth_refresh.transport.cookies import CookieTransport, csrf_keys_of
@@ -239,13 +244,20 @@ class RefreshFlow:
         """Refuse every refresh token of one token family from now on (one session)."""
         await (await self._rotation("revoke_family")).revoke_family(family_id)
 
-    async def revoke_subject(self, subject: str) -> None:
-        """Revoke every family of ``subject``: log out everywhere."""
-        await (await self._rotation("revoke_subject")).revoke_subject(subject)
+    async def revoke_subject(self, subject: str) -> int:
+        """Revoke every family of ``subject``: log out everywhere; how many live sessions it
+        ended."""
+        return await (await self._rotation("revoke_subject")).revoke_subject(subject)
 
-    async def list_sessions(self, subject: str) -> list[SessionRecord]:
-        """The live sessions (token families) of ``subject``, newest first."""
-        return await (await self._rotation("list_sessions")).list_sessions(subject)
+    async def list_sessions(
+        self, subject: str, *, limit: int = SESSION_PAGE_MAX, after: SessionCursor | None = None
+    ) -> list[SessionRecord]:
+        """At most ``limit`` live sessions (token families) of ``subject``, newest first; the
+        next page is those after the last one's ``SessionCursor``."""
+        if not 1 <= limit <= SESSION_PAGE_MAX:
+            raise ValueError(f"limit must be 1 to {SESSION_PAGE_MAX}, not {limit}")
+        rotation = await self._rotation("list_sessions")
+        return await rotation.list_sessions(subject, limit=limit, after=after)
 
     async def revoke_session(self, subject: str, session_id: str) -> None:
         """End one live session of ``subject``; ``SessionNotFoundError`` (404) otherwise."""
@@ -257,12 +269,9 @@ class RefreshFlow:
 
     async def revoke_other_sessions(self, subject: str, keep: str | None) -> int:
         """End every live session of ``subject`` but ``keep`` (the caller's); how many."""
-        rotation = await self._rotation("revoke_other_sessions")
-        revoked = 0
-        for session in await rotation.list_sessions(subject):
-            if session.session_id != keep:
-                revoked += await rotation.revoke_session(subject, session.session_id)
-        return revoked
+        return await (await self._rotation("revoke_other_sessions")).revoke_other_sessions(
+            subject, keep
+        )
 
     async def session_active(self, session_id: str, subject: str) -> bool:
         """Whether the session an access token names is live (the access guard's check);

@@ -58,7 +58,12 @@ from auth_refresh.registration.options import (
 )
 from auth_refresh.registration.routes import refresh_router
 from auth_refresh.settings import AuthRefreshSettings
-from auth_refresh.stores.base import RefreshTokenStore, SessionRecord
+from auth_refresh.stores.base import (
+    SESSION_PAGE_MAX,
+    RefreshTokenStore,
+    SessionCursor,
+    SessionRecord,
+)
 from auth_refresh.types import TokenPair
 
 if TYPE_CHECKING:
@@ -299,14 +304,19 @@ class AuthRefreshModule:
         """Refuse every refresh token of one token family from now on (one session)."""
         await self.flow.revoke_family(family_id)
 
-    async def revoke_subject(self, subject: str) -> None:
+    async def revoke_subject(self, subject: str) -> int:
         """Revoke every family of ``subject``: log out everywhere (password change, disabled
-        account). Logins after this start new families as usual."""
-        await self.flow.revoke_subject(subject)
+        account); how many live sessions it ended. Logins after this start new families as
+        usual."""
+        return await self.flow.revoke_subject(subject)
 
-    async def list_sessions(self, subject: str) -> list[SessionRecord]:
-        """The live sessions (token families) of ``subject``, newest first."""
-        return await self.flow.list_sessions(subject)
+    async def list_sessions(
+        self, subject: str, *, limit: int = SESSION_PAGE_MAX, after: SessionCursor | None = None
+    ) -> list[SessionRecord]:
+        """At most ``limit`` (1 to 100) live sessions (token families) of ``subject``, newest
+        first; pass ``SessionCursor.of(last)`` of a page's last session as ``after`` for the
+        next page."""
+        return await self.flow.list_sessions(subject, limit=limit, after=after)
 
     async def revoke_session(self, subject: str, session_id: str) -> None:
         """End one session of ``subject``: its refresh and access tokens stop working.

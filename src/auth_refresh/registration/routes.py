@@ -12,7 +12,7 @@ from fastapi import APIRouter
 from fastapi.routing import APIRoute
 
 from auth_refresh.flows.refresh import RefreshFlow
-from auth_refresh.flows.sessions import SessionBody, SessionRoutes
+from auth_refresh.flows.sessions import SESSION_PAGE_PARAMETERS, SessionBody, SessionRoutes
 from auth_refresh.transport.extractors import DEFAULT_EXTRACTOR
 from auth_refresh.transport.responses import TokenPairBody, error_responses
 from auth_refresh.transport.schemes import source_of
@@ -79,12 +79,22 @@ def add_session_routes(router: APIRouter, handlers: SessionRoutes, path: str) ->
         path,
         handlers.list_sessions,
         methods=["GET"],
-        summary="The caller's live sessions, newest first",
+        summary="The caller's live sessions, newest first, a page at a time",
         operation_id=operation_id("list_sessions", path),
         responses={
-            200: {"model": list[SessionBody], "description": "The live sessions"},
-            **error_responses(401, 503),
+            200: {
+                "model": list[SessionBody],
+                "description": "A page of the live sessions",
+                "headers": {
+                    "Link": {
+                        "description": 'The next page, as <url>; rel="next" (RFC 8288)',
+                        "schema": {"type": "string"},
+                    }
+                },
+            },
+            **error_responses(400, 401, 503),
         },
+        openapi_extra={"parameters": SESSION_PAGE_PARAMETERS},
     )
     router.add_api_route(
         path + "/{session_id}",

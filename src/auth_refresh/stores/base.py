@@ -21,11 +21,17 @@ from typing import Protocol
 
 from auth_refresh.types import TokenPair
 
+# The most sessions one list_sessions call answers: with the cap on sessions per subject, no
+# store step walks more than a page plus the cap.
+SESSION_PAGE_MAX = 100
+
 __all__ = [
+    "SESSION_PAGE_MAX",
     "FamilyRecord",
     "RefreshTokenStore",
     "Rotation",
     "RotationOutcome",
+    "SessionCursor",
     "SessionRecord",
     "SessionStart",
     "Successor",
@@ -93,6 +99,24 @@ class SessionRecord:
 
 
 @dataclass(frozen=True)
+class SessionCursor:
+    """Where a page of ``list_sessions`` ends: the next page holds the sessions listed after
+    this one (``created_at`` newest first, then ``session_id`` descending)."""
+
+    created_at: float
+    session_id: str
+
+    @classmethod
+    def of(cls, session: SessionRecord) -> SessionCursor:
+        """The cursor of the page that ends with ``session``."""
+        return cls(session.created_at, session.session_id)
+
+    def is_before(self, created_at: float, session_id: str) -> bool:
+        """Whether a session with this ``created_at`` and ``session_id`` is listed after it."""
+        return (created_at, session_id) < (self.created_at, self.session_id)
+
+
+@dataclass(frozen=True)
 class FamilyRecord:
     """One family as the memory and SQLite stores keep it."""
 
@@ -109,6 +133,11 @@ class FamilyRecord:
     user_agent: str | None = None
     client_ip: str | None = None
 
+    @property
+    def last_active(self) -> float:
+        """Its last refresh, or its start: the least recent goes first beyond the cap."""
+        return self.refreshed_at or self.created_at
+
     def is_live(self, now: float) -> bool:
         """Neither revoked nor expired at ``now``."""
         return not self.revoked and now < self.expires_at
@@ -118,7 +147,7 @@ class FamilyRecord:
         return SessionRecord(
             session_id=self.session_id,
             created_at=self.created_at,
-            last_refreshed_at=self.refreshed_at or self.created_at,
+            last_refreshed_at=self.last_active,
             user_agent=self.user_agent,
             client_ip=self.client_ip,
         )
@@ -138,8 +167,14 @@ class RefreshTokenStore(Protocol):
         now: float,
         absolute_lifetime: float,
         session: SessionStart,
+        max_sessions: int,
     ) -> None:
-        """Record a new family whose live token is ``token_id``, and the session it is."""
+        """Record a new family whose live token is ``token_id``, and the session it is.
+
+        In the same step, when ``subject`` has more than ``max_sessions`` live sessions, the
+        least recently refreshed others are revoked until ``max_sessions`` remain; revoked and
+        expired families leave the subject's index, so no index grows past the cap.
+        """
         ...
 
     async def rotate(
@@ -160,8 +195,9 @@ class RefreshTokenStore(Protocol):
         """Refuse every token of the family from now on."""
         ...
 
-    async def revoke_subject(self, subject: str) -> None:
-        """Revoke every family of ``subject``: log out everywhere."""
+    async def revoke_subject(self, subject: str, *, now: float) -> int:
+        """Revoke every family of ``subject``, as one step: log out everywhere; how many live
+        sessions it ended."""
         ...
 
     async def session_active(self, session_id: str, *, now: float) -> bool:
@@ -170,15 +206,22 @@ class RefreshTokenStore(Protocol):
         at most once per session per check interval and process."""
         ...
 
-    async def list_sessions(self, subject: str, *, now: float) -> list[SessionRecord]:
-        """The live sessions (as ``session_active`` means it) of ``subject``, newest
-        (``created_at``) first."""
+    async def list_sessions(
+        self, subject: str, *, now: float, limit: int, after: SessionCursor | None = None
+    ) -> list[SessionRecord]:
+        """At most ``limit`` (``SESSION_PAGE_MAX`` at most) live sessions (as
+        ``session_active`` means it) of ``subject``, newest (``created_at``) first, then by
+        ``session_id`` descending; only those listed after ``after`` when it is given."""
         ...
 
     async def revoke_session(self, subject: str, session_id: str, *, now: float) -> bool:
         """Revoke the family of ``session_id`` if it is a live session of ``subject``, as
         ``revoke_family`` does; False (and nothing changed) when it is not: unknown, ended,
         or another subject's."""
+        ...
+
+    async def revoke_other_sessions(self, subject: str, keep: str | None, *, now: float) -> int:
+        """Revoke every live session of ``subject`` but ``keep``, as one step; how many."""
         ...
 
     async def close(self) -> None:

@@ -8,6 +8,7 @@ import threading
 from auth_refresh.stores.base import (
     FamilyRecord,
     Rotation,
+    SessionCursor,
     SessionRecord,
     SessionStart,
     Successor,
@@ -42,6 +43,7 @@ class MemoryRefreshTokenStore:
         now: float,
         absolute_lifetime: float,
         session: SessionStart,
+        max_sessions: int,
     ) -> None:
         record = new_family_record(
             subject,
@@ -56,6 +58,11 @@ class MemoryRefreshTokenStore:
             if family_id not in self._families:
                 heapq.heappush(self._expiries, (record.expires_at, family_id))
             self._put(family_id, record)
+            others = [other for other in self._live_families(subject, now) if other != family_id]
+            # The least recently refreshed go first; the new session always stays.
+            others.sort(key=lambda other: self._families[other].last_active)
+            for other in others[: max(0, len(others) + 1 - max_sessions)]:
+                self._revoke(other)
 
     async def rotate(
         self,
@@ -84,31 +91,50 @@ class MemoryRefreshTokenStore:
 
     async def revoke_family(self, family_id: str) -> None:
         with self._lock:
-            record = self._families.get(family_id)
-            if record is not None:
-                self._families[family_id] = revoked_record(record)
+            if family_id in self._families:
+                self._revoke(family_id)
 
-    async def revoke_subject(self, subject: str) -> None:
+    async def revoke_subject(self, subject: str, *, now: float) -> int:
         with self._lock:
-            for family_id in self._by_subject.get(subject, ()):
-                self._families[family_id] = revoked_record(self._families[family_id])
+            live = self._live_families(subject, now)
+            for family_id in tuple(self._by_subject.get(subject, ())):
+                self._revoke(family_id)
+            return len(live)
 
     async def session_active(self, session_id: str, *, now: float) -> bool:
         with self._lock:
             return self._live_session(session_id, now) is not None
 
-    async def list_sessions(self, subject: str, *, now: float) -> list[SessionRecord]:
+    async def list_sessions(
+        self, subject: str, *, now: float, limit: int, after: SessionCursor | None = None
+    ) -> list[SessionRecord]:
         with self._lock:
-            records = [self._families[family_id] for family_id in self._by_subject.get(subject, ())]
-        live = [record.session() for record in records if record.is_live(now)]
-        return sorted(live, key=lambda session: session.created_at, reverse=True)
+            records = [self._families[family_id] for family_id in self._live_families(subject, now)]
+        sessions = [
+            record.session()
+            for record in records
+            if after is None or after.is_before(record.created_at, record.session_id)
+        ]
+        sessions.sort(key=lambda session: (session.created_at, session.session_id), reverse=True)
+        return sessions[:limit]
+
+    async def revoke_other_sessions(self, subject: str, keep: str | None, *, now: float) -> int:
+        with self._lock:
+            ended = [
+                family_id
+                for family_id in self._live_families(subject, now)
+                if self._families[family_id].session_id != keep
+            ]
+            for family_id in ended:
+                self._revoke(family_id)
+            return len(ended)
 
     async def revoke_session(self, subject: str, session_id: str, *, now: float) -> bool:
         with self._lock:
             family_id = self._live_session(session_id, now)
             if family_id is None or self._families[family_id].subject != subject:
                 return False
-            self._families[family_id] = revoked_record(self._families[family_id])
+            self._revoke(family_id)
             return True
 
     async def close(self) -> None:
@@ -123,22 +149,38 @@ class MemoryRefreshTokenStore:
         live = record is not None and not record.revoked and now < record.expires_at
         return family_id if live else None
 
+    def _live_families(self, subject: str, now: float) -> list[str]:
+        # The subject's index holds no revoked family; an expired one leaves it here.
+        families = self._by_subject.get(subject, set())
+        for family_id in [f for f in families if self._families[f].expires_at <= now]:
+            self._unindex(subject, family_id)
+        return list(families)
+
+    def _revoke(self, family_id: str) -> None:
+        self._put(family_id, revoked_record(self._families[family_id]))
+
     def _put(self, family_id: str, record: FamilyRecord) -> None:
         self._families[family_id] = record
-        self._by_subject.setdefault(record.subject, set()).add(family_id)
+        if record.revoked:
+            self._unindex(record.subject, family_id)
+        else:
+            self._by_subject.setdefault(record.subject, set()).add(family_id)
         if record.session_id:
             self._by_session[record.session_id] = family_id
+
+    def _unindex(self, subject: str, family_id: str) -> None:
+        families = self._by_subject.get(subject)
+        if families is not None:
+            families.discard(family_id)
+            if not families:
+                del self._by_subject[subject]
 
     def _delete(self, family_id: str) -> None:
         record = self._families.pop(family_id, None)
         if record is None:
             return
         self._by_session.pop(record.session_id, None)
-        families = self._by_subject.get(record.subject)
-        if families is not None:
-            families.discard(family_id)
-            if not families:
-                del self._by_subject[record.subject]
+        self._unindex(record.subject, family_id)
 
     def _purge(self, now: float) -> None:
         while self._expiries and self._expiries[0][0] <= now:
