@@ -155,3 +155,38 @@ def test_a_development_secrets_file_others_can_read_is_refused(tmp_path: Path) -
     with pytest.raises(RuntimeError, match=r"readable by others \(mode 644\)"):  # noqa: SIM117
         with running_server(["-m", "examples.sync_registration"], workdir=tmp_path, env=UNSET):
             pass
+
+
+def test_a_capped_sync_example_keeps_the_newest_sessions_and_pages_them(tmp_path: Path) -> None:
+    """Issue 22's done-when: a cap of five, eight logins; the list comes two at a time."""
+    env = {**SECRETS, "AUTH_REFRESH_MAX_SESSIONS_PER_SUBJECT": "5"}
+    credentials = {"username": "user@example.com", "password": "password"}
+    with (
+        running_server(["-m", EXAMPLES[0]], workdir=tmp_path, env=env) as server,
+        httpx.Client(base_url=server.base_url) as client,
+    ):
+        logins = [client.post("/auth/login", json=credentials).json() for _ in range(8)]
+        bearer = {"Authorization": "Bearer " + logins[-1]["accessToken"]}
+        listed = client.get("/auth/sessions", headers=bearer)
+        assert listed.status_code == 200
+        assert len(listed.json()) == 5
+        assert "Link" not in listed.headers
+        # Two at a time, following rel="next" until there is none: each session once.
+        pages, url = [], "/auth/sessions?limit=2"
+        while url:
+            page = client.get(url, headers=bearer)
+            assert page.status_code == 200
+            assert len(page.json()) <= 2
+            pages.append([session["id"] for session in page.json()])
+            link = page.headers.get("Link")
+            url = link.split(";")[0].strip("<>") if link else ""
+            assert not link or link.endswith('; rel="next"')
+        assert [len(page) for page in pages] == [2, 2, 1]
+        assert [sid for page in pages for sid in page] == [s["id"] for s in listed.json()]
+        for number, pair in enumerate(logins):
+            refreshed = client.post("/auth/refresh", json={"refreshToken": pair["refreshToken"]})
+            if number < 3:  # the three oldest were ended by the later logins
+                assert refreshed.status_code == 401
+                assert refreshed.json()["errorCode"] == "AUTH_REFRESH_NOT_AUTHORIZED_ERROR"
+            else:
+                assert refreshed.status_code == 200

@@ -330,3 +330,92 @@ async def test_a_request_that_goes_away_does_not_end_the_read_others_share() -> 
     assert await checks[1] is True
     assert checks[0].cancelled()
     assert store.reads == 1
+
+
+async def test_the_session_list_is_paged_with_a_link_to_the_next_page(
+    users: InMemoryUsers, password_storage: PasswordStorageService
+) -> None:
+    app, _ = rotating_app(
+        users, password_storage, settings={"store_url": "memory://"}, sessions_path=SESSIONS
+    )
+    async with serve(app) as client:
+        pairs = [await login_as(client, "user@example.com", f"Agent/{n}") for n in range(5)]
+        caller = bearer(pairs[-1])
+        first = await client.get(SESSIONS, params={"limit": 2}, headers=caller)
+        assert first.status_code == 200
+        assert [s["userAgent"] for s in first.json()] == ["Agent/4", "Agent/3"]
+        url, rel = first.headers["Link"].split("; ")
+        assert rel == 'rel="next"'
+        next_url = httpx.URL(url.strip("<>"))
+        assert next_url.path == SESSIONS and next_url.params["limit"] == "2"
+        second = await client.get(next_url, headers=caller)
+        assert [s["userAgent"] for s in second.json()] == ["Agent/2", "Agent/1"]
+        last = await client.get(second.headers["Link"].split(";")[0].strip("<>"), headers=caller)
+        assert [s["userAgent"] for s in last.json()] == ["Agent/0"]
+        assert "Link" not in last.headers
+        # A page exactly as long as what is left announces no next one.
+        assert (
+            "Link" not in (await client.get(SESSIONS, params={"limit": 5}, headers=caller)).headers
+        )
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"limit": "0"},
+        {"limit": "101"},
+        {"limit": "-1"},
+        {"limit": "two"},
+        {"limit": "1e2"},
+        {"limit": "٣"},  # a digit, but not an ASCII one
+        {"cursor": "not base64!"},
+        {"cursor": "bm8gY29sb24"},  # "no colon"
+        {"cursor": "bmFuOnNlc3Npb24"},  # "nan:session"
+        {"cursor": "MTox" + "A" * 400},
+        {"cursor": "MTo"},  # "1:" without a session id
+    ],
+)
+async def test_a_bad_page_request_is_a_400_before_any_store(
+    users: InMemoryUsers, password_storage: PasswordStorageService, query: dict[str, str]
+) -> None:
+    app, _ = rotating_app(
+        users, password_storage, settings={"store_url": "memory://"}, sessions_path=SESSIONS
+    )
+    async with serve(app) as client:
+        pair = await login_as(client, "user@example.com", "Agent/1")
+        answer = await client.get(SESSIONS, params=query, headers=bearer(pair))
+        assert answer.status_code == 400
+        assert answer.json()["errorCode"] == "AUTH_REFRESH_INVALID_REQUEST_ERROR"
+
+
+async def test_the_list_documents_its_page_parameters_and_link(
+    users: InMemoryUsers, password_storage: PasswordStorageService
+) -> None:
+    app, _ = rotating_app(
+        users, password_storage, settings={"store_url": "memory://"}, sessions_path=SESSIONS
+    )
+    async with serve(app) as client:
+        schema = (await client.get("/openapi.json")).json()
+    operation = schema["paths"][SESSIONS]["get"]
+    parameters = {parameter["name"]: parameter["schema"] for parameter in operation["parameters"]}
+    assert parameters["limit"] == {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}
+    assert parameters["cursor"]["type"] == "string"
+    assert "Link" in operation["responses"]["200"]["headers"]
+    assert "400" in operation["responses"]
+
+
+async def test_a_login_beyond_the_cap_ends_the_oldest_sessions_access_tokens_at_once(
+    users: InMemoryUsers, password_storage: PasswordStorageService, store_url: str
+) -> None:
+    settings = {"store_url": store_url, "max_sessions_per_subject": 2}
+    app, _ = rotating_app(users, password_storage, settings=settings, sessions_path=SESSIONS)
+    async with serve(app) as client:
+        oldest = await login_as(client, "user@example.com", "Agent/1")
+        assert await me(client, oldest) == 200  # now cached as live in this process
+        middle = await login_as(client, "user@example.com", "Agent/2")
+        newest = await login_as(client, "user@example.com", "Agent/3")
+        assert await me(client, oldest) == 401
+        assert (await refresh(client, oldest["refreshToken"])).status_code == 401
+        assert await me(client, middle) == await me(client, newest) == 200
+        listed = (await client.get(SESSIONS, headers=bearer(newest))).json()
+        assert [session["userAgent"] for session in listed] == ["Agent/3", "Agent/2"]

@@ -94,3 +94,42 @@ async def test_a_corrupt_sqlite_row_is_a_503_not_a_500(tmp_path: Path) -> None:
         # A repeat within the grace window reads the stored pair back.
         with pytest.raises(StoreUnavailableError):
             await family.rotate(family.first_token)
+
+
+@pytest.mark.parametrize("stale", [None, 0.0, 0.5])
+async def test_access_tokens_during_a_store_outage_live_as_long_as_the_stale_bound(
+    users: InMemoryUsers,
+    password_storage: PasswordStorageService,
+    tmp_path: Path,
+    stale: float | None,
+) -> None:
+    """Issue 21: a session seen live before the store stopped keeps answering 200 for
+    ``session_check_stale_seconds`` (default 30), then 503; 0 refuses at once."""
+    settings: dict[str, object] = {"session_check_interval": 0}
+    if stale is not None:
+        settings["session_check_stale_seconds"] = stale
+    with running_redis(tmp_path, appendonly=True) as server:
+        app, _ = rotating_app(
+            users, password_storage, settings={**settings, "store_url": server.url}
+        )
+        async with serve(app) as client:
+            pair = await login(client)
+            headers = {"Authorization": "Bearer " + pair["accessToken"]}
+            assert (await client.get("/me", headers=headers)).status_code == 200
+            never_seen = await login(client)
+            server.stop()
+            try:
+                during = await client.get("/me", headers=headers)
+                if stale == 0.0:
+                    assert_store_unavailable(during)
+                else:
+                    assert during.status_code == 200
+                # A session the store never said was live is not trusted.
+                unseen = {"Authorization": "Bearer " + never_seen["accessToken"]}
+                assert_store_unavailable(await client.get("/me", headers=unseen))
+                if stale == 0.5:
+                    await asyncio.sleep(0.6)
+                    assert_store_unavailable(await client.get("/me", headers=headers))
+            finally:
+                server.start()
+            assert (await client.get("/me", headers=headers)).status_code == 200

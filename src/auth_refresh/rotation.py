@@ -189,6 +189,7 @@ class TokenRotationService:
             subject,
             clock=self.clock,
             interval=self.settings.session_check_interval,
+            stale=self.settings.session_check_stale_seconds,
         )
 
     async def list_sessions(

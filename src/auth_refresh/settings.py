@@ -251,7 +251,9 @@ class AuthRefreshSettings(_Settings):
 
     With rotation each family is a session its access tokens name (``sid``): the access guard
     refuses them once it is revoked, seen by every worker within ``session_check_interval``
-    seconds (at most one store read per session per interval and process).
+    seconds (at most one store read per session per interval and process). While the store
+    cannot answer, a session it said was live is trusted for ``session_check_stale_seconds``
+    after that answer (0: refused at once, 503).
     ``session_client_ip`` keeps each session's client IP for ``list_sessions`` (off by
     default); its ``User-Agent`` is kept, cut to 256 characters. ``max_sessions_per_subject``
     caps a user's live sessions: a login beyond it ends the least recently refreshed one.
@@ -280,6 +282,7 @@ class AuthRefreshSettings(_Settings):
     store_url: str = DEFAULT_STORE_URL
     on_token_reuse: Callable[..., Any] | None = None
     session_check_interval: float = Field(default=1.0, ge=0, le=60)
+    session_check_stale_seconds: float = Field(default=30.0, ge=0, le=3600)
     session_client_ip: bool = False
     max_sessions_per_subject: int = Field(default=100, ge=1, le=1000)
     cookie_transport: bool = False

@@ -10,6 +10,8 @@ providers do nothing, and without the API nothing is imported at all.
 * counter ``auth_refresh.refresh.outcomes`` by ``outcome`` (``rotated``, ``grace``,
   ``reused``, ``revoked``, ``expired``, ``unknown``, ``store_unavailable``);
 * counter ``auth_refresh.reuse.detections``;
+* counter ``auth_refresh.session.checks`` by ``outcome`` (``live``, ``ended``, ``stale``,
+  ``store_unavailable``): the access guard's reads of a session from the store;
 * histogram ``auth_refresh.store.duration`` (seconds) by ``operation``.
 """
 
@@ -28,6 +30,7 @@ __all__ = [
     "instrument",
     "operation_span",
     "record_refresh",
+    "record_session_check",
     "store_step",
     "uninstrument",
 ]
@@ -65,6 +68,11 @@ class _Instruments:
             "auth_refresh.reuse.detections",
             unit="{detection}",
             description="Consumed refresh tokens presented again: each revoked its session",
+        )
+        self.session_checks = meter.create_counter(
+            "auth_refresh.session.checks",
+            unit="{check}",
+            description="The access guard's reads of a session's state from the store",
         )
         self.store_duration = meter.create_histogram(
             "auth_refresh.store.duration",
@@ -187,3 +195,10 @@ class _StoreStep:
             and self.operation == "rotate"
         ):
             instruments.refresh_outcomes.add(1, {"outcome": STORE_UNAVAILABLE})
+
+
+def record_session_check(outcome: str) -> None:
+    """Count one session check the access guard made of the store, by its outcome."""
+    instruments = _measuring()
+    if instruments is not None:
+        instruments.session_checks.add(1, {"outcome": outcome})

@@ -290,6 +290,7 @@ class RefreshFlow:
             subject,
             clock=container.clock(),
             interval=settings.session_check_interval,
+            stale=settings.session_check_stale_seconds,
         )
 
     # -- internals ---------------------------------------------------------------------------

@@ -7,10 +7,12 @@ names them: ``auth_refresh.stores.redis``, ``.redis_cluster``, ``.postgres``.
 """
 
 from auth_refresh.stores.base import (
+    SESSION_PAGE_MAX,
     FamilyRecord,
     RefreshTokenStore,
     Rotation,
     RotationOutcome,
+    SessionCursor,
     SessionRecord,
     SessionStart,
     Successor,
@@ -28,11 +30,13 @@ from auth_refresh.stores.registry import (
 from auth_refresh.stores.sqlite import SqliteRefreshTokenStore
 
 __all__ = [
+    "SESSION_PAGE_MAX",
     "FamilyRecord",
     "MemoryRefreshTokenStore",
     "RefreshTokenStore",
     "Rotation",
     "RotationOutcome",
+    "SessionCursor",
     "SessionRecord",
     "SessionStart",
     "SqliteRefreshTokenStore",

@@ -5,6 +5,10 @@ the session is revoked, asking the store at most once per session per check inte
 (``session_check_interval``, 1 s by default): a revocation made by another worker is seen
 within that interval. Revocations made through this process are marked here at once. Requests
 that need the same session's state while the store is being asked share that one read.
+
+When the store cannot answer, a session the store last said was live stays live for at most
+``session_check_stale_seconds`` after that answer (0: refuse at once); then the guard answers
+503 like the store. A session revoked meanwhile lives that long during an outage.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from auth_refresh.exceptions import StoreUnavailableError
 from auth_refresh.stores.base import RefreshTokenStore
+from auth_refresh.telemetry import record_session_check, store_step
 
 __all__ = ["SessionCache", "session_cache"]
 
@@ -31,6 +37,8 @@ class _Known:
     live: bool
     # time.monotonic() after which to ask the store again (never, once revoked)
     fresh_until: float
+    # time.monotonic() of the store's last answer that it is live
+    confirmed_at: float = 0.0
 
 
 class SessionCache:
@@ -49,8 +57,10 @@ class SessionCache:
         *,
         clock: Callable[[], float],
         interval: float,
+        stale: float,
     ) -> bool:
-        """Whether ``session_id`` is live: cached, or read from ``store`` as of ``clock()``."""
+        """Whether ``session_id`` is live: cached, or read from ``store`` as of ``clock()``;
+        while the store cannot answer, live if it said so at most ``stale`` seconds ago."""
         known = self._known.get(session_id)
         if known is not None and not known.live:
             return False  # a revocation is for good
@@ -60,7 +70,9 @@ class SessionCache:
         reading = self._reading.get(session_id)
         if reading is None or reading.get_loop() is not loop:
             # A task of its own: a request that goes away does not cancel the others' read.
-            reading = loop.create_task(self._read(store, session_id, subject, clock, interval))
+            reading = loop.create_task(
+                self._read(store, session_id, subject, clock, interval, stale)
+            )
             reading.add_done_callback(_retrieve)
             self._reading[session_id] = reading
         return await asyncio.shield(reading)
@@ -72,17 +84,41 @@ class SessionCache:
         subject: str,
         clock: Callable[[], float],
         interval: float,
+        stale: float,
     ) -> bool:
         try:
-            live = await store.session_active(session_id, now=clock())
+            with store_step("session_active"):
+                live = await store.session_active(session_id, now=clock())
+        except StoreUnavailableError:
+            if not self._still_live(session_id, subject, interval, stale):
+                record_session_check("store_unavailable")
+                raise
+            record_session_check("stale")
+            return True
         finally:
             if self._reading.get(session_id) is asyncio.current_task():
                 del self._reading[session_id]
         known = self._known.get(session_id)
         if known is not None and not known.live:
             return False  # revoked here while the store was being asked
-        self._remember(session_id, subject, live, time.monotonic() + interval if live else NEVER)
+        now = time.monotonic()
+        self._remember(session_id, subject, live, now + interval if live else NEVER)
+        if live:
+            self._known[session_id].confirmed_at = now
+        record_session_check("live" if live else "ended")
         return live
+
+    def _still_live(self, session_id: str, subject: str, interval: float, stale: float) -> bool:
+        # The store said live at most ``stale`` seconds ago: trust that, for now.
+        known = self._known.get(session_id)
+        now = time.monotonic()
+        if known is None or not known.live or known.subject != subject:
+            return False
+        if now - known.confirmed_at > stale:
+            return False
+        # Not asked again for an interval: each request would wait for the store's timeout.
+        known.fresh_until = min(now + interval, known.confirmed_at + stale)
+        return True
 
     def revoked(self, session_id: str, subject: str | None = None) -> None:
         """Mark ``session_id`` revoked in this process, at once."""
