@@ -126,7 +126,7 @@ async def test_sessions_revoke_subject_logs_the_user_out_everywhere(
         "sessions", "revoke-subject", "user-7", cwd=tmp_path, env={"AUTH_REFRESH_STORE_URL": url}
     )
     assert result.returncode == 0, result.stderr
-    assert "revoked every session of 'user-7'" in result.stdout
+    assert result.stdout.startswith("revoked 2 live sessions of 'user-7' in ")
 
     async with opened(url) as store:
         for family in (phone, laptop, someone_else):
@@ -155,10 +155,15 @@ async def test_sessions_list_shows_a_users_live_sessions_newest_first(
     env = {"AUTH_REFRESH_STORE_URL": url}
     result = run_cli("sessions", "list", "user-9", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert [line.split("  ")[0] for line in lines] == [laptop.session_id, phone.session_id]
-    assert lines[0].endswith("192.0.2.1  Laptop/2.0")
-    assert lines[1].endswith("-  Phone\\nForged line")
+    header, *lines = result.stdout.splitlines()
+    assert header.split() == [
+        "SESSION", "STARTED", "(UTC)", "LAST", "REFRESHED", "(UTC)", "CLIENT", "IP", "USER-AGENT"
+    ]  # fmt: skip
+    assert [line.split()[0] for line in lines] == [laptop.session_id, phone.session_id]
+    # Columns line up under the header, one line per session whatever its User-Agent.
+    ip, agent = header.index("CLIENT IP"), header.index("USER-AGENT")
+    assert [line[ip:agent].strip() for line in lines] == ["192.0.2.1", "-"]
+    assert [line[agent:] for line in lines] == ["Laptop/2.0", "Phone\\nForged line"]
     empty = run_cli("sessions", "list", "nobody", cwd=tmp_path, env=env)
     assert "no live session of 'nobody'" in empty.stdout
 
@@ -180,7 +185,7 @@ def test_sessions_revoke_subject_refuses_a_store_it_cannot_reach(
     )
     assert result.returncode == 1
     assert message in result.stderr
-    assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
 
 
 def test_a_command_is_required(tmp_path: Path) -> None:

@@ -27,7 +27,13 @@ from auth_refresh.stores.base import (
     SessionStart,
     Successor,
 )
-from auth_refresh.stores.sealing import open_pair, seal_pair, session_id_of, token_digest
+from auth_refresh.stores.sealing import (
+    SESSION_ID_FORMAT,
+    open_pair,
+    seal_pair,
+    session_id_of,
+    token_digest,
+)
 from auth_refresh.stores.session_cache import session_cache
 from auth_refresh.telemetry import record_refresh, store_step
 from auth_refresh.tokens.jwt import IssueTokenService
@@ -183,6 +189,8 @@ class TokenRotationService:
 
     async def session_active(self, session_id: str, subject: str) -> bool:
         """Whether the session an access token names is live (the access guard's check)."""
+        if SESSION_ID_FORMAT.fullmatch(session_id) is None:
+            return False
         return await session_cache(self.store).is_active(
             self.store,
             session_id,
@@ -210,6 +218,8 @@ class TokenRotationService:
 
     async def revoke_session(self, subject: str, session_id: str) -> bool:
         """Revoke one live session of ``subject``; False if it is not one."""
+        if SESSION_ID_FORMAT.fullmatch(session_id) is None:
+            return False  # not an id a store could hold: none is asked
         with store_step("revoke_session"):
             revoked = await self.store.revoke_session(subject, session_id, now=self.clock())
         if revoked:

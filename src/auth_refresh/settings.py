@@ -262,6 +262,8 @@ class AuthRefreshSettings(_Settings):
     (``Secure`` unless ``cookie_secure`` is false, for plain-http localhost development only;
     ``SameSite`` from ``cookie_same_site``); requests whose token came from the cookie need the
     CSRF header. ``cookie_body_refresh_token`` keeps ``refreshToken`` in the body as well.
+    ``cookie_prefix`` (``__Secure-``, ``__Host-``) prefixes both cookies' names so browsers refuse
+    them from http or, ``__Host-``, other hosts; ``__Host-`` puts the refresh cookie on ``/``.
     ``allowed_origins`` are the origins whose pages may log in, refresh and log out with cookie
     transport (default: the request's own); ``csrf_secret`` keys the CSRF token (default: a
     key derived from the refresh signing key).
@@ -290,6 +292,7 @@ class AuthRefreshSettings(_Settings):
     cookie_secure: bool = True
     cookie_same_site: Literal["strict", "lax", "none"] = "strict"
     cookie_body_refresh_token: bool = False
+    cookie_prefix: Literal["", "__Secure-", "__Host-"] = ""
     # Cookie transport's origin check (None: the request's own) and CSRF key (None: derived
     # from the refresh signing key).
     allowed_origins: list[str] | None = None
@@ -332,10 +335,13 @@ class AuthRefreshSettings(_Settings):
         return url
 
     @model_validator(mode="after")
-    def _same_site_none_needs_secure(self) -> AuthRefreshSettings:
-        # Browsers drop SameSite=None cookies that are not Secure.
+    def _cookies_browsers_keep(self) -> AuthRefreshSettings:
+        # Browsers drop SameSite=None cookies and prefixed ones that are not Secure.
         if self.cookie_same_site == "none" and not self.cookie_secure:
             raise ValueError("AUTH_REFRESH_COOKIE_SAME_SITE=none needs AUTH_REFRESH_COOKIE_SECURE")
+        if self.cookie_prefix and not self.cookie_secure:
+            needs = f"AUTH_REFRESH_COOKIE_PREFIX={self.cookie_prefix} needs"
+            raise ValueError(f"{needs} AUTH_REFRESH_COOKIE_SECURE")
         return self
 
 

@@ -17,7 +17,8 @@ from starlette.requests import Request
 
 from auth_refresh._utils import is_active, resolve
 from auth_refresh.exceptions import AuthJwtUnauthorizedError, AuthRefreshError
-from auth_refresh.flows.refresh import MAX_SESSION_ID, RefreshFlow
+from auth_refresh.flows.refresh import RefreshFlow
+from auth_refresh.stores.sealing import SESSION_ID_FORMAT
 from auth_refresh.transport.schemes import access_scheme
 from auth_refresh.types import SESSION_CLAIM
 
@@ -80,7 +81,7 @@ def _app_flows(request: Request) -> AppFlows | None:
 
 
 async def _session_active(request: Request, session_id: object, subject: str) -> bool:
-    if not isinstance(session_id, str) or not session_id or len(session_id) > MAX_SESSION_ID:
+    if not isinstance(session_id, str) or SESSION_ID_FORMAT.fullmatch(session_id) is None:
         return False
     flows = _app_flows(request)
     refresh = flows.refresh if flows is not None else None

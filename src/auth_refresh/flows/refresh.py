@@ -35,6 +35,7 @@ from auth_refresh.stores.base import (
     SessionCursor,
     SessionRecord,
 )
+from auth_refresh.stores.sealing import SESSION_ID_FORMAT
 from auth_refresh.stores.session_cache import session_cache
 from auth_refresh.telemetry import operation_span
 from auth_refresh.transport.cookies import CookieTransport, csrf_keys_of
@@ -42,7 +43,6 @@ from auth_refresh.transport.responses import NO_STORE
 from auth_refresh.types import IssuedPair, TokenPair
 
 __all__ = [
-    "MAX_SESSION_ID",
     "LoginIssueTokenService",
     "RefreshFlow",
     "Refreshed",
@@ -50,9 +50,6 @@ __all__ = [
 
 log = logging.getLogger("auth_refresh")
 security_log = logging.getLogger("auth_refresh.security")
-
-# A session id is a base64url SHA-256 digest (43 characters); anything far longer is not one.
-MAX_SESSION_ID = 256
 
 
 @dataclass(frozen=True)
@@ -261,10 +258,11 @@ class RefreshFlow:
 
     async def revoke_session(self, subject: str, session_id: str) -> None:
         """End one live session of ``subject``; ``SessionNotFoundError`` (404) otherwise."""
+        # A client's id: what is not a session id's form is not found, asking no store.
+        if SESSION_ID_FORMAT.fullmatch(session_id) is None:
+            raise SessionNotFoundError()
         rotation = await self._rotation("revoke_session")
-        if len(session_id) > MAX_SESSION_ID or not await rotation.revoke_session(
-            subject, session_id
-        ):
+        if not await rotation.revoke_session(subject, session_id):
             raise SessionNotFoundError()
 
     async def revoke_other_sessions(self, subject: str, keep: str | None) -> int:
@@ -276,6 +274,8 @@ class RefreshFlow:
     async def session_active(self, session_id: str, subject: str) -> bool:
         """Whether the session an access token names is live (the access guard's check);
         True without rotation, where no session is kept."""
+        if SESSION_ID_FORMAT.fullmatch(session_id) is None:
+            return False
         if not self.started:
             await self._start(None)
         container = self.container

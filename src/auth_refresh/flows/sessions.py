@@ -19,6 +19,7 @@ from auth_refresh.exceptions import InvalidRequestError
 from auth_refresh.flows.guards import AuthJwtGuard, claims_of
 from auth_refresh.flows.refresh import RefreshFlow
 from auth_refresh.stores.base import SESSION_PAGE_MAX, SessionCursor, SessionRecord
+from auth_refresh.stores.sealing import SESSION_ID_FORMAT
 from auth_refresh.telemetry import operation_span
 from auth_refresh.transport.responses import NO_STORE
 from auth_refresh.types import SESSION_CLAIM
@@ -128,7 +129,7 @@ def _cursor_of(text: str) -> SessionCursor:
             raise ValueError
         created_at, _, session_id = base64url_decode(text).decode("ascii").partition(":")
         created = float(created_at)
-        if not (math.isfinite(created) and session_id.isprintable() and session_id):
+        if not math.isfinite(created) or SESSION_ID_FORMAT.fullmatch(session_id) is None:
             raise ValueError
     except (ValueError, binascii.Error, UnicodeError):
         raise InvalidRequestError("cursor is not one this server gave") from None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -21,7 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from auth_refresh._utils import base64url, base64url_decode
 from auth_refresh.types import TokenPair
 
-__all__ = ["open_pair", "seal_pair", "session_id_of", "token_digest"]
+__all__ = ["SESSION_ID_FORMAT", "open_pair", "seal_pair", "session_id_of", "token_digest"]
 
 # A pair is sealed whole, in one AES-GCM message, into the access token's place: "sealed2."
 # and base64url(nonce + ciphertext of the access token's length, 4 bytes, then both tokens).
@@ -30,6 +31,11 @@ SEALED_PAIR_PREFIX = "sealed2."
 SEALED_PREFIX = "sealed1."
 NONCE_BYTES = 12
 LENGTH_BYTES = 4
+
+# What session_id_of makes, all a session id can be (``SESSION_ID_FORMAT.fullmatch``): 32 bytes
+# in unpadded base64url, 43 characters, the last holding 4 bits and two zero bits. An id a client
+# sends is checked against it before any store sees it (a NUL, an overlong id reach none).
+SESSION_ID_FORMAT = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")
 
 
 def token_digest(token_id: str) -> str:

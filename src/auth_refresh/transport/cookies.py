@@ -1,8 +1,9 @@
 """Cookie transport for browsers: the refresh token in an ``HttpOnly`` cookie, with CSRF.
 
 The refresh token is set as a cookie scripts cannot read, limited to the refresh and logout
-paths. Because a browser sends that cookie by itself, a request whose token came from the
-cookie must also carry a CSRF token in a header (double submit). The CSRF token is an HMAC of
+paths (on ``/``, as the ``__Host-`` prefix requires, with that prefix). Because a browser sends
+that cookie by itself, a request whose token came from the cookie must also carry a CSRF token
+in a header (double submit). The CSRF token is an HMAC of
 the refresh token's family (its session) under a server key derived from the refresh signing
 key (or ``AUTH_REFRESH_CSRF_SECRET``): knowing a family id is not enough to make one, it is not
 replayable across sessions, and it stays the same across rotations, so two tabs racing a
@@ -41,14 +42,21 @@ __all__ = [
     "CookieTransport",
     "csrf_keys_of",
     "csrf_token_for",
+    "refresh_cookie_name",
 ]
 
 security_log = logging.getLogger("auth_refresh.security")
 
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_COOKIE_NAME = "csrf_token"
+HOST_PREFIX = "__Host-"
 _CSRF_CONTEXT = b"auth-refresh csrf v2\x00"
 _CSRF_KEY_INFO = b"auth-refresh csrf key v1"
+
+
+def refresh_cookie_name(settings: AuthRefreshSettings) -> str:
+    """The refresh cookie's name: ``cookie_name`` after ``cookie_prefix``."""
+    return settings.cookie_prefix + settings.cookie_name
 
 
 def csrf_token_for(
@@ -133,14 +141,17 @@ class CookieTransport:
         if not csrf_keys:
             raise ConfigurationError("cookie transport needs a CSRF key")
         allowed = settings.allowed_origins
+        prefix = settings.cookie_prefix
         return cls(
-            cookie_name=settings.cookie_name,
-            paths=tuple(paths),
+            cookie_name=refresh_cookie_name(settings),
+            # A __Host- cookie must have Path=/ (and no Domain): sent to every path of the host.
+            paths=("/",) if prefix == HOST_PREFIX else tuple(paths),
             secure=settings.cookie_secure,
             same_site=settings.cookie_same_site,
             body_refresh_token=settings.cookie_body_refresh_token,
             csrf_keys=tuple(csrf_keys),
             allowed_origins=None if allowed is None else tuple(allowed),
+            csrf_cookie_name=prefix + CSRF_COOKIE_NAME,
         )
 
     def refuse_cross_site(self, request: Request) -> None:

@@ -21,6 +21,7 @@ from auth_refresh.transport.bodies import (
     read_body_fields,
     single_field,
 )
+from auth_refresh.transport.cookies import refresh_cookie_name
 
 # bodies.py's, named here too: custom extractors read the body with them.
 __all__ = [
@@ -230,7 +231,7 @@ def extractor_for(settings: AuthRefreshSettings) -> TokenExtractor:
         extractor: TokenExtractor = settings.jwt_from_request
         return extractor
     if settings.cookie_transport:
-        return _cookie_then_body(settings.cookie_name)
+        return _cookie_then_body(refresh_cookie_name(settings))
     return DEFAULT_EXTRACTOR
 
 
