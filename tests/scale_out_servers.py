@@ -88,6 +88,7 @@ async def login(store: RefreshTokenStore, subject: str, now: float) -> tuple[str
         now=now,
         absolute_lifetime=LIFETIME,
         session=SessionStart(session_id_of(family), USER_AGENT),
+        max_sessions=100,
     )
     return family, token
 

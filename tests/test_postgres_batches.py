@@ -178,8 +178,23 @@ async def test_closing_while_batches_are_under_way_answers_every_refresh_in_them
     assert outcomes == [RotationOutcome.ROTATED] * len(families)
 
 
-async def test_a_logout_everywhere_beside_a_batch_of_the_same_families_does_not_deadlock(
-    postgres_url: str,
+async def log_out_everywhere(store: RefreshTokenStore, subject: str) -> None:
+    await store.revoke_subject(subject, now=time.time())
+
+
+async def log_out_the_others(store: RefreshTokenStore, subject: str) -> None:
+    await store.revoke_other_sessions(subject, None, now=time.time())
+
+
+async def log_in_beyond_a_cap_of_one(store: RefreshTokenStore, subject: str) -> None:
+    await Family(store, subject).start(max_sessions=1)
+
+
+@pytest.mark.parametrize(
+    "end_sessions", [log_out_everywhere, log_out_the_others, log_in_beyond_a_cap_of_one]
+)
+async def test_ending_a_subjects_sessions_beside_a_batch_of_them_does_not_deadlock(
+    postgres_url: str, end_sessions: Callable[[RefreshTokenStore, str], Awaitable[None]]
 ) -> None:
     rounds = 10
     async with opened(postgres_url) as store:
@@ -204,13 +219,14 @@ async def test_a_logout_everywhere_beside_a_batch_of_the_same_families_does_not_
         mine = [copy.copy(family) for family in families[index]]
         for family in mine:
             family.store = store
-        # One batch, in family id order; the logout's rows in the order the index gives them.
+        # One batch, in family id order; the logout's rows in the order the index gives them
+        # (a login's beyond the cap in the order of their last refresh).
         return await asyncio.gather(*(family.rotate(family.first_token) for family in mine))
 
-    async def log_out_everywhere(store: RefreshTokenStore, index: int) -> None:
-        await store.revoke_subject(subjects[index])
+    async def end_them(store: RefreshTokenStore, index: int) -> None:
+        await end_sessions(store, subjects[index])
 
     # A 503 (the deadlock detector or the statement timeout) raises here.
     await asyncio.gather(
-        asyncio.to_thread(process, rotate_all), asyncio.to_thread(process, log_out_everywhere)
+        asyncio.to_thread(process, rotate_all), asyncio.to_thread(process, end_them)
     )

@@ -22,6 +22,7 @@ from auth_refresh import (
     StoreUnavailableError,
     open_store,
 )
+from auth_refresh.stores.postgres_schema import SCHEMA_VERSION
 from auth_refresh.stores.sealing import session_id_of
 from conftest import InMemoryUsers, serve
 from factories import login
@@ -151,7 +152,9 @@ CREATE TRIGGER record_setting AFTER INSERT OR UPDATE ON auth_refresh_families
 
 
 def documented_ddl() -> str:
-    ddl, _to_2, _to_3 = re.findall(r"^```sql\n(.*?)^```", DOCS_PAGE.read_text(), flags=re.M | re.S)
+    ddl, _to_2, _to_3, _to_4 = re.findall(
+        r"^```sql\n(.*?)^```", DOCS_PAGE.read_text(), flags=re.M | re.S
+    )
     return ddl
 
 
@@ -221,13 +224,13 @@ async def assert_the_v1_family_is_a_session(url: str, now: float) -> None:
     session_id = session_id_of("family-1")
     async with opened(url) as store:
         assert await store.session_active(session_id, now=now + 20)
-        (session,) = await store.list_sessions("alice", now=now + 20)
+        (session,) = await store.list_sessions("alice", now=now + 20, limit=10)
         assert (session.session_id, session.created_at) == (session_id, now)
         assert (session.user_agent, session.client_ip) == (None, None)
         family = Family(store, "alice")
         family.id, family.now = "family-1", now + 30
         assert (await family.rotate("live-1"))[0] is RotationOutcome.ROTATED
-        (session,) = await store.list_sessions("alice", now=now + 30)
+        (session,) = await store.list_sessions("alice", now=now + 30, limit=10)
         assert session.last_refreshed_at == now + 30
         assert await store.revoke_session("alice", session_id, now=now + 30)
         assert not await store.session_active(session_id, now=now + 30)
@@ -241,19 +244,49 @@ def v2_database(server: PostgresServer) -> tuple[str, float]:
     return url, now
 
 
+def v3_database(server: PostgresServer) -> tuple[str, float]:
+    """The same family as a store of schema version 3 left it (every family indexed by
+    subject, no index of the live ones)."""
+    url, now = v2_database(server)
+    psql(url, documented_migration(3))
+    assert psql_value(url, "SELECT to_regclass('auth_refresh_families_live')") == ""
+    return url, now
+
+
+def indexes(url: str) -> set[str]:
+    found = psql_value(
+        url, "SELECT indexname FROM pg_indexes WHERE tablename = 'auth_refresh_families'"
+    )
+    return set(found.split())
+
+
+def assert_at_the_current_version(url: str) -> None:
+    assert psql_value(url, "SELECT version FROM auth_refresh_schema") == str(SCHEMA_VERSION)
+    # The live families' index in place of every family's by subject (version 4).
+    assert "auth_refresh_families_live" in indexes(url)
+    assert "auth_refresh_families_subject" not in indexes(url)
+
+
 async def test_a_schema_of_version_1_is_migrated(postgres_server: PostgresServer) -> None:
     url, now = v1_database(postgres_server)
     await assert_the_v1_family_is_a_session(url, now)
-    assert psql_value(url, "SELECT version FROM auth_refresh_schema") == "3"
+    assert_at_the_current_version(url)
 
 
 async def test_a_schema_of_version_2_is_migrated(postgres_server: PostgresServer) -> None:
     url, now = v2_database(postgres_server)
     await assert_the_v1_family_is_a_session(url + "?application_name=from-2", now)
-    assert psql_value(url, "SELECT version FROM auth_refresh_schema") == "3"
+    assert_at_the_current_version(url)
 
 
-async def test_the_documented_migrations_bring_a_managed_schema_to_version_3(
+async def test_a_schema_of_version_3_is_migrated(postgres_server: PostgresServer) -> None:
+    url, now = v3_database(postgres_server)
+    assert "auth_refresh_families_subject" in indexes(url)
+    await assert_the_v1_family_is_a_session(url + "?application_name=from-3", now)
+    assert_at_the_current_version(url)
+
+
+async def test_the_documented_migrations_bring_a_managed_schema_to_the_current_version(
     postgres_server: PostgresServer,
 ) -> None:
     url, now = v1_database(postgres_server)
@@ -266,15 +299,22 @@ async def test_the_documented_migrations_bring_a_managed_schema_to_version_3(
         with pytest.raises(ConfigurationError, match="schema is version 2"):
             await store.session_active("any", now=now)
     psql(url, documented_migration(3))
+    async with opened(managed + "&application_name=at-3") as store:
+        with pytest.raises(ConfigurationError, match="schema is version 3"):
+            await store.session_active("any", now=now)
+    psql(url, documented_migration(4))
     await assert_the_v1_family_is_a_session(managed + "&application_name=migrated", now)
+    assert_at_the_current_version(url)
 
 
-async def test_the_documented_migration_brings_a_managed_version_2_schema_to_version_3(
-    postgres_server: PostgresServer,
+@pytest.mark.parametrize("version", [2, 3])
+async def test_the_documented_migrations_bring_a_managed_schema_of_a_later_version_up(
+    postgres_server: PostgresServer, version: int
 ) -> None:
-    url, now = v2_database(postgres_server)
-    psql(url, documented_migration(3))
-    assert psql_value(url, "SELECT version FROM auth_refresh_schema") == "3"
+    url, now = (v2_database if version == 2 else v3_database)(postgres_server)
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        psql(url, documented_migration(target))
+    assert_at_the_current_version(url)
     await assert_the_v1_family_is_a_session(url + "?auth_refresh_schema=managed", now)
 
 

@@ -81,6 +81,7 @@ def test_a_burst_from_threads_each_with_its_own_event_loop_rotates_once(
                 now=now,
                 absolute_lifetime=LIFETIME,
                 session=SessionStart(session_id_of(family_id)),
+                max_sessions=100,
             )
         finally:
             if shared is None:
@@ -163,6 +164,7 @@ def test_processes_starting_together_on_a_new_sqlite_file_all_get_their_families
                     now=now,
                     absolute_lifetime=LIFETIME,
                     session=SessionStart(f"session-{index}"),
+                    max_sessions=BURST,
                 )
             finally:
                 await store.close()

@@ -317,6 +317,7 @@ async def test_a_request_that_goes_away_does_not_end_the_read_others_share() -> 
         now=now,
         absolute_lifetime=3600,
         session=SessionStart("session-1"),
+        max_sessions=100,
     )
     checks = [
         asyncio.create_task(

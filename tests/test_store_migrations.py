@@ -54,7 +54,7 @@ async def rotate(store: RefreshTokenStore, family_id: str, token_id: str) -> tup
 
 async def assert_migrated_sessions_work(store: RefreshTokenStore) -> None:
     # Every family is a session now, under the digest of its id, without a client label.
-    sessions = await store.list_sessions("alice", now=NOW + 1)
+    sessions = await store.list_sessions("alice", now=NOW + 1, limit=10)
     assert {session.session_id for session in sessions} == {
         session_id_of("fam-rotated"),
         session_id_of("fam-fresh"),
@@ -70,7 +70,7 @@ async def assert_migrated_sessions_work(store: RefreshTokenStore) -> None:
     assert (await rotate(store, "fam-revoked", "revoked-1"))[0] == RotationOutcome.REVOKED.value
     # revoke_subject reaches the migrated families.
     assert await store.session_active(session_id_of("fam-fresh"), now=NOW + 1)
-    await store.revoke_subject("alice")
+    assert await store.revoke_subject("alice", now=NOW + 1) == 2
     assert (await rotate(store, "fam-fresh", "fresh-1-next"))[0] == RotationOutcome.REVOKED.value
     assert not await store.session_active(session_id_of("fam-fresh"), now=NOW + 1)
 
@@ -115,7 +115,7 @@ async def test_a_sqlite_file_of_the_second_schema_gets_its_sessions(tmp_path: Pa
         before.execute("PRAGMA user_version = 2")
     before.close()
     async with opened(f"sqlite:///{path}") as store:
-        sessions = await store.list_sessions("carol", now=NOW + 1)
+        sessions = await store.list_sessions("carol", now=NOW + 1, limit=10)
         assert {session.session_id for session in sessions} == {
             session_id_of("fam-a"),
             session_id_of("fam-b"),

@@ -17,7 +17,10 @@ The schema carries its version (the table ``auth_refresh_schema``): the first st
 or migrates an older one (``MIGRATIONS``), and refuses a newer one with ``ConfigurationError``.
 
 Each row is also the session its family is (``session_id``, unique and indexed, ``refreshed_at``,
-``user_agent``, ``client_ip``; schema version 2, migrated from version 1).
+``user_agent``, ``client_ip``; schema version 2, migrated from version 1). A subject's live
+families are indexed apart (schema version 4): listing, capping and revoking its sessions walk
+those only, never the revoked ones kept until they expire; a login keeps the cap on sessions
+per subject in its own transaction, taking turns with the subject's other logins.
 
 A refresh is one round trip, or a share of one: the rotations an event loop asks for while a
 batch is under way go together in the next (``auth_refresh.postgres_batches``), one call of the
@@ -46,6 +49,7 @@ from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
 from auth_refresh.stores.base import (
     Rotation,
     RotationOutcome,
+    SessionCursor,
     SessionRecord,
     SessionStart,
     Successor,
@@ -59,14 +63,15 @@ from auth_refresh.stores.postgres_batches import (
 )
 from auth_refresh.stores.postgres_schema import (
     LIST_SESSIONS,
-    MIGRATIONS,
+    LIST_SESSIONS_AFTER,
+    LOCK_SUBJECT,
     REVOKE_FAMILY,
+    REVOKE_OTHERS,
     REVOKE_SESSION,
     REVOKE_SUBJECT,
-    SCHEMA,
-    SCHEMA_VERSION,
     SESSION_ACTIVE,
     START_FAMILY,
+    check_schema,
 )
 from auth_refresh.types import TokenPair
 
@@ -84,8 +89,6 @@ SERVER_SETTINGS = {
 }
 # The most one step may take, whatever the network does: under the 2 s promised to clients.
 STEP_DEADLINE_SECONDS = 1.5
-# Creating the schema, once: DDL syncs to disk, and may wait for another process creating it.
-SCHEMA_TIMEOUT_MS = 30_000
 POOL_SIZE = 10
 PURGE_BATCH = 100
 
@@ -96,8 +99,8 @@ _CHECKED_SCHEMAS: set[str] = set()
 
 
 class PostgresRefreshTokenStore:
-    """Families in one PostgreSQL table; each step one statement on a pooled connection,
-    rotations batched."""
+    """Families in one PostgreSQL table; each step one statement on a pooled connection (a
+    login two, in one transaction), rotations batched."""
 
     def __init__(
         self,
@@ -139,22 +142,28 @@ class PostgresRefreshTokenStore:
         now: float,
         absolute_lifetime: float,
         session: SessionStart,
+        max_sessions: int,
     ) -> None:
-        await self._step(
-            lambda connection: connection.execute(
-                START_FAMILY,
-                family_id,
-                subject,
-                now,
-                token_expires_at,
-                absolute_lifetime,
-                token_id,
-                PURGE_BATCH,
-                session.session_id,
-                session.user_agent,
-                session.client_ip,
-            )
-        )
+        async def start(connection: PoolConnectionProxy[asyncpg.Record]) -> None:
+            # The cap is kept in the transaction that adds the family.
+            async with connection.transaction():
+                await connection.execute(LOCK_SUBJECT, subject)
+                await connection.execute(
+                    START_FAMILY,
+                    family_id,
+                    subject,
+                    now,
+                    token_expires_at,
+                    absolute_lifetime,
+                    token_id,
+                    PURGE_BATCH,
+                    session.session_id,
+                    session.user_agent,
+                    session.client_ip,
+                    max(0, max_sessions - 1),
+                )
+
+        await self._step(start)
 
     async def rotate(
         self,
@@ -187,8 +196,11 @@ class PostgresRefreshTokenStore:
     async def revoke_family(self, family_id: str) -> None:
         await self._step(lambda connection: connection.execute(REVOKE_FAMILY, family_id))
 
-    async def revoke_subject(self, subject: str) -> None:
-        await self._step(lambda connection: connection.execute(REVOKE_SUBJECT, subject))
+    async def revoke_subject(self, subject: str, *, now: float) -> int:
+        ended: int = await self._step(
+            lambda connection: connection.fetchval(REVOKE_SUBJECT, subject, now)
+        )
+        return ended
 
     async def session_active(self, session_id: str, *, now: float) -> bool:
         active = await self._step(
@@ -196,8 +208,16 @@ class PostgresRefreshTokenStore:
         )
         return bool(active)
 
-    async def list_sessions(self, subject: str, *, now: float) -> list[SessionRecord]:
-        rows = await self._step(lambda connection: connection.fetch(LIST_SESSIONS, subject, now))
+    async def list_sessions(
+        self, subject: str, *, now: float, limit: int, after: SessionCursor | None = None
+    ) -> list[SessionRecord]:
+        arguments: tuple[str | float, ...]
+        if after is None:
+            statement, arguments = LIST_SESSIONS, (subject, now, limit)
+        else:
+            statement = LIST_SESSIONS_AFTER
+            arguments = (subject, now, limit, after.created_at, after.session_id)
+        rows = await self._step(lambda connection: connection.fetch(statement, *arguments))
         return [SessionRecord(**dict(row)) for row in rows]
 
     async def revoke_session(self, subject: str, session_id: str, *, now: float) -> bool:
@@ -205,6 +225,12 @@ class PostgresRefreshTokenStore:
             lambda connection: connection.execute(REVOKE_SESSION, session_id, subject, now)
         )
         return status == "UPDATE 1"
+
+    async def revoke_other_sessions(self, subject: str, keep: str | None, *, now: float) -> int:
+        ended: int = await self._step(
+            lambda connection: connection.fetchval(REVOKE_OTHERS, subject, now, keep)
+        )
+        return ended
 
     async def migrate(self) -> int:
         """Create or migrate the schema now (the first step would); its version. No step
@@ -293,44 +319,8 @@ class PostgresRefreshTokenStore:
         return pool
 
     async def _check_schema(self, pool: asyncpg.Pool) -> None:
-        async with pool.acquire() as connection, connection.transaction():
-            await connection.execute(f"SET LOCAL statement_timeout = {SCHEMA_TIMEOUT_MS}")
-            # One process creates the tables; the others wait for it, then find them.
-            await connection.execute(
-                "SELECT pg_advisory_xact_lock(hashtext('auth_refresh_schema'))"
-            )
-            exists = await connection.fetchval("SELECT to_regclass('auth_refresh_schema')")
-            if exists is None:
-                if not self._create_schema:
-                    raise ConfigurationError(
-                        "auth_refresh_schema=managed, but the table auth_refresh_schema does not "
-                        "exist: apply the DDL of docs/postgres-store.md"
-                    )
-                await connection.execute(SCHEMA)
-            version = await connection.fetchval("SELECT max(version) FROM auth_refresh_schema")
-            if version is None:
-                raise ConfigurationError(
-                    "the table auth_refresh_schema holds no version: apply the DDL of "
-                    "docs/postgres-store.md whole"
-                )
-            if version > SCHEMA_VERSION:
-                raise ConfigurationError(
-                    f"the PostgreSQL store's database has schema version {version}, newer than "
-                    f"this release's {SCHEMA_VERSION}: upgrade auth-refresh, or use another "
-                    "database"
-                )
-            if version < SCHEMA_VERSION:
-                if not self._create_schema:
-                    raise ConfigurationError(
-                        f"auth_refresh_schema=managed, but the schema is version {version}: "
-                        f"apply the migrations to version {SCHEMA_VERSION} of "
-                        "docs/postgres-store.md"
-                    )
-                for target in range(version + 1, SCHEMA_VERSION + 1):
-                    await connection.execute(MIGRATIONS[target])
-                await connection.execute(
-                    "UPDATE auth_refresh_schema SET version = $1", SCHEMA_VERSION
-                )
+        async with pool.acquire() as connection:
+            await check_schema(connection, create=self._create_schema)
         self._schema_checked = True
         _CHECKED_SCHEMAS.add(self._dsn)
 

@@ -1,18 +1,29 @@
-"""The PostgreSQL store's SQL: the schema (version 3), its migrations, and each step's statement.
+"""The PostgreSQL store's SQL: the schema (version 4), its migrations, and each step's statement;
+and the check of a database's schema, which creates or migrates it.
 
 Version 1 kept the families; version 2 adds the session each family is (``session_id``, unique
 and indexed, ``refreshed_at``, ``user_agent``, ``client_ip``); version 3 adds
-``auth_refresh_rotate_batch``, several rotations in one statement. ``MIGRATIONS[n]`` brings a
-version n - 1 schema to version n; adding one means writing it and raising ``SCHEMA_VERSION``.
-docs/postgres-store.md gives the same DDL and migration for teams that manage the schema.
+``auth_refresh_rotate_batch``, several rotations in one statement; version 4 indexes the live
+(not revoked) families only, by subject in list order, in place of the index of every family
+by subject. ``MIGRATIONS[n]`` brings a version n - 1 schema to version n; adding one means
+writing it and raising ``SCHEMA_VERSION``. docs/postgres-store.md gives the same DDL and
+migrations for teams that manage the schema.
 """
 
 from __future__ import annotations
 
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from auth_refresh.exceptions import ConfigurationError
+
 __all__ = [
     "LIST_SESSIONS",
+    "LIST_SESSIONS_AFTER",
+    "LOCK_SUBJECT",
     "MIGRATIONS",
     "REVOKE_FAMILY",
+    "REVOKE_OTHERS",
     "REVOKE_SESSION",
     "REVOKE_SUBJECT",
     "ROTATE_BATCH",
@@ -20,9 +31,12 @@ __all__ = [
     "SCHEMA_VERSION",
     "SESSION_ACTIVE",
     "START_FAMILY",
+    "check_schema",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+# Creating the schema, once: DDL syncs to disk, and may wait for another process creating it.
+SCHEMA_TIMEOUT_MS = 30_000
 
 # The rotation, store.decide_rotation line for line under the family's row lock; a rotation
 # is the session's last refresh. Version 2's; MIGRATIONS[2] installs it over version 1's.
@@ -115,7 +129,15 @@ END
 $$;
 """
 
-# Schema version 3. docs/postgres-store.md gives the same DDL for teams that manage the schema.
+# A subject's live families in list order (newest first; session ids compared as Python and
+# SQLite compare them): the list, the cap and the revocations walk these, never the subject's
+# revoked families, kept until they expire. Version 4's (MIGRATIONS[4]).
+LIVE_INDEX = """
+CREATE INDEX IF NOT EXISTS auth_refresh_families_live ON auth_refresh_families
+    (subject, created_at DESC, session_id COLLATE "C" DESC) WHERE NOT revoked;
+"""
+
+# Schema version 4. docs/postgres-store.md gives the same DDL for teams that manage the schema.
 TABLES = """
 CREATE TABLE IF NOT EXISTS auth_refresh_schema (version integer NOT NULL);
 
@@ -134,7 +156,6 @@ CREATE TABLE IF NOT EXISTS auth_refresh_families (
     user_agent text,
     client_ip text
 );
-CREATE INDEX IF NOT EXISTS auth_refresh_families_subject ON auth_refresh_families (subject);
 CREATE INDEX IF NOT EXISTS auth_refresh_families_expires_at
     ON auth_refresh_families (expires_at);
 CREATE UNIQUE INDEX IF NOT EXISTS auth_refresh_families_session
@@ -143,10 +164,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS auth_refresh_families_session
 SCHEMA = "\n".join(
     (
         TABLES,
+        LIVE_INDEX,
         ROTATE_FUNCTION,
         ROTATE_BATCH_FUNCTION,
-        "INSERT INTO auth_refresh_schema (version)"
-        " SELECT 3 WHERE NOT EXISTS (SELECT FROM auth_refresh_schema);",
+        # Our own integer.
+        "INSERT INTO auth_refresh_schema (version)"  # noqa: S608
+        f" SELECT {SCHEMA_VERSION:d} WHERE NOT EXISTS (SELECT FROM auth_refresh_schema);",
     )
 )
 
@@ -172,14 +195,36 @@ CREATE UNIQUE INDEX IF NOT EXISTS auth_refresh_families_session
     ),
     # 2 -> 3: the batch function (the single rotation's stays: the batch calls it).
     3: ROTATE_BATCH_FUNCTION,
+    # 3 -> 4: the index of every family by subject gives way to the live families' index.
+    4: "DROP INDEX IF EXISTS auth_refresh_families_subject;" + LIVE_INDEX,
 }
 
-# Expired families (tombstones included) are purged a batch at a time by logins.
+# Two logins of one subject take turns (a transaction-long lock, before the statement that
+# counts the subject's sessions): otherwise neither would see the other's new family.
+LOCK_SUBJECT = "SELECT pg_advisory_xact_lock(hashtext('auth_refresh_subject:' || $1))"
+# Expired families (tombstones included) are purged a batch at a time by logins, and the
+# subject's expired ones leave the live families' index. Beyond the cap, the subject's live
+# families but the new one and the most recently refreshed ($11 = max_sessions - 1) others are
+# revoked, their rows locked in family id order as a rotation batch locks them.
 START_FAMILY = """
 WITH purged AS (
     DELETE FROM auth_refresh_families WHERE family_id IN (
         SELECT family_id FROM auth_refresh_families WHERE expires_at <= $3
         LIMIT $7 FOR UPDATE SKIP LOCKED)
+), subject_expired AS (
+    DELETE FROM auth_refresh_families WHERE family_id IN (
+        SELECT family_id FROM auth_refresh_families
+        WHERE subject = $2 AND NOT revoked AND expires_at <= $3 FOR UPDATE SKIP LOCKED)
+), beyond_cap AS (
+    UPDATE auth_refresh_families SET revoked = true, successor_pair = NULL
+    WHERE NOT revoked AND family_id IN (
+        SELECT family_id FROM auth_refresh_families WHERE family_id IN (
+            SELECT family_id FROM auth_refresh_families
+            WHERE subject = $2 AND NOT revoked AND expires_at > $3 AND family_id <> $1
+            ORDER BY coalesce(refreshed_at, created_at) DESC, created_at DESC,
+                session_id COLLATE "C" DESC
+            OFFSET $11)
+        ORDER BY family_id COLLATE "C" FOR UPDATE)
 )
 INSERT INTO auth_refresh_families (family_id, subject, created_at, expires_at, live_token_id,
         session_id, user_agent, client_ip)
@@ -197,15 +242,23 @@ ROTATE_BATCH = (
 REVOKE_FAMILY = (
     "UPDATE auth_refresh_families SET revoked = true, successor_pair = NULL WHERE family_id = $1"
 )
-# A live session: not revoked, not expired.
+# A live session: not revoked, not expired. "NOT revoked" as the live families' index has it:
+# a statement of a subject's sessions walks that index only.
 SESSION_ACTIVE = (
     "SELECT EXISTS (SELECT FROM auth_refresh_families "
     "WHERE session_id = $1 AND NOT revoked AND expires_at > $2)"
 )
-LIST_SESSIONS = (
+_SESSIONS = (
     "SELECT session_id, created_at, coalesce(refreshed_at, created_at) AS last_refreshed_at, "
     "user_agent, client_ip FROM auth_refresh_families "
-    "WHERE subject = $1 AND NOT revoked AND expires_at > $2 ORDER BY created_at DESC"
+    "WHERE subject = $1 AND NOT revoked AND expires_at > $2 "
+)
+_IN_LIST_ORDER = """ORDER BY created_at DESC, session_id COLLATE "C" DESC LIMIT $3"""
+LIST_SESSIONS = _SESSIONS + _IN_LIST_ORDER
+# The page after a cursor: keyset, so it starts where the index does, whatever came before;
+# the cursor's created_at is the double precision this table answered with, compared exactly.
+LIST_SESSIONS_AFTER = (
+    _SESSIONS + """AND (created_at, session_id COLLATE "C") < ($4, $5) """ + _IN_LIST_ORDER
 )
 REVOKE_SESSION = (
     "UPDATE auth_refresh_families SET revoked = true, successor_pair = NULL "
@@ -213,8 +266,66 @@ REVOKE_SESSION = (
 )
 # Rows in the order a batch takes its families' (ROTATE_BATCH_FUNCTION): a rotation batch and
 # a logout-everywhere lock several rows each, and would deadlock if they took them crosswise.
+# Every family of the subject still in the index (an expired one too); how many were live.
 REVOKE_SUBJECT = """
-UPDATE auth_refresh_families SET revoked = true, successor_pair = NULL WHERE family_id IN (
-    SELECT family_id FROM auth_refresh_families WHERE subject = $1 AND NOT revoked
-    ORDER BY family_id COLLATE "C" FOR UPDATE)
+WITH revoked AS (
+    UPDATE auth_refresh_families SET revoked = true, successor_pair = NULL
+    WHERE NOT revoked AND family_id IN (
+        SELECT family_id FROM auth_refresh_families WHERE subject = $1 AND NOT revoked
+        ORDER BY family_id COLLATE "C" FOR UPDATE)
+    RETURNING expires_at > $2 AS live
+)
+SELECT count(*) FILTER (WHERE live) FROM revoked
 """
+# The subject's live sessions but one (or none: $3 NULL), as REVOKE_SUBJECT locks them.
+REVOKE_OTHERS = """
+WITH revoked AS (
+    UPDATE auth_refresh_families SET revoked = true, successor_pair = NULL
+    WHERE NOT revoked AND family_id IN (
+        SELECT family_id FROM auth_refresh_families
+        WHERE subject = $1 AND NOT revoked AND expires_at > $2
+            AND session_id IS DISTINCT FROM $3
+        ORDER BY family_id COLLATE "C" FOR UPDATE)
+    RETURNING 1
+)
+SELECT count(*) FROM revoked
+"""
+
+
+async def check_schema(connection: PoolConnectionProxy[asyncpg.Record], *, create: bool) -> None:
+    """Create the schema (``create``) or migrate it to ``SCHEMA_VERSION``, in one transaction;
+    ``ConfigurationError`` for a schema this release cannot use."""
+    async with connection.transaction():
+        await connection.execute(f"SET LOCAL statement_timeout = {SCHEMA_TIMEOUT_MS}")
+        # One process creates the tables; the others wait for it, then find them.
+        await connection.execute("SELECT pg_advisory_xact_lock(hashtext('auth_refresh_schema'))")
+        exists = await connection.fetchval("SELECT to_regclass('auth_refresh_schema')")
+        if exists is None:
+            if not create:
+                raise ConfigurationError(
+                    "auth_refresh_schema=managed, but the table auth_refresh_schema does not "
+                    "exist: apply the DDL of docs/postgres-store.md"
+                )
+            await connection.execute(SCHEMA)
+        version = await connection.fetchval("SELECT max(version) FROM auth_refresh_schema")
+        if version is None:
+            raise ConfigurationError(
+                "the table auth_refresh_schema holds no version: apply the DDL of "
+                "docs/postgres-store.md whole"
+            )
+        if version > SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"the PostgreSQL store's database has schema version {version}, newer than "
+                f"this release's {SCHEMA_VERSION}: upgrade auth-refresh, or use another "
+                "database"
+            )
+        if version < SCHEMA_VERSION:
+            if not create:
+                raise ConfigurationError(
+                    f"auth_refresh_schema=managed, but the schema is version {version}: "
+                    f"apply the migrations to version {SCHEMA_VERSION} of "
+                    "docs/postgres-store.md"
+                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                await connection.execute(MIGRATIONS[target])
+            await connection.execute("UPDATE auth_refresh_schema SET version = $1", SCHEMA_VERSION)

@@ -6,6 +6,10 @@ once, cached by the connection). The store's own thread runs the steps, never th
 several in one transaction under load (``auth_refresh.stores.sqlite_worker``). A step that
 cannot start within ``busy_timeout`` of being asked for fails with ``StoreUnavailableError``.
 
+A subject's live families are indexed apart from its revoked ones (kept until they expire):
+a page of sessions, the cap a login keeps and the revocations of a subject's sessions walk
+those only, each one statement.
+
 The file (and its ``-wal`` and ``-shm``) are readable by their owner only; its schema is
 versioned and migrated (``auth_refresh.stores.sqlite_schema``).
 """
@@ -22,6 +26,7 @@ from auth_refresh.stores.base import (
     FamilyRecord,
     Rotation,
     RotationOutcome,
+    SessionCursor,
     SessionRecord,
     SessionStart,
     Successor,
@@ -61,18 +66,42 @@ UPDATE_FAMILY = (
     "UPDATE auth_refresh_families SET expires_at = ?, live_token_id = ?, previous_token_id = ?, "
     "consumed_at = ?, successor_pair = ?, revoked = ?, refreshed_at = ? WHERE family_id = ?"
 )
-# A live session: neither revoked nor expired.
+# A live session: neither revoked nor expired. "revoked = 0" as the live families' index has
+# it (sqlite_schema.LIVE_INDEX): a statement of a subject's sessions walks that index only.
 LIVE = "revoked = 0 AND expires_at > ?"
 SESSION_ACTIVE = "SELECT 1 FROM auth_refresh_families WHERE session_id = ? AND " + LIVE  # noqa: S608
+SESSION_COLUMNS = "session_id, created_at, refreshed_at, user_agent, client_ip"
 LIST_SESSIONS = (
-    "SELECT session_id, created_at, refreshed_at, user_agent, client_ip "
-    "FROM auth_refresh_families WHERE subject = ? AND " + LIVE + " ORDER BY created_at DESC"
+    f"SELECT {SESSION_COLUMNS} FROM auth_refresh_families "  # noqa: S608
+    "WHERE subject = ? AND " + LIVE + " ORDER BY created_at DESC, session_id DESC LIMIT ?"
+)
+# The page after a cursor: keyset, so it starts where the index does, whatever came before.
+LIST_SESSIONS_AFTER = (
+    f"SELECT {SESSION_COLUMNS} FROM auth_refresh_families "  # noqa: S608
+    "WHERE subject = ? AND " + LIVE + " AND (created_at, session_id) < (?, ?) "
+    "ORDER BY created_at DESC, session_id DESC LIMIT ?"
 )
 PURGE_EXPIRED = (
     "DELETE FROM auth_refresh_families WHERE family_id IN (SELECT family_id "
     "FROM auth_refresh_families WHERE expires_at <= ? LIMIT ?)"
 )
+# A login takes the subject's expired families out of the live families' index.
+PURGE_SUBJECT_EXPIRED = (
+    "DELETE FROM auth_refresh_families WHERE subject = ? AND revoked = 0 AND expires_at <= ?"
+)
 REVOKE = "UPDATE auth_refresh_families SET revoked = 1, successor_pair = NULL WHERE "
+# Beyond the cap: every live family of the subject but the new one and the most recently
+# refreshed (max_sessions - 1) others.
+REVOKE_BEYOND_CAP = (
+    REVOKE + "family_id IN (SELECT family_id FROM auth_refresh_families "  # noqa: S608
+    "WHERE subject = ? AND " + LIVE + " AND family_id <> ? "
+    "ORDER BY coalesce(refreshed_at, created_at) DESC, created_at DESC, session_id DESC "
+    "LIMIT -1 OFFSET ?)"
+)
+# Every family of the subject still in the index (an expired one too); a row per family,
+# whether it was live.
+REVOKE_SUBJECT = REVOKE + "subject = ? AND revoked = 0 RETURNING expires_at > ?"
+REVOKE_OTHERS = REVOKE + "subject = ? AND " + LIVE + " AND session_id IS NOT ?"
 
 
 class SqliteRefreshTokenStore:
@@ -109,6 +138,7 @@ class SqliteRefreshTokenStore:
         now: float,
         absolute_lifetime: float,
         session: SessionStart,
+        max_sessions: int,
     ) -> None:
         record = new_family_record(
             subject,
@@ -121,7 +151,12 @@ class SqliteRefreshTokenStore:
 
         def start(connection: sqlite3.Connection) -> None:
             connection.execute(PURGE_EXPIRED, (now, PURGE_BATCH))
+            connection.execute(PURGE_SUBJECT_EXPIRED, (subject, now))
             connection.execute(INSERT_FAMILY, (*_row(record), family_id))
+            # The same transaction (BEGIN IMMEDIATE): no other login of the subject between.
+            connection.execute(
+                REVOKE_BEYOND_CAP, (subject, now, family_id, max(0, max_sessions - 1))
+            )
 
         await self._run(start)
 
@@ -181,8 +216,12 @@ class SqliteRefreshTokenStore:
             lambda connection: connection.execute(REVOKE + "family_id = ?", (family_id,))
         )
 
-    async def revoke_subject(self, subject: str) -> None:
-        await self._run(lambda connection: connection.execute(REVOKE + "subject = ?", (subject,)))
+    async def revoke_subject(self, subject: str, *, now: float) -> int:
+        def revoke(connection: sqlite3.Connection) -> int:
+            rows = connection.execute(REVOKE_SUBJECT, (subject, now)).fetchall()
+            return sum(live for (live,) in rows)
+
+        return cast(int, await self._run(revoke))
 
     async def session_active(self, session_id: str, *, now: float) -> bool:
         def active(connection: sqlite3.Connection) -> bool:
@@ -190,9 +229,19 @@ class SqliteRefreshTokenStore:
 
         return cast(bool, await self._run(active))
 
-    async def list_sessions(self, subject: str, *, now: float) -> list[SessionRecord]:
+    async def list_sessions(
+        self, subject: str, *, now: float, limit: int, after: SessionCursor | None = None
+    ) -> list[SessionRecord]:
+        parameters: tuple[str | float, ...]
+        if after is None:
+            statement, parameters = LIST_SESSIONS, (subject, now, limit)
+        else:
+            # The cursor's created_at is the REAL this file answered with: compared exactly.
+            statement = LIST_SESSIONS_AFTER
+            parameters = (subject, now, after.created_at, after.session_id, limit)
+
         def sessions(connection: sqlite3.Connection) -> list[SessionRecord]:
-            rows = connection.execute(LIST_SESSIONS, (subject, now)).fetchall()
+            rows = connection.execute(statement, parameters).fetchall()
             return [
                 SessionRecord(session_id, created_at, refreshed_at or created_at, agent, ip)
                 for session_id, created_at, refreshed_at, agent, ip in rows
@@ -208,6 +257,12 @@ class SqliteRefreshTokenStore:
             return cursor.rowcount > 0
 
         return cast(bool, await self._run(revoke))
+
+    async def revoke_other_sessions(self, subject: str, keep: str | None, *, now: float) -> int:
+        def revoke(connection: sqlite3.Connection) -> int:
+            return connection.execute(REVOKE_OTHERS, (subject, now, keep)).rowcount
+
+        return cast(int, await self._run(revoke))
 
     async def migrate(self) -> int:
         """Open the file, migrating it to this release's schema now (the first step would);

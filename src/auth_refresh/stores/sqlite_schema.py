@@ -3,7 +3,10 @@ versioned in ``PRAGMA user_version``.
 
 Version 1 is the table of the first releases (``user_version`` 0): token ids and the grace pair
 in the clear. Version 2 keeps them as ``stores.sealing`` makes them. Version 3 adds the
-session each family is: its id, when it was last refreshed and its client label. A migration is a
+session each family is: its id, when it was last refreshed and its client label. Version 4
+indexes the live families only (not revoked), by subject in list order, in place of the index
+of every family by subject: a subject's revoked families, kept until they expire, are never
+walked. A migration is a
 function of the open connection, run inside the transaction that sets the new version; adding
 one means writing it, listing it in ``MIGRATIONS`` and raising ``SCHEMA_VERSION``.
 """
@@ -24,7 +27,7 @@ __all__ = ["SCHEMA_VERSION", "create_private", "upgrade", "use_wal"]
 
 store_log = logging.getLogger("auth_refresh.store")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 TABLE = """CREATE TABLE auth_refresh_families (
     family_id TEXT PRIMARY KEY,
@@ -44,8 +47,14 @@ TABLE = """CREATE TABLE auth_refresh_families (
 SESSION_INDEX = (
     "CREATE UNIQUE INDEX auth_refresh_families_session ON auth_refresh_families (session_id)"
 )
+# A subject's live families in list order (newest first): the list, the cap and the
+# revocations walk these, never the subject's revoked ones.
+LIVE_INDEX = (
+    "CREATE INDEX auth_refresh_families_live ON auth_refresh_families "
+    "(subject, created_at DESC, session_id DESC) WHERE revoked = 0"
+)
 INDEXES = (
-    "CREATE INDEX auth_refresh_families_subject ON auth_refresh_families (subject)",
+    LIVE_INDEX,
     "CREATE INDEX auth_refresh_families_expires_at ON auth_refresh_families (expires_at)",
     SESSION_INDEX,
 )
@@ -94,10 +103,17 @@ def _add_sessions(connection: sqlite3.Connection) -> None:
     connection.execute(SESSION_INDEX)
 
 
+def _index_live_families(connection: sqlite3.Connection) -> None:
+    # 3 -> 4: the index of every family by subject gives way to the live families' index.
+    connection.execute("DROP INDEX IF EXISTS auth_refresh_families_subject")
+    connection.execute(LIVE_INDEX)
+
+
 # MIGRATIONS[n] brings a version n - 1 table to version n.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     2: _seal_tokens,
     3: _add_sessions,
+    4: _index_live_families,
 }
 
 
