@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from auth_refresh import ConfigurationError, RotationOutcome, Successor, open_store
-from auth_refresh.settings import BUILT_IN_STORE_SCHEMES
+from auth_refresh._utils import BUILT_IN_STORE_SCHEMES
 from auth_refresh.stores.base import (
     FamilyRecord,
     RefreshTokenStore,

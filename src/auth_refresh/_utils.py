@@ -7,9 +7,13 @@ import inspect
 import json
 import math
 import re
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
+from importlib.metadata import entry_points
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Any, TypeAlias, TypeVar, cast
 from urllib.parse import urlsplit
+
+from starlette.requests import Request
 
 T = TypeVar("T")
 
@@ -184,3 +188,85 @@ def _without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _STRICT_DECODER = json.JSONDecoder(
     object_pairs_hook=_without_duplicates, parse_constant=refuse_json_constant
 )
+
+
+# What AUTH_REFRESH_STORE_URL may name: the built-in stores' schemes, those registered with
+# register_store_scheme (stores.registry, which opens them) and those of entry points.
+BUILT_IN_STORE_SCHEMES = frozenset(
+    {
+        "memory",
+        "sqlite",
+        "redis",
+        "rediss",
+        "postgresql",
+        "postgres",
+        "redis-cluster",
+        "rediss-cluster",
+    }
+)
+STORE_ENTRY_POINT_GROUP = "auth_refresh.stores"
+_registered_store_schemes: set[str] = set()
+
+
+def store_scheme_of(url: str) -> str | None:
+    """The lower-cased scheme of a store URL; None when it has none, or for ``sqlite://x``
+    (a host where the path belongs, as in SQLAlchemy)."""
+    scheme, separator, _ = url.partition("://")
+    if not separator or (scheme.lower() == "sqlite" and not url.startswith("sqlite:///")):
+        return None
+    return scheme.lower()
+
+
+def accept_store_scheme(scheme: str) -> None:
+    """Let ``AUTH_REFRESH_STORE_URL`` name ``scheme`` (``register_store_scheme`` calls this)."""
+    _registered_store_schemes.add(scheme)
+
+
+def is_store_scheme(scheme: str) -> bool:
+    """Whether a store is known for ``scheme``: built in, registered, or an entry point's."""
+    return (
+        scheme in BUILT_IN_STORE_SCHEMES
+        or scheme in _registered_store_schemes
+        or bool(entry_points(group=STORE_ENTRY_POINT_GROUP, name=scheme))
+    )
+
+
+# The client's address: the peer's, or what trusted proxies say in X-Forwarded-For. A proxy
+# appends the address it received the request from; anything left of that may be whatever the
+# client sent. So the header is read from the right, and only while the hop that wrote it is a
+# trusted proxy: the first address that is not one is the client. Without trusted proxies (the
+# default) the header is never read.
+
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+
+
+def client_address(request: Request, trusted_proxies: Sequence[IPNetwork]) -> IPAddress | None:
+    """The client's address; None when the server names no peer (a Unix socket, say)."""
+    peer = _address(request.client.host) if request.client else None
+    if peer is None or not trusted_proxies:
+        return peer
+    hops = [hop for value in request.headers.getlist("x-forwarded-for") for hop in value.split(",")]
+    client = peer
+    for hop in reversed(hops):
+        if not _is_trusted(client, trusted_proxies):
+            break
+        address = _address(hop.strip())
+        if address is None:  # not written by a trusted proxy: the last trusted hop answers
+            break
+        client = address
+    return client
+
+
+def _address(text: str) -> IPAddress | None:
+    try:
+        address = ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped  # ::ffff:192.0.2.1 is 192.0.2.1 (a dual-stack socket)
+    return address
+
+
+def _is_trusted(address: IPAddress, trusted_proxies: Sequence[IPNetwork]) -> bool:
+    return any(address in network for network in trusted_proxies)

@@ -15,6 +15,8 @@ internals and never contains a token or a password. The hierarchy:
   |  + AuthLocalInvalidCredentialsError
   + CsrfError
   + SessionNotFoundError
+  + TooManyRequestsError
+  |  + AuthLocalTooManyLoginsError
   + UnavailableError
      + StoreUnavailableError
      + AuthLocalBusyError
@@ -28,6 +30,7 @@ __all__ = [
     "AuthJwtUnauthorizedError",
     "AuthLocalBusyError",
     "AuthLocalInvalidCredentialsError",
+    "AuthLocalTooManyLoginsError",
     "AuthRefreshError",
     "AuthRefreshUnauthorizedError",
     "ConfigurationError",
@@ -38,6 +41,7 @@ __all__ = [
     "RequestTooLargeError",
     "SessionNotFoundError",
     "StoreUnavailableError",
+    "TooManyRequestsError",
     "UnauthorizedError",
     "UnavailableError",
 ]
@@ -152,6 +156,26 @@ class SessionNotFoundError(AuthRefreshError):
     status_code = 404
     error_code = "AUTH_REFRESH_SESSION_NOT_FOUND_ERROR"
     default_message = "No such session"
+
+
+class TooManyRequestsError(AuthRefreshError):
+    """This client asks too much at once (429): it may retry after ``Retry-After`` seconds."""
+
+    status_code = 429
+    error_code = "AUTH_REFRESH_TOO_MANY_REQUESTS_ERROR"
+    default_message = "Too many requests; retry shortly"
+    retry_after_seconds: ClassVar[int] = 1
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
+
+
+class AuthLocalTooManyLoginsError(TooManyRequestsError):
+    """This client address, or this username, has its share of logins in progress already."""
+
+    error_code = "AUTH_LOCAL_TOO_MANY_LOGINS_ERROR"
+    default_message = "Too many logins in progress; retry shortly"
 
 
 class UnavailableError(AuthRefreshError):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Mapping
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
@@ -21,6 +20,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     ValidationError,
     field_validator,
@@ -28,19 +28,21 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from auth_refresh._utils import origin_of, parse_duration
+from auth_refresh._utils import is_store_scheme, origin_of, parse_duration, store_scheme_of
 from auth_refresh.exceptions import ConfigurationError
 
 __all__ = [
     "DEFAULT_STORE_URL",
     "HMAC_ALGORITHMS",
     "SUPPORTED_ALGORITHMS",
+    "TRUSTED_PROXIES_VARIABLE",
     "AuthLocalSettings",
     "AuthRefreshSettings",
     "Duration",
     "JwtSettings",
     "KeySettings",
     "SigningAlgorithm",
+    "TrustedProxies",
     "build_settings",
     "minimum_secret_bytes",
     "parse_duration",
@@ -193,45 +195,6 @@ class JwtSettings(_Settings):
 
 
 DEFAULT_STORE_URL = "sqlite:///auth-refresh.db"
-# What AUTH_REFRESH_STORE_URL may name: the built-in stores' schemes, those registered with
-# register_store_scheme (stores.registry, which opens them) and those of entry points.
-BUILT_IN_STORE_SCHEMES = frozenset(
-    {
-        "memory",
-        "sqlite",
-        "redis",
-        "rediss",
-        "postgresql",
-        "postgres",
-        "redis-cluster",
-        "rediss-cluster",
-    }
-)
-STORE_ENTRY_POINT_GROUP = "auth_refresh.stores"
-_registered_store_schemes: set[str] = set()
-
-
-def store_scheme_of(url: str) -> str | None:
-    """The lower-cased scheme of a store URL; None when it has none, or for ``sqlite://x``
-    (a host where the path belongs, as in SQLAlchemy)."""
-    scheme, separator, _ = url.partition("://")
-    if not separator or (scheme.lower() == "sqlite" and not url.startswith("sqlite:///")):
-        return None
-    return scheme.lower()
-
-
-def accept_store_scheme(scheme: str) -> None:
-    """Let ``AUTH_REFRESH_STORE_URL`` name ``scheme`` (``register_store_scheme`` calls this)."""
-    _registered_store_schemes.add(scheme)
-
-
-def is_store_scheme(scheme: str) -> bool:
-    """Whether a store is known for ``scheme``: built in, registered, or an entry point's."""
-    return (
-        scheme in BUILT_IN_STORE_SCHEMES
-        or scheme in _registered_store_schemes
-        or bool(entry_points(group=STORE_ENTRY_POINT_GROUP, name=scheme))
-    )
 
 
 class AuthRefreshSettings(_Settings):
@@ -345,20 +308,38 @@ class AuthRefreshSettings(_Settings):
         return self
 
 
+# The proxies whose X-Forwarded-For names the client: one variable for every module that reads
+# it, whichever prefix its other settings have.
+TRUSTED_PROXIES_VARIABLE = "AUTH_REFRESH_TRUSTED_PROXIES"
+TrustedProxies = list[IPvAnyNetwork]
+
+
 class AuthLocalSettings(_Settings):
     """The login module's settings (env prefix ``AUTH_LOCAL_``).
 
     ``max_concurrent_hashes`` caps the password hashes running at once in the process (default:
     the CPUs it may use), which bounds login memory at that many times the hasher's memory
     cost; a login waits at most ``hash_wait_seconds`` for a turn, then gets a 503.
+
+    ``max_logins_per_client`` and ``max_logins_per_username`` cap the logins in progress from
+    one client address (default: half of ``max_concurrent_hashes``, at least 1) and for one
+    username (default: one more than per client); one more waits up to ``hash_wait_seconds``
+    for a place, then gets a 429. ``trusted_proxies`` (addresses or networks; the variable
+    ``AUTH_REFRESH_TRUSTED_PROXIES``, shared with the other modules) are the proxies whose
+    ``X-Forwarded-For`` names the client; by default none is trusted.
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="AUTH_LOCAL_", extra="forbid", hide_input_in_errors=True
+        env_prefix="AUTH_LOCAL_", extra="forbid", hide_input_in_errors=True, validate_by_name=True
     )
 
     max_concurrent_hashes: int | None = Field(default=None, ge=1, le=1024)
     hash_wait_seconds: float = Field(default=2.0, gt=0, le=60)
+    max_logins_per_client: int | None = Field(default=None, ge=1, le=1024)
+    max_logins_per_username: int | None = Field(default=None, ge=1, le=1024)
+    trusted_proxies: TrustedProxies = Field(
+        default_factory=list, validation_alias=TRUSTED_PROXIES_VARIABLE
+    )
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
@@ -399,6 +380,8 @@ def _describe(cls: type[BaseSettings], error: ValidationError, given: Mapping[st
                 problems.append(f"{location[0]!r} is not a setting{hint}")
             else:
                 problems.append(f"{'.'.join(location)}: {message}")
-        else:
+        elif location[0] in cls.model_fields:
             problems.append(f"{prefix}{'.'.join(location).upper()} {message}")
+        else:  # a field read from a variable of its own (validation_alias)
+            problems.append(f"{'.'.join(location)} {message}")
     return f"{cls.__name__}: " + "; ".join(problems)

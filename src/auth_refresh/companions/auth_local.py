@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from ipaddress import IPv6Address, IPv6Network
 from typing import Any, Protocol, runtime_checkable
 
 from fastapi import APIRouter, FastAPI
@@ -12,17 +17,30 @@ from fastapi.security.base import SecurityBase
 from starlette.requests import Request
 from starlette.responses import Response
 
-from auth_refresh._utils import is_active, is_unicode_text, resolve, user_id_of
+from auth_refresh._utils import (
+    IPAddress,
+    client_address,
+    is_active,
+    is_unicode_text,
+    resolve,
+    user_id_of,
+)
 from auth_refresh.companions.authentication import AuthenticationModule
 from auth_refresh.companions.passwords import (
     DEFAULT_PASSWORD_ATTRIBUTE,
+    FailureFloor,
     HashingLimit,
     LoginDiagnostics,
     PasswordStorageService,
+    cost_kind,
     default_hash_concurrency,
+    start_turn,
+    timed,
 )
 from auth_refresh.exceptions import (
+    AuthLocalBusyError,
     AuthLocalInvalidCredentialsError,
+    AuthLocalTooManyLoginsError,
     ConfigurationError,
     InvalidRequestError,
 )
@@ -96,10 +114,17 @@ class AuthLocalModule:
         self.password_storage_service = password_storage_service
         self.path = path
         self.settings = build_settings(AuthLocalSettings, settings)
-        self.hashing = HashingLimit(
-            self.settings.max_concurrent_hashes or default_hash_concurrency(),
+        hashes = self.settings.max_concurrent_hashes or default_hash_concurrency()
+        self.hashing = HashingLimit(hashes, self.settings.hash_wait_seconds)
+        # By default one client holds at most half the hashing, and never a username's whole
+        # share: a flood from one address locks nobody out.
+        per_client = self.settings.max_logins_per_client or max(1, hashes // 2)
+        self.limits = LoginLimits(
+            per_client,
+            self.settings.max_logins_per_username or per_client + 1,
             self.settings.hash_wait_seconds,
         )
+        self.failure_floor = FailureFloor()
         self.started = False
         self.security_schemes: dict[str, SecurityBase] = {}
         self.router = APIRouter(tags=["auth"], lifespan=module_lifespan(self))
@@ -111,7 +136,7 @@ class AuthLocalModule:
             operation_id=operation_id("login", path),
             responses={
                 200: {"model": TokenPairBody, "description": "An access and a refresh token"},
-                **error_responses(400, 401, 413, 503),
+                **error_responses(400, 401, 413, 429, 503),
             },
             openapi_extra={"requestBody": _credentials_body()},
         )
@@ -192,23 +217,34 @@ class AuthLocalModule:
         if isinstance(responder, TokenResponder):
             # Before the password is checked: a refused request costs no hashing.
             responder.check_request(request)
-        username, password = await _credentials(request)
-        user = await resolve(self.user_lookup_service.by_username(username))
-        stored_hash = self.diagnostics.password_hash_of(user) if user is not None else None
-        # Hashing is slow and memory-hard by design: off the event loop, a few at a time.
-        matches = await self.hashing.run(
-            self.password_storage_service.verify, password, stored_hash
-        )
-        # A disabled account gets the same answer as a wrong password.
-        if user is None or not matches or not is_active(user):
-            raise AuthLocalInvalidCredentialsError()
-        if stored_hash is not None:
-            await rehash_if_outdated(self, user, password, stored_hash)
+        # Before the body is read: a client over its share waits at next to no cost.
+        async with self.limits.client(client_address(request, self.settings.trusted_proxies)):
+            username, password = await _credentials(request)
+            async with self.limits.username(username):
+                user = await self._authenticate(username, password)
         pair = await resolve(self.issue_token_service.response_payload(user_id_of(user)))
         # An issue service that owns a transport (the refresh module's cookie) answers itself.
         if isinstance(responder, TokenResponder):
             return responder.token_response(pair)
         return token_response(pair)
+
+    async def _authenticate(self, username: str, password: str) -> Any:
+        """The user whose password this is; else ``AuthLocalInvalidCredentialsError``, after as
+        long as any failed login takes (``FailureFloor``)."""
+        user = await resolve(self.user_lookup_service.by_username(username))
+        stored_hash = self.diagnostics.password_hash_of(user) if user is not None else None
+        # Hashing is slow and memory-hard by design: off the event loop, a few at a time.
+        matches, seconds = await self.hashing.run(
+            timed, self.password_storage_service.verify, password, stored_hash
+        )
+        self.failure_floor.record(cost_kind(stored_hash), seconds)
+        # A disabled account gets the same answer as a wrong password, after as long.
+        if user is None or not matches or not is_active(user):
+            await asyncio.sleep(max(0.0, self.failure_floor.seconds - seconds))
+            raise AuthLocalInvalidCredentialsError()
+        if stored_hash is not None:
+            await rehash_if_outdated(self, user, password, stored_hash)
+        return user
 
 
 async def _credentials(request: Request) -> tuple[str, str]:
@@ -257,3 +293,108 @@ async def rehash_if_outdated(login: AuthLocalModule, user: Any, password: str, s
         log.warning(
             "login: update_password_hash failed (%s); the old hash stays", type(error).__qualname__
         )
+
+
+# Fair shares of the hashing, per client address and per username: ``HashingLimit`` bounds
+# login memory, but hands turns out in arrival order, so one client sending a hundred bad
+# logins at once would fill its queue and everyone else's logins would wait behind them until
+# they got a 503. These shares come first: a login over its client's (or username's) share
+# waits for one of its places, in order, and after ``hash_wait_seconds`` gets a 429, having
+# cost no hash; the others still find a turn, and a flood answered slowly cannot crowd the
+# event loop either. The counts are per process; a key leaves with its last login.
+
+# More distinct clients (or usernames) with a login in progress than this is real overload.
+MAX_TRACKED_KEYS = 10_000
+
+
+class SharedLimit:
+    """At most ``limit`` logins in progress per key, for at most ``max_keys`` keys; a login
+    waits at most ``wait_seconds`` for one of its key's places, in arrival order."""
+
+    def __init__(self, limit: int, wait_seconds: float, max_keys: int = MAX_TRACKED_KEYS) -> None:
+        if limit < 1 or wait_seconds <= 0 or max_keys < 1:
+            raise ValueError("a shared limit needs limit >= 1, wait_seconds > 0, max_keys >= 1")
+        self.limit = limit
+        self.wait_seconds = wait_seconds
+        self.max_keys = max_keys
+        self._lock = threading.Lock()  # one module may serve several event loops
+        self._running: dict[str, int] = {}
+        # Each key's waiting logins and their event loops, in arrival order.
+        self._waiting: dict[str, OrderedDict[asyncio.Future[None], asyncio.AbstractEventLoop]] = {}
+
+    def __len__(self) -> int:
+        """How many keys have a login in progress."""
+        return len(self._running)
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        """One of ``key``'s places while the block runs: ``AuthLocalTooManyLoginsError`` when
+        none is free in time, ``AuthLocalBusyError`` when too many keys are tracked."""
+        await self._acquire(key)
+        try:
+            yield
+        finally:
+            self._release(key)
+
+    async def _acquire(self, key: str) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            running = self._running.get(key, 0)
+            if running == 0 and len(self._running) >= self.max_keys:
+                raise AuthLocalBusyError()
+            if running < self.limit and key not in self._waiting:
+                self._running[key] = running + 1
+                return
+            turn: asyncio.Future[None] = loop.create_future()
+            self._waiting.setdefault(key, OrderedDict())[turn] = loop
+        try:
+            await asyncio.wait_for(asyncio.shield(turn), self.wait_seconds)
+        except BaseException as error:  # the wait timed out, or the request was cancelled
+            with self._lock:
+                waiting = self._waiting.get(key)
+                handed_over = waiting is None or waiting.pop(turn, None) is None
+                if waiting is not None and not waiting:
+                    del self._waiting[key]
+            if handed_over:  # a release gave this login the place as it gave up: pass it on
+                self._release(key)
+            if isinstance(error, TimeoutError):
+                raise AuthLocalTooManyLoginsError() from None
+            raise
+
+    def _release(self, key: str) -> None:
+        with self._lock:
+            waiting = self._waiting.get(key)
+            while waiting:
+                turn, loop = waiting.popitem(last=False)
+                if not waiting:
+                    del self._waiting[key]
+                try:
+                    # The place passes to the next login: the running count stays.
+                    loop.call_soon_threadsafe(start_turn, turn)
+                    return
+                except RuntimeError:  # that login's event loop is closed: it waits no more
+                    continue
+            if self._running[key] == 1:
+                del self._running[key]
+            else:
+                self._running[key] -= 1
+
+
+class LoginLimits:
+    """The per-client and the per-username shares of one login route."""
+
+    def __init__(self, per_client: int, per_username: int, wait_seconds: float) -> None:
+        self.clients = SharedLimit(per_client, wait_seconds)
+        self.usernames = SharedLimit(per_username, wait_seconds)
+
+    def client(self, address: IPAddress | None) -> AbstractAsyncContextManager[None]:
+        """A place for ``address``: an IPv6 client is its /64, which one host may own whole."""
+        if isinstance(address, IPv6Address):
+            key = str(IPv6Network((address, 64), strict=False))
+        else:
+            key = str(address or "")  # every client without a known address shares one place
+        return self.clients.hold(key)
+
+    def username(self, username: str) -> AbstractAsyncContextManager[None]:
+        """A place for ``username``, however its letters are cased."""
+        return self.usernames.hold(username.casefold())

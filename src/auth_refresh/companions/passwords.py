@@ -8,6 +8,9 @@ the argon2 hash to store instead.
 A user object without the password attribute, or a hash no configured hasher recognises, can
 never log in; rather than a silent 401 each such cause is logged once, at WARNING, naming the
 user's type or the hash's scheme, never the password or the hash.
+
+At most ``HashingLimit.limit`` hashes run at once in the process, and a failed login costs
+the same whatever the account (``FailureFloor``).
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ import logging
 import os
 import re
 import secrets
+import statistics
 import threading
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from functools import cached_property
 from typing import Any, Protocol, TypeVar
@@ -109,19 +114,6 @@ class LoginDiagnostics:
         return None
 
 
-def verify_stored_hash(
-    password_hash: PasswordHash, password: str, stored_hash: str, warn: WarnOnce
-) -> bool:
-    """Whether ``password`` matches ``stored_hash``; says once why a hash is unrecognised."""
-    try:
-        return password_hash.verify(password, stored_hash)
-    except UnknownHashError:
-        _warn_unrecognised(stored_hash, warn)
-        return False
-    except Exception:  # a corrupt stored hash, or a password its hasher refuses, never matches
-        return False
-
-
 def needs_rehash(password_hash: PasswordHash, stored_hash: str) -> bool:
     current = password_hash.current_hasher
     return not current.identify(stored_hash) or current.check_needs_rehash(stored_hash)
@@ -155,12 +147,24 @@ class PasswordStorageService:
         return self._password_hash.hash(password)
 
     def verify(self, password: str, password_hash: str | None) -> bool:
-        """Whether ``password`` matches; a missing hash costs as much as a wrong password."""
-        if password_hash is None:
-            # Same work for unknown users, so timing does not tell which usernames exist.
-            self._password_hash.verify(password, self._unknown_user_hash)
-            return False
-        return verify_stored_hash(self._password_hash, password, password_hash, self._warn)
+        """Whether ``password`` matches; a missing, unrecognised or corrupt hash costs a
+        verification with the current hasher, as an unknown user does."""
+        matched = None if password_hash is None else self._verify_stored(password, password_hash)
+        if matched is not None:
+            return matched
+        # The work of a wrong password, so timing does not tell which accounts exist.
+        self._password_hash.verify(password, self._unknown_user_hash)
+        return False
+
+    def _verify_stored(self, password: str, stored_hash: str) -> bool | None:
+        """Whether ``password`` matches ``stored_hash``; None when no hasher could tell."""
+        try:
+            return self._password_hash.verify(password, stored_hash)
+        except UnknownHashError:
+            _warn_unrecognised(stored_hash, self._warn)
+            return None
+        except Exception:  # a corrupt stored hash, or a password its hasher refuses
+            return None
 
     def needs_rehash(self, password_hash: str) -> bool:
         """Whether a hash that matched is outdated: another hasher's, or older parameters."""
@@ -247,13 +251,73 @@ class HashingLimit:
                 turn, loop = self._waiting.popitem(last=False)
                 try:
                     # The turn passes to the next caller: the running count stays.
-                    loop.call_soon_threadsafe(_start, turn)
+                    loop.call_soon_threadsafe(start_turn, turn)
                     return
                 except RuntimeError:  # that caller's event loop is closed: it waits no more
                     continue
             self._running -= 1
 
 
-def _start(future: asyncio.Future[None]) -> None:
+def start_turn(future: asyncio.Future[None]) -> None:
+    """Wakes the caller a turn was handed to (on its own event loop)."""
     if not future.done():
         future.set_result(None)
+
+
+# The cost of a failed login, whatever the account.
+#
+# Unknown users and unrecognised or corrupt hashes verify against a dummy hash of the current
+# hasher, known users against their own hash, whose cost is its hasher's and its parameters':
+# bcrypt-12 takes about twice the default argon2, bcrypt-4 next to nothing. So a failed login
+# lasts at least as long as the slowest kind of stored hash seen takes to verify (by median of
+# its last few verifications, successful ones too): it waits out the difference after its
+# hashing turn, on the event loop, which costs neither a turn nor a thread.
+
+# A modular-crypt hash's scheme and parameters, which its cost depends on; never its salt.
+_COST_PREFIX = re.compile(
+    r"\$[A-Za-z0-9-]{1,32}(?:\$(?:\d{1,7}|[a-z]{1,8}=\d{1,10}(?:,[a-z]{1,8}=\d{1,10})*))*\$"
+)
+
+
+def cost_kind(stored_hash: str | None) -> str:
+    """What verifying ``stored_hash`` costs depends on: ``$2b$12$``, ``$argon2id$v=19$m=...$``;
+    ``""`` for no hash or one without a ``$scheme$``."""
+    match = _COST_PREFIX.match(stored_hash or "")
+    return match[0] if match else ""
+
+
+def timed(function: Callable[..., T], *args: object) -> tuple[T, float]:
+    """``function(*args)`` and the seconds it took."""
+    started = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - started
+
+
+class FailureFloor:
+    """How long a failed login lasts at least: the median verification time of the slowest
+    kind of hash seen, over its last ``samples`` verifications."""
+
+    def __init__(self, samples: int = 9, max_kinds: int = 32) -> None:
+        self._samples = samples
+        self._max_kinds = max_kinds
+        self._times: OrderedDict[str, deque[float]] = OrderedDict()
+        self._medians: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def seconds(self) -> float:
+        with self._lock:
+            return max(self._medians.values(), default=0.0)
+
+    def record(self, kind: str, seconds: float) -> None:
+        """One verification of a ``kind`` hash (``cost_kind``) took ``seconds``."""
+        with self._lock:
+            times = self._times.get(kind)
+            if times is None:
+                if len(self._times) >= self._max_kinds:  # the kind seen least lately leaves
+                    oldest, _ = self._times.popitem(last=False)
+                    del self._medians[oldest]
+                times = self._times[kind] = deque(maxlen=self._samples)
+            self._times.move_to_end(kind)
+            times.append(seconds)
+            self._medians[kind] = statistics.median(times)

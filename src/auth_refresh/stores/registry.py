@@ -6,8 +6,8 @@ import importlib
 from collections.abc import Callable
 from importlib.metadata import entry_points
 
+from auth_refresh._utils import STORE_ENTRY_POINT_GROUP, accept_store_scheme, store_scheme_of
 from auth_refresh.exceptions import ConfigurationError
-from auth_refresh.settings import STORE_ENTRY_POINT_GROUP, accept_store_scheme, store_scheme_of
 from auth_refresh.stores.base import RefreshTokenStore
 from auth_refresh.stores.memory import MemoryRefreshTokenStore
 from auth_refresh.stores.sqlite import SqliteRefreshTokenStore
@@ -56,7 +56,7 @@ _redis_cluster = _from_extra(
 )
 
 
-# Each of settings.BUILT_IN_STORE_SCHEMES.
+# Each of _utils.BUILT_IN_STORE_SCHEMES.
 _schemes: dict[str, StoreFactory] = {
     "memory": _memory,
     "sqlite": _sqlite,

@@ -77,6 +77,7 @@ def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
         403: "Forbidden",
         404: "Not found",
         413: "Request body too large",
+        429: "Too many requests from this client",
         503: "Service unavailable",
     }
     responses: dict[int | str, dict[str, Any]] = {
@@ -88,7 +89,13 @@ def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
-# RFC 6750 §3: a 401 names its scheme; a 503 says when to try again.
+# RFC 6750 §3: a 401 names its scheme; a 429 and a 503 say when to try again.
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again",
+        "schema": {"type": "integer"},
+    }
+}
 ERROR_HEADERS: dict[int, dict[str, Any]] = {
     401: {
         "WWW-Authenticate": {
@@ -97,12 +104,8 @@ ERROR_HEADERS: dict[int, dict[str, Any]] = {
             "schema": {"type": "string"},
         }
     },
-    503: {
-        "Retry-After": {
-            "description": "Seconds to wait before trying again",
-            "schema": {"type": "integer"},
-        }
-    },
+    429: _RETRY_AFTER,
+    503: _RETRY_AFTER,
 }
 
 
