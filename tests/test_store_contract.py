@@ -18,6 +18,7 @@ from auth_refresh.stores.base import (
     FamilyRecord,
     RefreshTokenStore,
     Rotation,
+    SessionCursor,
     SessionRecord,
     SessionStart,
     decide_rotation,
@@ -53,6 +54,7 @@ class ToyStore:
         now: float,
         absolute_lifetime: float,
         session: SessionStart,
+        max_sessions: int,
     ) -> None:
         self.families[family_id] = new_family_record(
             subject,
@@ -62,6 +64,13 @@ class ToyStore:
             absolute_lifetime=absolute_lifetime,
             session=session,
         )
+        others = [f for f, r in self.live(subject, now) if f != family_id]
+        others.sort(key=lambda f: self.families[f].last_active)
+        for other in others[: max(0, len(others) + 1 - max_sessions)]:
+            await self.revoke_family(other)
+
+    def live(self, subject: str, now: float) -> list[tuple[str, FamilyRecord]]:
+        return [(f, r) for f, r in self.families.items() if r.subject == subject and r.is_live(now)]
 
     async def rotate(
         self,
@@ -94,17 +103,26 @@ class ToyStore:
                 self.families[family_id], revoked=True, successor_pair=None
             )
 
-    async def revoke_subject(self, subject: str) -> None:
-        for family_id, record in self.families.items():
-            if record.subject == subject:
-                self.families[family_id] = replace(record, revoked=True, successor_pair=None)
+    async def revoke_subject(self, subject: str, *, now: float) -> int:
+        return await self.revoke_other_sessions(subject, None, now=now)
+
+    async def revoke_other_sessions(self, subject: str, keep: str | None, *, now: float) -> int:
+        ended = [f for f, r in self.live(subject, now) if r.session_id != keep]
+        for family_id in ended:
+            await self.revoke_family(family_id)
+        return len(ended)
 
     async def session_active(self, session_id: str, *, now: float) -> bool:
         return any(r.session_id == session_id and r.is_live(now) for r in self.families.values())
 
-    async def list_sessions(self, subject: str, *, now: float) -> list[SessionRecord]:
-        live = [r for r in self.families.values() if r.subject == subject and r.is_live(now)]
-        return [r.session() for r in sorted(live, key=lambda r: r.created_at, reverse=True)]
+    async def list_sessions(
+        self, subject: str, *, now: float, limit: int, after: SessionCursor | None = None
+    ) -> list[SessionRecord]:
+        live = [r.session() for _, r in self.live(subject, now)]
+        live.sort(key=lambda s: (s.created_at, s.session_id), reverse=True)
+        return [s for s in live if after is None or after.is_before(s.created_at, s.session_id)][
+            :limit
+        ]
 
     async def revoke_session(self, subject: str, session_id: str, *, now: float) -> bool:
         for family_id, record in self.families.items():
@@ -128,8 +146,8 @@ class TestAToyStore(StoreContract):
 class ForgetfulStore(ToyStore):
     """Broken on purpose: it never revokes a subject."""
 
-    async def revoke_subject(self, subject: str) -> None:
-        return None
+    async def revoke_subject(self, subject: str, *, now: float) -> int:
+        return 0
 
 
 async def test_the_contract_catches_a_store_that_breaks_it() -> None:

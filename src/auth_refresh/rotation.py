@@ -118,8 +118,8 @@ class TokenRotationService:
                 session=session,
                 max_sessions=self.settings.max_sessions_per_subject,
             )
-        # A login beyond the cap may have ended one of the subject's sessions: read again.
-        session_cache(self.store).subject_changed(subject)
+        # Sessions the cap ended are seen within session_check_interval, like another worker's
+        # revocations: telling this process's cache would cost every login a step.
         return IssuedPair(first.pair, family_id, first.expires_at)
 
     async def rotate(

@@ -140,13 +140,6 @@ class SessionCache:
             if session_id != keep:
                 self.revoked(session_id)
 
-    def subject_changed(self, subject: str) -> None:
-        """Read the sessions of ``subject`` from the store again (one may have ended there)."""
-        for session_id in self._by_subject.get(subject, ()):
-            known = self._known[session_id]
-            if known.live:
-                known.fresh_until = 0.0
-
     def _remember(
         self, session_id: str, subject: str | None, live: bool, fresh_until: float
     ) -> None:
