@@ -24,6 +24,7 @@ from auth_refresh.exceptions import ConfigurationError
 from auth_refresh.flows.guards import AccessFlow, AppFlows, AuthJwtGuard
 from auth_refresh.registration.application import (
     AppRegistry,
+    discoverable,
     module_lifespan,
     require_application,
     start_late,
@@ -85,6 +86,7 @@ class AuthJwtModule:
         self.security_schemes: dict[str, SecurityBase] = {}
         self.guard = AuthJwtGuard(self)
         self.router = APIRouter(lifespan=module_lifespan(self))
+        self.route_name = discoverable(self, self.router, None)
 
     @classmethod
     def for_root(

@@ -47,6 +47,7 @@ from auth_refresh.exceptions import (
 from auth_refresh.flows.guards import AppFlows
 from auth_refresh.registration.application import (
     AppRegistry,
+    discoverable,
     module_lifespan,
     require_application,
     start_late,
@@ -134,12 +135,14 @@ class AuthLocalModule:
             methods=["POST"],
             summary="Log in with a username and password",
             operation_id=operation_id("login", path),
+            name=f"auth_refresh_login_{id(self):x}",
             responses={
                 200: {"model": TokenPairBody, "description": "An access and a refresh token"},
                 **error_responses(400, 401, 413, 429, 503),
             },
             openapi_extra={"requestBody": _credentials_body()},
         )
+        self.route_name = discoverable(self, self.router, f"auth_refresh_login_{id(self):x}")
         if isinstance(issue_token_service, TokenResponder):
             route = self.router.routes[-1]
             assert isinstance(route, APIRoute)

@@ -2,7 +2,8 @@
 
 ``AuthRefreshGuard`` yields the user a refresh token names (``RefreshFlow.authenticate``);
 ``AuthJwtGuard`` the user an access token names (``AccessFlow.authenticate``). Unqualified, each
-uses the application's global registration, found in ``app.state`` as ``AppFlows``.
+uses the application's global registration, found in ``app.state`` as ``AppFlows``; when the
+application's lifespan never ran, the registration starts its modules first.
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ from auth_refresh.stores.sealing import SESSION_ID_FORMAT
 from auth_refresh.transport.schemes import access_scheme
 from auth_refresh.types import SESSION_CLAIM
 
-__all__ = ["APP_FLOWS", "AccessFlow", "AppFlows", "AuthJwtGuard", "AuthRefreshGuard", "claims_of"]
+__all__ = [
+    "APP_FLOWS",
+    "AccessFlow",
+    "AppFlows",
+    "AuthJwtGuard",
+    "AuthRefreshGuard",
+    "claims_of",
+    "start_applications_with",
+]
 
 # Where the registrations leave ``AppFlows`` on ``app.state``.
 APP_FLOWS = "auth_refresh_flows"
@@ -80,6 +89,27 @@ def _app_flows(request: Request) -> AppFlows | None:
     return flows if isinstance(flows, AppFlows) else None
 
 
+# How the registration starts the modules of an application whose lifespan never ran.
+_start_application: list[Callable[[Any], Awaitable[None]]] = []
+
+
+def start_applications_with(start: Callable[[Any], Awaitable[None]]) -> None:
+    """Set how unqualified guards start an application's modules (the registration's)."""
+    _start_application[:] = [start]
+
+
+async def _global_flow(request: Request, kind: str) -> Any:
+    # The application's global registration of ``kind`` ("refresh" or "access"), once started.
+    flows = _app_flows(request)
+    flow = getattr(flows, kind) if flows is not None else None
+    if flow is None:
+        for start in _start_application:
+            await start(request.app)
+        flows = _app_flows(request)
+        flow = getattr(flows, kind) if flows is not None else None
+    return flow
+
+
 async def _session_active(request: Request, session_id: object, subject: str) -> bool:
     if not isinstance(session_id, str) or SESSION_ID_FORMAT.fullmatch(session_id) is None:
         return False
@@ -121,8 +151,7 @@ class AuthRefreshGuard:
     async def __call__(self, request: Request) -> AsyncIterator[Any]:
         flow = self.flow
         if flow is None:
-            flows = _app_flows(request)
-            flow = flows.refresh if flows is not None else None
+            flow = await _global_flow(request, "refresh")
             if flow is None:
                 raise RuntimeError(
                     "AuthRefreshGuard() needs AuthRefreshModule.for_root(...) attached to the "
@@ -176,8 +205,7 @@ class AuthJwtGuard:
     async def __call__(self, request: Request, credentials: Any = None) -> Any:
         flow = self.flow
         if flow is None:
-            flows = _app_flows(request)
-            flow = flows.access if flows is not None else None
+            flow = await _global_flow(request, "access")
             if flow is None:
                 raise RuntimeError("AuthJwtGuard() needs AuthJwtModule.for_root(...) attached")
         return await flow.authenticate(request)

@@ -39,6 +39,7 @@ from auth_refresh.stores.sealing import SESSION_ID_FORMAT
 from auth_refresh.stores.session_cache import session_cache
 from auth_refresh.telemetry import operation_span
 from auth_refresh.transport.cookies import CookieTransport, csrf_keys_of
+from auth_refresh.transport.paths import RoutedPaths
 from auth_refresh.transport.responses import NO_STORE
 from auth_refresh.types import IssuedPair, TokenPair
 
@@ -69,13 +70,14 @@ class RefreshFlow:
 
     ``container`` is the registration's ``AuthRefreshContainer``; ``start(app)`` starts the
     registration when a request comes before its application's lifespan ran (a mount).
+    ``cookie_paths`` are the refresh and logout routes, where the refresh cookie goes.
     """
 
     def __init__(
         self,
         name: str,
         container: Any,
-        cookie_paths: tuple[str, ...],
+        cookie_paths: RoutedPaths,
         start: Callable[[Any], Awaitable[None]],
     ) -> None:
         self.name = name
@@ -100,7 +102,7 @@ class RefreshFlow:
             made = (
                 settings,
                 issuer,
-                CookieTransport.from_settings(settings, self.cookie_paths, keys),
+                CookieTransport.from_settings(settings, self.cookie_paths.written, keys),
             )
             self._transport = made
         return made[2]
@@ -112,13 +114,13 @@ class RefreshFlow:
         with operation_span("refresh"):
             refreshed = await self.refresh(request)
             assert refreshed.issued is not None  # asked for
-            return self.token_response(refreshed.issued)
+            return self.token_response(refreshed.issued, request)
 
     async def logout_route(self, request: Request) -> Response:
         """``POST /auth/logout``."""
         with operation_span("logout"):
             await self.logout(request)
-            return self.logout_response()
+            return self.logout_response(request)
 
     # -- the walks ---------------------------------------------------------------------------
 
@@ -131,6 +133,7 @@ class RefreshFlow:
         """
         if not self.started:
             await self._start(request.app)
+        _answering.set(request)
         container = self.container
         arrived_at: float = container.clock()()
         settings: AuthRefreshSettings = container.settings()
@@ -164,6 +167,7 @@ class RefreshFlow:
     async def issue(self, user: Any, request: Request | None = None) -> TokenPair:
         """The successor of the token this flow consumed for ``request``, else a new pair."""
         if request is not None:
+            _answering.set(request)
             successor = _successors(request).pop(self, None)
             if successor is not None:
                 return successor
@@ -209,6 +213,7 @@ class RefreshFlow:
         """Revoke the family of the request's refresh token."""
         if not self.started:
             await self._start(request.app)
+        _answering.set(request)
         claims = await self._verified_claims(self.container.settings(), request)
         await self.revoke_family(family_of(claims))
 
@@ -220,20 +225,25 @@ class RefreshFlow:
 
     # -- the answers -------------------------------------------------------------------------
 
-    def token_response(self, pair: TokenPair | IssuedPair) -> Response:
-        """The answer carrying ``pair``: JSON, or the refresh cookie with cookie transport."""
+    def token_response(
+        self, pair: TokenPair | IssuedPair, request: Request | None = None
+    ) -> Response:
+        """The answer carrying ``pair``: JSON, or the refresh cookie with cookie transport (its
+        ``Path`` the routes' for ``request``, by default the last this task's walks took)."""
         transport = self.transport()
         if transport is not None:
-            return transport.token_response(pair)
+            return transport.token_response(pair, self._cookie_paths(request))
         return JSONResponse(
             dict(pair.pair if isinstance(pair, IssuedPair) else pair), headers=NO_STORE
         )
 
-    def logout_response(self) -> Response:
+    def logout_response(self, request: Request | None = None) -> Response:
         """The answer to a logout: 204, clearing the refresh cookie with cookie transport."""
         response = Response(status_code=204, headers=NO_STORE)
         transport = self.transport()
-        return response if transport is None else transport.clear(response)
+        if transport is None:
+            return response
+        return transport.clear(response, self._cookie_paths(request))
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -295,6 +305,10 @@ class RefreshFlow:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _cookie_paths(self, request: Request | None) -> tuple[str, ...]:
+        request = request or _answering.get()
+        return self.cookie_paths.written if request is None else self.cookie_paths.of(request)
+
     async def _verified_claims(
         self, settings: AuthRefreshSettings, request: Request
     ) -> Mapping[str, Any]:
@@ -349,6 +363,8 @@ def _successors(request: Request) -> dict[RefreshFlow, TokenPair]:
     return successors
 
 
+# The request a walk took last in this task: module.token_response(pair)'s, for cookie paths.
+_answering: ContextVar[Request | None] = ContextVar("auth_refresh_answering", default=None)
 # The login request being answered (check_request comes first): its client labels the session.
 _login_request: ContextVar[Request | None] = ContextVar("auth_refresh_login", default=None)
 # The pair it was given, until the login answers with it.
@@ -390,5 +406,5 @@ class LoginIssueTokenService:
         """The login answer, in the refresh registration's transport (the cookie, when on)."""
         issued = _login_pair.get()
         return self.flow.token_response(
-            issued if issued is not None and issued.pair is pair else pair
+            issued if issued is not None and issued.pair is pair else pair, _login_request.get()
         )

@@ -4,26 +4,43 @@ Every module's router carries a lifespan, so ``app.include_router(module.router)
 ``module.attach(app)`` are the same: on the application's startup (after its own lifespan has
 entered, so option factories can use its resources) each module joins the application's
 ``AppRegistry`` (in ``app.state``), which installs the error handler and the OpenAPI additions
-once and starts the modules, global registrations first. A module whose lifespan never ran
-(an application mounted with ``app.mount()``) starts on its first request instead.
+once and starts the modules, global registrations first.
+
+Without a lifespan (an application mounted with ``app.mount()``, a ``TestClient`` used without
+``with``, a bare ``httpx.ASGITransport``) the first request that needs a module starts it and
+every other module included in the application: each module is findable by the name of one of
+its routes (``discoverable``), the error handler is put in the middleware stack the request is
+already in, and unqualified guards ask ``start_application`` for the global registrations.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.security.base import SecurityBase
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.routing import NoMatchFound
+from starlette.websockets import WebSocket
 
 from auth_refresh.exceptions import AuthRefreshError, ConfigurationError
-from auth_refresh.flows.guards import APP_FLOWS, AppFlows
+from auth_refresh.flows.guards import APP_FLOWS, AppFlows, start_applications_with
 from auth_refresh.registration.openapi import install_openapi
 from auth_refresh.transport.responses import error_response
 
-__all__ = ["AppRegistry", "AttachableModule", "module_lifespan", "require_application"]
+__all__ = [
+    "AppRegistry",
+    "AttachableModule",
+    "discoverable",
+    "module_lifespan",
+    "require_application",
+    "start_application",
+    "start_late",
+]
 
 # The refresh modules start first: the login and access modules may use them.
 _STARTS_FIRST = "auth_refresh"
@@ -34,6 +51,8 @@ class AttachableModule(Protocol):
     kind: str
     is_global: bool
     started: bool
+    # The name of one of its routes, found in any application its router is included in.
+    route_name: str
     security_schemes: dict[str, SecurityBase]
 
     async def startup(self, registry: AppRegistry | None) -> None: ...
@@ -53,6 +72,7 @@ class AppRegistry:
         self.roots: dict[str, AttachableModule] = {}
         # What the request walks read (app.state): the global registrations' flows.
         self.flows = AppFlows()
+        self.discovered = False  # the modules included without a lifespan: looked for once
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -155,14 +175,71 @@ def module_lifespan(
     return lifespan
 
 
+# Every module made in this process, to find those an application includes.
+_modules: weakref.WeakSet[AttachableModule] = weakref.WeakSet()
+
+
+def discoverable(module: AttachableModule, router: APIRouter, route_name: str | None) -> str:
+    """Make ``module`` findable in the applications its ``router`` is included in: by
+    ``route_name``, one of its routes, or else by a WebSocket route that refuses every
+    connection (HTTP requests never match it). The name to find it by; "" for a feature
+    without routes, which starts at its guard's first use."""
+    if route_name is None:
+        if not module.is_global:
+            return ""
+        route_name = f"auth_refresh_{module.kind}_{id(module):x}"
+        router.add_api_websocket_route(f"/.auth-refresh/{module.kind}", _refuse, name=route_name)
+    _modules.add(module)
+    return route_name
+
+
+async def _refuse(websocket: WebSocket) -> None:
+    await websocket.close(code=1008)
+
+
+def _discover(registry: AppRegistry, app: FastAPI) -> None:
+    # The modules whose routers the application includes (its lifespan would have joined
+    # them), global registrations first: the features inherit from them.
+    if registry.discovered:
+        return
+    registry.discovered = True
+    included = [module for module in list(_modules) if _includes(app, module.route_name)]
+    for module in sorted(included, key=lambda module: not module.is_global):
+        registry.join(module)
+
+
+def _includes(app: FastAPI, name: str) -> bool:
+    if not name:
+        return False
+    try:
+        app.url_path_for(name)
+    except NoMatchFound:
+        return False
+    return True
+
+
+async def start_application(app: Any) -> None:
+    """Start the modules included in ``app``, whose lifespan never ran (an unqualified guard's
+    first request)."""
+    if isinstance(app, FastAPI):
+        registry = AppRegistry.install(app)
+        _discover(registry, app)
+        await registry.startup()
+
+
+start_applications_with(start_application)
+
+
 async def start_late(module: AttachableModule, app: Any) -> None:
-    """Start ``module`` at its first request: its application's lifespan never ran."""
+    """Start ``module`` at its first request, and the other modules ``app`` includes: its
+    lifespan never ran."""
     registry = AppRegistry.install(app) if isinstance(app, FastAPI) else None
     try:
         if registry is None:
             await module.startup(None)
             return
         registry.join(module)
+        _discover(registry, app)
         await registry.startup()
     except ConfigurationError as error:
         raise ConfigurationError(
@@ -177,6 +254,14 @@ def _install_error_handler(app: FastAPI) -> None:
     if AuthRefreshError in app.exception_handlers:
         return
     app.add_exception_handler(AuthRefreshError, error_response)
-    # Added at startup (a router's lifespan), after Starlette built the middleware stack:
-    # clearing it (a public attribute) makes the next request build it with the handler.
-    app.middleware_stack = None
+    if app.middleware_stack is None:
+        return  # built with the handler at the first request
+    # Added at the first request (no lifespan ran), after Starlette built the middleware
+    # stack: into its ExceptionMiddleware, whose handlers the requests under way read too.
+    layer: Any = app.middleware_stack
+    while layer is not None and not isinstance(layer, ExceptionMiddleware):
+        layer = getattr(layer, "app", None)
+    if layer is not None:
+        layer.add_exception_handler(AuthRefreshError, error_response)
+    else:
+        app.middleware_stack = None  # not found: the next request builds it with the handler

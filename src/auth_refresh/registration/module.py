@@ -32,6 +32,7 @@ from auth_refresh.flows.refresh import (
 )
 from auth_refresh.registration.application import (
     AppRegistry,
+    discoverable,
     module_lifespan,
     require_application,
     start_late,
@@ -64,6 +65,7 @@ from auth_refresh.stores.base import (
     SessionCursor,
     SessionRecord,
 )
+from auth_refresh.transport.paths import RoutedPaths
 from auth_refresh.types import TokenPair
 
 if TYPE_CHECKING:
@@ -102,9 +104,10 @@ class AuthRefreshModule:
         self.logout_path = logout_path
         self.sessions_path = sessions_path
         self.container = AuthRefreshContainer()
-        # The refresh cookie goes only where it is needed.
-        cookie_paths = tuple(p for p in (path, logout_path) if p is not None)
-        self.flow = RefreshFlow(name, self.container, cookie_paths, self._start_late)
+        # The refresh cookie goes only where it is needed: the routes, named to be found.
+        names = (f"auth_refresh_refresh_{id(self):x}", f"auth_refresh_logout_{id(self):x}")
+        paths = {n: p for n, p in zip(names, (path, logout_path), strict=True) if p is not None}
+        self.flow = RefreshFlow(name, self.container, RoutedPaths(paths), self._start_late)
         self.guard = AuthRefreshGuard(self)
         self.login_issue_token_service = LoginIssueTokenService(
             self.flow, self.describe_answering_route
@@ -124,11 +127,14 @@ class AuthRefreshModule:
         self.router, self._routes = refresh_router(
             self.flow,
             module_lifespan(self),
+            names=names,
             controllers=controllers,
             path=path,
             logout_path=logout_path,
             sessions_path=sessions_path,
         )
+        found_by = names[0] if controllers else names[1] if logout_path is not None else None
+        self.route_name = discoverable(self, self.router, found_by)
 
     # -- registration ------------------------------------------------------------------------
 

@@ -30,13 +30,15 @@ def refresh_router(
     flow: RefreshFlow,
     lifespan: Lifespan,
     *,
+    names: tuple[str, str],
     controllers: bool,
     path: str,
     logout_path: str | None,
     sessions_path: str | None,
 ) -> tuple[APIRouter, list[APIRoute]]:
     """A registration's router (``lifespan`` starts it), and its refresh-token routes, whose
-    OpenAPI is completed at startup, when the extractor is known. The handlers are ``flow``'s."""
+    OpenAPI is completed at startup, when the extractor is known. The handlers are ``flow``'s;
+    ``names`` name the refresh and logout routes."""
     router = APIRouter(tags=["auth"], lifespan=lifespan)
     described, _ = source_of(DEFAULT_EXTRACTOR)
     if controllers:
@@ -44,6 +46,7 @@ def refresh_router(
             path,
             flow.refresh_route,
             methods=["POST"],
+            name=names[0],
             summary="Exchange a refresh token for a new access and refresh token",
             operation_id=operation_id("refresh", path),
             responses={
@@ -57,6 +60,7 @@ def refresh_router(
             logout_path,
             flow.logout_route,
             methods=["POST"],
+            name=names[1],
             status_code=204,
             summary="Log out: revoke the refresh token's family (this session's tokens)",
             operation_id=operation_id("logout", logout_path),

@@ -202,10 +202,13 @@ class CookieTransport:
             security_log.warning("refresh cookie refused: wrong CSRF token")
             raise CsrfError("The CSRF token does not match")
 
-    def token_response(self, pair: TokenPair | IssuedPair) -> Response:
+    def token_response(
+        self, pair: TokenPair | IssuedPair, paths: Sequence[str] | None = None
+    ) -> Response:
         """The token answer: the access token and CSRF token in the body, the refresh cookie.
 
         The family and expiry an ``IssuedPair`` carries spare reading them back from the token.
+        ``paths``, where the routes really are (``transport/paths.py``), replace ``self.paths``.
         """
         issued = pair if isinstance(pair, IssuedPair) else IssuedPair(pair)
         pair = issued.pair
@@ -217,7 +220,7 @@ class CookieTransport:
             body["refreshToken"] = refresh_token
         response = JSONResponse(body, headers=NO_STORE)
         max_age = _remaining_life(refresh_token, issued.expires_at)
-        for path in self.paths:
+        for path in self._paths(paths):
             response.set_cookie(
                 self.cookie_name,
                 refresh_token,
@@ -239,9 +242,9 @@ class CookieTransport:
         )
         return response
 
-    def clear(self, response: Response) -> Response:
-        """Delete the refresh and CSRF cookies (logout)."""
-        for path in self.paths:
+    def clear(self, response: Response, paths: Sequence[str] | None = None) -> Response:
+        """Delete the refresh and CSRF cookies (logout); ``paths`` as for ``token_response``."""
+        for path in self._paths(paths):
             response.delete_cookie(
                 self.cookie_name,
                 path=path,
@@ -253,6 +256,12 @@ class CookieTransport:
             self.csrf_cookie_name, path="/", secure=self.secure, samesite=self.same_site
         )
         return response
+
+    def _paths(self, routed: Sequence[str] | None) -> Sequence[str]:
+        # A __Host- cookie stays on Path=/ wherever the routes are.
+        if routed is None or self.cookie_name.startswith(HOST_PREFIX):
+            return self.paths
+        return routed
 
     def csrf_parameter(self) -> dict[str, Any]:
         return {
