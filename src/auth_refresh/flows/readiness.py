@@ -1,0 +1,66 @@
+"""Whether a registration can serve: its store answers, and holds this release's schema.
+
+The probe is one read a store makes anyway (``session_active`` of an id no session has): it
+connects, and checks or migrates the schema as every first step does. It answers within
+``READINESS_TIMEOUT`` seconds even while the store hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.responses import JSONResponse, Response
+
+from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
+from auth_refresh.stores.base import RefreshTokenStore
+from auth_refresh.transport.responses import NO_STORE
+
+__all__ = ["READINESS_TIMEOUT", "Readiness", "probe_store", "readiness_response"]
+
+log = logging.getLogger("auth_refresh")
+
+READINESS_TIMEOUT = 2.0
+# No session has it: session ids are 43 base64url characters.
+PROBE_SESSION_ID = "readiness-probe"
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """The answer of a readiness check: ``reason`` says why not, for operators."""
+
+    ready: bool
+    reason: str | None = None
+    # The store will not do for this release: starting would only fail every request.
+    fatal: bool = False
+
+
+async def probe_store(
+    store: RefreshTokenStore, *, timeout: float = READINESS_TIMEOUT
+) -> Readiness:
+    """Ask ``store`` one cheap question, and say whether it answered in time."""
+    try:
+        await asyncio.wait_for(
+            store.session_active(PROBE_SESSION_ID, now=time.time()), timeout=timeout
+        )
+    except TimeoutError:
+        return Readiness(False, f"the store did not answer within {timeout:g} s")
+    except StoreUnavailableError as error:
+        return Readiness(False, f"the store cannot answer: {error.message}")
+    except ConfigurationError as error:
+        return Readiness(False, error.message, fatal=True)
+    except Exception as error:  # a store's own failure is a "not ready", never a 500
+        log.warning("readiness: the store failed: %s: %s", type(error).__name__, error)
+        return Readiness(False, f"the store failed: {type(error).__name__}")
+    return Readiness(True)
+
+
+def readiness_response(readiness: Readiness) -> Response:
+    """200 ``{"status": "ready"}``, or 503 with ``Retry-After`` and the reason."""
+    if readiness.ready:
+        return JSONResponse({"status": "ready"}, headers=NO_STORE)
+    body: dict[str, Any] = {"status": "unavailable", "reason": readiness.reason}
+    return JSONResponse(body, status_code=503, headers={**NO_STORE, "Retry-After": "1"})
