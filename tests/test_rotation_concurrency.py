@@ -23,6 +23,7 @@ from auth_refresh import (
     open_store,
 )
 from auth_refresh.stores.sealing import session_id_of
+from auth_refresh.testing import MAX_SESSIONS
 from conftest import InMemoryUsers, serve
 from factories import assert_unauthorized
 from rotation_app import refresh
@@ -81,7 +82,7 @@ def test_a_burst_from_threads_each_with_its_own_event_loop_rotates_once(
                 now=now,
                 absolute_lifetime=LIFETIME,
                 session=SessionStart(session_id_of(family_id)),
-                max_sessions=100,
+                max_sessions=MAX_SESSIONS,
             )
         finally:
             if shared is None:

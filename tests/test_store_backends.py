@@ -89,11 +89,11 @@ async def test_redis_keys_expire_with_the_live_token(redis_url: str) -> None:
             first_ttl = client.pttl(key)
             await family.rotate(family.first_token, idle=120)
             rotated_ttl = client.pttl(key)
-            subject_ttl = client.pttl(f"auth-refresh:families:{family.subject}")
+            subject_ttl = client.pttl(f"auth-refresh:sessions:{family.subject}")
     # The clock is the real one here: the key lives as long as the live token, no longer.
     assert 0 < first_ttl <= 60_000
     assert 60_000 < rotated_ttl <= 120_000
-    # The subject's set of families outlives any family of it.
+    # The subject's index outlives any family of it.
     assert LIFETIME * 1000 - 5_000 < subject_ttl <= LIFETIME * 1000
 
 

@@ -14,9 +14,11 @@ import pytest
 import redis
 
 from auth_refresh import ConfigurationError, RefreshTokenStore, RotationOutcome, Successor
+from auth_refresh.stores import redis_migration
 from auth_refresh.stores.redis_layout import LAYOUT_VERSION
 from auth_refresh.stores.sealing import open_pair, session_id_of, token_digest
 from auth_refresh.stores.sqlite_schema import SCHEMA_VERSION
+from auth_refresh.testing import listed
 from store_fixtures import opened, running_redis
 
 # Most tests here start a server of their own: make quick leaves them out.
@@ -54,7 +56,7 @@ async def rotate(store: RefreshTokenStore, family_id: str, token_id: str) -> tup
 
 async def assert_migrated_sessions_work(store: RefreshTokenStore) -> None:
     # Every family is a session now, under the digest of its id, without a client label.
-    sessions = await store.list_sessions("alice", now=NOW + 1, limit=10)
+    sessions = await listed(store, "alice", now=NOW + 1)
     assert {session.session_id for session in sessions} == {
         session_id_of("fam-rotated"),
         session_id_of("fam-fresh"),
@@ -115,7 +117,7 @@ async def test_a_sqlite_file_of_the_second_schema_gets_its_sessions(tmp_path: Pa
         before.execute("PRAGMA user_version = 2")
     before.close()
     async with opened(f"sqlite:///{path}") as store:
-        sessions = await store.list_sessions("carol", now=NOW + 1, limit=10)
+        sessions = await listed(store, "carol", now=NOW + 1)
         assert {session.session_id for session in sessions} == {
             session_id_of("fam-a"),
             session_id_of("fam-b"),
@@ -157,7 +159,8 @@ async def test_redis_keys_of_the_first_layout_are_migrated(tmp_path: Path) -> No
             await assert_migrated_sessions_work(store)
         assert client.get("auth-refresh:schema") == str(LAYOUT_VERSION).encode()
         assert client.keys("auth-refresh:subject:*") == []
-        assert client.zcard("auth-refresh:families:alice") == 2
+        # Layout 3's index is gone; revoke_subject took the migrated families out of layout 4's.
+        assert client.exists("auth-refresh:families:alice", "auth-refresh:sessions:alice") == 0
         keys = list(client.scan_iter())
         stored = b"".join(client.dump(key) or b"" for key in keys)  # type: ignore[operator]
     assert b"eyJ" not in stored
@@ -182,7 +185,7 @@ async def test_redis_keys_of_the_second_layout_get_their_sessions(tmp_path: Path
             client.zadd("auth-refresh:families:carol", {family_id: (NOW + 600) * 1000})
         client.set("auth-refresh:schema", 2)
         async with opened(server.url) as store:
-            sessions = await store.list_sessions("carol", now=NOW + 1)
+            sessions = await listed(store, "carol", now=NOW + 1)
             assert {session.session_id for session in sessions} == {
                 session_id_of("fam-a"),
                 session_id_of("fam-b"),
@@ -193,6 +196,72 @@ async def test_redis_keys_of_the_second_layout_get_their_sessions(tmp_path: Path
         assert client.get("auth-refresh:schema") == str(LAYOUT_VERSION).encode()
         # The session key expires with its family.
         assert client.pttl("auth-refresh:session:" + session_id_of("fam-b")) > 0
+
+
+def write_v3_family(
+    pipe: redis.client.Pipeline,
+    family_id: str,
+    *,
+    gen: int = 1,
+    refreshed_at: float | None = None,
+    revoked: bool = False,
+) -> None:
+    """A family as layout 3 kept it, and its entry in ``carol``'s index."""
+    key = "auth-refresh:family:" + family_id
+    fields = {
+        "subject": "carol",
+        "created_at": repr(NOW),
+        "expires_at": repr(NOW + 600),
+        "live": token_digest(family_id + "-1"),
+        "gen": str(gen),
+        "sid": session_id_of(family_id),
+    }
+    if refreshed_at is not None:
+        fields["refreshed_at"] = repr(refreshed_at)
+    if revoked:
+        fields["revoked"] = "1"
+    pipe.hset(key, mapping=fields)
+    pipe.pexpireat(key, int((NOW + 600) * 1000))
+    pipe.set("auth-refresh:session:" + session_id_of(family_id), family_id)
+    pipe.zadd("auth-refresh:families:carol", {family_id: (NOW + 600) * 1000})
+
+
+LEFT_BEHIND = 20_000
+
+
+async def test_a_layout_3_index_full_of_revoked_families_is_migrated_in_short_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The issue's index: revoked families stayed until they expired. Of the live ones, the
+    # most recently refreshed MIGRATED_SESSIONS_MAX stay (2 here).
+    monkeypatch.setattr(redis_migration, "MIGRATED_SESSIONS_MAX", 2)
+    with running_redis(tmp_path) as server, redis.Redis.from_url(server.url) as client:
+        with client.pipeline(transaction=False) as pipe:
+            for index in range(LEFT_BEHIND):
+                write_v3_family(pipe, f"fam-gone-{index}", revoked=True)
+            write_v3_family(pipe, "fam-outdated", gen=0)  # before the last revoke_subject
+            write_v3_family(pipe, "fam-least-recent", refreshed_at=NOW - 2)
+            write_v3_family(pipe, "fam-recent", refreshed_at=NOW - 1)
+            write_v3_family(pipe, "fam-new")
+            pipe.set("auth-refresh:generation:carol", 1)
+            pipe.set("auth-refresh:schema", 3)
+            pipe.execute()
+        client.config_set("slowlog-log-slower-than", 50_000)
+        client.slowlog_reset()
+        async with opened(server.url) as store:
+            assert await store.migrate() == LAYOUT_VERSION  # type: ignore[attr-defined]
+            assert client.slowlog_get(128) == []
+            sessions = await listed(store, "carol", now=NOW + 1)
+            assert {session.session_id for session in sessions} == {
+                session_id_of("fam-recent"),
+                session_id_of("fam-new"),
+            }
+            for gone in ("fam-least-recent", "fam-outdated", "fam-gone-0"):
+                assert (await rotate(store, gone, gone + "-1"))[0] == "revoked"
+            assert (await rotate(store, "fam-new", "fam-new-1"))[0] == "rotated"
+            assert await store.revoke_subject("carol", now=NOW + 1) == 2
+        assert client.exists("auth-refresh:families:carol") == 0
+        assert client.get("auth-refresh:schema") == str(LAYOUT_VERSION).encode()
 
 
 async def test_redis_keys_of_a_newer_layout_are_refused(tmp_path: Path) -> None:

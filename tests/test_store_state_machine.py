@@ -37,6 +37,8 @@ LIFETIME = 3600.0
 # More than a run logs in: the cap is the contract's business, not the model's.
 MAX_SESSIONS = 1000
 SUBJECTS = ["alice", "bob"]
+# Above any run's logins: the cap (contract-tested) never ends a session here.
+MAX_SESSIONS = 1000
 # Steps that land on either side of the grace window and the idle limit, and past the cap.
 STEPS = [0.0, 1.0, 4.999, 5.0, 599.0, 601.0, 3600.0]
 GONE = {RotationOutcome.EXPIRED, RotationOutcome.UNKNOWN}
@@ -93,6 +95,8 @@ def machine_for(store_url: str) -> type[RuleBasedStateMachine]:
                 self.store.step_deadline = PATIENT_SECONDS
             self.now = time.time()
             self.families: dict[str, ModelFamily] = {}
+            # The subjects of this run only: a server outlives runs, and revoke_subject counts.
+            self.run_id = new_id()
 
         def run(self, step: Coroutine[Any, Any, T]) -> T:
             return self.loop.run_until_complete(step)
@@ -103,6 +107,7 @@ def machine_for(store_url: str) -> type[RuleBasedStateMachine]:
 
         @rule(target=tokens, subject=st.sampled_from(SUBJECTS))
         def log_in(self, subject: str) -> Token:
+            subject += "-" + self.run_id
             family_id, token_id = new_id(), new_id()
             self.run(
                 self.store.start_family(
@@ -195,10 +200,14 @@ def machine_for(store_url: str) -> type[RuleBasedStateMachine]:
 
         @rule(subject=st.sampled_from(SUBJECTS))
         def log_out_everywhere(self, subject: str) -> None:
-            self.run(self.store.revoke_subject(subject, now=self.now))
+            subject += "-" + self.run_id
+            ended = self.run(self.store.revoke_subject(subject, now=self.now))
+            live = 0
             for family in self.families.values():
                 if family.subject == subject:
+                    live += not (family.revoked or family.gone or family.expired(self.now))
                     family.revoked = True
+            assert ended == live
 
         @rule(seconds=st.sampled_from(STEPS))
         def advance_time(self, seconds: float) -> None:

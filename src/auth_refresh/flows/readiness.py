@@ -38,9 +38,7 @@ class Readiness:
     fatal: bool = False
 
 
-async def probe_store(
-    store: RefreshTokenStore, *, timeout: float = READINESS_TIMEOUT
-) -> Readiness:
+async def probe_store(store: RefreshTokenStore, *, timeout: float = READINESS_TIMEOUT) -> Readiness:
     """Ask ``store`` one cheap question, and say whether it answered in time."""
     try:
         await asyncio.wait_for(

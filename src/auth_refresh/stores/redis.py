@@ -10,8 +10,13 @@ retries, and every step has a deadline (``step_deadline``, 1.5 s): a dead or hun
 ``StoreUnavailableError`` well within 2 s. ``rediss://`` URLs connect with TLS.
 
 At its first step the store checks the server: an evicting ``maxmemory-policy`` would drop keys
-the others rely on, so only ``noeviction`` is accepted (where ``CONFIG GET`` is allowed), and
-the key layout is migrated to this release's version.
+the others rely on, so only ``noeviction`` is accepted (read with ``CONFIG GET``, or from
+``INFO memory`` where ``CONFIG`` is disabled; a policy neither shows is a WARNING), and the key
+layout is migrated to this release's version (``redis_migration``).
+
+A subject's sessions are capped (``max_sessions``) and its index holds no revoked or expired
+family after a login, so listing a page, ``revoke_other_sessions`` and ``revoke_subject`` are
+each one script that walks at most the page plus the cap.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from auth_refresh.exceptions import ConfigurationError
@@ -33,19 +38,19 @@ from auth_refresh.stores.redis_core import (
     CONNECT_TIMEOUT_SECONDS,
     KEY_PREFIX,
     RedisStoreCore,
+    check_eviction_policy,
     failing_as_unavailable,
+    number,
     run_scripts,
-    store_log,
 )
-from auth_refresh.stores.redis_layout import REVOKE_SUBJECT, Keys, migrate
-from auth_refresh.stores.redis_scripts import Script
+from auth_refresh.stores.redis_layout import END_SESSIONS, LIST_PAGE, Keys
+from auth_refresh.stores.redis_migration import migrate
+from auth_refresh.stores.redis_scripts import Script, layout_script
 
 __all__ = ["RedisRefreshTokenStore"]
 
 # Defaults; the URL's query (socket_connect_timeout, socket_timeout) wins over them.
 SOCKET_TIMEOUT_SECONDS = 0.5
-# The one policy under which no key of a family, index or generation disappears early.
-ACCEPTED_POLICY = "noeviction"
 
 _Call = tuple[Script, list[str], list[str], "asyncio.Future[Any]"]
 
@@ -56,7 +61,8 @@ class RedisRefreshTokenStore(RedisStoreCore[Keys]):
     def __init__(self, client: redis.Redis, *, key_prefix: str = KEY_PREFIX) -> None:
         super().__init__(Keys(key_prefix))
         self.client = client
-        self._revoke_subject = Script.of(REVOKE_SUBJECT)
+        self._list_page = layout_script(self.keys, LIST_PAGE)
+        self._end_sessions = layout_script(self.keys, END_SESSIONS)
         # A connection belongs to the event loop that opened it: a client per loop.
         self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batches] = (
             weakref.WeakKeyDictionary()
@@ -87,12 +93,20 @@ class RedisRefreshTokenStore(RedisStoreCore[Keys]):
             raise ConfigurationError(f"not a usable Redis URL: {error}") from None
         return cls(client)
 
-    async def revoke_subject(self, subject: str) -> None:
-        await self._run(
-            self._revoke_subject,
-            [self.keys.families(subject), self.keys.generation(subject)],
-            [],
+    async def revoke_subject(self, subject: str, *, now: float) -> int:
+        ended: int = await self._run(self._end_sessions, [], [number(now), subject, "", "1"])
+        return ended
+
+    async def revoke_other_sessions(self, subject: str, keep: str | None, *, now: float) -> int:
+        args = [number(now), subject, keep or "", ""]
+        ended: int = await self._run(self._end_sessions, [], args)
+        return ended
+
+    async def _session_rows(self, subject: str, now: float, limit: int, after: str) -> list[Any]:
+        rows: list[Any] = await self._run(
+            self._list_page, [], [number(now), subject, str(limit), after]
         )
+        return rows
 
     async def migrate(self) -> int:
         """Check the server and migrate the key layout now (the first step would); the layout's
@@ -124,18 +138,11 @@ class RedisRefreshTokenStore(RedisStoreCore[Keys]):
             return await batches.submit(script, keys, args)
 
     async def _check_server(self, client: redis.Redis) -> None:
-        try:
-            policy = (await client.config_get("maxmemory-policy")).get("maxmemory-policy")
-        except ResponseError as error:
-            # CONFIG is often disabled on managed Redis: its operator answers for the policy.
-            store_log.info("Redis store: maxmemory-policy not readable: %s", error)
-            policy = None
-        if policy is not None and policy != ACCEPTED_POLICY:
-            raise ConfigurationError(
-                f"the Redis store needs maxmemory-policy {ACCEPTED_POLICY}; this server's is "
-                f"{policy}, under which it may evict a subject's index or generation and let "
-                "revoked sessions live on"
-            )
+        await check_eviction_policy(
+            "this server",
+            lambda: client.config_get("maxmemory-policy"),
+            lambda: client.info("memory"),
+        )
         await migrate(client, self.keys)
         self._checked = True
 

@@ -8,23 +8,37 @@ defaults (1 s and 0.5 s).
 
 Every script touches one slot. A family is one hash whose hash tag is its id,
 ``auth-refresh:{f:<family>}``, so a refresh, which knows only the family, is one ``EVALSHA`` on
-that slot's primary: one round trip, atomic there. A subject's index of families is a set under
-the subject's tag, ``auth-refresh:{s:<subject>}:families``, in another slot, so the steps that
-need both are two single-slot steps, ordered so that nothing is missed:
+that slot's primary: one round trip, atomic there. A subject's index (its sessions in list
+order, and the family of each) is under the subject's tag, ``auth-refresh:{s:<subject>}:...``,
+in another slot, so the steps that need both are single-slot steps, a fixed number of them
+whatever the count, ordered so that nothing is missed; "one step" for the cluster is one such
+sequence, each of its rounds one pipeline with one write per node:
 
-- a login adds the family to its subject's index first, then creates the family;
-- ``revoke_subject`` reads the index, then revokes each family in its own slot, 100 at a
-  time through the client's pipeline (one write per node). A family the index names but that
-  does not exist yet (a login between its two steps) gets a revoked tombstone, which its
-  creation keeps: a login racing the revoke is either revoked or started after it. Families
-  that have expired leave the index.
+- a login adds the family to its subject's index first, then creates the family; when the
+  index holds more than the cap, one round reads the other families, one revokes the least
+  recently refreshed beyond the cap, and one takes them and the index's dead families out;
+- ``revoke_subject`` and ``revoke_other_sessions`` read the index, revoke its families in one
+  round and take them out of the index. A family the index names but that does not exist yet
+  (a login between its two steps) gets a revoked tombstone, which its creation keeps: a login
+  racing the revoke is either revoked or started after it;
+- listing reads a page of the index, then its families in one round (more pages while some
+  were not live sessions: at most the page plus the cap), and takes the dead ones out.
+
+A family revoked by itself (a logout, ``revoke_session``, reuse) leaves the index at the next of
+those steps: a login over the cap reads at most the cap and one more, so no index grows past
+the cap plus the logins under way.
 
 A family's hash also holds the session it is (``sid``, ``refreshed_at``, ``ua``, ``ip``), and
 ``auth-refresh:{v:<session id>}`` names a session's family, in the session id's slot: finding a
 session is two single-slot steps, the session's key, then its family.
 
+At its first step the store checks every master's ``maxmemory-policy`` (``CONFIG GET``, or
+``INFO memory`` where ``CONFIG`` is disabled): an evicting one is refused, one that cannot be
+read is a WARNING.
+
 The layout's version is the key ``auth-refresh:schema``, written by the first store to use the
-cluster; a newer version is refused with ``ConfigurationError``.
+cluster; a newer version is refused with ``ConfigurationError``, an older one migrated
+(``redis_cluster_migration``; ``auth-refresh store migrate`` does it with no step deadline).
 
 When a primary is down, the steps on its slots fail with ``StoreUnavailableError`` within the
 step deadline (1.5 s) and the other slots keep working; the client rediscovers the cluster's
@@ -34,6 +48,7 @@ layout after an error, so the store recovers on its own once the node is back.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import urllib.parse
 from collections.abc import Awaitable
@@ -47,15 +62,20 @@ from redis.exceptions import RedisClusterException
 from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
 from auth_refresh.stores.redis_cluster_layout import (
     CHECK_LAYOUT,
+    END_SESSION,
     INDEX_FAMILY,
+    INDEXED_PAGE,
     LAYOUT_VERSION,
+    UNINDEX,
     ClusterKeys,
 )
+from auth_refresh.stores.redis_cluster_migration import migrate_cluster
 from auth_refresh.stores.redis_core import (
     CONNECT_TIMEOUT_SECONDS,
     KEY_PREFIX,
     RedisStoreCore,
     ScriptCall,
+    check_eviction_policy,
     failing_as_unavailable,
     newer_layout,
     number,
@@ -63,7 +83,7 @@ from auth_refresh.stores.redis_core import (
     run_scripts,
     store_log,
 )
-from auth_refresh.stores.redis_scripts import Script
+from auth_refresh.stores.redis_scripts import LIST_SESSIONS, Script, created_at_of, layout_script
 
 __all__ = ["RedisClusterRefreshTokenStore"]
 
@@ -72,10 +92,13 @@ URL_SCHEMES = {"redis-cluster": "redis", "rediss-cluster": "rediss"}
 # looking at the whole cluster again and reconnecting, which under CPU starvation caused more
 # timeouts. The step deadline still bounds every step.
 SOCKET_TIMEOUT_SECONDS = 1.0
-# How long a tombstone waits for the login that revoke_subject saw half done.
+# How long a tombstone waits for the login that revoke_subject saw half done; an indexed family
+# that does not exist is a login half done for as long, then an expired family.
 TOMBSTONE_SECONDS = 60
-# revoke_subject and list_sessions take this many families at a time, each batch one step.
-FAMILY_BATCH = 100
+# The most members one step takes out of an index (Lua's unpack has a limit).
+FORGET_BATCH = 500
+# What a login over the cap reads of each other family.
+CAP_FIELDS = ("subject", "created_at", "refreshed_at", "expires_at", "revoked")
 
 T = TypeVar("T")
 
@@ -87,6 +110,10 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
         super().__init__(ClusterKeys(key_prefix))
         self._client = client
         self._index_family = Script.of(INDEX_FAMILY)
+        self._indexed_page = Script.of(INDEXED_PAGE)
+        self._unindex = Script.of(UNINDEX)
+        self._list_sessions = layout_script(self.keys, LIST_SESSIONS)
+        self._end_session = layout_script(self.keys, END_SESSION)
         self._found_cluster = False
         self._finding_cluster = asyncio.Lock()
 
@@ -125,11 +152,45 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
             raise ConfigurationError(f"not a usable Redis Cluster URL: {error}") from None
         return cls(client)
 
-    async def _index(self, subject: str, family_id: str, absolute_lifetime: float) -> None:
+    async def _index(
+        self,
+        subject: str,
+        family_id: str,
+        member: str,
+        absolute_lifetime: float,
+        max_sessions: int,
+    ) -> Any:
         # The index first: a revoke_subject between this step and the family's leaves a
         # tombstone.
-        index = self.keys.families(subject)
-        await self._run(self._index_family, [index], [family_id, number(absolute_lifetime)])
+        args = [member, family_id, number(absolute_lifetime), str(max_sessions)]
+        found = await self._run(self._index_family, self._index_keys(subject), args)
+        return list(zip(found[::2], found[1::2], strict=True))
+
+    async def _cap(
+        self, subject: str, member: str, found: Any, *, now: float, max_sessions: int
+    ) -> None:
+        others: list[tuple[str, str]] = [pair for pair in found if pair[0] != member]
+        fields = await self._step(self._read_families([family for _, family in others]))
+        live: list[tuple[float, str, str]] = []  # last activity, member, family
+        dead: list[str] = []
+        for (other, family_id), values in zip(others, fields, strict=True):
+            record = dict(zip(CAP_FIELDS, values, strict=True))
+            if record["subject"] is None:
+                created_at = created_at_of(other)
+                if now - created_at < TOMBSTONE_SECONDS:
+                    live.append((created_at, other, family_id))  # a login half done
+                else:
+                    dead.append(other)
+            elif record["revoked"] == "1" or now >= float(record["expires_at"]):
+                dead.append(other)
+            else:
+                active = float(record["refreshed_at"] or record["created_at"])
+                live.append((active, other, family_id))
+        live.sort()
+        evicted = live[: max(0, len(live) + 1 - max_sessions)]
+        if evicted:
+            await self._step(self._scripts([self._ending(f, now, "") for _, _, f in evicted]))
+        await self._forget(subject, dead + [other for _, other, _ in evicted])
 
     async def _name_session(self, session_id: str, family_id: str, until: float) -> None:
         # For as long as the family can live: its own slot, written last (a session not found
@@ -138,45 +199,76 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
         session = self.keys.session(session_id)
         await self._step(self._command("SET", session, family_id, "PXAT", until_ms))
 
-    async def revoke_subject(self, subject: str) -> None:
-        index = self.keys.families(subject)
-        tombstone = [str(TOMBSTONE_SECONDS)]
-        for batch in await self._indexed(index):
-            calls = [(self._revoke_family, [self.keys.family(f)], tombstone) for f in batch]
-            existed = await self._step(self._scripts(calls))
-            gone = [family for family, found in zip(batch, existed, strict=True) if not found]
-            if gone:
-                # A tombstone stands for each now: dropping them from the index loses nothing.
-                await self._step(self._command("SREM", index, *gone))
+    async def revoke_subject(self, subject: str, *, now: float) -> int:
+        return await self._end_sessions(subject, None, now)
+
+    async def revoke_other_sessions(self, subject: str, keep: str | None, *, now: float) -> int:
+        return await self._end_sessions(subject, keep, now)
+
+    async def _end_sessions(self, subject: str, keep: str | None, now: float) -> int:
+        indexed = await self._step(self._hgetall(self.keys.index(subject)))
+        if not indexed:
+            return 0
+        members = list(indexed)
+        calls = [self._ending(indexed[member], now, keep or "") for member in members]
+        answers = await self._step(self._scripts(calls))
+        await self._forget(
+            subject, [m for m, answer in zip(members, answers, strict=True) if answer != "kept"]
+        )
+        return sum(answer == "ended" for answer in answers)
 
     async def _session_entry(self, session_id: str) -> str | None:
         # The session's key is in another slot than its family's: a step of its own.
         family_id = await self._step(self._command("GET", self.keys.session(session_id)))
         return None if family_id is None else self.keys.family(family_id)
 
-    async def _session_rows(self, subject: str, args: list[str]) -> list[Any]:
+    async def _session_rows(self, subject: str, now: float, limit: int, after: str) -> list[Any]:
         rows: list[Any] = []
-        for batch in await self._indexed(self.keys.families(subject)):
-            calls = [(self._list_sessions, [self.keys.family(f)], args) for f in batch]
-            for answer in await self._step(self._scripts(calls)):
-                rows.extend(answer)
+        dead: list[str] = []
+        while len(rows) < limit:
+            want = limit - len(rows)
+            page = [after, str(want)]
+            members, families = await self._run(self._indexed_page, self._index_keys(subject), page)
+            args = [number(now), subject]
+            calls = [(self._list_sessions, [self.keys.family(f or "")], args) for f in families]
+            for member, family_id, row in zip(
+                members, families, await self._step(self._scripts(calls)), strict=True
+            ):
+                if row:
+                    rows.append(row)
+                elif (
+                    family_id is None
+                    or row == []
+                    or now - created_at_of(member) >= TOMBSTONE_SECONDS
+                ):
+                    dead.append(member)
+            if len(members) < want:
+                break
+            after = members[-1]
+        await self._forget(subject, dead)
         return rows
 
-    async def _indexed(self, index: str) -> list[list[str]]:
-        """The families ``index`` names, in batches of ``FAMILY_BATCH``."""
-        members = await self._step(self._command("SMEMBERS", index))
-        family_ids = sorted(cast(set[str], members))
-        return [
-            family_ids[start : start + FAMILY_BATCH]
-            for start in range(0, len(family_ids), FAMILY_BATCH)
-        ]
+    def _index_keys(self, subject: str) -> list[str]:
+        return [self.keys.sessions(subject), self.keys.index(subject)]
+
+    def _ending(self, family_id: str, now: float, keep: str) -> ScriptCall:
+        args = [number(now), keep, str(TOMBSTONE_SECONDS)]
+        return (self._end_session, [self.keys.family(family_id)], args)
+
+    async def _forget(self, subject: str, members: list[str]) -> None:
+        """``members`` leave the subject's index (a step per ``FORGET_BATCH``), if any."""
+        for start in range(0, len(members), FORGET_BATCH):
+            batch = members[start : start + FORGET_BATCH]
+            await self._run(self._unindex, self._index_keys(subject), batch)
 
     async def close(self) -> None:
         await self._client.aclose()
 
     async def migrate(self) -> int:
-        """Find the cluster and check the layout now (the first step would); its version."""
-        return await self._step(self._migrated_version())
+        """Find the cluster, check it and migrate the layout now (the first step would); its
+        version. No step deadline: a large migration takes as long as it takes."""
+        async with failing_as_unavailable("Redis Cluster", deadline=None):
+            return await self._migrated_version()
 
     async def _migrated_version(self) -> int:
         await self._find_cluster()
@@ -203,6 +295,17 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
         await self._find_cluster()
         return await self._client.execute_command(*command)
 
+    async def _hgetall(self, key: str) -> dict[str, str]:
+        await self._find_cluster()
+        return cast(dict[str, str], await self._client.hgetall(key))
+
+    async def _read_families(self, family_ids: list[str]) -> list[Any]:
+        await self._find_cluster()
+        pipe = self._client.pipeline()
+        for family_id in family_ids:
+            pipe.hmget(self.keys.family(family_id), CAP_FIELDS)
+        return await pipe.execute() if family_ids else []
+
     async def _find_cluster(self) -> None:
         # redis-py's cluster client, sent many commands before it has found the cluster, can
         # fail some of them (it opens connections while it replaces them): the first step
@@ -212,6 +315,7 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
             async with self._finding_cluster:
                 if not self._found_cluster:
                     await self._client.initialize()
+                    await self._check_policies()
                     await self._check_layout()
                     self._found_cluster = True
 
@@ -221,6 +325,18 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
         version = int(cast(str, found))
         if version > LAYOUT_VERSION:
             raise newer_layout("Redis Cluster store", version, LAYOUT_VERSION, "another cluster")
+        if version < LAYOUT_VERSION:
+            await migrate_cluster(self._client, self.keys)
+            await self._client.set(self.keys.schema, LAYOUT_VERSION)
+
+    async def _check_policies(self) -> None:
+        # Every master: each holds some families and indexes.
+        for node in self._client.get_primaries():
+            await check_eviction_policy(
+                f"master {node.name}",
+                functools.partial(self._client.config_get, "maxmemory-policy", target_nodes=node),
+                functools.partial(self._client.info, "memory", target_nodes=node),
+            )
 
     async def _step(self, work: Awaitable[T]) -> T:
         try:

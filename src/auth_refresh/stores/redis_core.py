@@ -10,25 +10,26 @@ import asyncio
 import json
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar, cast
 
 import redis.asyncio as redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
 from auth_refresh.stores.base import (
+    SESSION_PAGE_MAX,
     Rotation,
     RotationOutcome,
+    SessionCursor,
     SessionRecord,
     SessionStart,
     Successor,
 )
 from auth_refresh.stores.redis_scripts import (
-    LIST_SESSIONS,
     REVOKE_FAMILY,
     REVOKE_SESSION,
     ROTATE,
@@ -37,14 +38,17 @@ from auth_refresh.stores.redis_scripts import (
     KeyLayout,
     Script,
     layout_script,
+    list_member,
 )
 from auth_refresh.types import TokenPair
 
 __all__ = [
+    "ACCEPTED_POLICY",
     "CONNECT_TIMEOUT_SECONDS",
     "KEY_PREFIX",
     "RedisStoreCore",
     "ScriptCall",
+    "check_eviction_policy",
     "failing_as_unavailable",
     "newer_layout",
     "number",
@@ -57,6 +61,8 @@ CONNECT_TIMEOUT_SECONDS = 0.5
 # The most one step may take, whatever the socket does: under the 2 s promised to clients.
 STEP_DEADLINE_SECONDS = 1.5
 KEY_PREFIX = "auth-refresh:"
+# The one policy under which no key of a family, index or generation disappears early.
+ACCEPTED_POLICY = "noeviction"
 
 store_log = logging.getLogger("auth_refresh.store")
 
@@ -77,7 +83,6 @@ class RedisStoreCore(ABC, Generic[LayoutT]):
         self._rotate = layout_script(keys, ROTATE)
         self._revoke_family = layout_script(keys, REVOKE_FAMILY)
         self._session_active = layout_script(keys, SESSION_ACTIVE)
-        self._list_sessions = layout_script(keys, LIST_SESSIONS)
         self._revoke_session = layout_script(keys, REVOKE_SESSION)
 
     async def start_family(
@@ -90,9 +95,11 @@ class RedisStoreCore(ABC, Generic[LayoutT]):
         now: float,
         absolute_lifetime: float,
         session: SessionStart,
+        max_sessions: int,
     ) -> None:
         expires_at = min(token_expires_at, now + absolute_lifetime)
-        await self._index(subject, family_id, absolute_lifetime)
+        member = list_member(now, session.session_id)
+        over_cap = await self._index(subject, family_id, member, absolute_lifetime, max_sessions)
         await self._run(
             self._start_family,
             [self.keys.family(family_id)],
@@ -106,9 +113,13 @@ class RedisStoreCore(ABC, Generic[LayoutT]):
                 session.session_id,
                 session.user_agent or "",
                 session.client_ip or "",
+                member,
+                str(max_sessions),
             ],
         )
         await self._name_session(session.session_id, family_id, now + absolute_lifetime)
+        if over_cap:
+            await self._cap(subject, member, over_cap, now=now, max_sessions=max_sessions)
 
     async def rotate(
         self,
@@ -150,9 +161,12 @@ class RedisStoreCore(ABC, Generic[LayoutT]):
             return False
         return bool(await self._run(self._session_active, [key], [number(now), session_id]))
 
-    async def list_sessions(self, subject: str, *, now: float) -> list[SessionRecord]:
-        rows = await self._session_rows(subject, [number(now), subject])
-        sessions = [
+    async def list_sessions(
+        self, subject: str, *, now: float, limit: int, after: SessionCursor | None = None
+    ) -> list[SessionRecord]:
+        start = "" if after is None else list_member(after.created_at, after.session_id)
+        rows = await self._session_rows(subject, now, min(limit, SESSION_PAGE_MAX), start)
+        return [
             SessionRecord(
                 session_id=session_id,
                 created_at=float(created_at),
@@ -162,7 +176,6 @@ class RedisStoreCore(ABC, Generic[LayoutT]):
             )
             for session_id, created_at, refreshed_at, agent, ip in rows
         ]
-        return sorted(sessions, key=lambda session: session.created_at, reverse=True)
 
     async def revoke_session(self, subject: str, session_id: str, *, now: float) -> bool:
         key = await self._session_entry(session_id)
@@ -175,8 +188,23 @@ class RedisStoreCore(ABC, Generic[LayoutT]):
     async def _run(self, script: Script, keys: list[str], args: list[str]) -> Any:
         """``script``'s answer, as one step."""
 
-    async def _index(self, subject: str, family_id: str, absolute_lifetime: float) -> None:
-        """Before a family starts: by default its script indexes it."""
+    async def _index(
+        self,
+        subject: str,
+        family_id: str,
+        member: str,
+        absolute_lifetime: float,
+        max_sessions: int,
+    ) -> Any:
+        """Before a family starts: by default its script indexes it and keeps the cap. What
+        it answers, if anything, is for ``_cap`` after the family started."""
+        return None
+
+    async def _cap(
+        self, subject: str, member: str, found: Any, *, now: float, max_sessions: int
+    ) -> None:
+        """After a family started, with what ``_index`` found: by default nothing (the
+        family's script kept the cap)."""
 
     async def _name_session(self, session_id: str, family_id: str, until: float) -> None:
         """After a family started: by default its script named its session."""
@@ -186,10 +214,10 @@ class RedisStoreCore(ABC, Generic[LayoutT]):
         own, which the script follows to its family."""
         return self.keys.session(session_id)
 
-    async def _session_rows(self, subject: str, args: list[str]) -> list[Any]:
-        """``LIST_SESSIONS``'s rows for ``subject``; by default one step over its index."""
-        rows: list[Any] = await self._run(self._list_sessions, [self.keys.families(subject)], args)
-        return rows
+    @abstractmethod
+    async def _session_rows(self, subject: str, now: float, limit: int, after: str) -> list[Any]:
+        """At most ``limit`` rows (sid, created_at, refreshed_at, user agent, ip, '' for none)
+        of the live sessions of ``subject`` in list order, after the member ``after``."""
 
 
 async def run_scripts(pipe: Pipeline | ClusterPipeline, calls: Sequence[ScriptCall]) -> list[Any]:
@@ -237,6 +265,44 @@ async def failing_as_unavailable(
     except (RedisError, OSError, TimeoutError) as error:
         store_log.warning("%s unavailable: %s: %s", what, type(error).__name__, error)
         raise StoreUnavailableError() from None
+
+
+async def check_eviction_policy(
+    where: str,
+    config_get: Callable[[], Awaitable[Any]],
+    info: Callable[[], Awaitable[Any]],
+) -> None:
+    """Refuse a server whose ``maxmemory-policy`` may evict keys (``ConfigurationError``): read
+    with ``CONFIG GET``, or from ``INFO memory`` where ``CONFIG`` is refused (managed Redis);
+    a WARNING naming the risk where neither answers."""
+    policy: str | None = None
+    try:
+        policy = (await config_get()).get("maxmemory-policy")
+    except ResponseError:
+        try:
+            policy = (await info()).get("maxmemory_policy")
+        except ResponseError as error:
+            store_log.warning(
+                "%s: maxmemory-policy not readable (%s): unless it is %s, Redis may evict a "
+                "subject's index or generation and let revoked sessions live on",
+                where,
+                error,
+                ACCEPTED_POLICY,
+            )
+            return
+    if policy is None:
+        store_log.warning(
+            "%s: maxmemory-policy not reported: unless it is %s, Redis may evict a subject's "
+            "index or generation and let revoked sessions live on",
+            where,
+            ACCEPTED_POLICY,
+        )
+    elif policy != ACCEPTED_POLICY:
+        raise ConfigurationError(
+            f"the Redis store needs maxmemory-policy {ACCEPTED_POLICY}; {where}'s is {policy}, "
+            "under which it may evict a subject's index or generation and let revoked "
+            "sessions live on"
+        )
 
 
 def newer_layout(store: str, version: int, latest: int, instead: str) -> ConfigurationError:

@@ -5,11 +5,16 @@ key it is given, ``KEYS[1]``; what else a step keeps up to date or consults is t
 
 * ``outdated(subject, gen)``: true if the family, started in generation ``gen``, was revoked
   with all its subject's families since (``revoke_subject``).
-* ``forget(subject, family_id)``: an expired family leaves its subject's index.
-* ``extend(subject, family_id, sid, expires_ms)``: a rotated family's other keys live as long.
-* ``started(subject, family_id, sid, now, expires_ms, lifetime)``: a new family's other keys.
+* ``forget(subject, member)``: a revoked or expired family leaves its subject's index.
+* ``extend(subject, member, sid, now, expires_ms)``: a rotated family's other keys live as long,
+  and its refresh at ``now`` is its last.
+* ``started(subject, family_id, sid, now, expires_ms, lifetime, member, max_sessions)``: a new
+  family's other keys, and the cap on its subject's sessions.
 * ``family_of(key)``: the family's key from the key a session step is given, or false.
-* ``families_of(key, now)``: the family keys ``list_sessions`` reads from the key it is given.
+
+A family's ``member`` (its hash's ``ix``) is its place in its subject's list of sessions:
+``list_member``'s string, which sorts as the list does. The layout's functions may call
+``LIBRARY``'s (``revoke``, ``live_session``), declared before them.
 
 The standalone layout does all of them inside the script (``redis_layout.Keys``); in a cluster,
 where those keys are in other slots, the store takes them as steps of their own and the
@@ -22,11 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import string
+import struct
 from dataclasses import dataclass
 from typing import Protocol
 
 __all__ = [
     "LIST_SESSIONS",
+    "MEMBER_PREFIX",
     "REVOKE_FAMILY",
     "REVOKE_SESSION",
     "ROTATE",
@@ -34,9 +41,15 @@ __all__ = [
     "START_FAMILY",
     "KeyLayout",
     "Script",
+    "created_at_of",
     "layout_script",
+    "list_member",
     "lua_string",
 ]
+
+# A member's first characters: its created_at, as 16 hex digits that sort as the number does.
+MEMBER_PREFIX = 16
+_SIGN = 1 << 63
 
 
 @dataclass(frozen=True)
@@ -66,10 +79,6 @@ class KeyLayout(Protocol):
 
     def family(self, family_id: str) -> str: ...
 
-    def families(self, subject: str) -> str:
-        """The subject's index of families."""
-        ...
-
     def session(self, session_id: str) -> str:
         """The key naming a session's family."""
         ...
@@ -77,7 +86,24 @@ class KeyLayout(Protocol):
 
 def layout_script(layout: KeyLayout, body: str) -> Script:
     """``body`` over ``layout``'s keys."""
-    return Script.of(layout.lua + LIBRARY + body)
+    return Script.of(PRELUDE + layout.lua + LIBRARY + body)
+
+
+def list_member(created_at: float, session_id: str) -> str:
+    """A session's place in its subject's list: byte order (Redis's, for members of equal
+    score) is the list's order, ``created_at`` then ``session_id``, exactly."""
+    bits: int = struct.unpack(">Q", struct.pack(">d", created_at + 0.0))[0]
+    # Positive numbers: the sign bit set; negative ones: every bit flipped.
+    bits = bits ^ (2**64 - 1) if bits & _SIGN else bits | _SIGN
+    return f"{bits:016x}{session_id}"
+
+
+def created_at_of(member: str) -> float:
+    """The ``created_at`` a ``list_member`` holds."""
+    bits = int(member[:MEMBER_PREFIX], 16)
+    bits = bits & ~_SIGN if bits & _SIGN else bits ^ (2**64 - 1)
+    created_at: float = struct.unpack(">d", struct.pack(">Q", bits))[0]
+    return created_at
 
 
 def lua_string(value: str) -> str:
@@ -90,17 +116,26 @@ def lua_string(value: str) -> str:
 PLAIN = frozenset(string.ascii_letters + string.digits + "-_:./ ")
 
 
+PRELUDE = """
+local revoke, live_session
+"""
+
 LIBRARY = """
-local function revoke(key)
+-- The family at key, which exists, is revoked and leaves its subject's index.
+revoke = function(key)
+    local f = redis.call('HMGET', key, 'subject', 'ix')
     redis.call('HSET', key, 'revoked', '1')
     redis.call('HDEL', key, 'successor')
+    if f[1] then
+        forget(f[1], f[2])
+    end
 end
 
 -- The family at key, if it is a live session (session_id's, when given): not revoked, by
 -- any means, and not expired.
-local function live_session(key, now, session_id)
+live_session = function(key, now, session_id)
     local f = redis.call('HMGET', key, 'subject', 'sid', 'created_at', 'refreshed_at', 'ua',
-        'ip', 'expires_at', 'revoked', 'gen')
+        'ip', 'expires_at', 'revoked', 'gen', 'ix')
     if not f[1] or not f[2] or f[8] == '1' or now >= tonumber(f[7]) then
         return nil
     end
@@ -112,12 +147,12 @@ end
 """
 
 # KEYS[1]: the family. ARGV: subject, now, expires_at, live token, family id, absolute lifetime,
-# session id, user agent, client ip ('' for none). A tombstone left by the cluster's
-# revoke_subject keeps the family revoked: its 'revoked' is not written over.
+# session id, user agent, client ip ('' for none), member, max sessions. A tombstone left by
+# the cluster's revoke_subject keeps the family revoked: its 'revoked' is not written over.
 START_FAMILY = """
 local expires_ms = string.format('%.0f', math.ceil(tonumber(ARGV[3]) * 1000))
 redis.call('HSET', KEYS[1], 'subject', ARGV[1], 'created_at', ARGV[2], 'expires_at', ARGV[3],
-    'live', ARGV[4], 'sid', ARGV[7])
+    'live', ARGV[4], 'sid', ARGV[7], 'ix', ARGV[10])
 if ARGV[8] ~= '' then
     redis.call('HSET', KEYS[1], 'ua', ARGV[8])
 end
@@ -125,7 +160,8 @@ if ARGV[9] ~= '' then
     redis.call('HSET', KEYS[1], 'ip', ARGV[9])
 end
 redis.call('PEXPIREAT', KEYS[1], expires_ms)
-started(ARGV[1], ARGV[5], ARGV[7], tonumber(ARGV[2]), expires_ms, tonumber(ARGV[6]))
+started(ARGV[1], ARGV[5], ARGV[7], tonumber(ARGV[2]), expires_ms, tonumber(ARGV[6]), ARGV[10],
+    tonumber(ARGV[11]))
 return 1
 """
 
@@ -138,7 +174,7 @@ local successor_expires_at = tonumber(ARGV[4])
 local now, grace, lifetime = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local family_id = ARGV[8]
 local family = redis.call('HMGET', KEYS[1], 'subject', 'created_at', 'expires_at', 'live',
-    'previous', 'consumed_at', 'successor', 'revoked', 'gen', 'sid')
+    'previous', 'consumed_at', 'successor', 'revoked', 'gen', 'sid', 'ix')
 local subject = family[1]
 if not subject then
     return {'unknown'}
@@ -146,7 +182,7 @@ end
 local deadline = tonumber(family[2]) + lifetime
 if now >= deadline or now >= tonumber(family[3]) then
     redis.call('DEL', KEYS[1])
-    forget(subject, family_id)
+    forget(subject, family[11])
     return {'expired', subject}
 end
 if family[8] == '1' then
@@ -168,7 +204,7 @@ if token_id == family[4] then
         redis.call('HDEL', KEYS[1], 'successor')
     end
     redis.call('PEXPIREAT', KEYS[1], expires_ms)
-    extend(subject, family_id, family[10], expires_ms)
+    extend(subject, family[11], family[10], now, expires_ms)
     -- The caller holds the successor pair already: it is not sent back.
     return {'rotated', subject}
 end
@@ -215,15 +251,15 @@ revoke(key)
 return 1
 """
 
-# KEYS[1]: for families_of; ARGV: now, subject. Per live session of the subject: sid,
-# created_at, refreshed_at, ua, ip ('' for none).
+# KEYS[1]: a family; ARGV: now, subject. {sid, created_at, refreshed_at, ua, ip ('' for
+# none)} if it is a live session of the subject; {} if not; false if it does not exist.
 LIST_SESSIONS = """
-local now, found = tonumber(ARGV[1]), {}
-for _, key in ipairs(families_of(KEYS[1], now)) do
-    local f = live_session(key, now)
-    if f and f[1] == ARGV[2] then
-        table.insert(found, {f[2], f[3], f[4] or '', f[5] or '', f[6] or ''})
-    end
+local f = live_session(KEYS[1], tonumber(ARGV[1]))
+if f and f[1] == ARGV[2] then
+    return {f[2], f[3], f[4] or '', f[5] or '', f[6] or ''}
 end
-return found
+if redis.call('EXISTS', KEYS[1]) == 0 then
+    return false
+end
+return {}
 """

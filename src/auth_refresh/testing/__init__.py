@@ -25,7 +25,15 @@ from typing import TYPE_CHECKING, TypeAlias
 from auth_refresh.stores.base import RefreshTokenStore
 from auth_refresh.testing import rotation_scenarios as rotation
 from auth_refresh.testing import session_scenarios as sessions
-from auth_refresh.testing.family import GRACE, IDLE, LIFETIME, MAX_SESSIONS, Family, new_id
+from auth_refresh.testing.family import (
+    GRACE,
+    IDLE,
+    LIFETIME,
+    MAX_SESSIONS,
+    Family,
+    listed,
+    new_id,
+)
 
 try:
     import pytest
@@ -44,6 +52,7 @@ __all__ = [
     "StoreContract",
     "StoreFactory",
     "check_store",
+    "listed",
     "new_id",
 ]
 
