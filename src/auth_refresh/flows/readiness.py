@@ -38,14 +38,13 @@ class Readiness:
     fatal: bool = False
 
 
-async def probe_store(store: RefreshTokenStore, *, timeout: float = READINESS_TIMEOUT) -> Readiness:
+async def probe_store(store: RefreshTokenStore) -> Readiness:
     """Ask ``store`` one cheap question, and say whether it answered in time."""
     try:
-        await asyncio.wait_for(
-            store.session_active(PROBE_SESSION_ID, now=time.time()), timeout=timeout
-        )
+        async with asyncio.timeout(READINESS_TIMEOUT):
+            await store.session_active(PROBE_SESSION_ID, now=time.time())
     except TimeoutError:
-        return Readiness(False, f"the store did not answer within {timeout:g} s")
+        return Readiness(False, f"the store did not answer within {READINESS_TIMEOUT:g} s")
     except StoreUnavailableError as error:
         return Readiness(False, f"the store cannot answer: {error.message}")
     except ConfigurationError as error:
