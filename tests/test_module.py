@@ -222,7 +222,7 @@ async def test_two_global_registrations_on_one_app_are_refused(users: InMemoryUs
         AuthRefreshModule.for_root(user_lookup_service=users, path="/other").attach(app)
 
 
-async def test_for_root_async_runs_the_factory_once_at_startup_with_injected_values(
+async def test_for_root_async_runs_the_factory_at_each_startup_with_injected_values(
     users: InMemoryUsers,
 ) -> None:
     calls: list[tuple[Any, ...]] = []
@@ -245,9 +245,10 @@ async def test_for_root_async_runs_the_factory_once_at_startup_with_injected_val
         assert calls == [(users, "user-")]
         assert (await client.post("/auth/refresh", json={"refreshToken": token})).status_code == 200
         assert (await client.post("/whoami", json={"refreshToken": token})).status_code == 200
+        assert len(calls) == 1  # once per startup, not per request
     async with serve(app) as client:
         assert (await client.post("/whoami", json={"refreshToken": token})).status_code == 200
-    assert len(calls) == 1
+    assert calls == [(users, "user-"), (users, "user-")]
 
 
 async def test_register_async_with_a_sync_factory_returning_a_mapping(

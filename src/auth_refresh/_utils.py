@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import inspect
 import json
 import math
 import re
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from importlib.metadata import entry_points
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Any, TypeAlias, TypeVar, cast
@@ -31,6 +32,20 @@ async def resolve(value: MaybeAwaitable[T]) -> T:
     if inspect.isawaitable(value):
         return await value
     return value
+
+
+def ready(value: object) -> Any:
+    """What a sync caller can use of a provider's value: the value itself, or an async
+    provider's once made (a done future); None for one still to come (which is dropped)."""
+    if not inspect.isawaitable(value):
+        return value
+    if isinstance(value, asyncio.Future) and value.done() and not value.cancelled():
+        return value.result()
+    if isinstance(value, asyncio.Future):
+        value.cancel()
+    elif isinstance(value, Coroutine):
+        value.close()  # never to be awaited
+    return None
 
 
 def attribute_of(user: Any, name: str, default: Any = None) -> Any:

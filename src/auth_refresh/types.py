@@ -20,6 +20,7 @@ __all__ = [
     "AuthRefreshUserLookupServiceInterface",
     "IssueTokenServiceInterface",
     "IssuedPair",
+    "Refreshed",
     "TokenPair",
     "TokenType",
     "VerifyTokenServiceInterface",
@@ -49,6 +50,18 @@ class IssuedPair:
     pair: TokenPair
     family_id: str | None = None
     expires_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """A refresh that succeeded: whom the token named, and the pair to answer with."""
+
+    user: Any
+    issued: IssuedPair | None  # None when not asked for (a guard, without rotation)
+
+    @property
+    def pair(self) -> TokenPair | None:
+        return None if self.issued is None else self.issued.pair
 
 
 class IssueTokenServiceInterface(Protocol):

@@ -1,7 +1,8 @@
 """The ``AuthJwtModule`` companion: a guard for routes that need an access token.
 
 Like the refresh module, its registration's values are the defaults of its container's
-providers (``user_lookup``, ``verifier``, ``extractor``), beneath the overrides tests make.
+providers (``user_lookup``, ``verifier``, ``extractor``), beneath the overrides tests make; a
+value given as a dependency-injector provider (async ones included) is the default itself.
 
 An access token naming its session (``sid``, issued with rotation) is refused once that session
 is revoked: the application's global refresh registration (``for_root``) answers from its
@@ -29,7 +30,7 @@ from auth_refresh.registration.application import (
     require_application,
     start_late,
 )
-from auth_refresh.registration.checks import refuse_class, require_methods
+from auth_refresh.registration.checks import refuse_class, require_methods, resolved
 from auth_refresh.transport.extractors import AuthHeaderSchemeExtractor, TokenExtractor
 from auth_refresh.types import AuthJwtUserLookupServiceInterface, VerifyTokenServiceInterface
 
@@ -66,9 +67,9 @@ class AuthJwtModule:
 
     def __init__(
         self,
-        user_lookup_service: AuthJwtUserLookupServiceInterface,
-        verify_token_service: VerifyTokenServiceInterface | None = None,
-        jwt_from_request: TokenExtractor | None = None,
+        user_lookup_service: AuthJwtUserLookupServiceInterface | providers.Provider[Any],
+        verify_token_service: VerifyTokenServiceInterface | providers.Provider[Any] | None = None,
+        jwt_from_request: TokenExtractor | providers.Provider[Any] | None = None,
     ) -> None:
         self.name = "AuthJwtModule.for_root"
         self.container = AuthJwtContainer()
@@ -80,8 +81,10 @@ class AuthJwtModule:
         for provider_name, (option, value) in given.items():
             if value is None:
                 continue
-            refuse_class(self.name, option, value)
-            getattr(self.container, provider_name).set_default(providers.Object(value))
+            if not isinstance(value, providers.Provider):
+                refuse_class(self.name, option, value)
+                value = providers.Object(value)
+            getattr(self.container, provider_name).set_default(value)
         self.flow = AccessFlow(self.container, self._start_late)
         self.security_schemes: dict[str, SecurityBase] = {}
         self.guard = AuthJwtGuard(self)
@@ -92,9 +95,9 @@ class AuthJwtModule:
     def for_root(
         cls,
         *,
-        user_lookup_service: AuthJwtUserLookupServiceInterface,
-        verify_token_service: VerifyTokenServiceInterface | None = None,
-        jwt_from_request: TokenExtractor | None = None,
+        user_lookup_service: AuthJwtUserLookupServiceInterface | providers.Provider[Any],
+        verify_token_service: VerifyTokenServiceInterface | providers.Provider[Any] | None = None,
+        jwt_from_request: TokenExtractor | providers.Provider[Any] | None = None,
     ) -> AuthJwtModule:
         """The verify service defaults to ``AuthenticationModule``'s (``JWT_MODULE_*`` env)."""
         if verify_token_service is None:
@@ -126,18 +129,18 @@ class AuthJwtModule:
         """Check every provider resolves to something usable."""
         container = self.container
         try:
-            lookup = container.user_lookup()
+            lookup = await resolved(container.user_lookup)
         except di_errors.Error:
             raise ConfigurationError(
                 f"{self.name}: the option 'user_lookup_service' is required"
             ) from None
         require_methods(self.name, "user_lookup_service", lookup, "by_subject")
         try:
-            verifier = container.verifier()
+            verifier = await resolved(container.verifier)
         except ConfigurationError as error:
             raise ConfigurationError(f"{self.name}: {error.message}") from None
         require_methods(self.name, "verify_token_service", verifier, "access_token")
-        if not callable(container.extractor()):
+        if not callable(await resolved(container.extractor)):
             raise ConfigurationError(f"{self.name}: 'jwt_from_request' is not callable")
         self.started = True
 

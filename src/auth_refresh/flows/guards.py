@@ -11,12 +11,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from inspect import isawaitable
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends
 from starlette.requests import Request
 
-from auth_refresh._utils import is_active, resolve
+from auth_refresh._utils import is_active, ready, resolve
 from auth_refresh.exceptions import AuthJwtUnauthorizedError, AuthRefreshError
 from auth_refresh.flows.refresh import RefreshFlow
 from auth_refresh.stores.sealing import SESSION_ID_FORMAT
@@ -51,11 +52,16 @@ class AccessFlow:
         if not self.started:
             await self._start(request.app)
         container = self.container
-        token = await resolve(container.extractor()(request))
+        # An async provider's value is awaited; a plain one costs no await.
+        extractor = container.extractor()
+        extractor = await extractor if isawaitable(extractor) else extractor
+        token = await resolve(extractor(request))
         if not isinstance(token, str) or not token:
             raise AuthJwtUnauthorizedError(token_sent=False)
+        verifier = container.verifier()
+        verifier = await verifier if isawaitable(verifier) else verifier
         try:
-            claims = await resolve(container.verifier().access_token(token))
+            claims = await resolve(verifier.access_token(token))
         except AuthRefreshError as error:
             if error.status_code != 401:
                 raise
@@ -68,7 +74,9 @@ class AccessFlow:
         session_id = claims.get(SESSION_CLAIM)
         if session_id is not None and not await _session_active(request, session_id, subject):
             raise AuthJwtUnauthorizedError()
-        user = await resolve(container.user_lookup().by_subject(subject))
+        lookup = container.user_lookup()
+        lookup = await lookup if isawaitable(lookup) else lookup
+        user = await resolve(lookup.by_subject(subject))
         if user is None or not is_active(user):
             raise AuthJwtUnauthorizedError()
         request.state.auth_jwt_claims = claims
@@ -178,7 +186,7 @@ class AuthJwtGuard:
 
     def __init__(self, module: _HasAccessFlow | None = None) -> None:
         self.flow = module.flow if module is not None else None
-        registered = self.flow.container.extractor() if self.flow is not None else None
+        registered = ready(self.flow.container.extractor()) if self.flow is not None else None
         scheme = access_scheme(registered)
         # FastAPI reads the dependency's parameters from its signature: the security scheme
         # is one of them, so the operation names it and Swagger UI sends the token.

@@ -3,7 +3,9 @@
 ``RefreshFlow`` is what the built-in routes, the guards and a login call; the registration
 (``AuthRefreshModule``) builds it and starts it. Everything a request needs comes from the
 registration's container providers when the request comes, so an override made at any time
-applies; what depends on the settings alone (the cookie transport) is made once per settings.
+applies; a provider that gives an awaitable (an async ``Resource``, a ``Coroutine``, an async
+factory) is awaited, a plain one costs no await. What depends on the settings alone (the cookie
+transport) is made once per settings.
 The refresh walk: extract → verify → rotate in the store → look up the user → answer.
 """
 
@@ -12,14 +14,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from inspect import isawaitable
 from typing import Any
 
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from auth_refresh._utils import MaybeAwaitable, is_active, resolve, user_id_of
+from auth_refresh._utils import MaybeAwaitable, is_active, ready, resolve, user_id_of
 from auth_refresh.exceptions import (
     AuthRefreshError,
     ConfigurationError,
@@ -41,28 +43,12 @@ from auth_refresh.telemetry import operation_span
 from auth_refresh.transport.cookies import CookieTransport, csrf_keys_of
 from auth_refresh.transport.paths import RoutedPaths
 from auth_refresh.transport.responses import NO_STORE
-from auth_refresh.types import IssuedPair, TokenPair
+from auth_refresh.types import IssuedPair, Refreshed, TokenPair
 
-__all__ = [
-    "LoginIssueTokenService",
-    "RefreshFlow",
-    "Refreshed",
-]
+__all__ = ["LoginIssueTokenService", "RefreshFlow"]
 
 log = logging.getLogger("auth_refresh")
 security_log = logging.getLogger("auth_refresh.security")
-
-
-@dataclass(frozen=True)
-class Refreshed:
-    """A refresh that succeeded: whom the token named, and the pair to answer with."""
-
-    user: Any
-    issued: IssuedPair | None  # None when not asked for (a guard, without rotation)
-
-    @property
-    def pair(self) -> TokenPair | None:
-        return None if self.issued is None else self.issued.pair
 
 
 class RefreshFlow:
@@ -95,7 +81,7 @@ class RefreshFlow:
             settings = container.settings()
         if not settings.cookie_transport:
             return None
-        issuer = container.issuer()
+        issuer = ready(container.issuer()) if settings.csrf_secret is None else None
         made = self._transport
         if made is None or made[0] is not settings or made[1] is not issuer:
             keys = csrf_keys_of(settings, issuer)
@@ -143,8 +129,12 @@ class RefreshFlow:
         successor: IssuedPair | None = None
         if settings.rotation:
             # Before the user lookup: a replayed token revokes its family whoever it names.
-            successor = await container.rotation().rotate_issued(claims, arrived_at=arrived_at)
-        user = await resolve(container.user_lookup().by_subject(subject))
+            rotation = container.rotation()
+            rotation = await rotation if isawaitable(rotation) else rotation
+            successor = await rotation.rotate_issued(claims, arrived_at=arrived_at)
+        lookup = container.user_lookup()
+        lookup = await lookup if isawaitable(lookup) else lookup
+        user = await resolve(lookup.by_subject(subject))
         if user is None:
             security_log.info("refresh token refused: unknown subject")
             raise InvalidTokenError(reason="unknown_subject")
@@ -152,8 +142,9 @@ class RefreshFlow:
             security_log.info("refresh token refused: inactive user")
             raise InvalidTokenError(reason="inactive_user")
         if successor is None and issue:
-            pair = await resolve(container.issuer().response_payload(user_id_of(user)))
-            successor = IssuedPair(pair)
+            issuer = container.issuer()
+            issuer = await issuer if isawaitable(issuer) else issuer
+            successor = IssuedPair(await resolve(issuer.response_payload(user_id_of(user))))
         return Refreshed(user, successor)
 
     async def authenticate(self, request: Request) -> Any:
@@ -199,6 +190,7 @@ class RefreshFlow:
         container = self.container
         if container.settings().rotation:
             rotation: TokenRotationService = container.rotation()
+            rotation = await rotation if isawaitable(rotation) else rotation
             if request is None:
                 return await rotation.start_family_issued(subject)
             client = request.client
@@ -207,7 +199,9 @@ class RefreshFlow:
                 user_agent=request.headers.get("user-agent"),
                 client_ip=client.host if client is not None else None,
             )
-        return IssuedPair(await resolve(container.issuer().response_payload(subject)))
+        issuer = container.issuer()
+        issuer = await issuer if isawaitable(issuer) else issuer
+        return IssuedPair(await resolve(issuer.response_payload(subject)))
 
     async def logout(self, request: Request) -> None:
         """Revoke the family of the request's refresh token."""
@@ -294,6 +288,7 @@ class RefreshFlow:
             return True
         # Every guarded request passes here: the cache directly, no rotation service built.
         store: RefreshTokenStore = container.store()
+        store = await store if isawaitable(store) else store
         return await session_cache(store).is_active(
             store,
             session_id,
@@ -317,10 +312,16 @@ class RefreshFlow:
         if transport is not None:
             transport.refuse_cross_site(request)
         container = self.container
-        token = await resolve(container.extractor()(request))
+        extractor = container.extractor()
+        extractor = await extractor if isawaitable(extractor) else extractor
+        token = await resolve(extractor(request))
         if not isinstance(token, str) or not token:
             raise MissingTokenError()
-        verify = settings.verify_token or container.verifier().refresh_token
+        verify = settings.verify_token
+        if verify is None:
+            verifier = container.verifier()
+            verifier = await verifier if isawaitable(verifier) else verifier
+            verify = verifier.refresh_token
         try:
             claims = await resolve(verify(token))
         except AuthRefreshError:
@@ -347,8 +348,9 @@ class RefreshFlow:
             raise ConfigurationError(
                 f"{self.name}: {operation} needs rotation; AUTH_REFRESH_ROTATION is false"
             )
-        rotation: TokenRotationService = self.container.rotation()
-        return rotation
+        rotation = self.container.rotation()
+        made: TokenRotationService = await rotation if isawaitable(rotation) else rotation
+        return made
 
 
 def _successors(request: Request) -> dict[RefreshFlow, TokenPair]:
@@ -384,12 +386,10 @@ class LoginIssueTokenService:
         self.describe_route = describe_route
 
     def access_token(self, payload: Mapping[str, Any]) -> MaybeAwaitable[str]:
-        token: MaybeAwaitable[str] = self.flow.container.issuer().access_token(payload)
-        return token
+        return _signed(self.flow.container.issuer(), "access_token", payload)
 
     def refresh_token(self, payload: Mapping[str, Any]) -> MaybeAwaitable[str]:
-        token: MaybeAwaitable[str] = self.flow.container.issuer().refresh_token(payload)
-        return token
+        return _signed(self.flow.container.issuer(), "refresh_token", payload)
 
     async def response_payload(self, user_id: str) -> TokenPair:
         issued = await self.flow.issue_pair(user_id, _login_request.get())
@@ -408,3 +408,15 @@ class LoginIssueTokenService:
         return self.flow.token_response(
             issued if issued is not None and issued.pair is pair else pair, _login_request.get()
         )
+
+
+def _signed(issuer: Any, method: str, payload: Mapping[str, Any]) -> MaybeAwaitable[str]:
+    # The issue service's token; from an async provider's service, awaitable.
+    if not isawaitable(issuer):
+        token: MaybeAwaitable[str] = getattr(issuer, method)(payload)
+        return token
+
+    async def signed() -> str:
+        return await resolve(getattr(await issuer, method)(payload))
+
+    return signed()

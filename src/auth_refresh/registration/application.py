@@ -29,6 +29,7 @@ from starlette.websockets import WebSocket
 
 from auth_refresh.exceptions import AuthRefreshError, ConfigurationError
 from auth_refresh.flows.guards import APP_FLOWS, AppFlows, start_applications_with
+from auth_refresh.registration.checks import check_routes
 from auth_refresh.registration.openapi import install_openapi
 from auth_refresh.transport.responses import error_response
 
@@ -67,7 +68,8 @@ class AttachableModule(Protocol):
 class AppRegistry:
     """The auth modules of one application."""
 
-    def __init__(self) -> None:
+    def __init__(self, app: FastAPI | None = None) -> None:
+        self.app = app
         self.modules: list[AttachableModule] = []
         self.roots: dict[str, AttachableModule] = {}
         # What the request walks read (app.state): the global registrations' flows.
@@ -80,7 +82,7 @@ class AppRegistry:
         registry = cls.of(app)
         if registry is not None:
             return registry
-        registry = cls()
+        registry = cls(app)
         app.state.auth_refresh_registry = registry
         setattr(app.state, APP_FLOWS, registry.flows)
         _install_error_handler(app)
@@ -135,15 +137,25 @@ class AppRegistry:
         return self.roots.get(kind)
 
     async def startup(self) -> None:
-        """Start every module not started yet: refresh modules, global ones first."""
+        """Start every module not started yet: refresh modules, global ones first; then check
+        the application's routes (all in it before any lifespan runs)."""
         async with self._lock:
             order = sorted(
-                self.modules,
+                (module for module in self.modules if not module.started),
                 key=lambda module: (module.kind != _STARTS_FIRST, not module.is_global),
             )
             for module in order:
                 if not module.started:
                     await module.startup(self)
+            # After the modules documented their routes: FastAPI keeps what it reads of an
+            # included route from the first look on.
+            if order and self.app is not None:
+                try:
+                    check_routes(self.app.routes)
+                except ConfigurationError:
+                    for module in order:
+                        await module.shutdown()  # the stores they opened
+                    raise
 
 
 def require_application(name: str, app: Any) -> FastAPI:

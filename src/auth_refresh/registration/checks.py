@@ -1,4 +1,5 @@
-"""Startup checks of a refresh registration: every provider resolves to something usable.
+"""Startup checks: every provider of a registration resolves to something usable, and the
+application's routes and modules fit together.
 
 Each failure is a ``ConfigurationError`` naming the registration, the option as the user
 wrote it, and what to give instead.
@@ -6,21 +7,42 @@ wrote it, and what to give instead.
 
 from __future__ import annotations
 
+import inspect
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from dependency_injector import errors as di_errors
+from dependency_injector import providers
+from fastapi.routing import iter_route_contexts
+from starlette.routing import BaseRoute
 
 from auth_refresh.exceptions import ConfigurationError
+from auth_refresh.flows.refresh import RefreshFlow
+from auth_refresh.flows.sessions import SessionRoutes
 from auth_refresh.registration.container import AuthRefreshContainer
 from auth_refresh.settings import AuthRefreshSettings
 
-__all__ = ["check_registration", "refuse_class", "require_methods"]
+__all__ = [
+    "check_registration",
+    "check_routes",
+    "check_sessions_guard",
+    "refuse_class",
+    "require_methods",
+    "resolved",
+]
 
 log = logging.getLogger("auth_refresh")
 
 
-def check_registration(
+async def resolved(provider: providers.Provider[Any]) -> Any:
+    """What ``provider`` gives, awaited when it is async (an async ``Resource``, a
+    ``Coroutine``, a factory of an ``async def``)."""
+    value = provider()
+    return await value if inspect.isawaitable(value) else value
+
+
+async def check_registration(
     name: str,
     container: AuthRefreshContainer,
     logout_path: str | None,
@@ -28,7 +50,7 @@ def check_registration(
 ) -> tuple[AuthRefreshSettings, Any]:
     """Resolve and check every provider; the settings and the extractor."""
     try:
-        lookup = container.user_lookup()
+        lookup = await resolved(container.user_lookup)
     except di_errors.Error:
         raise ConfigurationError(
             f"{name}: the option 'user_lookup_service' is required "
@@ -38,9 +60,9 @@ def check_registration(
     try:
         settings: AuthRefreshSettings = container.settings()
         if settings.verify_token is None:
-            verifier = container.verifier()
+            verifier = await resolved(container.verifier)
             require_methods(name, "verify_token_service", verifier, "refresh_token")
-        issuer = container.issuer()
+        issuer = await resolved(container.issuer)
     except ConfigurationError as error:
         if error.message.startswith(name):
             raise
@@ -70,13 +92,60 @@ def check_registration(
             "plain http; only for localhost development",
             name,
         )
-    extractor = container.extractor()
+    extractor = await resolved(container.extractor)
     if not callable(extractor) or isinstance(extractor, type):
         raise ConfigurationError(
-            f"{name}: settings.jwt_from_request is not an extractor; give a callable "
+            f"{name}: 'jwt_from_request' is not an extractor; give a callable "
             "(request) -> token, e.g. ExtractJwt.from_auth_header_as_bearer_token()"
         )
     return settings, extractor
+
+
+def check_sessions_guard(name: str, sessions_path: str, access_module: object) -> None:
+    """The session routes take the caller from the application's ``AuthJwtModule``."""
+    if access_module is None:
+        raise ConfigurationError(
+            f"{name}: the routes under {sessions_path} (sessions_path) authenticate the caller "
+            "by the access token and need AuthJwtModule.for_root(...) on the same "
+            "application: attach() it (or include its router before this registration's)"
+        )
+
+
+def check_routes(routes: Sequence[BaseRoute]) -> None:
+    """No route of an auth module shares its path and a method with another route: only the
+    first of them would ever answer."""
+    first: dict[tuple[str, str], tuple[Any, str | None]] = {}
+    for route in iter_route_contexts(routes):
+        path, endpoint = route.path, route.endpoint
+        if path is None or endpoint is None:
+            continue
+        owner = _owner_of(endpoint)
+        for method in sorted(route.methods or ()):
+            earlier, earlier_owner = first.setdefault((path, method), (endpoint, owner))
+            if earlier == endpoint or (owner is None and earlier_owner is None):
+                continue
+            raise ConfigurationError(
+                f"{method} {path} is routed twice, by {_named(earlier, earlier_owner)} and by "
+                f"{_named(endpoint, owner)}: only the first ever answers; give the second "
+                "its own path (path=...)"
+            )
+
+
+def _owner_of(endpoint: Any) -> str | None:
+    # The registration whose route this is (its handlers are bound methods), or None.
+    owner = getattr(endpoint, "__self__", None)
+    if isinstance(owner, SessionRoutes):
+        owner = owner.flow
+    if isinstance(owner, RefreshFlow):
+        return owner.name
+    name, kind = getattr(owner, "name", None), getattr(owner, "kind", None)
+    return name if isinstance(name, str) and isinstance(kind, str) else None
+
+
+def _named(endpoint: Any, owner: str | None) -> str:
+    if owner is not None:
+        return owner
+    return f"the application's {getattr(endpoint, '__qualname__', repr(endpoint))}()"
 
 
 def refuse_class(name: str, option: str, service: Any) -> None:

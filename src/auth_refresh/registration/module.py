@@ -3,7 +3,8 @@
 * ``for_root(...)``: the global registration; unqualified guards use it.
 * ``register(...)``: one feature with its own container; what it does not set, it takes from
   the global registration when there is one.
-* ``for_root_async`` / ``register_async``: options from a factory run once at startup.
+* ``for_root_async`` / ``register_async``: options from a factory run at every startup of the
+  application.
 * ``for_feature(...)``: a feature of the global registration; no route of its own by default.
 
 A registration's values sit beneath the overrides tests make (``options.py``); startup checks
@@ -13,6 +14,7 @@ are served by its ``RefreshFlow`` (``flows/refresh.py``), which the routes and g
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -24,12 +26,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from auth_refresh.exceptions import ConfigurationError
-from auth_refresh.flows.guards import AppFlows, AuthRefreshGuard
-from auth_refresh.flows.refresh import (
-    LoginIssueTokenService,
-    Refreshed,
-    RefreshFlow,
-)
+from auth_refresh.flows.guards import AppFlows, AuthJwtGuard, AuthRefreshGuard
+from auth_refresh.flows.refresh import LoginIssueTokenService, RefreshFlow
 from auth_refresh.registration.application import (
     AppRegistry,
     discoverable,
@@ -37,7 +35,7 @@ from auth_refresh.registration.application import (
     require_application,
     start_late,
 )
-from auth_refresh.registration.checks import check_registration
+from auth_refresh.registration.checks import check_registration, check_sessions_guard
 from auth_refresh.registration.container import AuthRefreshContainer
 from auth_refresh.registration.openapi import describe_refresh_routes
 from auth_refresh.registration.options import (
@@ -53,9 +51,11 @@ from auth_refresh.registration.options import (
     options_factory,
     options_of,
     refuse_unknown_options,
+    registration_defaults,
+    reset_registration_values,
     run_options_factory,
     set_registration_values,
-    share_global_store,
+    settings_values,
 )
 from auth_refresh.registration.routes import refresh_router
 from auth_refresh.settings import AuthRefreshSettings
@@ -66,7 +66,7 @@ from auth_refresh.stores.base import (
     SessionRecord,
 )
 from auth_refresh.transport.paths import RoutedPaths
-from auth_refresh.types import TokenPair
+from auth_refresh.types import Refreshed, TokenPair
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -74,6 +74,8 @@ if TYPE_CHECKING:
 __all__ = ["AuthRefreshModule"]
 
 KIND = "auth_refresh"
+# The access-token module's kind (companions.auth_jwt, which imports this module).
+ACCESS_KIND = "auth_jwt"
 
 log = logging.getLogger("auth_refresh")
 
@@ -118,11 +120,14 @@ class AuthRefreshModule:
         self._factory = factory
         self._inject = inject
         self._own: set[str] = set()  # the providers this registration's options set
+        self._own_settings: dict[str, Any] = {}  # the settings values they set
+        self._defaults = registration_defaults(self.container)
         self._owned_store: RefreshTokenStore | None = None
         # Routes of other modules that answer in this module's transport (a login route).
         self._answering_routes: list[APIRoute] = []
         if options is not None:
             self._own = set_registration_values(name, self.container, options)
+            self._own_settings = settings_values(options.settings)
         self.router: APIRouter
         self.router, self._routes = refresh_router(
             self.flow,
@@ -221,17 +226,21 @@ class AuthRefreshModule:
         application.include_router(self.router)
 
     async def startup(self, registry: AppRegistry | None) -> None:
-        """Run the options factory, inherit from the global module, check, open the store."""
+        """Run the options factory (at every startup: its ``inject`` providers may be
+        overridden in between), inherit from the global module, check, open the store."""
         if self.started:
             return
-        if not self._configured:
+        if not self._configured or self._factory is not None:
             if self._factory is not None:
                 made = await run_options_factory(self.name, self._factory, self._inject)
                 options = options_of(self.name, made)
+                # What the last run set and this one does not must not linger.
+                reset_registration_values(self.container, self._defaults)
                 self._own = set_registration_values(self.name, self.container, options)
+                self._own_settings = settings_values(options.settings)
             inherited = self._inherit(registry)
             try:
-                _, extractor = check_registration(
+                _, extractor = await check_registration(
                     self.name, self.container, self.logout_path, self.sessions_path
                 )
             except ConfigurationError as error:
@@ -242,9 +251,17 @@ class AuthRefreshModule:
                     "it started: if there is one, include the global registration's router "
                     "first, or attach() both)"
                 ) from None
+            if self.sessions_path is not None and registry is not None:
+                # A test may replace the access guard (dependency_overrides) instead.
+                replaced = registry.app is not None and (
+                    AuthJwtGuard() in registry.app.dependency_overrides
+                )
+                check_sessions_guard(
+                    self.name, self.sessions_path, replaced or registry.root(ACCESS_KIND)
+                )
             self._describe_routes(extractor)
             self._configured = True
-        self._open_store(self.container.settings())
+        await self._open_store(self.container.settings())
         self.started = True
 
     async def shutdown(self) -> None:
@@ -370,26 +387,12 @@ class AuthRefreshModule:
                     "attached to the same application"
                 )
             return False
-        inherit_from_global(self.container, root.container, self._own)
-        if "store" in self._own:
-            return True
-        try:
-            own, inherited = self.container.settings(), root.container.settings()
-        except ConfigurationError:
-            return True  # reported by the checks with the module's name
-        if own.store_url == inherited.store_url:
-            share_global_store(self.container, root.container)
-        elif own.rotation and inherited.rotation:
-            # Often meant (a feature with families of its own), but also what a feature gets
-            # whose settings leave store_url to the environment while the global sets it in code.
-            log.warning(
-                "%s: its store_url is not the global registration's: a pair issued through "
-                "one is unknown to the other, whose refresh route answers it with a 401",
-                self.name,
-            )
+        inherit_from_global(
+            self.name, self.container, root.container, self._own, self._own_settings
+        )
         return True
 
-    def _open_store(self, settings: AuthRefreshSettings) -> None:
+    async def _open_store(self, settings: AuthRefreshSettings) -> None:
         # Opened at startup so a bad URL fails there; the connection itself is made on first use.
         container = self.container
         if not settings.rotation or container.store.overridden:
@@ -397,6 +400,7 @@ class AuthRefreshModule:
         default = container.store.default
         try:
             store = container.store()
+            store = await store if inspect.isawaitable(store) else store
         except ConfigurationError as error:
             raise ConfigurationError(f"{self.name}: {error.message}") from None
         # Its own (given or from store_url), not the global registration's.

@@ -1,15 +1,17 @@
-"""Settings read from the environment, merged under values given in code.
+"""Settings read from the environment and a ``.env`` file, merged under values given in code.
 
 ``JwtSettings`` keeps the original's ``JWT_MODULE_*`` names; the refresh module's own settings
 use the ``AUTH_REFRESH_`` prefix. Values passed in code win over the environment, which wins
-over the defaults. A mistake is a ``ConfigurationError`` that names a value given in code as
-it was written (``grace_seconds``) and one from the environment by its variable
-(``AUTH_REFRESH_GRACE_SECONDS``).
+over ``.env`` in the working directory, which wins over the defaults. Variables that are no
+setting (another library's, in a shared ``.env``) are ignored; a name given in code that is no
+setting is a typo, refused. A mistake is a ``ConfigurationError`` that names a value given in
+code as it was written (``grace_seconds``), one from the environment by its variable
+(``AUTH_REFRESH_GRACE_SECONDS``), and one an enclosing ``BaseSettings`` read by the variable
+the user set (``APP_JWT__ACCESS_SECRET``).
 """
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
@@ -30,6 +32,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from auth_refresh._utils import is_store_scheme, origin_of, parse_duration, store_scheme_of
 from auth_refresh.exceptions import ConfigurationError
+from auth_refresh.settings.naming import describe, refuse_unknown
 
 __all__ = [
     "DEFAULT_STORE_URL",
@@ -112,10 +115,15 @@ class _Settings(BaseSettings):
     names_fields_given_in_code: ClassVar[bool] = True
 
     def __init__(self, **values: Any) -> None:
+        # The environment and .env may hold anyone's variables (extra="ignore"); a name given
+        # in code is meant for these settings, so one that is none is a typo.
+        unknown = refuse_unknown(type(self), values)
+        if unknown is not None:
+            raise ConfigurationError(unknown)
         try:
             super().__init__(**values)
         except ValidationError as error:
-            raise ConfigurationError(_describe(type(self), error, values)) from None
+            raise ConfigurationError(describe(type(self), error, values)) from None
 
 
 class JwtSettings(_Settings):
@@ -128,7 +136,11 @@ class JwtSettings(_Settings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="JWT_MODULE_", extra="forbid", validate_default=True, hide_input_in_errors=True
+        env_prefix="JWT_MODULE_",
+        env_file=".env",
+        extra="ignore",
+        validate_default=True,
+        hide_input_in_errors=True,
     )
     # Its key checks name JWT_MODULE_* variables in their messages: the fields' names follow.
     names_fields_given_in_code: ClassVar[bool] = False
@@ -234,7 +246,8 @@ class AuthRefreshSettings(_Settings):
 
     model_config = SettingsConfigDict(
         env_prefix="AUTH_REFRESH_",
-        extra="forbid",
+        env_file=".env",
+        extra="ignore",
         arbitrary_types_allowed=True,
         hide_input_in_errors=True,
     )
@@ -330,7 +343,11 @@ class AuthLocalSettings(_Settings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="AUTH_LOCAL_", extra="forbid", hide_input_in_errors=True, validate_by_name=True
+        env_prefix="AUTH_LOCAL_",
+        env_file=".env",
+        extra="ignore",
+        hide_input_in_errors=True,
+        validate_by_name=True,
     )
 
     max_concurrent_hashes: int | None = Field(default=None, ge=1, le=1024)
@@ -359,29 +376,4 @@ def build_settings(
     try:
         return cls(**dict(given or {}))
     except ValidationError as error:  # a BaseSettings that is not one of ours
-        raise ConfigurationError(_describe(cls, error, dict(given or {}))) from None
-
-
-def _describe(cls: type[BaseSettings], error: ValidationError, given: Mapping[str, Any]) -> str:
-    prefix = str(cls.model_config.get("env_prefix", ""))
-    problems = []
-    # Only the location and the message: the input may be a secret.
-    for problem in error.errors(include_input=False, include_url=False):
-        location = [str(part) for part in problem["loc"]]
-        message = problem["msg"].removeprefix("Value error, ")
-        if not location:
-            # A check across fields has no location: its message names the settings itself.
-            problems.append(message)
-        elif location[0] in given and getattr(cls, "names_fields_given_in_code", False):
-            # Given in code: the name as the code wrote it.
-            if problem["type"] == "extra_forbidden":
-                close = difflib.get_close_matches(location[0], cls.model_fields, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                problems.append(f"{location[0]!r} is not a setting{hint}")
-            else:
-                problems.append(f"{'.'.join(location)}: {message}")
-        elif location[0] in cls.model_fields:
-            problems.append(f"{prefix}{'.'.join(location).upper()} {message}")
-        else:  # a field read from a variable of its own (validation_alias)
-            problems.append(f"{'.'.join(location)} {message}")
-    return f"{cls.__name__}: " + "; ".join(problems)
+        raise ConfigurationError(describe(cls, error, dict(given or {}))) from None
