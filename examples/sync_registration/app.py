@@ -27,13 +27,15 @@ app = FastAPI(title="auth-refresh: synchronous registration")
 # and the caller's sessions (GET /auth/sessions, DELETE /auth/sessions/{id}, POST
 # /auth/sessions/revoke-others, with the access token). Rotation is on: each refresh token
 # works once, within a token family (a session) kept in the store AUTH_REFRESH_STORE_URL names
-# (by default the SQLite file ./auth-refresh.db).
+# (by default the SQLite file ./auth-refresh.db). GET /health/ready answers 200 while that store
+# answers with this release's schema, 503 with the reason otherwise (for the load balancer).
 refresh = AuthRefreshModule.for_root(
     user_lookup_service=users,
     issue_token_service=authentication.issue_token_service,
     verify_token_service=authentication.verify_token_service,
     logout_path="/auth/logout",
     sessions_path="/auth/sessions",
+    readiness_path="/health/ready",
 )
 refresh.attach(app)
 

@@ -27,15 +27,13 @@ from auth_refresh.exceptions import (
     ConfigurationError,
     InvalidTokenError,
     MissingTokenError,
-    SessionNotFoundError,
 )
+from auth_refresh.flows.readiness import Readiness, probe_store
+from auth_refresh.flows.session_admin import SessionAdmin
 from auth_refresh.rotation import TokenRotationService, family_of, refuse_unjudgeable
 from auth_refresh.settings import AuthRefreshSettings
 from auth_refresh.stores.base import (
-    SESSION_PAGE_MAX,
     RefreshTokenStore,
-    SessionCursor,
-    SessionRecord,
 )
 from auth_refresh.stores.sealing import SESSION_ID_FORMAT
 from auth_refresh.stores.session_cache import session_cache
@@ -72,6 +70,7 @@ class RefreshFlow:
         self.started = False
         self._start = start
         self._transport: tuple[object, object, CookieTransport] | None = None
+        self.sessions = SessionAdmin(self._rotation)
 
     def transport(self, settings: AuthRefreshSettings | None = None) -> CookieTransport | None:
         """The cookie transport the settings ask for, or None: made once per settings and
@@ -209,7 +208,7 @@ class RefreshFlow:
             await self._start(request.app)
         _answering.set(request)
         claims = await self._verified_claims(self.container.settings(), request)
-        await self.revoke_family(family_of(claims))
+        await self.sessions.revoke_family(family_of(claims))
 
     def check_request(self, request: Request) -> None:
         """Refuse, before any work, a request a cookie transport must not answer (cross-site)."""
@@ -239,41 +238,19 @@ class RefreshFlow:
             return response
         return transport.clear(response, self._cookie_paths(request))
 
-    # -- sessions ----------------------------------------------------------------------------
-
-    async def revoke_family(self, family_id: str) -> None:
-        """Refuse every refresh token of one token family from now on (one session)."""
-        await (await self._rotation("revoke_family")).revoke_family(family_id)
-
-    async def revoke_subject(self, subject: str) -> int:
-        """Revoke every family of ``subject``: log out everywhere; how many live sessions it
-        ended."""
-        return await (await self._rotation("revoke_subject")).revoke_subject(subject)
-
-    async def list_sessions(
-        self, subject: str, *, limit: int = SESSION_PAGE_MAX, after: SessionCursor | None = None
-    ) -> list[SessionRecord]:
-        """At most ``limit`` live sessions (token families) of ``subject``, newest first; the
-        next page is those after the last one's ``SessionCursor``."""
-        if not 1 <= limit <= SESSION_PAGE_MAX:
-            raise ValueError(f"limit must be 1 to {SESSION_PAGE_MAX}, not {limit}")
-        rotation = await self._rotation("list_sessions")
-        return await rotation.list_sessions(subject, limit=limit, after=after)
-
-    async def revoke_session(self, subject: str, session_id: str) -> None:
-        """End one live session of ``subject``; ``SessionNotFoundError`` (404) otherwise."""
-        # A client's id: what is not a session id's form is not found, asking no store.
-        if SESSION_ID_FORMAT.fullmatch(session_id) is None:
-            raise SessionNotFoundError()
-        rotation = await self._rotation("revoke_session")
-        if not await rotation.revoke_session(subject, session_id):
-            raise SessionNotFoundError()
-
-    async def revoke_other_sessions(self, subject: str, keep: str | None) -> int:
-        """End every live session of ``subject`` but ``keep`` (the caller's); how many."""
-        return await (await self._rotation("revoke_other_sessions")).revoke_other_sessions(
-            subject, keep
-        )
+    async def readiness(self, request: Request | None = None) -> Readiness:
+        """Whether this registration can serve: its store answers (within 2 s) and holds
+        this release's schema. A request starts the registration if its lifespan never ran."""
+        try:
+            if not self.started and request is not None:
+                await self._start(request.app)
+            if not self.container.settings().rotation:
+                return Readiness(True)
+            store = self.container.store()
+            store = await store if isawaitable(store) else store
+        except ConfigurationError as error:
+            return Readiness(False, error.message, fatal=True)
+        return await probe_store(store)
 
     async def session_active(self, session_id: str, subject: str) -> bool:
         """Whether the session an access token names is live (the access guard's check);

@@ -84,7 +84,7 @@ class SessionRoutes:
             limit, after = _page_of(request)
             subject, current = _caller(request, user)
             # One more than the page: whether there is a next one.
-            sessions = await self.flow.list_sessions(
+            sessions = await self.flow.sessions.list_sessions(
                 subject, limit=min(limit + 1, SESSION_PAGE_MAX), after=after
             )
             headers = dict(NO_STORE)
@@ -98,13 +98,13 @@ class SessionRoutes:
     async def revoke_session(self, request: Request, session_id: str, user: Caller) -> Response:
         with operation_span("revoke_session"):
             subject, _ = _caller(request, user)
-            await self.flow.revoke_session(subject, session_id)
+            await self.flow.sessions.revoke_session(subject, session_id)
             return Response(status_code=204, headers=NO_STORE)
 
     async def revoke_others(self, request: Request, user: Caller) -> Response:
         with operation_span("revoke_other_sessions"):
             subject, current = _caller(request, user)
-            await self.flow.revoke_other_sessions(subject, current)
+            await self.flow.sessions.revoke_other_sessions(subject, current)
             return Response(status_code=204, headers=NO_STORE)
 
 

@@ -14,7 +14,6 @@ are served by its ``RefreshFlow`` (``flows/refresh.py``), which the routes and g
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,7 @@ from starlette.responses import Response
 
 from auth_refresh.exceptions import ConfigurationError
 from auth_refresh.flows.guards import AppFlows, AuthJwtGuard, AuthRefreshGuard
+from auth_refresh.flows.readiness import Readiness
 from auth_refresh.flows.refresh import LoginIssueTokenService, RefreshFlow
 from auth_refresh.registration.application import (
     AppRegistry,
@@ -47,7 +47,6 @@ from auth_refresh.registration.options import (
     OptionsFactory,
     RegistrationOptions,
     check_inject,
-    inherit_from_global,
     options_factory,
     options_of,
     refuse_unknown_options,
@@ -58,7 +57,12 @@ from auth_refresh.registration.options import (
     settings_values,
 )
 from auth_refresh.registration.routes import refresh_router
-from auth_refresh.settings import AuthRefreshSettings
+from auth_refresh.registration.startup import (
+    check_store_at_startup,
+    global_registration,
+    inherit_global,
+    open_store,
+)
 from auth_refresh.stores.base import (
     SESSION_PAGE_MAX,
     RefreshTokenStore,
@@ -98,6 +102,7 @@ class AuthRefreshModule:
         path: str = DEFAULT_PATH,
         logout_path: str | None = None,
         sessions_path: str | None = None,
+        readiness_path: str | None = None,
     ) -> None:
         self.name = name
         self.is_global = is_global
@@ -137,6 +142,7 @@ class AuthRefreshModule:
             path=path,
             logout_path=logout_path,
             sessions_path=sessions_path,
+            readiness_path=readiness_path,
         )
         found_by = names[0] if controllers else names[1] if logout_path is not None else None
         self.route_name = discoverable(self, self.router, found_by)
@@ -193,6 +199,7 @@ class AuthRefreshModule:
             path=given.pop("path", DEFAULT_PATH),
             logout_path=given.pop("logout_path", None),
             sessions_path=given.pop("sessions_path", None),
+            readiness_path=given.pop("readiness_path", None),
             options=options_of(name, given),
         )
 
@@ -210,6 +217,7 @@ class AuthRefreshModule:
             path=options.get("path", DEFAULT_PATH),
             logout_path=options.get("logout_path"),
             sessions_path=options.get("sessions_path"),
+            readiness_path=options.get("readiness_path"),
         )
 
     # -- application wiring ------------------------------------------------------------------
@@ -238,7 +246,14 @@ class AuthRefreshModule:
                 reset_registration_values(self.container, self._defaults)
                 self._own = set_registration_values(self.name, self.container, options)
                 self._own_settings = settings_values(options.settings)
-            inherited = self._inherit(registry)
+            inherited = inherit_global(
+                self.name,
+                self.container,
+                global_registration(registry, KIND, is_global=self.is_global),
+                needs_global=self._needs_global,
+                own=self._own,
+                own_settings=self._own_settings,
+            )
             try:
                 _, extractor = await check_registration(
                     self.name, self.container, self.logout_path, self.sessions_path
@@ -261,7 +276,9 @@ class AuthRefreshModule:
                 )
             self._describe_routes(extractor)
             self._configured = True
-        await self._open_store(self.container.settings())
+        settings = self.container.settings()
+        self._owned_store = await open_store(self.name, self.container, settings, self._own)
+        await check_store_at_startup(self.name, self.flow)
         self.started = True
 
     async def shutdown(self) -> None:
@@ -325,13 +342,13 @@ class AuthRefreshModule:
 
     async def revoke_family(self, family_id: str) -> None:
         """Refuse every refresh token of one token family from now on (one session)."""
-        await self.flow.revoke_family(family_id)
+        await self.flow.sessions.revoke_family(family_id)
 
     async def revoke_subject(self, subject: str) -> int:
         """Revoke every family of ``subject``: log out everywhere (password change, disabled
         account); how many live sessions it ended. Logins after this start new families as
         usual."""
-        return await self.flow.revoke_subject(subject)
+        return await self.flow.sessions.revoke_subject(subject)
 
     async def list_sessions(
         self, subject: str, *, limit: int = SESSION_PAGE_MAX, after: SessionCursor | None = None
@@ -339,20 +356,25 @@ class AuthRefreshModule:
         """At most ``limit`` (1 to 100) live sessions (token families) of ``subject``, newest
         first; pass ``SessionCursor.of(last)`` of a page's last session as ``after`` for the
         next page."""
-        return await self.flow.list_sessions(subject, limit=limit, after=after)
+        return await self.flow.sessions.list_sessions(subject, limit=limit, after=after)
 
     async def revoke_session(self, subject: str, session_id: str) -> None:
         """End one session of ``subject``: its refresh and access tokens stop working.
         ``SessionNotFoundError`` (404) unless it is one of ``subject``'s live sessions."""
-        await self.flow.revoke_session(subject, session_id)
+        await self.flow.sessions.revoke_session(subject, session_id)
 
     async def revoke_other_sessions(self, subject: str, keep: str | None) -> int:
         """End every live session of ``subject`` but ``keep`` (the caller's); how many."""
-        return await self.flow.revoke_other_sessions(subject, keep)
+        return await self.flow.sessions.revoke_other_sessions(subject, keep)
 
     async def session_active(self, session_id: str, subject: str) -> bool:
         """Whether the session an access token names is live (``AuthJwtGuard``'s check)."""
         return await self.flow.session_active(session_id, subject)
+
+    async def readiness(self) -> Readiness:
+        """Whether this registration can serve: its store answers within 2 s and holds this
+        release's schema (``reason`` says why not)."""
+        return await self.flow.readiness()
 
     def describe_answering_route(self, route: APIRoute) -> None:
         """Document another module's route (a login) as answering in this module's transport."""
@@ -373,36 +395,3 @@ class AuthRefreshModule:
             self.flow.transport(),
             self.logout_path,
         )
-
-    def _inherit(self, registry: AppRegistry | None) -> bool:
-        # Whether there is a global registration to inherit from.
-        root: AuthRefreshModule | None = None
-        if not self.is_global and registry is not None:
-            found = registry.root(KIND)
-            root = found if isinstance(found, AuthRefreshModule) else None
-        if root is None:
-            if self._needs_global:
-                raise ConfigurationError(
-                    f"{self.name}: needs AuthRefreshModule.for_root(...) or for_root_async(...) "
-                    "attached to the same application"
-                )
-            return False
-        inherit_from_global(
-            self.name, self.container, root.container, self._own, self._own_settings
-        )
-        return True
-
-    async def _open_store(self, settings: AuthRefreshSettings) -> None:
-        # Opened at startup so a bad URL fails there; the connection itself is made on first use.
-        container = self.container
-        if not settings.rotation or container.store.overridden:
-            return  # a store a test set is the test's to close
-        default = container.store.default
-        try:
-            store = container.store()
-            store = await store if inspect.isawaitable(store) else store
-        except ConfigurationError as error:
-            raise ConfigurationError(f"{self.name}: {error.message}") from None
-        # Its own (given or from store_url), not the global registration's.
-        if "store" in self._own or isinstance(default, providers.ThreadSafeSingleton):
-            self._owned_store = store

@@ -54,6 +54,8 @@ class _RouteOptions(TypedDict, total=False):
     logout_path: str | None  # add POST {logout_path}, revoking the presented token's family
     # add GET {sessions_path}, DELETE {sessions_path}/{session_id}, POST .../revoke-others
     sessions_path: str | None
+    # add GET {readiness_path}: 200 when the store answers with this release's schema, else 503
+    readiness_path: str | None
 
 
 class RegistrationOptions(_RouteOptions, total=False):

@@ -10,7 +10,10 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
 
+from auth_refresh.flows.readiness import readiness_response
 from auth_refresh.flows.refresh import RefreshFlow
 from auth_refresh.flows.sessions import SESSION_PAGE_PARAMETERS, SessionBody, SessionRoutes
 from auth_refresh.transport.extractors import DEFAULT_EXTRACTOR
@@ -35,6 +38,7 @@ def refresh_router(
     path: str,
     logout_path: str | None,
     sessions_path: str | None,
+    readiness_path: str | None,
 ) -> tuple[APIRouter, list[APIRoute]]:
     """A registration's router (``lifespan`` starts it), and its refresh-token routes, whose
     OpenAPI is completed at startup, when the extractor is known. The handlers are ``flow``'s;
@@ -74,6 +78,22 @@ def refresh_router(
     routes = [route for route in router.routes if isinstance(route, APIRoute)]
     if sessions_path is not None:
         add_session_routes(router, SessionRoutes(flow), sessions_path)
+    if readiness_path is not None:
+
+        async def readiness(request: Request) -> Response:
+            return readiness_response(await flow.readiness(request))
+
+        router.add_api_route(
+            readiness_path,
+            readiness,
+            methods=["GET"],
+            summary="Ready to serve: the token store answers and holds this release's schema",
+            operation_id=operation_id("readiness", readiness_path),
+            responses={
+                200: {"description": 'Ready: {"status": "ready"}'},
+                503: {"description": 'Not ready: {"status": "unavailable", "reason": "..."}'},
+            },
+        )
     return router, routes
 
 
