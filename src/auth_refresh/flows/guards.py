@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends
+from fastapi.openapi.models import HTTPBase
+from fastapi.security.base import SecurityBase
 from starlette.requests import Request
 
 from auth_refresh._utils import is_active, resolve
@@ -21,10 +23,22 @@ from auth_refresh.flows.refresh import MAX_SESSION_ID, RefreshFlow
 from auth_refresh.transport.schemes import access_scheme
 from auth_refresh.types import SESSION_CLAIM
 
-__all__ = ["APP_FLOWS", "AccessFlow", "AppFlows", "AuthJwtGuard", "AuthRefreshGuard", "claims_of"]
+__all__ = [
+    "APP_FLOWS",
+    "GUARD_MARKER",
+    "AccessFlow",
+    "AppFlows",
+    "AuthJwtGuard",
+    "AuthRefreshGuard",
+    "claims_of",
+    "guard_marker_name",
+]
 
 # Where the registrations leave ``AppFlows`` on ``app.state``.
 APP_FLOWS = "auth_refresh_flows"
+# The security scheme a refresh guard names in its route's OpenAPI (registration/openapi.py
+# replaces it with where the registration reads the token, known at startup).
+GUARD_MARKER = "AuthRefreshGuard"
 
 
 class AccessFlow:
@@ -98,6 +112,22 @@ class _HasRefreshFlow(Protocol):
     flow: RefreshFlow
 
 
+def guard_marker_name(flow: RefreshFlow | None) -> str:
+    """The marker scheme of the guards of ``flow`` (None: the global registration's)."""
+    return GUARD_MARKER if flow is None else f"{GUARD_MARKER}{id(flow):x}"
+
+
+class _GuardMarker(SecurityBase):
+    # A security dependency that reads nothing: FastAPI lists its name in the operation's
+    # security, which tells the application's openapi() which registration guards the route.
+    def __init__(self, flow: RefreshFlow | None) -> None:
+        self.model = HTTPBase(scheme="bearer")
+        self.scheme_name = guard_marker_name(flow)
+
+    async def __call__(self) -> None:
+        return None
+
+
 class AuthRefreshGuard:
     """Authenticates a request by its refresh token: ``Depends(AuthRefreshGuard())``.
 
@@ -108,8 +138,24 @@ class AuthRefreshGuard:
     client's next refresh is a reuse that revokes its session (a warning names such a route).
     """
 
+    __signature__: inspect.Signature
+
     def __init__(self, module: _HasRefreshFlow | None = None) -> None:
         self.flow = module.flow if module is not None else None
+        # As AuthJwtGuard's scheme: FastAPI reads the dependency's parameters from here.
+        self.__signature__ = inspect.Signature(
+            [
+                inspect.Parameter(
+                    "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request
+                ),
+                inspect.Parameter(
+                    "marker",
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=Annotated[None, Depends(_GuardMarker(self.flow))],
+                    default=None,
+                ),
+            ]
+        )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, AuthRefreshGuard) and other.flow is self.flow
@@ -117,7 +163,7 @@ class AuthRefreshGuard:
     def __hash__(self) -> int:
         return hash((AuthRefreshGuard, id(self.flow)))
 
-    async def __call__(self, request: Request) -> AsyncIterator[Any]:
+    async def __call__(self, request: Request, marker: None = None) -> AsyncIterator[Any]:
         flow = self.flow
         if flow is None:
             flows = _app_flows(request)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends
+from fastapi import Depends, Path
 from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -20,11 +20,22 @@ from auth_refresh.telemetry import operation_span
 from auth_refresh.transport.responses import NO_STORE
 from auth_refresh.types import SESSION_CLAIM
 
-__all__ = ["SessionBody", "SessionRoutes"]
+__all__ = ["SESSION_ID_PATTERN", "SessionBody", "SessionRoutes"]
+
+# A session id is the base64url SHA-256 of its family id (stores.sealing.session_id_of).
+SESSION_ID_PATTERN = "^[A-Za-z0-9_-]{43}$"
 
 
 # The application's access-token guard: its security scheme documents the routes.
 Caller = Annotated[Any, Depends(AuthJwtGuard())]
+# Documented, not validated: any other id is a session that is not found (404), as it is.
+SessionId = Annotated[
+    str,
+    Path(
+        description="The session's id, from the session list",
+        json_schema_extra={"pattern": SESSION_ID_PATTERN},
+    ),
+]
 
 
 class SessionBody(BaseModel):
@@ -55,7 +66,9 @@ class SessionRoutes:
             body = [_body(session, current, with_ip) for session in sessions]
             return JSONResponse(body, headers=NO_STORE)
 
-    async def revoke_session(self, request: Request, session_id: str, user: Caller) -> Response:
+    async def revoke_session(
+        self, request: Request, session_id: SessionId, user: Caller
+    ) -> Response:
         with operation_span("revoke_session"):
             subject, _ = _caller(request, user)
             await self.flow.revoke_session(subject, session_id)

@@ -64,7 +64,7 @@ class AppRegistry:
         app.state.auth_refresh_registry = registry
         setattr(app.state, APP_FLOWS, registry.flows)
         _install_error_handler(app)
-        install_openapi(app, registry.modules)
+        install_openapi(app, registry.modules, registry.flows)
         return registry
 
     @staticmethod

@@ -38,7 +38,7 @@ from auth_refresh.registration.application import (
 )
 from auth_refresh.registration.checks import check_registration
 from auth_refresh.registration.container import AuthRefreshContainer
-from auth_refresh.registration.openapi import describe_refresh_routes
+from auth_refresh.registration.openapi import RefreshSource
 from auth_refresh.registration.options import (
     ASYNC_REGISTRATION_OPTIONS,
     DEFAULT_PATH,
@@ -111,12 +111,10 @@ class AuthRefreshModule:
         self._inject = inject
         self._own: set[str] = set()  # the providers this registration's options set
         self._owned_store: RefreshTokenStore | None = None
-        # Routes of other modules that answer in this module's transport (a login route).
-        self._answering_routes: list[APIRoute] = []
         if options is not None:
             self._own = set_registration_values(name, self.container, options)
         self.router: APIRouter
-        self.router, self._routes = refresh_router(
+        self.router, routes = refresh_router(
             self.flow,
             module_lifespan(self),
             controllers=controllers,
@@ -124,23 +122,39 @@ class AuthRefreshModule:
             logout_path=logout_path,
             sessions_path=sessions_path,
         )
+        # Where its routes and guard read the token, for OpenAPI: known at startup. Routes of
+        # other modules may answer in its transport too (a login route).
+        self.refresh_source = RefreshSource(
+            reads={route.operation_id for route in routes if route.operation_id},
+            answers={
+                route.operation_id
+                for route in routes
+                if route.operation_id and route.path != logout_path
+            },
+        )
 
     # -- registration ------------------------------------------------------------------------
 
     @classmethod
     def for_root(cls, **options: Unpack[RegistrationOptions]) -> AuthRefreshModule:
-        """The global registration: unqualified ``AuthRefreshGuard()`` uses it."""
+        """The global registration: unqualified ``AuthRefreshGuard()`` uses it.
+
+        The options: [`RegistrationOptions`][auth_refresh.RegistrationOptions]."""
         return cls._registered("AuthRefreshModule.for_root", options, is_global=True)
 
     @classmethod
     def register(cls, **options: Unpack[RegistrationOptions]) -> AuthRefreshModule:
-        """One feature's registration, inheriting what it does not set from the global one."""
+        """One feature's registration, inheriting what it does not set from the global one.
+
+        The options: [`RegistrationOptions`][auth_refresh.RegistrationOptions]."""
         return cls._registered("AuthRefreshModule.register", options, is_global=False)
 
     @classmethod
     def for_feature(cls, **options: Unpack[RegistrationOptions]) -> AuthRefreshModule:
         """A feature of the global registration (required on the same application): sets some
-        providers, inherits the rest; no route unless ``controllers=True``."""
+        providers, inherits the rest; no route unless ``controllers=True``.
+
+        The options: [`RegistrationOptions`][auth_refresh.RegistrationOptions]."""
         return cls._registered(
             "AuthRefreshModule.for_feature",
             {"controllers": False, **options},
@@ -150,12 +164,16 @@ class AuthRefreshModule:
 
     @classmethod
     def for_root_async(cls, **options: Unpack[AsyncRegistrationOptions]) -> AuthRefreshModule:
-        """The global registration, its options made at startup by ``factory(*inject)``."""
+        """The global registration, its options made at startup by ``factory(*inject)``.
+
+        The options: [`AsyncRegistrationOptions`][auth_refresh.AsyncRegistrationOptions]."""
         return cls._registered_async("AuthRefreshModule.for_root_async", options, is_global=True)
 
     @classmethod
     def register_async(cls, **options: Unpack[AsyncRegistrationOptions]) -> AuthRefreshModule:
-        """One feature's registration, its options made at startup by ``factory(*inject)``."""
+        """One feature's registration, its options made at startup by ``factory(*inject)``.
+
+        The options: [`AsyncRegistrationOptions`][auth_refresh.AsyncRegistrationOptions]."""
         return cls._registered_async("AuthRefreshModule.register_async", options, is_global=False)
 
     @classmethod
@@ -231,7 +249,7 @@ class AuthRefreshModule:
                     "it started: if there is one, include the global registration's router "
                     "first, or attach() both)"
                 ) from None
-            self._describe_routes(extractor)
+            self.security_schemes = self.refresh_source.describe(extractor, self.flow.transport())
             self._configured = True
         self._open_store(self.container.settings())
         self.started = True
@@ -323,23 +341,13 @@ class AuthRefreshModule:
 
     def describe_answering_route(self, route: APIRoute) -> None:
         """Document another module's route (a login) as answering in this module's transport."""
-        self._answering_routes.append(route)
-        if self.started:
-            self._describe_routes()
+        if route.operation_id:
+            self.refresh_source.answers.add(route.operation_id)
 
     # -- internals ---------------------------------------------------------------------------
 
     async def _start_late(self, app: Any) -> None:
         await start_late(self, app)
-
-    def _describe_routes(self, extractor: Any = None) -> None:
-        self.security_schemes = describe_refresh_routes(
-            self._routes,
-            self._answering_routes,
-            self.container.extractor() if extractor is None else extractor,
-            self.flow.transport(),
-            self.logout_path,
-        )
 
     def _inherit(self, registry: AppRegistry | None) -> bool:
         # Whether there is a global registration to inherit from.

@@ -42,21 +42,57 @@ DEFAULT_PATH = "/auth/refresh"
 
 
 class _RouteOptions(TypedDict, total=False):
-    controllers: bool  # add POST {path} (default: True; False for for_feature)
-    path: str  # the refresh route (default "/auth/refresh")
-    logout_path: str | None  # add POST {logout_path}, revoking the presented token's family
-    # add GET {sessions_path}, DELETE {sessions_path}/{session_id}, POST .../revoke-others
+    controllers: bool
+    """Add the refresh route ``POST {path}``. Default: ``True`` (``False`` for
+    ``for_feature``, whose routes are usually the application's own, guarded by
+    ``AuthRefreshGuard(feature)``)."""
+
+    path: str
+    """The refresh route's path. Default: ``"/auth/refresh"``; two registrations with routes
+    need two paths."""
+
+    logout_path: str | None
+    """Add ``POST {logout_path}``, which revokes the presented refresh token's family (the
+    session). Default: ``None``, no logout route."""
+
     sessions_path: str | None
+    """Add ``GET {sessions_path}`` (the caller's live sessions), ``POST
+    {sessions_path}/revoke-others`` and ``DELETE {sessions_path}/{session_id}``, authenticated
+    by the access token of the application's ``AuthJwtModule``. Default: ``None``, no session
+    routes."""
 
 
 class RegistrationOptions(_RouteOptions, total=False):
-    """The options of ``for_root``, ``register`` and ``for_feature``."""
+    """The keyword options of ``for_root``, ``register`` and ``for_feature``; all optional, but
+    a registration needs a ``user_lookup_service`` of its own or inherited.
+
+    A feature (``register``, ``for_feature``) takes from the global registration every service
+    it does not set; its ``settings`` are the global registration's with its own values merged
+    over them."""
 
     user_lookup_service: AuthRefreshUserLookupServiceInterface
+    """Finds the user a refresh token's subject names: ``by_subject(subject)``, sync or async,
+    the user or ``None`` (a 401). Default: the global registration's, for a feature; required
+    for ``for_root``."""
+
     issue_token_service: IssueTokenServiceInterface
+    """Signs the new access and refresh tokens. Default: the global registration's, else
+    ``AuthenticationModule``'s (the ``JWT_MODULE_*`` settings)."""
+
     verify_token_service: VerifyTokenServiceInterface
+    """Verifies a refresh token's signature and claims. Default: the global registration's,
+    else ``AuthenticationModule``'s."""
+
     settings: AuthRefreshSettings | Mapping[str, Any]
-    store: RefreshTokenStore  # used instead of settings.store_url's; closed at shutdown
+    """``AuthRefreshSettings`` or a mapping of its fields (``jwt_from_request``,
+    ``rotation``, ``store_url``, the cookie transport...); names not given come from the
+    ``AUTH_REFRESH_*`` environment. Default: the environment's, for ``for_root``; the global
+    registration's, for a feature, with the values given here merged over them."""
+
+    store: RefreshTokenStore
+    """The refresh-token store to use instead of the one ``settings.store_url`` names; closed
+    at shutdown. Default: the store of ``store_url`` (shared with the global registration when
+    the URL is the same)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,12 +116,21 @@ OptionsFactory = Callable[..., MaybeAwaitable[AuthRefreshOptions | Mapping[str, 
 
 
 class AsyncRegistrationOptions(_RouteOptions, total=False):
-    """The options of ``for_root_async`` and ``register_async``: exactly one of ``factory`` and
-    ``use_class``, called at startup with the values of the ``inject`` providers."""
+    """The keyword options of ``for_root_async`` and ``register_async``: exactly one of
+    ``factory`` and ``use_class``, called at every startup of the application with the values
+    of the ``inject`` providers."""
 
     factory: OptionsFactory
+    """Makes the registration's options: ``factory(*inject_values)``, sync or async, returning
+    ``AuthRefreshOptions`` or a mapping of its fields. No default: this or ``use_class``."""
+
     use_class: type[AuthRefreshOptionsFactory]
+    """A class built with the ``inject`` values whose ``create()`` makes the options. No
+    default: this or ``factory``."""
+
     inject: Sequence[providers.Provider[Any]]
+    """dependency-injector providers of a container *instance*, resolved (and awaited) at
+    startup and passed to the factory in order. Default: ``()``."""
 
 
 def refuse_unknown_options(name: str, given: Mapping[str, Any], accepted: frozenset[str]) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from auth_refresh.flows.refresh import RefreshFlow
 from auth_refresh.flows.sessions import SessionBody, SessionRoutes
@@ -20,6 +21,18 @@ from auth_refresh.transport.schemes import source_of
 __all__ = ["add_session_routes", "operation_id", "refresh_router"]
 
 Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]
+
+REVOKE_OTHERS = "revoke-others"
+
+
+class _SessionIdConvertor(StringConvertor):
+    # Any segment but the literal sibling route's: DELETE {path}/revoke-others is then a 405
+    # naming POST, as the schema says, not a session that is not found.
+    regex = f"(?!{REVOKE_OTHERS}$)[^/]+"
+
+
+_SESSION_ID_CONVERTOR = "auth_refresh_session_id"
+register_url_convertor(_SESSION_ID_CONVERTOR, _SessionIdConvertor())
 
 
 def operation_id(method: str, path: str) -> str:
@@ -74,7 +87,8 @@ def refresh_router(
 
 
 def add_session_routes(router: APIRouter, handlers: SessionRoutes, path: str) -> None:
-    """``GET {path}``, ``DELETE {path}/{session_id}`` and ``POST {path}/revoke-others``."""
+    """``GET {path}``, ``POST {path}/revoke-others`` and ``DELETE {path}/{session_id}``: the
+    literal path first, and no session id that is it, so its 405 says ``Allow: POST``."""
     router.add_api_route(
         path,
         handlers.list_sessions,
@@ -87,19 +101,7 @@ def add_session_routes(router: APIRouter, handlers: SessionRoutes, path: str) ->
         },
     )
     router.add_api_route(
-        path + "/{session_id}",
-        handlers.revoke_session,
-        methods=["DELETE"],
-        status_code=204,
-        summary="End one of the caller's sessions: its refresh and access tokens stop working",
-        operation_id=operation_id("revoke_session", path),
-        responses={
-            204: {"description": "The session is revoked"},
-            **error_responses(401, 404, 503),
-        },
-    )
-    router.add_api_route(
-        path + "/revoke-others",
+        f"{path}/{REVOKE_OTHERS}",
         handlers.revoke_others,
         methods=["POST"],
         status_code=204,
@@ -108,5 +110,17 @@ def add_session_routes(router: APIRouter, handlers: SessionRoutes, path: str) ->
         responses={
             204: {"description": "Every other session is revoked"},
             **error_responses(401, 503),
+        },
+    )
+    router.add_api_route(
+        path + "/{session_id:" + _SESSION_ID_CONVERTOR + "}",
+        handlers.revoke_session,
+        methods=["DELETE"],
+        status_code=204,
+        summary="End one of the caller's sessions: its refresh and access tokens stop working",
+        operation_id=operation_id("revoke_session", path),
+        responses={
+            204: {"description": "The session is revoked"},
+            **error_responses(401, 404, 503),
         },
     )
