@@ -1,15 +1,23 @@
 """OpenAPI that Swagger UI can use (issue 10, item 8): security schemes from FastAPI's own
-classes, the 401 of guarded routes, where the refresh route's token comes from."""
+classes, the 401 of guarded routes, where the refresh route's token comes from; a schema asked
+for before startup is not kept, the application's routes guarded by ``AuthRefreshGuard``
+document the token they read, and the schema says exactly what the routes accept (issue 23)."""
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
-from auth_refresh import AuthRefreshModule, ExtractJwt, PasswordStorageService
+from auth_refresh import (
+    AuthJwtGuard,
+    AuthRefreshGuard,
+    AuthRefreshModule,
+    ExtractJwt,
+    PasswordStorageService,
+)
 from conftest import ACCESS_SECRET, REFRESH_SECRET, InMemoryUsers, serve
 from rotation_app import rotating_app
 from servers import running_server
@@ -73,6 +81,138 @@ async def test_a_bearer_refresh_route_names_a_bearer_scheme_not_a_header_paramet
     assert schema["components"]["securitySchemes"]["RefreshToken"]["scheme"] == "bearer"
     # The global route keeps its body, required.
     assert schema["paths"]["/auth/refresh"]["post"]["requestBody"]["required"] is True
+
+
+@pytest.mark.parametrize("joins", ["attach", "include_router"])
+async def test_openapi_asked_for_before_startup_is_made_again_once_started(
+    joins: str, users: InMemoryUsers
+) -> None:
+    app = FastAPI()
+    module = AuthRefreshModule.for_root(
+        user_lookup_service=users, settings={"cookie_transport": True}
+    )
+    if joins == "attach":
+        module.attach(app)
+    else:
+        app.include_router(module.router)
+    # Before startup the cookie transport is not known yet (settings may come from a factory).
+    early = app.openapi()
+    assert "RefreshTokenCookie" not in early.get("components", {}).get("securitySchemes", {})
+    async with serve(app) as client:
+        schema = (await client.get("/openapi.json")).json()
+        assert app.openapi() is app.openapi()  # complete: made once, then kept
+    assert schema["components"]["securitySchemes"]["RefreshTokenCookie"]["in"] == "cookie"
+    refresh = schema["paths"]["/auth/refresh"]["post"]
+    assert {"RefreshTokenCookie": []} in refresh["security"]
+    assert "X-CSRF-Token" in {parameter["name"] for parameter in refresh["parameters"]}
+
+
+async def test_routes_guarded_by_the_refresh_guard_document_the_token_they_read(
+    users: InMemoryUsers,
+) -> None:
+    app = FastAPI()
+    root = AuthRefreshModule.for_root(user_lookup_service=users)
+    root.attach(app)
+    mobile = AuthRefreshModule.register(
+        settings={"jwt_from_request": ExtractJwt.from_auth_header_as_bearer_token()},
+        controllers=False,
+    )
+    mobile.attach(app)
+
+    @app.post("/reauthenticate")
+    async def reauthenticate(user: Annotated[Any, Depends(AuthRefreshGuard())]) -> Any:
+        return root.token_response(await root.issue(user))
+
+    @app.post("/mobile/reauthenticate")
+    async def mobile_reauthenticate(user: Annotated[Any, Depends(AuthRefreshGuard(mobile))]) -> Any:
+        return mobile.token_response(await mobile.issue(user))
+
+    # Both tokens: the guards' requirements together (AND), not alternatives.
+    @app.post("/mobile/link", dependencies=[Depends(AuthJwtGuard())])
+    async def link(user: Annotated[Any, Depends(AuthRefreshGuard(mobile))]) -> None:
+        return None
+
+    # A router's dependency guards every route of it.
+    guarded = APIRouter(dependencies=[Depends(AuthRefreshGuard())])
+
+    @guarded.get("/step-up")
+    async def step_up() -> None:
+        return None
+
+    app.include_router(guarded)
+    async with serve(app) as client:
+        schema = (await client.get("/openapi.json")).json()
+        body = schema["paths"]["/auth/refresh"]["post"]["requestBody"]
+        operation = schema["paths"]["/reauthenticate"]["post"]
+        assert operation["requestBody"] == body
+        assert body["required"] is True
+        assert "security" not in operation
+        assert {"400", "401", "413", "503"} <= set(operation["responses"])
+        assert "WWW-Authenticate" in operation["responses"]["401"]["headers"]
+        assert schema["paths"]["/step-up"]["get"]["requestBody"] == body
+        bearer = schema["paths"]["/mobile/reauthenticate"]["post"]
+        assert bearer["security"] == [{"RefreshToken": []}]
+        assert "requestBody" not in bearer
+        assert schema["paths"]["/mobile/link"]["post"]["security"] == [
+            {"AccessToken": [], "RefreshToken": []}
+        ]
+        # What the schema says is what the route takes: the token in the documented body.
+        pair = await root.issue_for_subject("user-1")
+        answer = await client.post("/reauthenticate", json={"refreshToken": pair["refreshToken"]})
+        assert answer.status_code == 200, answer.text
+        pair = await mobile.issue_for_subject("user-1")
+        answer = await client.post(
+            "/mobile/reauthenticate", headers={"Authorization": f"Bearer {pair['refreshToken']}"}
+        )
+        assert answer.status_code == 200, answer.text
+
+
+async def test_the_login_schema_bounds_are_the_login_s_own(
+    users: InMemoryUsers, password_storage: PasswordStorageService
+) -> None:
+    app, _ = rotating_app(users, password_storage)
+    async with serve(app) as client:
+        schema = (await client.get("/openapi.json")).json()
+        body = schema["paths"]["/auth/login"]["post"]["requestBody"]["content"]
+        fields = body["application/json"]["schema"]["properties"]
+        assert body["application/x-www-form-urlencoded"]["schema"]["properties"] == fields
+
+        async def login(username: str, password: str) -> int:
+            answer = await client.post(
+                "/auth/login", json={"username": username, "password": password}
+            )
+            return answer.status_code
+
+        for name, other in (("username", "password"), ("password", "username")):
+            low, high = fields[name]["minLength"], fields[name]["maxLength"]
+            assert low == 1
+            # Within the bounds, in characters (two bytes each here): a login that may fail.
+            for size in (low, high):
+                values = {name: "é" * size, other: "x"}
+                assert await login(**values) == 401
+            for size in (low - 1, high + 1):
+                values = {name: "é" * size, other: "x"}
+                assert await login(**values) == 400
+
+
+async def test_each_session_path_allows_the_methods_the_schema_lists(
+    users: InMemoryUsers, password_storage: PasswordStorageService
+) -> None:
+    sessions = "/auth/sessions"
+    app, _ = rotating_app(users, password_storage, sessions_path=sessions)
+    async with serve(app) as client:
+        schema = (await client.get("/openapi.json")).json()
+        pattern = schema["paths"][sessions + "/{session_id}"]["delete"]["parameters"][0]
+        assert pattern["schema"]["pattern"] == "^[A-Za-z0-9_-]{43}$"
+        # The literal path is not a session id: its other methods are 405s naming POST.
+        for method in ("OPTIONS", "DELETE", "GET"):
+            answer = await client.request(method, sessions + "/revoke-others")
+            assert answer.status_code == 405
+            assert answer.headers["Allow"] == "POST"
+        answer = await client.request("OPTIONS", sessions + "/" + "A" * 43)
+        assert (answer.status_code, answer.headers["Allow"]) == (405, "DELETE")
+        # The session id's route still answers for any other id: not found, once authenticated.
+        assert (await client.delete(sessions + "/" + "A" * 43)).status_code == 401
 
 
 # -- Swagger UI in headless Chromium -----------------------------------------------------------

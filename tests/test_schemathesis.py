@@ -1,7 +1,11 @@
-"""Schemathesis against the application's own OpenAPI schema, in-process over ASGI.
+"""Schemathesis against the applications' own OpenAPI schemas, in-process over ASGI.
 
-Every operation (login, refresh, an access-token route, the JWKS) gets requests that fit the
-schema and requests that violate it; none may answer with a server error.
+Both examples go through Schemathesis' whole run (its engine, as ``st run --checks all``
+runs it: examples, coverage, fuzzing and stateful phases, every check), with real tokens: a
+login, then a refresh for each generated request, so the refresh, logout, session and
+access-token routes answer 200s and 204s the checks can hold against the schema. The forgery
+app (with the JWKS) gets requests that fit the schema and requests that violate it; none may
+answer with a server error.
 
 Schemathesis' lazy pytest loader (``from_fixture``) does not run under pytest 9, so the schema
 is loaded inside the test and each operation's strategy is driven by Hypothesis directly.
@@ -9,6 +13,9 @@ is loaded inside the test and each operation's strategy is driven by Hypothesis 
 
 from __future__ import annotations
 
+import runpy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -18,6 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
+from schemathesis.engine import events, from_schema
+from schemathesis.python import asgi
 from starlette.responses import JSONResponse, Response
 
 from auth_refresh import AuthLocalModule, JwtModule, jwks_router
@@ -108,3 +117,165 @@ def test_the_harness_notices_a_server_error() -> None:
     with pytest.raises(FailureGroup) as caught:
         exchange()
     assert [type(failure).__name__ for failure in caught.value.exceptions] == ["ServerError"]
+
+
+# -- the examples, every check ------------------------------------------------------------------
+
+EXAMPLES = ["examples.sync_registration.app", "examples.async_registration.app"]
+DEMO_CREDENTIALS = {"username": "user@example.com", "password": "password"}
+# The cost of a run: each operation gets its coverage cases and this many fuzzed ones; a seed,
+# so a run is the same run each time.
+ENGINE_CONFIG = {
+    "checks": {"enabled": True},
+    "generation": {"max-examples": 5},
+    "seed": 23,
+    "workers": 1,
+}
+
+
+@dataclass
+class Tokens:
+    """A fresh pair for each generated request: a refresh of one login's token family.
+
+    Rotation makes each refresh token single-use, so the family's next refresh token is the one
+    the last answer carried (``answered``); when a request ended the family (a logout, a session
+    revoked), the next pair is a new login.
+    """
+
+    app: Any
+    refresh_token: str | None = None
+    logins: int = 0
+
+    def pair(self) -> dict[str, str]:
+        with asgi.get_client(self.app) as client:
+            if self.refresh_token is not None:
+                refreshed = client.post("/auth/refresh", json={"refreshToken": self.refresh_token})
+                if refreshed.status_code == 200:
+                    return self._keep(refreshed.json())
+            login = client.post("/auth/login", json=DEMO_CREDENTIALS)
+            assert login.status_code == 200, login.text
+            self.logins += 1
+            return self._keep(login.json())
+
+    def answered(self, response: Any) -> None:
+        if response.status_code == 200 and "json" in response.headers.get("content-type", ""):
+            successor = response.json().get("refreshToken")
+            if isinstance(successor, str) and successor:
+                self.refresh_token = successor
+
+    def _keep(self, pair: dict[str, str]) -> dict[str, str]:
+        # The request is given this refresh token; until its answer says otherwise, it is next.
+        self.refresh_token = pair["refreshToken"]
+        return pair
+
+
+def security_of(case: schemathesis.Case) -> set[str]:
+    operation = case.operation.definition.raw
+    return {name for requirement in operation.get("security", ()) for name in requirement}
+
+
+def reads_refresh_token_from_body(case: schemathesis.Case) -> bool:
+    content = case.operation.definition.raw.get("requestBody", {}).get("content", {})
+    return any(
+        "refreshToken" in media.get("schema", {}).get("properties", {})
+        for media in content.values()
+    )
+
+
+@dataclass
+class ExampleRun:
+    failures: list[str] = field(default_factory=list)
+    answers: set[tuple[str, int]] = field(default_factory=set)
+    logins: int = 0
+
+
+def run_every_check(app: FastAPI) -> ExampleRun:
+    config = schemathesis.Config.from_dict(ENGINE_CONFIG)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
+    tokens = Tokens(app)
+    run = ExampleRun()
+
+    @schema.auth(refresh_interval=None)
+    class ExampleAuth:
+        def get(self, case: schemathesis.Case, context: Any) -> dict[str, str]:
+            if security_of(case) or reads_refresh_token_from_body(case):
+                return tokens.pair()
+            return {}  # the login: no token to give
+
+        def set(self, case: schemathesis.Case, pair: dict[str, str], context: Any) -> None:
+            schemes = security_of(case)
+            if not pair:
+                return
+            if "AccessToken" in schemes:
+                case.headers = {
+                    **(case.headers or {}),
+                    "Authorization": "Bearer " + pair["accessToken"],
+                }
+            if "RefreshToken" in schemes:
+                case.headers = {
+                    **(case.headers or {}),
+                    "Authorization": "Bearer " + pair["refreshToken"],
+                }
+            positive = case.meta is not None and case.meta.generation.mode.is_positive
+            if positive and reads_refresh_token_from_body(case) and isinstance(case.body, dict):
+                # Only where the body is valid: a negative case's body must stay invalid.
+                case.body = {**case.body, "refreshToken": pair["refreshToken"]}
+
+    @schema.hook
+    def after_call(context: Any, case: schemathesis.Case, response: Any) -> None:
+        run.answers.add((case.operation.label, response.status_code))
+        tokens.answered(response)
+
+    try:
+        for event in from_schema(schema).execute():
+            run.failures.extend(failures_in(event))
+    finally:
+        asgi.shutdown_lifespans()
+    run.logins = tokens.logins
+    return run
+
+
+def failures_in(event: events.EngineEvent) -> Iterator[str]:
+    if isinstance(event, events.ScenarioFinished | events.FuzzScenarioFinished):
+        for nodes in event.recorder.checks.values():
+            for node in nodes:
+                if node.failure_info is not None:
+                    failure = node.failure_info.failure
+                    yield (
+                        f"{event.recorder.label}: {node.name}: {failure.title}\n"
+                        f"{failure.message}\n{node.failure_info.code_sample}"
+                    )
+    elif isinstance(event, events.NonFatalError):
+        yield f"{event.label}: {event.info.title}: {event.value!r}"
+    elif isinstance(event, events.FatalError):
+        yield f"fatal: {event.exception!r}"
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_every_check_passes_over_every_route_of_the_example(example: str) -> None:
+    app = runpy.run_module(example)["app"]
+    run = run_every_check(app)
+    assert run.failures == []
+    labels = {label for label, _ in run.answers}
+    # The sync example also serves its readiness route.
+    assert labels - {"GET /health/ready"} == {
+        "POST /auth/login",
+        "POST /auth/refresh",
+        "POST /auth/logout",
+        "POST /auth/mobile/refresh",
+        "GET /me",
+        "GET /auth/sessions",
+        "POST /auth/sessions/revoke-others",
+        "DELETE /auth/sessions/{session_id}",
+    }
+    # The tokens worked: every route answered as it does for a client that holds them.
+    assert {
+        ("POST /auth/refresh", 200),
+        ("POST /auth/mobile/refresh", 200),
+        ("POST /auth/logout", 204),
+        ("GET /me", 200),
+        ("GET /auth/sessions", 200),
+        ("POST /auth/sessions/revoke-others", 204),
+    } <= run.answers
+    if example == "examples.sync_registration.app":
+        assert ("GET /health/ready", 200) in run.answers

@@ -250,6 +250,7 @@ async def test_the_guard_reads_a_session_once_per_interval_and_sees_other_worker
     module.container.store.override(store)
     async with serve(app) as client:
         pair = await login(client)
+        store.reads = 0  # the startup's readiness probe read once
         statuses = await asyncio.gather(*(me(client, pair) for _ in range(20)))
         assert set(statuses) == {200}
         assert store.reads == 1
@@ -374,7 +375,9 @@ async def test_the_session_list_is_paged_with_a_link_to_the_next_page(
         {"cursor": "bm8gY29sb24"},  # "no colon"
         {"cursor": "bmFuOnNlc3Npb24"},  # "nan:session"
         {"cursor": "MTox" + "A" * 400},
-        {"cursor": "MTo"},  # "1:" without a session id
+        {"cursor": "MTo"},  # not "<createdAt>~<id>"
+        {"cursor": "1.5~short"},
+        {"cursor": "nan~" + "A" * 43},
     ],
 )
 async def test_a_bad_page_request_is_a_400_before_any_store(
@@ -422,3 +425,40 @@ async def test_a_login_beyond_the_cap_ends_the_oldest_sessions_access_tokens(
         assert await me(client, middle) == await me(client, newest) == 200
         listed = (await client.get(SESSIONS, headers=bearer(newest))).json()
         assert [session["userAgent"] for session in listed] == ["Agent/3", "Agent/2"]
+
+
+async def test_a_full_page_of_a_hundred_still_links_to_the_next(
+    users: InMemoryUsers, password_storage: PasswordStorageService
+) -> None:
+    settings = {"store_url": "memory://", "max_sessions_per_subject": 200}
+    app, module = rotating_app(users, password_storage, settings=settings, sessions_path=SESSIONS)
+    async with serve(app) as client:
+        pair = await login_as(client, "user@example.com", "Agent/0")
+        for _ in range(100):
+            await module.issue_for_subject("user-1")
+        first = await client.get(SESSIONS, params={"limit": 100}, headers=bearer(pair))
+        assert len(first.json()) == 100
+        last = await client.get(
+            first.headers["Link"].split(";")[0].strip("<>"), headers=bearer(pair)
+        )
+        assert len(last.json()) == 1
+        assert "Link" not in last.headers
+
+
+async def test_any_cursor_of_the_documented_form_is_a_position_in_the_list(
+    users: InMemoryUsers, password_storage: PasswordStorageService
+) -> None:
+    app, _ = rotating_app(
+        users, password_storage, settings={"store_url": "memory://"}, sessions_path=SESSIONS
+    )
+    async with serve(app) as client:
+        pair = await login_as(client, "user@example.com", "Agent/1")
+        # Before every session: an empty page; after every one: the whole list.
+        early = await client.get(SESSIONS, params={"cursor": "1~" + "A" * 43}, headers=bearer(pair))
+        assert early.status_code == 200
+        assert early.json() == []
+        late = "99999999999~" + "_" * 42 + "w"
+        assert (
+            len((await client.get(SESSIONS, params={"cursor": late}, headers=bearer(pair))).json())
+            == 1
+        )

@@ -168,15 +168,16 @@ async def test_include_router_checks_the_registration_at_startup() -> None:
             pass
 
 
-async def test_a_feature_router_included_before_the_global_one_fails_at_startup(
+async def test_a_feature_router_included_before_the_global_one_still_inherits_from_it(
     users: InMemoryUsers,
 ) -> None:
+    # Every module the application includes joins before the first one starts.
     app = FastAPI()
-    app.include_router(AuthRefreshModule.register(path="/feature/refresh").router)
+    feature = AuthRefreshModule.register(path="/feature/refresh")
+    app.include_router(feature.router)
     app.include_router(AuthRefreshModule.for_root(user_lookup_service=users).router)
-    with pytest.raises(ConfigurationError, match="include the global registration's router"):
-        async with serve(app):
-            pass
+    async with serve(app):
+        assert feature.container.user_lookup() is users
 
 
 async def test_a_mounted_application_works_though_its_lifespan_never_runs(

@@ -27,7 +27,12 @@ from auth_refresh.flows.guards import AuthJwtGuard, AuthRefreshGuard
 from auth_refresh.flows.refresh import LoginIssueTokenService
 from auth_refresh.registration.container import AuthRefreshContainer
 from auth_refresh.registration.module import AuthRefreshModule
-from auth_refresh.registration.options import AuthRefreshOptions, AuthRefreshOptionsFactory
+from auth_refresh.registration.options import (
+    AsyncRegistrationOptions,
+    AuthRefreshOptions,
+    AuthRefreshOptionsFactory,
+    RegistrationOptions,
+)
 from auth_refresh.rotation import TokenReuseEvent, TokenRotationService
 from auth_refresh.settings import AuthLocalSettings, AuthRefreshSettings, JwtSettings, KeySettings
 from auth_refresh.stores.base import (
@@ -64,6 +69,7 @@ from auth_refresh.types import (
 )
 
 __all__ = [
+    "AsyncRegistrationOptions",
     "AuthHeaderSchemeExtractor",
     "AuthJwtContainer",
     "AuthJwtGuard",
@@ -110,6 +116,7 @@ __all__ = [
     "PasswordStorageService",
     "QueryParameterExtractor",
     "RefreshTokenStore",
+    "RegistrationOptions",
     "RequestTooLargeError",
     "Rotation",
     "RotationOutcome",

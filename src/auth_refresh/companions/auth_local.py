@@ -69,8 +69,9 @@ __all__ = ["AuthLocalModule"]
 log = logging.getLogger("auth_refresh.login")
 
 DEFAULT_LOGIN_PATH = "/auth/login"
+# In characters, as the schema's maxLength counts them.
 MAX_USERNAME_LENGTH = 320
-MAX_PASSWORD_BYTES = 4096
+MAX_PASSWORD_LENGTH = 4096
 
 
 @runtime_checkable
@@ -263,15 +264,19 @@ async def _credentials(request: Request) -> tuple[str, str]:
     # Fields from a custom body reader too: a lone surrogate never reaches the lookup or hasher.
     if not (is_unicode_text(username) and is_unicode_text(password)):
         raise InvalidRequestError("username and password must be valid Unicode text")
-    if len(username) > MAX_USERNAME_LENGTH or len(password.encode()) > MAX_PASSWORD_BYTES:
+    if len(username) > MAX_USERNAME_LENGTH or len(password) > MAX_PASSWORD_LENGTH:
         raise InvalidRequestError("username or password is too long")
     return username, password
 
 
 def _credentials_body() -> dict[str, Any]:
+    # Exactly what _credentials accepts: both fields, non-empty strings, bounded.
     schema = {
         "type": "object",
-        "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
+        "properties": {
+            "username": {"type": "string", "minLength": 1, "maxLength": MAX_USERNAME_LENGTH},
+            "password": {"type": "string", "minLength": 1, "maxLength": MAX_PASSWORD_LENGTH},
+        },
         "required": ["username", "password"],
     }
     return {

@@ -15,6 +15,8 @@ from inspect import isawaitable
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends
+from fastapi.openapi.models import HTTPBase
+from fastapi.security.base import SecurityBase
 from starlette.requests import Request
 
 from auth_refresh._utils import is_active, ready, resolve
@@ -26,16 +28,21 @@ from auth_refresh.types import SESSION_CLAIM
 
 __all__ = [
     "APP_FLOWS",
+    "GUARD_MARKER",
     "AccessFlow",
     "AppFlows",
     "AuthJwtGuard",
     "AuthRefreshGuard",
     "claims_of",
+    "guard_marker_name",
     "start_applications_with",
 ]
 
 # Where the registrations leave ``AppFlows`` on ``app.state``.
 APP_FLOWS = "auth_refresh_flows"
+# The security scheme a refresh guard names in its route's OpenAPI (registration/openapi.py
+# replaces it with where the registration reads the token, known at startup).
+GUARD_MARKER = "AuthRefreshGuard"
 
 
 class AccessFlow:
@@ -137,6 +144,22 @@ class _HasRefreshFlow(Protocol):
     flow: RefreshFlow
 
 
+def guard_marker_name(flow: RefreshFlow | None) -> str:
+    """The marker scheme of the guards of ``flow`` (None: the global registration's)."""
+    return GUARD_MARKER if flow is None else f"{GUARD_MARKER}{id(flow):x}"
+
+
+class _GuardMarker(SecurityBase):
+    # A security dependency that reads nothing: FastAPI lists its name in the operation's
+    # security, which tells the application's openapi() which registration guards the route.
+    def __init__(self, flow: RefreshFlow | None) -> None:
+        self.model = HTTPBase(scheme="bearer")
+        self.scheme_name = guard_marker_name(flow)
+
+    async def __call__(self) -> None:
+        return None
+
+
 class AuthRefreshGuard:
     """Authenticates a request by its refresh token: ``Depends(AuthRefreshGuard())``.
 
@@ -147,8 +170,24 @@ class AuthRefreshGuard:
     client's next refresh is a reuse that revokes its session (a warning names such a route).
     """
 
+    __signature__: inspect.Signature
+
     def __init__(self, module: _HasRefreshFlow | None = None) -> None:
         self.flow = module.flow if module is not None else None
+        # As AuthJwtGuard's scheme: FastAPI reads the dependency's parameters from here.
+        self.__signature__ = inspect.Signature(
+            [
+                inspect.Parameter(
+                    "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request
+                ),
+                inspect.Parameter(
+                    "marker",
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=Annotated[None, Depends(_GuardMarker(self.flow))],
+                    default=None,
+                ),
+            ]
+        )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, AuthRefreshGuard) and other.flow is self.flow
@@ -156,7 +195,7 @@ class AuthRefreshGuard:
     def __hash__(self) -> int:
         return hash((AuthRefreshGuard, id(self.flow)))
 
-    async def __call__(self, request: Request) -> AsyncIterator[Any]:
+    async def __call__(self, request: Request, marker: None = None) -> AsyncIterator[Any]:
         flow = self.flow
         if flow is None:
             flow = await _global_flow(request, "refresh")

@@ -38,6 +38,14 @@ class SessionAdmin:
         rotation = await self._rotation("list_sessions")
         return await rotation.list_sessions(subject, limit=limit, after=after)
 
+    async def page(
+        self, subject: str, *, limit: int, after: SessionCursor | None = None
+    ) -> tuple[list[SessionRecord], bool]:
+        """``list_sessions``, and whether more follow (the store is asked for one more)."""
+        rotation = await self._rotation("list_sessions")
+        sessions = await rotation.list_sessions(subject, limit=limit + 1, after=after)
+        return sessions[:limit], len(sessions) > limit
+
     async def revoke_session(self, subject: str, session_id: str) -> None:
         """End one live session of ``subject``; ``SessionNotFoundError`` (404) otherwise."""
         # A client's id: what is not a session id's form is not found, asking no store.

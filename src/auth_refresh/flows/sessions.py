@@ -4,31 +4,40 @@ of the application's ``AuthJwtModule``); the session the token belongs to is its
 
 from __future__ import annotations
 
-import binascii
-import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends
+from fastapi import Depends, Path
 from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from auth_refresh._utils import base64url, base64url_decode, user_id_of
+from auth_refresh._utils import user_id_of
 from auth_refresh.exceptions import InvalidRequestError
 from auth_refresh.flows.guards import AuthJwtGuard, claims_of
 from auth_refresh.flows.refresh import RefreshFlow
 from auth_refresh.stores.base import SESSION_PAGE_MAX, SessionCursor, SessionRecord
-from auth_refresh.stores.sealing import SESSION_ID_FORMAT
 from auth_refresh.telemetry import operation_span
 from auth_refresh.transport.responses import NO_STORE
 from auth_refresh.types import SESSION_CLAIM
 
-__all__ = ["DEFAULT_SESSION_PAGE", "SESSION_PAGE_PARAMETERS", "SessionBody", "SessionRoutes"]
+__all__ = [
+    "DEFAULT_SESSION_PAGE",
+    "SESSION_ID_PATTERN",
+    "SESSION_PAGE_PARAMETERS",
+    "SessionBody",
+    "SessionRoutes",
+]
+
+# A session id is the base64url SHA-256 of its family id (stores.sealing.session_id_of).
+SESSION_ID_PATTERN = "^[A-Za-z0-9_-]{43}$"
 
 DEFAULT_SESSION_PAGE = 50
-# A cursor is base64url of "<created_at>:<session id>"; far longer is not one of ours.
-MAX_CURSOR = 400
+# A cursor is "<created_at>~<session id>", the last session of the page before: every string
+# of this form is a position in the list (what the schema says is what is accepted).
+CURSOR_FORMAT = r"(\d{1,20}(?:\.\d{1,20})?)~([A-Za-z0-9_-]{42}[AEIMQUYcgkosw048])"
+_cursor_format = re.compile(CURSOR_FORMAT)
 
 # The query parameters GET {path} reads, for its OpenAPI operation (read by the handler itself,
 # so a bad one is the library's 400, not a framework 422).
@@ -50,13 +59,21 @@ SESSION_PAGE_PARAMETERS: list[dict[str, Any]] = [
         "in": "query",
         "required": False,
         "description": 'Where the page starts: from the previous page\'s Link rel="next"',
-        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_CURSOR},
+        "schema": {"type": "string", "pattern": f"^{CURSOR_FORMAT}$"},
     },
 ]
 
 
 # The application's access-token guard: its security scheme documents the routes.
 Caller = Annotated[Any, Depends(AuthJwtGuard())]
+# Documented, not validated: any other id is a session that is not found (404), as it is.
+SessionId = Annotated[
+    str,
+    Path(
+        description="The session's id, from the session list",
+        json_schema_extra={"pattern": SESSION_ID_PATTERN},
+    ),
+]
 
 
 class SessionBody(BaseModel):
@@ -83,19 +100,17 @@ class SessionRoutes:
         with operation_span("list_sessions"):
             limit, after = _page_of(request)
             subject, current = _caller(request, user)
-            # One more than the page: whether there is a next one.
-            sessions = await self.flow.sessions.list_sessions(
-                subject, limit=min(limit + 1, SESSION_PAGE_MAX), after=after
-            )
+            sessions, more = await self.flow.sessions.page(subject, limit=limit, after=after)
             headers = dict(NO_STORE)
-            if len(sessions) > limit:
-                sessions = sessions[:limit]
+            if more:
                 headers["Link"] = _next_link(request, limit, SessionCursor.of(sessions[-1]))
             with_ip = self.flow.container.settings().session_client_ip
             body = [_body(session, current, with_ip) for session in sessions]
             return JSONResponse(body, headers=headers)
 
-    async def revoke_session(self, request: Request, session_id: str, user: Caller) -> Response:
+    async def revoke_session(
+        self, request: Request, session_id: SessionId, user: Caller
+    ) -> Response:
         with operation_span("revoke_session"):
             subject, _ = _caller(request, user)
             await self.flow.sessions.revoke_session(subject, session_id)
@@ -123,21 +138,14 @@ def _page_of(request: Request) -> tuple[int, SessionCursor | None]:
 
 
 def _cursor_of(text: str) -> SessionCursor:
-    # A cursor the client altered is a 400; any decoded one is only a position in the list.
-    try:
-        if len(text) > MAX_CURSOR:
-            raise ValueError
-        created_at, _, session_id = base64url_decode(text).decode("ascii").partition(":")
-        created = float(created_at)
-        if not math.isfinite(created) or SESSION_ID_FORMAT.fullmatch(session_id) is None:
-            raise ValueError
-    except (ValueError, binascii.Error, UnicodeError):
-        raise InvalidRequestError("cursor is not one this server gave") from None
-    return SessionCursor(created, session_id)
+    found = _cursor_format.fullmatch(text)
+    if found is None:
+        raise InvalidRequestError("cursor is not one this server gave")
+    return SessionCursor(float(found[1]), found[2])
 
 
 def _next_link(request: Request, limit: int, last: SessionCursor) -> str:
-    cursor = base64url(f"{last.created_at!r}:{last.session_id}".encode("ascii"))
+    cursor = f"{last.created_at!r}~{last.session_id}"
     url = request.url.replace_query_params(limit=limit, cursor=cursor)
     return f'<{url}>; rel="next"'
 

@@ -86,7 +86,7 @@ class AppRegistry:
         app.state.auth_refresh_registry = registry
         setattr(app.state, APP_FLOWS, registry.flows)
         _install_error_handler(app)
-        install_openapi(app, registry.modules)
+        install_openapi(app, registry.modules, registry.flows)
         return registry
 
     @staticmethod
@@ -178,6 +178,9 @@ def module_lifespan(
     async def lifespan(app: Any) -> AsyncIterator[None]:
         registry = AppRegistry.install(app)
         registry.join(module)
+        if isinstance(app, FastAPI):
+            # The modules included after this one join now: startup checks see them all.
+            _discover(registry, app)
         await registry.startup()
         try:
             yield

@@ -37,24 +37,20 @@ from auth_refresh.registration.application import (
 )
 from auth_refresh.registration.checks import check_registration, check_sessions_guard
 from auth_refresh.registration.container import AuthRefreshContainer
-from auth_refresh.registration.openapi import describe_refresh_routes
+from auth_refresh.registration.openapi import RefreshSource
 from auth_refresh.registration.options import (
     ASYNC_REGISTRATION_OPTIONS,
-    DEFAULT_PATH,
     REGISTRATION_OPTIONS,
     AsyncRegistrationOptions,
     AuthRefreshOptions,
     OptionsFactory,
     RegistrationOptions,
+    Routes,
     check_inject,
     options_factory,
     options_of,
     refuse_unknown_options,
-    registration_defaults,
-    reset_registration_values,
     run_options_factory,
-    set_registration_values,
-    settings_values,
 )
 from auth_refresh.registration.routes import refresh_router
 from auth_refresh.registration.startup import (
@@ -62,6 +58,12 @@ from auth_refresh.registration.startup import (
     global_registration,
     inherit_global,
     open_store,
+)
+from auth_refresh.registration.values import (
+    registration_defaults,
+    reset_registration_values,
+    set_registration_values,
+    settings_values,
 )
 from auth_refresh.stores.base import (
     SESSION_PAGE_MAX,
@@ -84,6 +86,9 @@ ACCESS_KIND = "auth_jwt"
 log = logging.getLogger("auth_refresh")
 
 
+DEFAULT_ROUTES = Routes()
+
+
 class AuthRefreshModule:
     """One refresh registration: a container, a guard and a router (routes unless disabled)."""
 
@@ -98,22 +103,17 @@ class AuthRefreshModule:
         factory: OptionsFactory | None = None,
         inject: tuple[providers.Provider[Any], ...] = (),
         options: AuthRefreshOptions | None = None,
-        controllers: bool = True,
-        path: str = DEFAULT_PATH,
-        logout_path: str | None = None,
-        sessions_path: str | None = None,
-        readiness_path: str | None = None,
+        routes: Routes = DEFAULT_ROUTES,
     ) -> None:
         self.name = name
         self.is_global = is_global
-        self.controllers = controllers
-        self.path = path
-        self.logout_path = logout_path
-        self.sessions_path = sessions_path
+        self.routes = routes
+        logout_path = routes.logout_path
         self.container = AuthRefreshContainer()
         # The refresh cookie goes only where it is needed: the routes, named to be found.
         names = (f"auth_refresh_refresh_{id(self):x}", f"auth_refresh_logout_{id(self):x}")
-        paths = {n: p for n, p in zip(names, (path, logout_path), strict=True) if p is not None}
+        written = (routes.path, logout_path)
+        paths = {n: p for n, p in zip(names, written, strict=True) if p is not None}
         self.flow = RefreshFlow(name, self.container, RoutedPaths(paths), self._start_late)
         self.guard = AuthRefreshGuard(self)
         self.login_issue_token_service = LoginIssueTokenService(
@@ -128,41 +128,46 @@ class AuthRefreshModule:
         self._own_settings: dict[str, Any] = {}  # the settings values they set
         self._defaults = registration_defaults(self.container)
         self._owned_store: RefreshTokenStore | None = None
-        # Routes of other modules that answer in this module's transport (a login route).
-        self._answering_routes: list[APIRoute] = []
         if options is not None:
             self._own = set_registration_values(name, self.container, options)
             self._own_settings = settings_values(options.settings)
         self.router: APIRouter
-        self.router, self._routes = refresh_router(
-            self.flow,
-            module_lifespan(self),
-            names=names,
-            controllers=controllers,
-            path=path,
-            logout_path=logout_path,
-            sessions_path=sessions_path,
-            readiness_path=readiness_path,
-        )
-        found_by = names[0] if controllers else names[1] if logout_path is not None else None
+        self.router, token_routes = refresh_router(self.flow, module_lifespan(self), names, routes)
+        found_by = names[0] if routes.controllers else names[1] if logout_path else None
         self.route_name = discoverable(self, self.router, found_by)
+        # Where its routes and guard read the token, for OpenAPI: known at startup. Routes of
+        # other modules may answer in its transport too (a login route).
+        self.refresh_source = RefreshSource(
+            reads={route.operation_id for route in token_routes if route.operation_id},
+            answers={
+                route.operation_id
+                for route in token_routes
+                if route.operation_id and route.path != logout_path
+            },
+        )
 
     # -- registration ------------------------------------------------------------------------
 
     @classmethod
     def for_root(cls, **options: Unpack[RegistrationOptions]) -> AuthRefreshModule:
-        """The global registration: unqualified ``AuthRefreshGuard()`` uses it."""
+        """The global registration: unqualified ``AuthRefreshGuard()`` uses it.
+
+        The options: [`RegistrationOptions`][auth_refresh.RegistrationOptions]."""
         return cls._registered("AuthRefreshModule.for_root", options, is_global=True)
 
     @classmethod
     def register(cls, **options: Unpack[RegistrationOptions]) -> AuthRefreshModule:
-        """One feature's registration, inheriting what it does not set from the global one."""
+        """One feature's registration, inheriting what it does not set from the global one.
+
+        The options: [`RegistrationOptions`][auth_refresh.RegistrationOptions]."""
         return cls._registered("AuthRefreshModule.register", options, is_global=False)
 
     @classmethod
     def for_feature(cls, **options: Unpack[RegistrationOptions]) -> AuthRefreshModule:
         """A feature of the global registration (required on the same application): sets some
-        providers, inherits the rest; no route unless ``controllers=True``."""
+        providers, inherits the rest; no route unless ``controllers=True``.
+
+        The options: [`RegistrationOptions`][auth_refresh.RegistrationOptions]."""
         return cls._registered(
             "AuthRefreshModule.for_feature",
             {"controllers": False, **options},
@@ -172,12 +177,16 @@ class AuthRefreshModule:
 
     @classmethod
     def for_root_async(cls, **options: Unpack[AsyncRegistrationOptions]) -> AuthRefreshModule:
-        """The global registration, its options made at startup by ``factory(*inject)``."""
+        """The global registration, its options made at startup by ``factory(*inject)``.
+
+        The options: [`AsyncRegistrationOptions`][auth_refresh.AsyncRegistrationOptions]."""
         return cls._registered_async("AuthRefreshModule.for_root_async", options, is_global=True)
 
     @classmethod
     def register_async(cls, **options: Unpack[AsyncRegistrationOptions]) -> AuthRefreshModule:
-        """One feature's registration, its options made at startup by ``factory(*inject)``."""
+        """One feature's registration, its options made at startup by ``factory(*inject)``.
+
+        The options: [`AsyncRegistrationOptions`][auth_refresh.AsyncRegistrationOptions]."""
         return cls._registered_async("AuthRefreshModule.register_async", options, is_global=False)
 
     @classmethod
@@ -190,16 +199,13 @@ class AuthRefreshModule:
         needs_global: bool = False,
     ) -> AuthRefreshModule:
         refuse_unknown_options(name, options, REGISTRATION_OPTIONS)
-        given: dict[str, Any] = dict(options)
+        routes = Routes.of(options)
+        given = {key: value for key, value in options.items() if not hasattr(routes, key)}
         return cls(
             name,
             is_global=is_global,
             needs_global=needs_global,
-            controllers=given.pop("controllers", True),
-            path=given.pop("path", DEFAULT_PATH),
-            logout_path=given.pop("logout_path", None),
-            sessions_path=given.pop("sessions_path", None),
-            readiness_path=given.pop("readiness_path", None),
+            routes=routes,
             options=options_of(name, given),
         )
 
@@ -213,11 +219,7 @@ class AuthRefreshModule:
             is_global=is_global,
             factory=options_factory(name, options.get("factory"), options.get("use_class")),
             inject=check_inject(name, options.get("inject", ())),
-            controllers=options.get("controllers", True),
-            path=options.get("path", DEFAULT_PATH),
-            logout_path=options.get("logout_path"),
-            sessions_path=options.get("sessions_path"),
-            readiness_path=options.get("readiness_path"),
+            routes=Routes.of(options),
         )
 
     # -- application wiring ------------------------------------------------------------------
@@ -256,7 +258,7 @@ class AuthRefreshModule:
             )
             try:
                 _, extractor = await check_registration(
-                    self.name, self.container, self.logout_path, self.sessions_path
+                    self.name, self.container, self.routes.logout_path, self.routes.sessions_path
                 )
             except ConfigurationError as error:
                 if self.is_global or inherited:
@@ -266,15 +268,16 @@ class AuthRefreshModule:
                     "it started: if there is one, include the global registration's router "
                     "first, or attach() both)"
                 ) from None
-            if self.sessions_path is not None and registry is not None:
+            sessions_path = self.routes.sessions_path
+            if sessions_path is not None and registry is not None:
                 # A test may replace the access guard (dependency_overrides) instead.
                 replaced = registry.app is not None and (
                     AuthJwtGuard() in registry.app.dependency_overrides
                 )
                 check_sessions_guard(
-                    self.name, self.sessions_path, replaced or registry.root(ACCESS_KIND)
+                    self.name, sessions_path, replaced or registry.root(ACCESS_KIND)
                 )
-            self._describe_routes(extractor)
+            self.security_schemes = self.refresh_source.describe(extractor, self.flow.transport())
             self._configured = True
         settings = self.container.settings()
         self._owned_store = await open_store(self.name, self.container, settings, self._own)
@@ -378,20 +381,10 @@ class AuthRefreshModule:
 
     def describe_answering_route(self, route: APIRoute) -> None:
         """Document another module's route (a login) as answering in this module's transport."""
-        self._answering_routes.append(route)
-        if self.started:
-            self._describe_routes()
+        if route.operation_id:
+            self.refresh_source.answers.add(route.operation_id)
 
     # -- internals ---------------------------------------------------------------------------
 
     async def _start_late(self, app: Any) -> None:
         await start_late(self, app)
-
-    def _describe_routes(self, extractor: Any = None) -> None:
-        self.security_schemes = describe_refresh_routes(
-            self._routes,
-            self._answering_routes,
-            self.container.extractor() if extractor is None else extractor,
-            self.flow.transport(),
-            self.logout_path,
-        )

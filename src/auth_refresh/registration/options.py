@@ -1,18 +1,11 @@
-"""What a refresh registration is given, and how its values are layered in its container.
-
-The five registration classmethods share these definitions: ``RegistrationOptions`` for the
-synchronous ones, ``AsyncRegistrationOptions`` for the two async ones, ``AuthRefreshOptions``
-for what an options factory returns. A registration's values become the *defaults* of its
-container's providers (``Dependency.set_default``), beneath any override; a feature's
-defaults are the global registration's providers themselves, so it resolves through them. A
-service given as a dependency-injector provider becomes the default itself. A feature's own
-settings are merged over the global registration's when they are resolved, so an override of
-the global settings reaches the feature too.
+"""What a refresh registration is given: ``RegistrationOptions`` for the synchronous
+registration classmethods, ``AsyncRegistrationOptions`` for the two async ones,
+``AuthRefreshOptions`` for what an options factory returns; and the factories themselves.
+How the values are layered in the registration's container is ``registration.values``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,11 +15,9 @@ from dependency_injector import containers, providers
 
 from auth_refresh._utils import MaybeAwaitable, resolve
 from auth_refresh.exceptions import ConfigurationError
-from auth_refresh.registration.checks import refuse_class
-from auth_refresh.registration.container import AuthRefreshContainer
-from auth_refresh.settings import AuthRefreshSettings, build_settings
+from auth_refresh.settings import AuthRefreshSettings
 from auth_refresh.stores.base import RefreshTokenStore
-from auth_refresh.transport.extractors import TokenExtractor, extractor_for
+from auth_refresh.transport.extractors import TokenExtractor
 from auth_refresh.types import (
     AuthRefreshUserLookupServiceInterface,
     IssueTokenServiceInterface,
@@ -38,9 +29,9 @@ __all__ = [
     "AuthRefreshOptions",
     "AuthRefreshOptionsFactory",
     "AuthRefreshUserLookupServiceInterface",
-    "MergedSettings",
     "OptionsFactory",
     "RegistrationOptions",
+    "Routes",
 ]
 
 log = logging.getLogger("auth_refresh")
@@ -49,30 +40,87 @@ DEFAULT_PATH = "/auth/refresh"
 
 
 class _RouteOptions(TypedDict, total=False):
-    controllers: bool  # add POST {path} (default: True; False for for_feature)
-    path: str  # the refresh route (default "/auth/refresh")
-    logout_path: str | None  # add POST {logout_path}, revoking the presented token's family
-    # add GET {sessions_path}, DELETE {sessions_path}/{session_id}, POST .../revoke-others
+    controllers: bool
+    """Add the refresh route ``POST {path}``. Default: ``True`` (``False`` for
+    ``for_feature``, whose routes are usually the application's own, guarded by
+    ``AuthRefreshGuard(feature)``)."""
+
+    path: str
+    """The refresh route's path. Default: ``"/auth/refresh"``; two registrations with routes
+    need two paths."""
+
+    logout_path: str | None
+    """Add ``POST {logout_path}``, which revokes the presented refresh token's family (the
+    session). Default: ``None``, no logout route."""
+
     sessions_path: str | None
-    # add GET {readiness_path}: 200 when the store answers with this release's schema, else 503
+    """Add ``GET {sessions_path}`` (the caller's live sessions), ``POST
+    {sessions_path}/revoke-others`` and ``DELETE {sessions_path}/{session_id}``, authenticated
+    by the access token of the application's ``AuthJwtModule``. Default: ``None``, no session
+    routes."""
+
     readiness_path: str | None
+    """Add ``GET {readiness_path}``: 200 ``{"status": "ready"}`` while the store answers
+    (within 2 s) and holds this release's schema, else 503 with ``Retry-After`` and the reason.
+    Default: ``None``, no readiness route."""
+
+
+@dataclass(frozen=True)
+class Routes:
+    """The routes a registration adds (``_RouteOptions``), as one value."""
+
+    controllers: bool = True
+    path: str = DEFAULT_PATH
+    logout_path: str | None = None
+    sessions_path: str | None = None
+    readiness_path: str | None = None
+
+    @classmethod
+    def of(cls, options: Mapping[str, Any]) -> Routes:
+        """The route options in ``options`` (the others are left to the caller)."""
+        return cls(
+            **{key: options[key] for key in _RouteOptions.__optional_keys__ if key in options}
+        )
 
 
 class RegistrationOptions(_RouteOptions, total=False):
-    """The options of ``for_root``, ``register`` and ``for_feature``.
+    """The keyword options of ``for_root``, ``register`` and ``for_feature``; all optional, but
+    a registration needs a ``user_lookup_service`` of its own or inherited. Each service may
+    also be given as a dependency-injector provider (any kind, async ones included), resolved
+    when it is used.
 
-    Each service may also be given as a dependency-injector provider (any kind, async ones
-    included), resolved when it is used. A feature's ``settings`` are merged over the global
-    registration's."""
+    A feature (``register``, ``for_feature``) takes from the global registration every service
+    it does not set; its ``settings`` are the global registration's with its own values merged
+    over them."""
 
     user_lookup_service: AuthRefreshUserLookupServiceInterface | providers.Provider[Any]
+    """Finds the user a refresh token's subject names: ``by_subject(subject)``, sync or async,
+    the user or ``None`` (a 401). Default: the global registration's, for a feature; required
+    for ``for_root``."""
+
     issue_token_service: IssueTokenServiceInterface | providers.Provider[Any]
+    """Signs the new access and refresh tokens. Default: the global registration's, else
+    ``AuthenticationModule``'s (the ``JWT_MODULE_*`` settings)."""
+
     verify_token_service: VerifyTokenServiceInterface | providers.Provider[Any]
+    """Verifies a refresh token's signature and claims. Default: the global registration's,
+    else ``AuthenticationModule``'s."""
+
     settings: AuthRefreshSettings | Mapping[str, Any]
-    # used instead of settings.store_url's; closed at shutdown
+    """``AuthRefreshSettings`` or a mapping of its fields (``jwt_from_request``,
+    ``rotation``, ``store_url``, the cookie transport...); names not given come from the
+    ``AUTH_REFRESH_*`` environment. Default: the environment's, for ``for_root``; the global
+    registration's, for a feature, with the values given here merged over them."""
+
     store: RefreshTokenStore | providers.Provider[Any]
-    # the refresh token's extractor (instead of settings.jwt_from_request)
+    """The refresh-token store to use instead of the one ``settings.store_url`` names; closed
+    at shutdown. Default: the store of ``store_url`` (shared with the global registration when
+    the URL is the same)."""
+
     jwt_from_request: TokenExtractor | providers.Provider[Any]
+    """The refresh token's extractor, instead of ``settings.jwt_from_request`` (giving both is a
+    ``ConfigurationError``). Default: the global registration's, else the body field
+    ``refreshToken``."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,12 +147,21 @@ OptionsFactory = Callable[..., MaybeAwaitable[AuthRefreshOptions | Mapping[str, 
 
 
 class AsyncRegistrationOptions(_RouteOptions, total=False):
-    """The options of ``for_root_async`` and ``register_async``: exactly one of ``factory`` and
-    ``use_class``, called at startup with the values of the ``inject`` providers."""
+    """The keyword options of ``for_root_async`` and ``register_async``: exactly one of
+    ``factory`` and ``use_class``, called at every startup of the application with the values
+    of the ``inject`` providers."""
 
     factory: OptionsFactory
+    """Makes the registration's options: ``factory(*inject_values)``, sync or async, returning
+    ``AuthRefreshOptions`` or a mapping of its fields. No default: this or ``use_class``."""
+
     use_class: type[AuthRefreshOptionsFactory]
+    """A class built with the ``inject`` values whose ``create()`` makes the options. No
+    default: this or ``factory``."""
+
     inject: Sequence[providers.Provider[Any]]
+    """dependency-injector providers of a container *instance*, resolved (and awaited) at
+    startup and passed to the factory in order. Default: ``()``."""
 
 
 def refuse_unknown_options(name: str, given: Mapping[str, Any], accepted: frozenset[str]) -> None:
@@ -128,9 +185,6 @@ OPTION_PROVIDERS = {
     "store": "store",
     "jwt_from_request": "extractor",
 }
-SERVICE_OPTIONS = tuple(name for name in OPTION_PROVIDERS if name != "settings")
-# What a feature takes from the global registration when it does not set it itself.
-_INHERITED = ("settings", "verifier", "issuer", "user_lookup", "clock")
 
 
 def options_of(name: str, given: AuthRefreshOptions | Mapping[str, Any]) -> AuthRefreshOptions:
@@ -144,154 +198,6 @@ def options_of(name: str, given: AuthRefreshOptions | Mapping[str, Any]) -> Auth
         )
     refuse_unknown_options(name, given, frozenset(OPTION_PROVIDERS))
     return AuthRefreshOptions(**given)
-
-
-def set_registration_values(
-    name: str, container: AuthRefreshContainer, options: AuthRefreshOptions
-) -> set[str]:
-    """Make ``options`` the defaults of ``container``'s providers; the names of those set."""
-    set_providers = set()
-    for field in dataclasses.fields(options):
-        value = getattr(options, field.name)
-        if value is None:
-            continue
-        if field.name == "settings":
-            try:
-                value = build_settings(AuthRefreshSettings, value)
-            except ConfigurationError as error:
-                raise ConfigurationError(f"{name}: {error.message}") from None
-            if value.jwt_from_request is not None and options.jwt_from_request is not None:
-                raise ConfigurationError(
-                    f"{name}: give the extractor once: the option 'jwt_from_request' or "
-                    "settings.jwt_from_request"
-                )
-        elif not isinstance(value, providers.Provider):
-            refuse_class(name, field.name, value)
-        provider_name = OPTION_PROVIDERS[field.name]
-        # A provider stands for the service itself: resolved when used, whatever its kind.
-        default = value if isinstance(value, providers.Provider) else providers.Object(value)
-        getattr(container, provider_name).set_default(default)
-        set_providers.add(provider_name)
-    return set_providers
-
-
-def reset_registration_values(
-    container: AuthRefreshContainer, defaults: Mapping[str, providers.Provider[Any] | None]
-) -> None:
-    """Give ``container``'s providers their built-in ``defaults`` back (before an options
-    factory's next run: what it no longer sets must not linger)."""
-    for provider_name, default in defaults.items():
-        getattr(container, provider_name).set_default(default)
-
-
-def registration_defaults(
-    container: AuthRefreshContainer,
-) -> dict[str, providers.Provider[Any] | None]:
-    """The built-in defaults of ``container``'s providers a registration may set."""
-    names = {*OPTION_PROVIDERS.values(), *_INHERITED}
-    return {name: getattr(container, name).default for name in sorted(names)}
-
-
-def settings_values(given: AuthRefreshSettings | Mapping[str, Any] | None) -> dict[str, Any]:
-    """The settings a registration sets itself: a mapping's, or those an ``AuthRefreshSettings``
-    was made with (its environment's included)."""
-    if given is None:
-        return {}
-    if isinstance(given, AuthRefreshSettings):
-        return {name: getattr(given, name) for name in given.model_fields_set}
-    return dict(given)
-
-
-class MergedSettings:
-    """A feature's settings: the global registration's with the feature's ``values`` merged
-    over them, made again only when the global settings are others (an override)."""
-
-    def __init__(self, name: str, values: Mapping[str, Any]) -> None:
-        self.name = name
-        self.values = dict(values)
-        self._made: tuple[AuthRefreshSettings, AuthRefreshSettings] | None = None
-
-    def __call__(self, base: AuthRefreshSettings) -> AuthRefreshSettings:
-        made = self._made
-        if made is not None and made[0] is base:
-            return made[1]
-        given = {name: getattr(base, name) for name in type(base).model_fields}
-        try:
-            merged = type(base)(**{**given, **self.values})
-        except ConfigurationError as error:
-            raise ConfigurationError(
-                f"{self.name}: its settings merged over the global registration's: {error.message}"
-            ) from None
-        self._made = (base, merged)
-        return merged
-
-
-def inherit_from_global(
-    name: str,
-    container: AuthRefreshContainer,
-    root: AuthRefreshContainer,
-    own: set[str],
-    own_settings: Mapping[str, Any],
-) -> None:
-    """Default what the feature's registration did not set to the global one's providers;
-    its own settings values merged over the global settings."""
-    for provider_name in _INHERITED:
-        if provider_name not in own:
-            getattr(container, provider_name).set_default(getattr(root, provider_name))
-    if "settings" in own:
-        container.settings.set_default(
-            providers.Callable(MergedSettings(name, own_settings), root.settings)
-        )
-    _share_global_store(name, container, root, own)
-    if "extractor" not in own:
-        # The global extractor, overrides of it included, while the feature's settings ask
-        # for the same; a feature (or a test overriding its settings) asking for another
-        # gets the extractor its settings name.
-        container.extractor.set_default(
-            providers.Callable(
-                _extractor_of,
-                container.settings,
-                root.settings,
-                root.extractor.provider,
-            )
-        )
-
-
-def _share_global_store(
-    name: str, container: AuthRefreshContainer, root: AuthRefreshContainer, own: set[str]
-) -> None:
-    # One URL, one store: pairs a login through the global module starts must be found.
-    if "store" in own:
-        return
-    try:
-        settings, inherited = container.settings(), root.settings()
-    except ConfigurationError:
-        return  # reported by the checks with the registration's name
-    if settings.store_url == inherited.store_url:
-        container.store.set_default(root.store)
-    elif settings.rotation and inherited.rotation:
-        # Meant for a feature with families of its own, but worth saying.
-        log.warning(
-            "%s: its store_url is not the global registration's: a pair issued through "
-            "one is unknown to the other, whose refresh route answers it with a 401",
-            name,
-        )
-
-
-# What the extractor extractor_for makes depends on.
-_EXTRACTION_SETTINGS = ("jwt_from_request", "cookie_transport", "cookie_name")
-
-
-def _extractor_of(
-    settings: AuthRefreshSettings,
-    root_settings: AuthRefreshSettings,
-    root_extractor: providers.Provider[Any],
-) -> Any:
-    if settings is root_settings or all(
-        getattr(settings, name) == getattr(root_settings, name) for name in _EXTRACTION_SETTINGS
-    ):
-        return root_extractor()
-    return extractor_for(settings)
 
 
 def check_inject(name: str, inject: Sequence[Any]) -> tuple[providers.Provider[Any], ...]:

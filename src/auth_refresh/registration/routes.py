@@ -10,12 +10,14 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
+from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 
 from auth_refresh.flows.readiness import readiness_response
 from auth_refresh.flows.refresh import RefreshFlow
 from auth_refresh.flows.sessions import SESSION_PAGE_PARAMETERS, SessionBody, SessionRoutes
+from auth_refresh.registration.options import Routes
 from auth_refresh.transport.extractors import DEFAULT_EXTRACTOR
 from auth_refresh.transport.responses import TokenPairBody, error_responses
 from auth_refresh.transport.schemes import source_of
@@ -24,28 +26,33 @@ __all__ = ["add_session_routes", "operation_id", "refresh_router"]
 
 Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]
 
+REVOKE_OTHERS = "revoke-others"
+
+
+class _SessionIdConvertor(StringConvertor):
+    # Any segment but the literal sibling route's: DELETE {path}/revoke-others is then a 405
+    # naming POST, as the schema says, not a session that is not found.
+    regex = f"(?!{REVOKE_OTHERS}$)[^/]+"
+
+
+_SESSION_ID_CONVERTOR = "auth_refresh_session_id"
+register_url_convertor(_SESSION_ID_CONVERTOR, _SessionIdConvertor())
+
 
 def operation_id(method: str, path: str) -> str:
     return method + "_" + re.sub(r"\W+", "_", path).strip("_")
 
 
 def refresh_router(
-    flow: RefreshFlow,
-    lifespan: Lifespan,
-    *,
-    names: tuple[str, str],
-    controllers: bool,
-    path: str,
-    logout_path: str | None,
-    sessions_path: str | None,
-    readiness_path: str | None,
+    flow: RefreshFlow, lifespan: Lifespan, names: tuple[str, str], routes: Routes
 ) -> tuple[APIRouter, list[APIRoute]]:
     """A registration's router (``lifespan`` starts it), and its refresh-token routes, whose
     OpenAPI is completed at startup, when the extractor is known. The handlers are ``flow``'s;
     ``names`` name the refresh and logout routes."""
     router = APIRouter(tags=["auth"], lifespan=lifespan)
     described, _ = source_of(DEFAULT_EXTRACTOR)
-    if controllers:
+    path, logout_path, sessions_path = routes.path, routes.logout_path, routes.sessions_path
+    if routes.controllers:
         router.add_api_route(
             path,
             flow.refresh_route,
@@ -75,30 +82,31 @@ def refresh_router(
             openapi_extra=described,
         )
     # The refresh token's routes, documented at startup; the session routes take an access token.
-    routes = [route for route in router.routes if isinstance(route, APIRoute)]
+    token_routes = [route for route in router.routes if isinstance(route, APIRoute)]
     if sessions_path is not None:
         add_session_routes(router, SessionRoutes(flow), sessions_path)
-    if readiness_path is not None:
+    if routes.readiness_path is not None:
 
         async def readiness(request: Request) -> Response:
             return readiness_response(await flow.readiness(request))
 
         router.add_api_route(
-            readiness_path,
+            routes.readiness_path,
             readiness,
             methods=["GET"],
             summary="Ready to serve: the token store answers and holds this release's schema",
-            operation_id=operation_id("readiness", readiness_path),
+            operation_id=operation_id("readiness", routes.readiness_path),
             responses={
                 200: {"description": 'Ready: {"status": "ready"}'},
                 503: {"description": 'Not ready: {"status": "unavailable", "reason": "..."}'},
             },
         )
-    return router, routes
+    return router, token_routes
 
 
 def add_session_routes(router: APIRouter, handlers: SessionRoutes, path: str) -> None:
-    """``GET {path}``, ``DELETE {path}/{session_id}`` and ``POST {path}/revoke-others``."""
+    """``GET {path}``, ``POST {path}/revoke-others`` and ``DELETE {path}/{session_id}``: the
+    literal path first, and no session id that is it, so its 405 says ``Allow: POST``."""
     router.add_api_route(
         path,
         handlers.list_sessions,
@@ -121,19 +129,7 @@ def add_session_routes(router: APIRouter, handlers: SessionRoutes, path: str) ->
         openapi_extra={"parameters": SESSION_PAGE_PARAMETERS},
     )
     router.add_api_route(
-        path + "/{session_id}",
-        handlers.revoke_session,
-        methods=["DELETE"],
-        status_code=204,
-        summary="End one of the caller's sessions: its refresh and access tokens stop working",
-        operation_id=operation_id("revoke_session", path),
-        responses={
-            204: {"description": "The session is revoked"},
-            **error_responses(401, 404, 503),
-        },
-    )
-    router.add_api_route(
-        path + "/revoke-others",
+        f"{path}/{REVOKE_OTHERS}",
         handlers.revoke_others,
         methods=["POST"],
         status_code=204,
@@ -142,5 +138,17 @@ def add_session_routes(router: APIRouter, handlers: SessionRoutes, path: str) ->
         responses={
             204: {"description": "Every other session is revoked"},
             **error_responses(401, 503),
+        },
+    )
+    router.add_api_route(
+        path + "/{session_id:" + _SESSION_ID_CONVERTOR + "}",
+        handlers.revoke_session,
+        methods=["DELETE"],
+        status_code=204,
+        summary="End one of the caller's sessions: its refresh and access tokens stop working",
+        operation_id=operation_id("revoke_session", path),
+        responses={
+            204: {"description": "The session is revoked"},
+            **error_responses(401, 404, 503),
         },
     )

@@ -13,7 +13,7 @@ from dependency_injector import providers
 from auth_refresh.exceptions import ConfigurationError
 from auth_refresh.flows.refresh import RefreshFlow
 from auth_refresh.registration.application import AppRegistry
-from auth_refresh.registration.options import inherit_from_global
+from auth_refresh.registration.values import inherit_from_global
 from auth_refresh.settings import AuthRefreshSettings
 from auth_refresh.stores.base import RefreshTokenStore
 

@@ -21,8 +21,8 @@ from typing import Protocol
 
 from auth_refresh.types import TokenPair
 
-# The most sessions one list_sessions call answers: with the cap on sessions per subject, no
-# store step walks more than a page plus the cap.
+# The largest page of sessions (a store is asked for one more, to tell whether another page
+# follows): with the cap on sessions per subject, no store step walks more than a page plus it.
 SESSION_PAGE_MAX = 100
 
 __all__ = [
@@ -209,7 +209,7 @@ class RefreshTokenStore(Protocol):
     async def list_sessions(
         self, subject: str, *, now: float, limit: int, after: SessionCursor | None = None
     ) -> list[SessionRecord]:
-        """At most ``limit`` (``SESSION_PAGE_MAX`` at most) live sessions (as
+        """At most ``limit`` (``SESSION_PAGE_MAX`` and one more at most) live sessions (as
         ``session_active`` means it) of ``subject``, newest (``created_at``) first, then by
         ``session_id`` descending; only those listed after ``after`` when it is given."""
         ...
