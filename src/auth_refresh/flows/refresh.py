@@ -124,8 +124,11 @@ class RefreshFlow:
 
     # -- the walks ---------------------------------------------------------------------------
 
-    async def refresh(self, request: Request, *, issue: bool = True) -> Refreshed:
-        """Authenticate ``request`` by its refresh token and make the pair that answers it.
+    async def refresh(
+        self, request: Request, *, issue: bool = True, token: str | None = None
+    ) -> Refreshed:
+        """Authenticate ``request`` by its refresh token (``token``, else the extractor's) and
+        make the pair that answers it.
 
         With rotation the token is consumed in the store and the pair is its successor;
         without, the pair is a new one from the issue service (made only when ``issue``).
@@ -137,7 +140,7 @@ class RefreshFlow:
         container = self.container
         arrived_at: float = container.clock()()
         settings: AuthRefreshSettings = container.settings()
-        claims = await self._verified_claims(settings, request)
+        claims = await self._verified_claims(settings, request, token)
         subject: str = claims["sub"]
         refuse_unjudgeable(claims, rotation=settings.rotation)
         successor: IssuedPair | None = None
@@ -310,14 +313,15 @@ class RefreshFlow:
         return self.cookie_paths.written if request is None else self.cookie_paths.of(request)
 
     async def _verified_claims(
-        self, settings: AuthRefreshSettings, request: Request
+        self, settings: AuthRefreshSettings, request: Request, token: str | None = None
     ) -> Mapping[str, Any]:
         # Extract and verify: no I/O but what custom extractors or verify_token do.
         transport = self.transport(settings)
         if transport is not None:
             transport.refuse_cross_site(request)
         container = self.container
-        token = await resolve(container.extractor()(request))
+        if token is None:
+            token = await resolve(container.extractor()(request))
         if not isinstance(token, str) or not token:
             raise MissingTokenError()
         verify = settings.verify_token or container.verifier().refresh_token

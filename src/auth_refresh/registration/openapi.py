@@ -4,12 +4,14 @@ The access guard depends on the scheme its extractor reads (``transport/schemes.
 FastAPI shows the lock and Swagger UI sends the token. The refresh route's source is known at
 startup only (settings may come from a factory): ``describe_refresh_routes`` documents it then,
 and the application's ``openapi()`` adds those schemes and the 401 of every guarded operation.
+An OAuth2 scheme (the token endpoint's password flow) is offered wherever the bearer access
+scheme is: its tokens are access tokens, sent the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -25,13 +27,23 @@ from auth_refresh.transport.responses import (
 )
 from auth_refresh.transport.schemes import ACCESS_SCHEME, source_of
 
-__all__ = ["DocumentedModule", "describe_refresh_routes", "install_openapi"]
+__all__ = ["DocumentedModule", "RoutedScheme", "describe_refresh_routes", "install_openapi"]
 
 
 class DocumentedModule(Protocol):
     """A module whose routes name security schemes the application's OpenAPI must define."""
 
     security_schemes: dict[str, SecurityBase]
+
+
+@runtime_checkable
+class RoutedScheme(Protocol):
+    """A scheme naming one of the application's routes by URL (OAuth2's ``tokenUrl``)."""
+
+    def openapi_at(self, app: FastAPI, base: str) -> dict[str, Any]:
+        """The scheme's object in ``app``'s schema, whose paths are below ``base``: the first
+        server the application declares, or "" (FastAPI adds the ``root_path`` per request)."""
+        ...
 
 
 def describe_refresh_routes(
@@ -66,27 +78,38 @@ def install_openapi(app: FastAPI, modules: Iterable[DocumentedModule]) -> None:
         if app.openapi_schema:
             return app.openapi_schema
         schema = generate()
-        _complete(schema, list(modules))
+        _complete(schema, list(modules), app)
         return schema
 
     # FastAPI's documented way to extend the schema: replace the application's openapi().
     setattr(app, "openapi", openapi)  # noqa: B010
 
 
-def _complete(schema: dict[str, Any], modules: list[DocumentedModule]) -> None:
+def _complete(schema: dict[str, Any], modules: list[DocumentedModule], app: FastAPI) -> None:
     components = schema.setdefault("components", {})
     security_schemes = components.setdefault("securitySchemes", {})
+    servers = schema.get("servers") or [{}]
+    oauth2: list[str] = []  # the token endpoint's flow: its tokens are bearer access tokens
     for module in modules:
         for name, scheme in module.security_schemes.items():
-            security_schemes[name] = scheme.model.model_dump(
-                mode="json", by_alias=True, exclude_none=True
-            )
+            if isinstance(scheme, RoutedScheme):
+                security_schemes[name] = scheme.openapi_at(app, str(servers[0].get("url", "")))
+                oauth2.append(name)
+            else:
+                security_schemes[name] = scheme.model.model_dump(
+                    mode="json", by_alias=True, exclude_none=True
+                )
     unauthorized = error_responses(401)[401]
     for path_item in schema.get("paths", {}).values():
         for operation in path_item.values():
-            if not isinstance(operation, dict) or "401" in operation.get("responses", {}):
+            if not isinstance(operation, dict):
                 continue
-            names = {name for requirement in operation.get("security", ()) for name in requirement}
+            security = operation.get("security", [])
+            if {ACCESS_SCHEME: []} in security:
+                security.extend({name: []} for name in oauth2 if {name: []} not in security)
+            if "401" in operation.get("responses", {}):
+                continue
+            names = {name for requirement in security for name in requirement}
             if any(name.startswith(ACCESS_SCHEME) for name in names):
                 schemas = components.setdefault("schemas", {})
                 schemas.setdefault("ErrorBody", ErrorBody.model_json_schema())
