@@ -257,8 +257,8 @@ def test_every_check_passes_over_every_route_of_the_example(example: str) -> Non
     run = run_every_check(app)
     assert run.failures == []
     labels = {label for label, _ in run.answers}
-    # The sync example also serves its readiness route.
-    assert labels - {"GET /health/ready"} == {
+    # The sync example also serves its readiness route and the OAuth 2.0 token endpoint.
+    assert labels - {"GET /health/ready", "POST /auth/token"} == {
         "POST /auth/login",
         "POST /auth/refresh",
         "POST /auth/logout",
@@ -279,3 +279,4 @@ def test_every_check_passes_over_every_route_of_the_example(example: str) -> Non
     } <= run.answers
     if example == "examples.sync_registration.app":
         assert ("GET /health/ready", 200) in run.answers
+        assert "POST /auth/token" in labels

@@ -39,10 +39,13 @@ refresh = AuthRefreshModule.for_root(
 )
 refresh.attach(app)
 
-# Each login starts a token family in the refresh module's store.
+# Each login starts a token family in the refresh module's store. POST /auth/token is the OAuth
+# 2.0 token endpoint for clients that speak the standard (password and refresh_token grants),
+# and Swagger UI's Authorize logs in through it.
 AuthLocalModule.for_root(
     user_lookup_service=users,
     issue_token_service=refresh.login_issue_token_service,
+    token_path="/auth/token",
 ).attach(app)
 
 AuthJwtModule.for_root(

@@ -1,15 +1,15 @@
-"""The ``AuthLocalModule`` companion: ``POST /auth/login`` with a username and a password."""
+"""The ``AuthLocalModule`` companion: ``POST /auth/login`` with a username and a password, and
+with ``token_path`` the OAuth 2.0 token endpoint beside it (``token_endpoint.py``)."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from ipaddress import IPv6Address, IPv6Network
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
@@ -34,9 +34,11 @@ from auth_refresh.companions.passwords import (
     PasswordStorageService,
     cost_kind,
     default_hash_concurrency,
+    rehash_if_outdated,
     start_turn,
     timed,
 )
+from auth_refresh.companions.token_endpoint import TokenEndpoint
 from auth_refresh.exceptions import (
     AuthLocalBusyError,
     AuthLocalInvalidCredentialsError,
@@ -57,7 +59,12 @@ from auth_refresh.registration.routes import operation_id
 from auth_refresh.settings import AuthLocalSettings, build_settings
 from auth_refresh.telemetry import operation_span
 from auth_refresh.transport.bodies import read_body_fields, single_field
-from auth_refresh.transport.responses import TokenPairBody, error_responses, token_response
+from auth_refresh.transport.responses import (
+    TokenPairBody,
+    TokenResponder,
+    error_responses,
+    token_response,
+)
 from auth_refresh.types import (
     AuthLocalUserLookupServiceInterface,
     IssueTokenServiceInterface,
@@ -66,27 +73,10 @@ from auth_refresh.types import (
 
 __all__ = ["AuthLocalModule"]
 
-log = logging.getLogger("auth_refresh.login")
-
 DEFAULT_LOGIN_PATH = "/auth/login"
 # In characters, as the schema's maxLength counts them.
 MAX_USERNAME_LENGTH = 320
 MAX_PASSWORD_LENGTH = 4096
-
-
-@runtime_checkable
-class TokenResponder(Protocol):
-    """An issue service that also shapes the login answer (``login_issue_token_service``)."""
-
-    def check_request(self, request: Request) -> None:
-        """Raise for a login request its transport must not answer."""
-        ...
-
-    def describe_route(self, route: APIRoute) -> None:
-        """Document ``route``'s answer in its transport, once the transport is known."""
-        ...
-
-    def token_response(self, pair: TokenPair) -> Response: ...
 
 
 class AuthLocalModule:
@@ -104,6 +94,7 @@ class AuthLocalModule:
         path: str,
         settings: AuthLocalSettings | Mapping[str, Any] | None = None,
         password_attribute: str = DEFAULT_PASSWORD_ATTRIBUTE,
+        token_path: str | None = None,
     ) -> None:
         self.user_lookup_service = user_lookup_service
         self.diagnostics = LoginDiagnostics(password_attribute)
@@ -145,9 +136,8 @@ class AuthLocalModule:
         )
         self.route_name = discoverable(self, self.router, f"auth_refresh_login_{id(self):x}")
         if isinstance(issue_token_service, TokenResponder):
-            route = self.router.routes[-1]
-            assert isinstance(route, APIRoute)
-            issue_token_service.describe_route(route)
+            issue_token_service.describe_route(self._login_route)
+        self.token_endpoint = None if token_path is None else TokenEndpoint(self, token_path)
 
     @classmethod
     def for_root(
@@ -159,12 +149,14 @@ class AuthLocalModule:
         path: str = DEFAULT_LOGIN_PATH,
         settings: AuthLocalSettings | Mapping[str, Any] | None = None,
         password_attribute: str = DEFAULT_PASSWORD_ATTRIBUTE,
+        token_path: str | None = None,
     ) -> AuthLocalModule:
         """The login route; the issue service defaults to the refresh registration's
         ``login_issue_token_service`` beside one, else to ``AuthenticationModule``'s.
 
         ``password_attribute`` names the user's hash attribute (``hashed_password`` in the
-        FastAPI tutorial's models).
+        FastAPI tutorial's models). ``token_path`` adds an OAuth 2.0 token endpoint there
+        (password and refresh_token grants), beside a refresh registration.
         """
         return cls(
             user_lookup_service,
@@ -173,6 +165,7 @@ class AuthLocalModule:
             path,
             settings,
             password_attribute,
+            token_path,
         )
 
     def attach(self, app: FastAPI) -> None:
@@ -190,9 +183,7 @@ class AuthLocalModule:
         elif not self._issuer_given:
             if self.issue_token_service is not refresh.login_issue_token_service:
                 self.issue_token_service = refresh.login_issue_token_service
-                route = self.router.routes[-1]
-                assert isinstance(route, APIRoute)
-                refresh.login_issue_token_service.describe_route(route)
+                refresh.login_issue_token_service.describe_route(self._login_route)
         elif refresh.container.settings().rotation and not getattr(
             self.issue_token_service, "starts_token_families", False
         ):
@@ -202,6 +193,9 @@ class AuthLocalModule:
                 "refresh of a login's tokens would be a 401; leave issue_token_service "
                 "unset, or pass issue_token_service=<refresh module>.login_issue_token_service"
             )
+        if self.token_endpoint is not None:
+            found_flow = None if refresh is None else refresh.flow
+            self.token_endpoint.start(self.issue_token_service, found_flow)
         self.started = True
 
     async def shutdown(self) -> None:
@@ -215,22 +209,36 @@ class AuthLocalModule:
             return await self._login(request)
 
     async def _login(self, request: Request) -> Response:
+        pair = await self.login_pair(request, lambda: read_body_fields(request))
+        responder = self.issue_token_service
+        # An issue service that owns a transport (the refresh module's cookie) answers itself.
+        if isinstance(responder, TokenResponder):
+            return responder.token_response(pair)
+        return token_response(pair)
+
+    async def login_pair(
+        self, request: Request, fields: Callable[[], Awaitable[Mapping[str, Any] | None]]
+    ) -> TokenPair:
+        """The pair a login answers with: the username and password of the body's ``fields()``
+        checked within the client's and the username's shares; ``AuthRefreshError``s else."""
         if not self.started:
             await start_late(self, request.app)
         responder = self.issue_token_service
         if isinstance(responder, TokenResponder):
             # Before the password is checked: a refused request costs no hashing.
             responder.check_request(request)
-        # Before the body is read: a client over its share waits at next to no cost.
+        # Before a login's body is read: a client over its share waits at next to no cost.
         async with self.limits.client(client_address(request, self.settings.trusted_proxies)):
-            username, password = await _credentials(request)
+            username, password = credentials_in(await fields())
             async with self.limits.username(username):
                 user = await self._authenticate(username, password)
-        pair = await resolve(self.issue_token_service.response_payload(user_id_of(user)))
-        # An issue service that owns a transport (the refresh module's cookie) answers itself.
-        if isinstance(responder, TokenResponder):
-            return responder.token_response(pair)
-        return token_response(pair)
+        return await resolve(self.issue_token_service.response_payload(user_id_of(user)))
+
+    @property
+    def _login_route(self) -> APIRoute:
+        route = self.router.routes[0]
+        assert isinstance(route, APIRoute)
+        return route
 
     async def _authenticate(self, username: str, password: str) -> Any:
         """The user whose password this is; else ``AuthLocalInvalidCredentialsError``, after as
@@ -247,12 +255,13 @@ class AuthLocalModule:
             await asyncio.sleep(max(0.0, self.failure_floor.seconds - seconds))
             raise AuthLocalInvalidCredentialsError()
         if stored_hash is not None:
-            await rehash_if_outdated(self, user, password, stored_hash)
+            passwords, lookup = self.password_storage_service, self.user_lookup_service
+            await rehash_if_outdated(lookup, passwords, self.hashing, user, password, stored_hash)
         return user
 
 
-async def _credentials(request: Request) -> tuple[str, str]:
-    fields = await read_body_fields(request)
+def credentials_in(fields: Mapping[str, Any] | None) -> tuple[str, str]:
+    """The username and password of a login body's fields; ``InvalidRequestError`` otherwise."""
     if fields is None:
         raise InvalidRequestError("Send username and password as a JSON object or a form")
     username, password = single_field(fields, "username"), single_field(fields, "password")
@@ -270,7 +279,7 @@ async def _credentials(request: Request) -> tuple[str, str]:
 
 
 def _credentials_body() -> dict[str, Any]:
-    # Exactly what _credentials accepts: both fields, non-empty strings, bounded.
+    # Exactly what credentials_in accepts: both fields, non-empty strings, bounded.
     schema = {
         "type": "object",
         "properties": {
@@ -279,28 +288,8 @@ def _credentials_body() -> dict[str, Any]:
         },
         "required": ["username", "password"],
     }
-    return {
-        "required": True,
-        "content": {
-            "application/json": {"schema": schema},
-            "application/x-www-form-urlencoded": {"schema": schema},
-        },
-    }
-
-
-async def rehash_if_outdated(login: AuthLocalModule, user: Any, password: str, stored: str) -> None:
-    """After a login: hands an upgraded hash to ``update_password_hash``, if the service has one."""
-    update = getattr(login.user_lookup_service, "update_password_hash", None)
-    passwords = login.password_storage_service
-    if update is None or not passwords.needs_rehash(stored):
-        return
-    new_hash = await login.hashing.run(passwords.hash, password)
-    try:
-        await resolve(update(user, new_hash))
-    except Exception as error:  # the login succeeded; the old hash keeps working
-        log.warning(
-            "login: update_password_hash failed (%s); the old hash stays", type(error).__qualname__
-        )
+    media = ("application/json", "application/x-www-form-urlencoded")
+    return {"required": True, "content": {kind: {"schema": schema} for kind in media}}
 
 
 # Fair shares of the hashing, per client address and per username: ``HashingLimit`` bounds

@@ -34,7 +34,7 @@ from pwdlib.hashers import HasherProtocol
 from pwdlib.hashers.argon2 import Argon2Hasher
 from starlette.concurrency import run_in_threadpool
 
-from auth_refresh._utils import MaybeAwaitable, attribute_of
+from auth_refresh._utils import MaybeAwaitable, attribute_of, resolve
 from auth_refresh.exceptions import AuthLocalBusyError
 
 __all__ = ["DEFAULT_PASSWORD_ATTRIBUTE", "PasswordRehashServiceInterface"]
@@ -173,6 +173,27 @@ class PasswordStorageService:
     @cached_property
     def _unknown_user_hash(self) -> str:
         return self._password_hash.hash(secrets.token_urlsafe(32))
+
+
+async def rehash_if_outdated(
+    lookup: object,
+    passwords: PasswordStorageService,
+    hashing: HashingLimit,
+    user: Any,
+    password: str,
+    stored: str,
+) -> None:
+    """After a login: hands an upgraded hash to ``lookup.update_password_hash``, if it has one."""
+    update = getattr(lookup, "update_password_hash", None)
+    if update is None or not passwords.needs_rehash(stored):
+        return
+    new_hash = await hashing.run(passwords.hash, password)
+    try:
+        await resolve(update(user, new_hash))
+    except Exception as error:  # the login succeeded; the old hash keeps working
+        log.warning(
+            "login: update_password_hash failed (%s); the old hash stays", type(error).__qualname__
+        )
 
 
 # A cap on concurrent password hashing, so login memory has a bound.

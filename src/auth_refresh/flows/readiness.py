@@ -8,6 +8,7 @@ connects, and checks or migrates the schema as every first step does. It answers
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from dataclasses import dataclass
@@ -19,7 +20,13 @@ from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
 from auth_refresh.stores.base import RefreshTokenStore
 from auth_refresh.transport.responses import NO_STORE
 
-__all__ = ["READINESS_TIMEOUT", "Readiness", "probe_store", "readiness_response"]
+__all__ = [
+    "READINESS_TIMEOUT",
+    "Readiness",
+    "probe_store",
+    "readiness_of",
+    "readiness_response",
+]
 
 log = logging.getLogger("auth_refresh")
 
@@ -53,6 +60,18 @@ async def probe_store(store: RefreshTokenStore) -> Readiness:
         log.warning("readiness: the store failed: %s: %s", type(error).__name__, error)
         return Readiness(False, f"the store failed: {type(error).__name__}")
     return Readiness(True)
+
+
+async def readiness_of(container: Any) -> Readiness:
+    """A registration's readiness from its container: its store's; ready without rotation."""
+    try:
+        if not container.settings().rotation:
+            return Readiness(True)
+        store = container.store()
+        store = await store if inspect.isawaitable(store) else store
+    except ConfigurationError as error:
+        return Readiness(False, error.message, fatal=True)
+    return await probe_store(store)
 
 
 def readiness_response(readiness: Readiness) -> Response:

@@ -28,7 +28,7 @@ from auth_refresh.exceptions import (
     InvalidTokenError,
     MissingTokenError,
 )
-from auth_refresh.flows.readiness import Readiness, probe_store
+from auth_refresh.flows.readiness import Readiness, readiness_of
 from auth_refresh.flows.session_admin import SessionAdmin
 from auth_refresh.rotation import TokenRotationService, family_of, refuse_unjudgeable
 from auth_refresh.settings import AuthRefreshSettings
@@ -109,8 +109,11 @@ class RefreshFlow:
 
     # -- the walks ---------------------------------------------------------------------------
 
-    async def refresh(self, request: Request, *, issue: bool = True) -> Refreshed:
-        """Authenticate ``request`` by its refresh token and make the pair that answers it.
+    async def refresh(
+        self, request: Request, *, issue: bool = True, token: str | None = None
+    ) -> Refreshed:
+        """Authenticate ``request`` by its refresh token (``token``, else the extractor's) and
+        make the pair that answers it.
 
         With rotation the token is consumed in the store and the pair is its successor;
         without, the pair is a new one from the issue service (made only when ``issue``).
@@ -122,7 +125,7 @@ class RefreshFlow:
         container = self.container
         arrived_at: float = container.clock()()
         settings: AuthRefreshSettings = container.settings()
-        claims = await self._verified_claims(settings, request)
+        claims = await self._verified_claims(settings, request, token)
         subject: str = claims["sub"]
         refuse_unjudgeable(claims, rotation=settings.rotation)
         successor: IssuedPair | None = None
@@ -239,18 +242,14 @@ class RefreshFlow:
         return transport.clear(response, self._cookie_paths(request))
 
     async def readiness(self, request: Request | None = None) -> Readiness:
-        """Whether this registration can serve: its store answers (within 2 s) and holds
-        this release's schema. A request starts the registration if its lifespan never ran."""
+        """Whether this registration can serve (``flows.readiness``); a request starts it
+        if its lifespan never ran."""
         try:
             if not self.started and request is not None:
                 await self._start(request.app)
-            if not self.container.settings().rotation:
-                return Readiness(True)
-            store = self.container.store()
-            store = await store if isawaitable(store) else store
         except ConfigurationError as error:
             return Readiness(False, error.message, fatal=True)
-        return await probe_store(store)
+        return await readiness_of(self.container)
 
     async def session_active(self, session_id: str, subject: str) -> bool:
         """Whether the session an access token names is live (the access guard's check);
@@ -282,16 +281,17 @@ class RefreshFlow:
         return self.cookie_paths.written if request is None else self.cookie_paths.of(request)
 
     async def _verified_claims(
-        self, settings: AuthRefreshSettings, request: Request
+        self, settings: AuthRefreshSettings, request: Request, token: str | None = None
     ) -> Mapping[str, Any]:
         # Extract and verify: no I/O but what custom extractors or verify_token do.
         transport = self.transport(settings)
         if transport is not None:
             transport.refuse_cross_site(request)
         container = self.container
-        extractor = container.extractor()
-        extractor = await extractor if isawaitable(extractor) else extractor
-        token = await resolve(extractor(request))
+        if token is None:
+            extractor = container.extractor()
+            extractor = await extractor if isawaitable(extractor) else extractor
+            token = await resolve(extractor(request))
         if not isinstance(token, str) or not token:
             raise MissingTokenError()
         verify = settings.verify_token

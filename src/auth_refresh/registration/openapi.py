@@ -8,7 +8,8 @@ FastAPI made: the registration's own routes (by operation id), the routes guarde
 ``AuthRefreshGuard`` (by the guard's marker scheme), the 401 of every access-guarded operation.
 Written into the schema, not into the routes: FastAPI may copy a route when it is first used.
 Until every module has started, ``openapi()`` makes the schema again on each call instead of
-keeping an incomplete one.
+keeping an incomplete one. An OAuth2 scheme (the token endpoint's password flow) is offered
+wherever the bearer access scheme is: its tokens are access tokens, sent the same way.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from auth_refresh.transport.responses import (
 )
 from auth_refresh.transport.schemes import ACCESS_SCHEME, source_of
 
-__all__ = ["DocumentedModule", "RefreshSource", "install_openapi"]
+__all__ = ["DocumentedModule", "RefreshSource", "RoutedScheme", "install_openapi"]
 
 # What reading a refresh token may answer: a malformed or oversized body, no valid token, the
 # store out of reach; with cookie transport, a missing CSRF token (403).
@@ -46,6 +47,16 @@ class DocumentedModule(Protocol):
 
     security_schemes: dict[str, SecurityBase]
     started: bool
+
+
+@runtime_checkable
+class RoutedScheme(Protocol):
+    """A scheme naming one of the application's routes by URL (OAuth2's ``tokenUrl``)."""
+
+    def openapi_at(self, app: FastAPI, base: str) -> dict[str, Any]:
+        """The scheme's object in ``app``'s schema, whose paths are below ``base``: the first
+        server the application declares, or "" (FastAPI adds the ``root_path`` per request)."""
+        ...
 
 
 @dataclass
@@ -96,7 +107,7 @@ def install_openapi(app: FastAPI, modules: Sequence[DocumentedModule], flows: Ap
             return app.openapi_schema
         app.openapi_schema = None
         schema = generate()
-        _complete(schema, list(modules), flows)
+        _complete(schema, list(modules), flows, app)
         if all(started for _, started in ready):
             app.openapi_schema, kept[:] = schema, [schema, ready]
         else:
@@ -108,14 +119,22 @@ def install_openapi(app: FastAPI, modules: Sequence[DocumentedModule], flows: Ap
     setattr(app, "openapi", openapi)  # noqa: B010
 
 
-def _complete(schema: dict[str, Any], modules: list[DocumentedModule], flows: AppFlows) -> None:
+def _complete(
+    schema: dict[str, Any], modules: list[DocumentedModule], flows: AppFlows, app: FastAPI
+) -> None:
     components = schema.setdefault("components", {})
     security_schemes = components.setdefault("securitySchemes", {})
+    servers = schema.get("servers") or [{}]
+    oauth2: list[str] = []  # the token endpoint's flow: its tokens are bearer access tokens
     for module in modules:
         for name, scheme in module.security_schemes.items():
-            security_schemes[name] = scheme.model.model_dump(
-                mode="json", by_alias=True, exclude_none=True
-            )
+            if isinstance(scheme, RoutedScheme):
+                security_schemes[name] = scheme.openapi_at(app, str(servers[0].get("url", "")))
+                oauth2.append(name)
+            else:
+                security_schemes[name] = scheme.model.model_dump(
+                    mode="json", by_alias=True, exclude_none=True
+                )
     sources = {
         guard_marker_name(module.flow): module.refresh_source
         for module in modules
@@ -127,8 +146,12 @@ def _complete(schema: dict[str, Any], modules: list[DocumentedModule], flows: Ap
         del security_schemes[name]  # a marker, replaced by what it stands for
     for path_item in schema.get("paths", {}).values():
         for operation in path_item.values():
-            if isinstance(operation, dict):
-                _complete_operation(operation, sources, components)
+            if not isinstance(operation, dict):
+                continue
+            security = operation.get("security", [])
+            if {ACCESS_SCHEME: []} in security:
+                security.extend({name: []} for name in oauth2 if {name: []} not in security)
+            _complete_operation(operation, sources, components)
     if not security_schemes:
         del components["securitySchemes"]
     if not components:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -20,6 +21,7 @@ __all__ = [
     "CookieTokenBody",
     "ErrorBody",
     "TokenPairBody",
+    "TokenResponder",
     "error_response",
     "token_response",
 ]
@@ -107,6 +109,21 @@ ERROR_HEADERS: dict[int, dict[str, Any]] = {
     429: _RETRY_AFTER,
     503: _RETRY_AFTER,
 }
+
+
+@runtime_checkable
+class TokenResponder(Protocol):
+    """An issue service that also shapes the login answer (``login_issue_token_service``)."""
+
+    def check_request(self, request: Request) -> None:
+        """Raise for a login request its transport must not answer."""
+        ...
+
+    def describe_route(self, route: APIRoute) -> None:
+        """Document ``route``'s answer in its transport, once the transport is known."""
+        ...
+
+    def token_response(self, pair: TokenPair) -> Response: ...
 
 
 def token_response(pair: TokenPair) -> Response:
