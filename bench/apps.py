@@ -268,8 +268,7 @@ class LagTicker:
 
 
 def _add_harness_routes(app: FastAPI, users: BenchUsers, mint: Minter) -> None:
-    user = users.by_subject(USER_ID)
-    assert user is not None
+    in_turn = users.in_turn()
     ticker = LagTicker()
 
     @app.post("/bench/lag", include_in_schema=False)
@@ -294,5 +293,5 @@ def _add_harness_routes(app: FastAPI, users: BenchUsers, mint: Minter) -> None:
         # A few at a time: stores with I/O (SQLite's threads, Redis) mint faster overlapped.
         while len(tokens) < count:
             batch = min(MINT_CONCURRENCY, count - len(tokens))
-            tokens += await asyncio.gather(*(mint(user) for _ in range(batch)))
+            tokens += await asyncio.gather(*(mint(next(in_turn)) for _ in range(batch)))
         return {"tokens": tokens}

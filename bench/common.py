@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 
 # 32+ bytes each: PyJWT warns on shorter HMAC keys.
@@ -30,11 +31,23 @@ class BenchUser:
     username: str
 
 
+# Tokens are minted for these users in turn: a user keeps far fewer sessions than the cap on
+# sessions per user (AUTH_REFRESH_MAX_SESSIONS_PER_SUBJECT), as real users do.
+BENCH_USERS = 10_000
+
+
 class BenchUsers:
-    """The user lookup every configuration uses: one user, found by subject in a dict."""
+    """The user lookup every configuration uses: users found by subject in a dict."""
 
     def __init__(self) -> None:
-        self.users = {USER_ID: BenchUser(USER_ID, "user@example.com")}
+        self.users = {
+            f"user-{n}": BenchUser(f"user-{n}", f"user{n}@example.com")
+            for n in range(1, BENCH_USERS + 1)
+        }
+
+    def in_turn(self) -> Iterator[BenchUser]:
+        """The users, one after another, round and round: whom the next token is for."""
+        return itertools.cycle(self.users.values())
 
     def by_subject(self, subject: str) -> BenchUser | None:
         return self.users.get(subject)

@@ -36,7 +36,6 @@ from bench.common import (
     ALGORITHM,
     REFRESH_SECRET,
     REQUIRED_CLAIMS,
-    USER_ID,
     BenchUsers,
     apply_environment,
 )
@@ -180,10 +179,9 @@ async def measure_pipeline(
 ) -> list[Timing]:
     """Microseconds per refresh: ``raw`` first, then each library configuration."""
     users = BenchUsers()
-    user = users.by_subject(USER_ID)
-    assert user is not None
+    in_turn = users.in_turn()
     total = iterations * (rounds + 1)
-    raw_tokens = [apps.raw_pair(USER_ID)["refreshToken"] for _ in range(total)]
+    raw_tokens = [apps.raw_pair(next(in_turn).id)["refreshToken"] for _ in range(total)]
 
     async def raw_step(index: int) -> None:
         claims = jwt.decode(
@@ -203,12 +201,12 @@ async def measure_pipeline(
             app, module = await stack.enter_async_context(
                 started_module(configuration, workdir, redis_url)
             )
-            tokens = [(await module.issue(user))["refreshToken"] for _ in range(total)]
+            tokens = [(await module.issue(next(in_turn)))["refreshToken"] for _ in range(total)]
             steps.append(_module_step(module, app, tokens))
             timings.append(Timing(configuration.name))
             if configuration.store == "memory":
                 # The OpenTelemetry hooks' own cost: the API with no SDK, against no hooks.
-                tokens = [(await module.issue(user))["refreshToken"] for _ in range(total)]
+                tokens = [(await module.issue(next(in_turn)))["refreshToken"] for _ in range(total)]
                 steps.append(_module_step(module, app, tokens))
                 timings.append(Timing(TELEMETRY_OFF, batch=_telemetry_off))
         await _interleaved(steps, timings, iterations, rounds)
