@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from auth_refresh import (
     MemoryRefreshTokenStore,
@@ -462,3 +463,25 @@ async def test_any_cursor_of_the_documented_form_is_a_position_in_the_list(
             len((await client.get(SESSIONS, params={"cursor": late}, headers=bearer(pair))).json())
             == 1
         )
+
+
+@pytest.mark.parametrize("where", ["root_path", "mount"])
+async def test_the_next_page_link_is_where_the_client_sees_the_route(
+    users: InMemoryUsers, password_storage: PasswordStorageService, where: str
+) -> None:
+    app, module = rotating_app(
+        users, password_storage, settings={"store_url": "memory://"}, sessions_path=SESSIONS
+    )
+    if where == "root_path":  # behind a proxy that strips /api
+        app.root_path, base, served, path = "/api", "/api", app, SESSIONS
+    else:
+        served = FastAPI()
+        served.mount("/sub", app)
+        base, path = "/sub", "/sub" + SESSIONS
+    async with app.router.lifespan_context(app), serve(served) as client:
+        await module.issue_for_subject("user-1")
+        pair = await module.issue_for_subject("user-1")
+        answer = await client.get(path, params={"limit": 1}, headers=bearer(pair))
+        assert answer.status_code == 200, answer.text
+        link = httpx.URL(answer.headers["Link"].split(";")[0].strip("<>"))
+        assert link.path == base + SESSIONS

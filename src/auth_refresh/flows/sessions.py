@@ -146,7 +146,13 @@ def _cursor_of(text: str) -> SessionCursor:
 
 def _next_link(request: Request, limit: int, last: SessionCursor) -> str:
     cursor = f"{last.created_at!r}~{last.session_id}"
-    url = request.url.replace_query_params(limit=limit, cursor=cursor)
+    url = request.url
+    # As the client sees it: an application's own root_path (behind a proxy that strips it)
+    # is not in the request's path.
+    root_path = request.scope.get("root_path", "")
+    if root_path and not url.path.startswith(root_path):
+        url = url.replace(path=root_path + url.path)
+    url = url.replace_query_params(limit=limit, cursor=cursor)
     return f'<{url}>; rel="next"'
 
 
