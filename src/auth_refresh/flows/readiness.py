@@ -10,16 +10,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from inspect import isawaitable
 from typing import Any
 
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
 from auth_refresh.stores.base import RefreshTokenStore
 from auth_refresh.transport.responses import NO_STORE
 
-__all__ = ["READINESS_TIMEOUT", "Readiness", "probe_store", "readiness_response"]
+__all__ = [
+    "READINESS_TIMEOUT",
+    "Readiness",
+    "probe_store",
+    "readiness_response",
+    "registration_readiness",
+]
 
 log = logging.getLogger("auth_refresh")
 
@@ -61,3 +70,24 @@ def readiness_response(readiness: Readiness) -> Response:
         return JSONResponse({"status": "ready"}, headers=NO_STORE)
     body: dict[str, Any] = {"status": "unavailable", "reason": readiness.reason}
     return JSONResponse(body, status_code=503, headers={**NO_STORE, "Retry-After": "1"})
+
+
+async def registration_readiness(
+    container: Any,
+    started: bool,
+    start: Callable[[Any], Awaitable[None]],
+    request: Request | None = None,
+) -> Readiness:
+    """``RefreshFlow.readiness``: of the store of ``container`` when the registration keeps
+    anything in it (rotation, DPoP proofs); ``start`` starts it for a request that comes first."""
+    try:
+        if not started and request is not None:
+            await start(request.app)
+        settings = container.settings()
+        if not settings.rotation and settings.dpop == "off":
+            return Readiness(True)
+        store = container.store()
+        store = await store if isawaitable(store) else store
+    except ConfigurationError as error:
+        return Readiness(False, error.message, fatal=True)
+    return await probe_store(store)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from starlette.requests import Request
@@ -35,6 +35,9 @@ class TokenPairBody(BaseModel):
 
     accessToken: str = Field(description="Access token (JWT, typ at+jwt)")
     refreshToken: str = Field(description="Refresh token (JWT, typ rt+jwt)")
+    tokenType: Literal["DPoP"] | None = Field(
+        default=None, description="DPoP when the pair is bound to the proof's key (RFC 9449)"
+    )
 
 
 COOKIE_ANSWER = (
@@ -59,6 +62,9 @@ class CookieTokenBody(BaseModel):
     accessToken: str = Field(description="Access token (JWT, typ at+jwt)")
     csrfToken: str = Field(description="Send it back in the X-CSRF-Token header")
     refreshToken: str | None = Field(default=None, description="Only when configured")
+    tokenType: Literal["DPoP"] | None = Field(
+        default=None, description="DPoP when the tokens are bound to the proof's key (RFC 9449)"
+    )
 
 
 class ErrorBody(BaseModel):
