@@ -152,7 +152,7 @@ CREATE TRIGGER record_setting AFTER INSERT OR UPDATE ON auth_refresh_families
 
 
 def documented_ddl() -> str:
-    ddl, _to_2, _to_3, _to_4 = re.findall(
+    ddl, _to_2, _to_3, _to_4, _to_5 = re.findall(
         r"^```sql\n(.*?)^```", DOCS_PAGE.read_text(), flags=re.M | re.S
     )
     return ddl
@@ -303,6 +303,10 @@ async def test_the_documented_migrations_bring_a_managed_schema_to_the_current_v
         with pytest.raises(ConfigurationError, match="schema is version 3"):
             await store.session_active("any", now=now)
     psql(url, documented_migration(4))
+    async with opened(managed + "&application_name=at-4") as store:
+        with pytest.raises(ConfigurationError, match="schema is version 4"):
+            await store.session_active("any", now=now)
+    psql(url, documented_migration(5))
     await assert_the_v1_family_is_a_session(managed + "&application_name=migrated", now)
     assert_at_the_current_version(url)
 

@@ -29,6 +29,8 @@ app = FastAPI(title="auth-refresh: synchronous registration")
 # works once, within a token family (a session) kept in the store AUTH_REFRESH_STORE_URL names
 # (by default the SQLite file ./auth-refresh.db). GET /health/ready answers 200 while that store
 # answers with this release's schema, 503 with the reason otherwise (for the load balancer).
+# AUTH_REFRESH_DPOP=optional or required binds the tokens to the client's DPoP key (RFC 9449):
+# docs/how-to/dpop.md.
 refresh = AuthRefreshModule.for_root(
     user_lookup_service=users,
     issue_token_service=authentication.issue_token_service,

@@ -285,3 +285,10 @@ def _address(text: str) -> IPAddress | None:
 
 def _is_trusted(address: IPAddress, trusted_proxies: Sequence[IPNetwork]) -> bool:
     return any(address in network for network in trusted_proxies)
+
+
+def from_trusted_proxy(request: Request, trusted_proxies: Sequence[IPNetwork]) -> bool:
+    """Whether the request's peer is one of ``trusted_proxies``, whose ``X-Forwarded-*``
+    headers are believed."""
+    peer = _address(request.client.host) if request.client else None
+    return peer is not None and _is_trusted(peer, trusted_proxies)

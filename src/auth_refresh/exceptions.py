@@ -12,6 +12,10 @@ internals and never contains a token or a password. The hierarchy:
   |  |  + MissingTokenError
   |  |  + InvalidTokenError
   |  + AuthJwtUnauthorizedError
+  |  + DpopError
+  |  |  + InvalidDpopProofError
+  |  |  + DpopNonceError
+  |  |  + DpopBindingError
   |  + AuthLocalInvalidCredentialsError
   + CsrfError
   + SessionNotFoundError
@@ -35,6 +39,10 @@ __all__ = [
     "AuthRefreshUnauthorizedError",
     "ConfigurationError",
     "CsrfError",
+    "DpopBindingError",
+    "DpopError",
+    "DpopNonceError",
+    "InvalidDpopProofError",
     "InvalidRequestError",
     "InvalidTokenError",
     "MissingTokenError",
@@ -132,6 +140,65 @@ class AuthJwtUnauthorizedError(UnauthorizedError):
 
     error_code = "AUTH_JWT_NOT_AUTHORIZED_ERROR"
     default_message = "Unauthorized access attempt"
+
+
+class DpopError(UnauthorizedError):
+    """A DPoP check failed (RFC 9449); the challenge names the proof algorithms (§7.1)."""
+
+    error_code = "AUTH_REFRESH_DPOP_ERROR"
+    default_message = "Invalid DPoP request"
+    challenge_error: ClassVar[str] = "invalid_dpop_proof"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        algorithms: tuple[str, ...] = (),
+        reason: str = "invalid",
+        token_sent: bool | None = None,
+    ) -> None:
+        super().__init__(message, token_sent=token_sent)
+        self.algorithms = algorithms
+        # For logs and tests only, as InvalidTokenError's.
+        self.reason = reason
+
+    @property
+    def headers(self) -> dict[str, str]:
+        algs = f'algs="{" ".join(self.algorithms)}"'
+        if not self.token_sent:
+            return {"WWW-Authenticate": f"DPoP {algs}"}
+        return {"WWW-Authenticate": f'DPoP error="{self.challenge_error}", {algs}'}
+
+
+class InvalidDpopProofError(DpopError):
+    """The ``DPoP`` proof is missing, malformed, replayed, too old, or for another request."""
+
+    error_code = "AUTH_REFRESH_INVALID_DPOP_PROOF_ERROR"
+    default_message = "Missing or invalid DPoP proof"
+
+
+class DpopNonceError(DpopError):
+    """The proof must carry the server's nonce (§8): retry with the ``DPoP-Nonce`` header's."""
+
+    error_code = "AUTH_REFRESH_DPOP_NONCE_ERROR"
+    default_message = "Send a DPoP proof with the server's nonce"
+    challenge_error = "use_dpop_nonce"
+
+    def __init__(self, nonce: str, *, algorithms: tuple[str, ...] = ()) -> None:
+        super().__init__(algorithms=algorithms, reason="nonce")
+        self.nonce = nonce
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {**super().headers, "DPoP-Nonce": self.nonce}
+
+
+class DpopBindingError(DpopError):
+    """A DPoP-bound token (``cnf.jkt``) came without a proof of its key, or as ``Bearer``."""
+
+    error_code = "AUTH_REFRESH_DPOP_BINDING_ERROR"
+    default_message = "The token is bound to another DPoP key"
+    challenge_error = "invalid_token"
 
 
 class AuthLocalInvalidCredentialsError(UnauthorizedError):

@@ -39,6 +39,7 @@ from auth_refresh.telemetry import record_refresh, store_step
 from auth_refresh.tokens.jwt import IssueTokenService
 from auth_refresh.types import (
     AUTH_TIME_CLAIM,
+    CONFIRMATION_CLAIM,
     FAMILY_CLAIM,
     SESSION_CLAIM,
     IssuedPair,
@@ -96,12 +97,18 @@ class TokenRotationService:
         return issued.pair
 
     async def start_family_issued(
-        self, subject: str, *, user_agent: str | None = None, client_ip: str | None = None
+        self,
+        subject: str,
+        *,
+        user_agent: str | None = None,
+        client_ip: str | None = None,
+        jkt: str | None = None,
     ) -> IssuedPair:
-        """``start_family``, with the family and expiry its answer needs."""
+        """``start_family``, with the family and expiry its answer needs; with ``jkt``, the
+        tokens are bound to that DPoP key (``cnf``)."""
         family_id = secrets.token_urlsafe(FAMILY_ID_BYTES)
         now = self.clock()
-        first = await self._sign(subject, family_id, authenticated_at=int(now))
+        first = await self._sign(subject, family_id, authenticated_at=int(now), jkt=jkt)
         session = SessionStart(
             session_id_of(family_id),
             user_agent=user_agent[:USER_AGENT_CHARACTERS] if user_agent else None,
@@ -129,10 +136,10 @@ class TokenRotationService:
         return (await self.rotate_issued(claims, arrived_at=arrived_at)).pair
 
     async def rotate_issued(
-        self, claims: Mapping[str, Any], *, arrived_at: float | None = None
+        self, claims: Mapping[str, Any], *, arrived_at: float | None = None, jkt: str | None = None
     ) -> IssuedPair:
         """The successor pair for a verified refresh token, with the family and expiry its
-        answer needs; ``InvalidTokenError`` otherwise.
+        answer needs (bound to the DPoP key ``jkt`` when given); ``InvalidTokenError`` otherwise.
 
         The store judges the token as of ``arrived_at``, when its request arrived, so a repeat
         that arrived within the grace window is not taken for reuse because the server was
@@ -143,7 +150,7 @@ class TokenRotationService:
         token_id, subject = claims.get("jti"), claims.get("sub")
         if not isinstance(token_id, str) or not isinstance(subject, str):
             raise InvalidTokenError(reason="no_token_id")
-        successor = await self._sign(subject, family_id, _authenticated_at(claims))
+        successor = await self._sign(subject, family_id, _authenticated_at(claims), jkt)
         now = self.clock()
         grace_seconds = self.settings.grace_seconds
         if arrived_at is not None:
@@ -166,7 +173,7 @@ class TokenRotationService:
         if rotation.outcome is RotationOutcome.GRACE and rotation.pair is not None:
             pair = open_pair(rotation.pair, token_id, family_id)
             if pair is not None:
-                return IssuedPair(pair, family_id)
+                return IssuedPair(_typed(pair, jkt), family_id)
         if rotation.outcome is RotationOutcome.REUSED:
             session_cache(self.store).revoked(session_id_of(family_id), rotation.subject)
             security_log.warning("refresh token reused: family revoked")
@@ -227,11 +234,17 @@ class TokenRotationService:
         return revoked
 
     async def _sign(
-        self, subject: str, family_id: str, authenticated_at: int | None = None
+        self,
+        subject: str,
+        family_id: str,
+        authenticated_at: int | None = None,
+        jkt: str | None = None,
     ) -> Successor:
-        access_claims = {"sub": subject, SESSION_CLAIM: session_id_of(family_id)}
-        access = await resolve(self.issuer.access_token(access_claims))
+        access_claims: dict[str, Any] = {"sub": subject, SESSION_CLAIM: session_id_of(family_id)}
         claims: dict[str, Any] = {"sub": subject, FAMILY_CLAIM: family_id}
+        if jkt is not None:
+            access_claims[CONFIRMATION_CLAIM] = claims[CONFIRMATION_CLAIM] = {"jkt": jkt}
+        access = await resolve(self.issuer.access_token(access_claims))
         if authenticated_at is not None:
             # No refresh token outlives its family's absolute lifetime: a client (a cookie's
             # Max-Age) never keeps one the store would refuse.
@@ -264,7 +277,7 @@ class TokenRotationService:
             )
         return Successor(
             token_id=token_id,
-            pair={"accessToken": access, "refreshToken": refresh},
+            pair=_typed({"accessToken": access, "refreshToken": refresh}, jkt),
             expires_at=float(expires_at),
         )
 
@@ -277,6 +290,13 @@ class TokenRotationService:
         except Exception:
             # The answer is a 401 whatever the hook does; its failure must not change that.
             security_log.exception("on_token_reuse failed")
+
+
+def _typed(pair: TokenPair, jkt: str | None) -> TokenPair:
+    # A bound pair says so (RFC 9449 §5: token_type DPoP).
+    if jkt is not None:
+        pair["tokenType"] = "DPoP"
+    return pair
 
 
 def _authenticated_at(claims: Mapping[str, Any]) -> int | None:

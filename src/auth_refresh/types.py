@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypedDict
+from typing import Any, Literal, NotRequired, Protocol, TypedDict
 
 from auth_refresh._utils import MaybeAwaitable
 
 __all__ = [
     "AUTH_TIME_CLAIM",
+    "CONFIRMATION_CLAIM",
     "FAMILY_CLAIM",
     "SESSION_CLAIM",
     "AuthJwtUserLookupServiceInterface",
@@ -34,11 +35,14 @@ FAMILY_CLAIM = "fam"
 SESSION_CLAIM = "sid"
 # OpenID Connect's name for when the login happened: the family's tokens expire with it.
 AUTH_TIME_CLAIM = "auth_time"
+# RFC 7800's confirmation claim: a DPoP-bound token names its key's thumbprint in it ("jkt").
+CONFIRMATION_CLAIM = "cnf"
 
 
 class TokenPair(TypedDict):
     accessToken: str
     refreshToken: str
+    tokenType: NotRequired[str]  # "DPoP" when the pair is bound to a DPoP key
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ application's lifespan never ran, the registration starts its modules first.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from inspect import isawaitable
@@ -21,10 +22,11 @@ from starlette.requests import Request
 
 from auth_refresh._utils import is_active, ready, resolve
 from auth_refresh.exceptions import AuthJwtUnauthorizedError, AuthRefreshError
-from auth_refresh.flows.refresh import RefreshFlow
+from auth_refresh.flows.dpop import DpopFlow, refuse_bound_token, scheme_token
+from auth_refresh.flows.refresh import RefreshFlow, pending_successors
 from auth_refresh.stores.sealing import SESSION_ID_FORMAT
 from auth_refresh.transport.schemes import access_scheme
-from auth_refresh.types import SESSION_CLAIM
+from auth_refresh.types import CONFIRMATION_CLAIM, SESSION_CLAIM
 
 __all__ = [
     "APP_FLOWS",
@@ -40,6 +42,8 @@ __all__ = [
 
 # Where the registrations leave ``AppFlows`` on ``app.state``.
 APP_FLOWS = "auth_refresh_flows"
+log = logging.getLogger("auth_refresh")
+
 # The security scheme a refresh guard names in its route's OpenAPI (registration/openapi.py
 # replaces it with where the registration reads the token, known at startup).
 GUARD_MARKER = "AuthRefreshGuard"
@@ -63,6 +67,11 @@ class AccessFlow:
         extractor = container.extractor()
         extractor = await extractor if isawaitable(extractor) else extractor
         token = await resolve(extractor(request))
+        dpop, sent_as_dpop = _dpop_of(request), False
+        if dpop is not None and not token:
+            # RFC 9449 §7.1: Authorization: DPoP <token>, beside the extractor's scheme.
+            token = scheme_token(request)
+            sent_as_dpop = token is not None
         if not isinstance(token, str) or not token:
             raise AuthJwtUnauthorizedError(token_sent=False)
         verifier = container.verifier()
@@ -78,6 +87,10 @@ class AccessFlow:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise AuthJwtUnauthorizedError()
+        if dpop is not None:
+            await dpop.check_access(request, token, claims, sent_as_dpop=sent_as_dpop)
+        elif CONFIRMATION_CLAIM in claims:
+            raise refuse_bound_token()
         session_id = claims.get(SESSION_CLAIM)
         if session_id is not None and not await _session_active(request, session_id, subject):
             raise AuthJwtUnauthorizedError()
@@ -102,6 +115,15 @@ class AppFlows:
 def _app_flows(request: Request) -> AppFlows | None:
     flows = getattr(request.app.state, APP_FLOWS, None)
     return flows if isinstance(flows, AppFlows) else None
+
+
+def _dpop_of(request: Request) -> DpopFlow | None:
+    # The global refresh registration's DPoP, when it turns DPoP on.
+    flows = _app_flows(request)
+    refresh = flows.refresh if flows is not None else None
+    if refresh is None or refresh.container.settings().dpop == "off":
+        return None
+    return refresh.dpop
 
 
 # How the registration starts the modules of an application whose lifespan never ran.
@@ -206,7 +228,22 @@ class AuthRefreshGuard:
                 )
         yield await flow.authenticate(request)
         # After the route, unless it raised: was the successor pair handed over?
-        flow.warn_if_successor_kept(request)
+        _warn_if_successor_kept(flow, request)
+
+
+def _warn_if_successor_kept(flow: RefreshFlow, request: Request) -> None:
+    """Log a warning naming the route when it kept the successor pair from the client."""
+    if pending_successors(request).pop(flow, None) is None:
+        return
+    route = request.scope.get("route")
+    log.warning(
+        "%s: %s %s consumed a refresh token but did not answer with its successor "
+        "(module.token_response(await module.issue(user, request))): the client's next "
+        "refresh is a reuse that revokes its session",
+        flow.name,
+        request.method,
+        getattr(route, "path", request.url.path),
+    )
 
 
 class _HasAccessFlow(Protocol):

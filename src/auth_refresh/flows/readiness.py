@@ -8,12 +8,14 @@ connects, and checks or migrates the schema as every first step does. It answers
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from inspect import isawaitable
 from typing import Any
 
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
@@ -24,8 +26,8 @@ __all__ = [
     "READINESS_TIMEOUT",
     "Readiness",
     "probe_store",
-    "readiness_of",
     "readiness_response",
+    "registration_readiness",
 ]
 
 log = logging.getLogger("auth_refresh")
@@ -62,21 +64,30 @@ async def probe_store(store: RefreshTokenStore) -> Readiness:
     return Readiness(True)
 
 
-async def readiness_of(container: Any) -> Readiness:
-    """A registration's readiness from its container: its store's; ready without rotation."""
-    try:
-        if not container.settings().rotation:
-            return Readiness(True)
-        store = container.store()
-        store = await store if inspect.isawaitable(store) else store
-    except ConfigurationError as error:
-        return Readiness(False, error.message, fatal=True)
-    return await probe_store(store)
-
-
 def readiness_response(readiness: Readiness) -> Response:
     """200 ``{"status": "ready"}``, or 503 with ``Retry-After`` and the reason."""
     if readiness.ready:
         return JSONResponse({"status": "ready"}, headers=NO_STORE)
     body: dict[str, Any] = {"status": "unavailable", "reason": readiness.reason}
     return JSONResponse(body, status_code=503, headers={**NO_STORE, "Retry-After": "1"})
+
+
+async def registration_readiness(
+    container: Any,
+    started: bool,
+    start: Callable[[Any], Awaitable[None]],
+    request: Request | None = None,
+) -> Readiness:
+    """``RefreshFlow.readiness``: of the store of ``container`` when the registration keeps
+    anything in it (rotation, DPoP proofs); ``start`` starts it for a request that comes first."""
+    try:
+        if not started and request is not None:
+            await start(request.app)
+        settings = container.settings()
+        if not settings.rotation and settings.dpop == "off":
+            return Readiness(True)
+        store = container.store()
+        store = await store if isawaitable(store) else store
+    except ConfigurationError as error:
+        return Readiness(False, error.message, fatal=True)
+    return await probe_store(store)

@@ -28,24 +28,22 @@ from auth_refresh.exceptions import (
     InvalidTokenError,
     MissingTokenError,
 )
-from auth_refresh.flows.readiness import Readiness, readiness_of
+from auth_refresh.flows.dpop import DpopFlow, bound_pair
+from auth_refresh.flows.readiness import Readiness, registration_readiness
 from auth_refresh.flows.session_admin import SessionAdmin
 from auth_refresh.rotation import TokenRotationService, family_of, refuse_unjudgeable
 from auth_refresh.settings import AuthRefreshSettings
-from auth_refresh.stores.base import (
-    RefreshTokenStore,
-)
+from auth_refresh.stores.base import RefreshTokenStore
 from auth_refresh.stores.sealing import SESSION_ID_FORMAT
 from auth_refresh.stores.session_cache import session_cache
 from auth_refresh.telemetry import operation_span
 from auth_refresh.transport.cookies import CookieTransport, csrf_keys_of
 from auth_refresh.transport.paths import RoutedPaths
 from auth_refresh.transport.responses import NO_STORE
-from auth_refresh.types import IssuedPair, Refreshed, TokenPair
+from auth_refresh.types import CONFIRMATION_CLAIM, IssuedPair, Refreshed, TokenPair
 
-__all__ = ["LoginIssueTokenService", "RefreshFlow"]
+__all__ = ["LoginIssueTokenService", "RefreshFlow", "pending_successors"]
 
-log = logging.getLogger("auth_refresh")
 security_log = logging.getLogger("auth_refresh.security")
 
 
@@ -71,6 +69,7 @@ class RefreshFlow:
         self._start = start
         self._transport: tuple[object, object, CookieTransport] | None = None
         self.sessions = SessionAdmin(self._rotation)
+        self.dpop = DpopFlow(container)
 
     def transport(self, settings: AuthRefreshSettings | None = None) -> CookieTransport | None:
         """The cookie transport the settings ask for, or None: made once per settings and
@@ -128,12 +127,15 @@ class RefreshFlow:
         claims = await self._verified_claims(settings, request, token)
         subject: str = claims["sub"]
         refuse_unjudgeable(claims, rotation=settings.rotation)
+        # Entered only with DPoP on or a bound token: its key checked before any store step.
+        dpop = settings.dpop != "off" or CONFIRMATION_CLAIM in claims
+        jkt = await self.dpop.refresh_key(request, claims) if dpop else None
         successor: IssuedPair | None = None
         if settings.rotation:
             # Before the user lookup: a replayed token revokes its family whoever it names.
             rotation = container.rotation()
             rotation = await rotation if isawaitable(rotation) else rotation
-            successor = await rotation.rotate_issued(claims, arrived_at=arrived_at)
+            successor = await rotation.rotate_issued(claims, arrived_at=arrived_at, jkt=jkt)
         lookup = container.user_lookup()
         lookup = await lookup if isawaitable(lookup) else lookup
         user = await resolve(lookup.by_subject(subject))
@@ -144,9 +146,7 @@ class RefreshFlow:
             security_log.info("refresh token refused: inactive user")
             raise InvalidTokenError(reason="inactive_user")
         if successor is None and issue:
-            issuer = container.issuer()
-            issuer = await issuer if isawaitable(issuer) else issuer
-            successor = IssuedPair(await resolve(issuer.response_payload(user_id_of(user))))
+            successor = await self._unrotated_pair(user_id_of(user), jkt)
         return Refreshed(user, successor)
 
     async def authenticate(self, request: Request) -> Any:
@@ -154,31 +154,17 @@ class RefreshFlow:
         consumed and ``issue(user, request)`` gives its successor."""
         refreshed = await self.refresh(request, issue=False)
         if refreshed.issued is not None:
-            _successors(request)[self] = refreshed.issued.pair
+            pending_successors(request)[self] = refreshed.issued.pair
         return refreshed.user
 
     async def issue(self, user: Any, request: Request | None = None) -> TokenPair:
         """The successor of the token this flow consumed for ``request``, else a new pair."""
         if request is not None:
             _answering.set(request)
-            successor = _successors(request).pop(self, None)
+            successor = pending_successors(request).pop(self, None)
             if successor is not None:
                 return successor
         return await self.issue_for_subject(user_id_of(user), request)
-
-    def warn_if_successor_kept(self, request: Request) -> None:
-        """Log a warning naming the route when it kept the successor pair from the client."""
-        if _successors(request).pop(self, None) is None:
-            return
-        route = request.scope.get("route")
-        log.warning(
-            "%s: %s %s consumed a refresh token but did not answer with its successor "
-            "(module.token_response(await module.issue(user, request))): the client's next "
-            "refresh is a reuse that revokes its session",
-            self.name,
-            request.method,
-            getattr(route, "path", request.url.path),
-        )
 
     async def issue_for_subject(self, subject: str, request: Request | None = None) -> TokenPair:
         """A new pair for ``subject``; with rotation, the first of a new token family: a
@@ -190,7 +176,11 @@ class RefreshFlow:
         if not self.started:
             await self._start(None)
         container = self.container
-        if container.settings().rotation:
+        settings: AuthRefreshSettings = container.settings()
+        jkt = None
+        if request is not None and settings.dpop != "off":
+            jkt = await self.dpop.login_key(request)
+        if settings.rotation:
             rotation: TokenRotationService = container.rotation()
             rotation = await rotation if isawaitable(rotation) else rotation
             if request is None:
@@ -200,17 +190,19 @@ class RefreshFlow:
                 subject,
                 user_agent=request.headers.get("user-agent"),
                 client_ip=client.host if client is not None else None,
+                jkt=jkt,
             )
-        issuer = container.issuer()
-        issuer = await issuer if isawaitable(issuer) else issuer
-        return IssuedPair(await resolve(issuer.response_payload(subject)))
+        return await self._unrotated_pair(subject, jkt)
 
     async def logout(self, request: Request) -> None:
         """Revoke the family of the request's refresh token."""
         if not self.started:
             await self._start(request.app)
         _answering.set(request)
-        claims = await self._verified_claims(self.container.settings(), request)
+        settings: AuthRefreshSettings = self.container.settings()
+        claims = await self._verified_claims(settings, request)
+        if settings.dpop != "off" or CONFIRMATION_CLAIM in claims:
+            await self.dpop.refresh_key(request, claims)
         await self.sessions.revoke_family(family_of(claims))
 
     def check_request(self, request: Request) -> None:
@@ -242,14 +234,9 @@ class RefreshFlow:
         return transport.clear(response, self._cookie_paths(request))
 
     async def readiness(self, request: Request | None = None) -> Readiness:
-        """Whether this registration can serve (``flows.readiness``); a request starts it
-        if its lifespan never ran."""
-        try:
-            if not self.started and request is not None:
-                await self._start(request.app)
-        except ConfigurationError as error:
-            return Readiness(False, error.message, fatal=True)
-        return await readiness_of(self.container)
+        """Whether this registration can serve: its store answers (within 2 s) and holds
+        this release's schema. A request starts the registration if its lifespan never ran."""
+        return await registration_readiness(self.container, self.started, self._start, request)
 
     async def session_active(self, session_id: str, subject: str) -> bool:
         """Whether the session an access token names is live (the access guard's check);
@@ -318,6 +305,13 @@ class RefreshFlow:
         verified: Mapping[str, Any] = claims
         return verified
 
+    async def _unrotated_pair(self, subject: str, jkt: str | None) -> IssuedPair:
+        # Without rotation: the issue service's pair, or one bound to the DPoP key.
+        issuer = self.container.issuer()
+        issuer = await issuer if isawaitable(issuer) else issuer
+        pair = issuer.response_payload(subject) if jkt is None else bound_pair(issuer, subject, jkt)
+        return IssuedPair(await resolve(pair))
+
     async def _rotation(self, operation: str) -> TokenRotationService:
         if not self.started:
             await self._start(None)
@@ -330,9 +324,9 @@ class RefreshFlow:
         return made
 
 
-def _successors(request: Request) -> dict[RefreshFlow, TokenPair]:
-    # The pairs a guard's refresh made, until the route hands them over; on the request's
-    # scope state, so the guard and the route see the same request.
+def pending_successors(request: Request) -> dict[RefreshFlow, TokenPair]:
+    """The pairs a guard's refresh made, until the route hands them over; on the request's
+    scope state, so the guard and the route see the same request."""
     successors: dict[RefreshFlow, TokenPair] | None = getattr(
         request.state, "auth_refresh_successors", None
     )
@@ -378,6 +372,8 @@ class LoginIssueTokenService:
         with cookie transport)."""
         _login_request.set(request)
         self.flow.check_request(request)
+        if self.flow.container.settings().dpop == "required":
+            self.flow.dpop.require_proof(request)
 
     def token_response(self, pair: TokenPair) -> Response:
         """The login answer, in the refresh registration's transport (the cookie, when on)."""

@@ -15,7 +15,7 @@ from auth_refresh.flows.refresh import RefreshFlow
 from auth_refresh.registration.application import AppRegistry
 from auth_refresh.registration.values import inherit_from_global
 from auth_refresh.settings import AuthRefreshSettings
-from auth_refresh.stores.base import RefreshTokenStore
+from auth_refresh.stores.base import ProofReplayCache, RefreshTokenStore
 
 __all__ = ["check_store_at_startup", "global_registration", "inherit_global", "open_store"]
 
@@ -54,7 +54,7 @@ async def open_store(
 ) -> RefreshTokenStore | None:
     """Open the registration's store now, so a bad URL fails at startup (the connection is
     made on first use); the store if the registration owns it and must close it."""
-    if not settings.rotation or container.store.overridden:
+    if (not settings.rotation and settings.dpop == "off") or container.store.overridden:
         return None  # a store a test set is the test's to close
     default = container.store.default
     try:
@@ -62,6 +62,11 @@ async def open_store(
         store = await store if inspect.isawaitable(store) else store
     except ConfigurationError as error:
         raise ConfigurationError(f"{name}: {error.message}") from None
+    if settings.dpop != "off" and not isinstance(store, ProofReplayCache):
+        raise ConfigurationError(
+            f"{name}: AUTH_REFRESH_DPOP={settings.dpop} needs a store that keeps DPoP proofs "
+            f"(ProofReplayCache.first_use); {type(store).__name__} does not"
+        )
     # Its own (given or from store_url), not the global registration's.
     if "store" in own or isinstance(default, providers.ThreadSafeSingleton):
         return store  # type: ignore[no-any-return]

@@ -32,6 +32,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from auth_refresh._utils import is_store_scheme, origin_of, parse_duration, store_scheme_of
 from auth_refresh.exceptions import ConfigurationError
+from auth_refresh.settings.dpop import DpopSettings
 from auth_refresh.settings.naming import describe, refuse_unknown
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "TRUSTED_PROXIES_VARIABLE",
     "AuthLocalSettings",
     "AuthRefreshSettings",
+    "DpopSettings",
     "Duration",
     "JwtSettings",
     "KeySettings",
@@ -209,7 +211,7 @@ class JwtSettings(_Settings):
 DEFAULT_STORE_URL = "sqlite:///auth-refresh.db"
 
 
-class AuthRefreshSettings(_Settings):
+class AuthRefreshSettings(_Settings, DpopSettings):
     """The refresh module's own settings (env prefix ``AUTH_REFRESH_``).
 
     ``jwt_from_request`` replaces the token extractor (default: the body field ``refreshToken``);
@@ -241,7 +243,7 @@ class AuthRefreshSettings(_Settings):
     them from http or, ``__Host-``, other hosts; ``__Host-`` puts the refresh cookie on ``/``.
     ``allowed_origins`` are the origins whose pages may log in, refresh and log out with cookie
     transport (default: the request's own); ``csrf_secret`` keys the CSRF token (default: a
-    key derived from the refresh signing key).
+    key derived from the refresh signing key). The ``dpop*`` settings: ``DpopSettings``.
     """
 
     model_config = SettingsConfigDict(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from auth_refresh.types import TokenPair
 
@@ -28,6 +28,7 @@ SESSION_PAGE_MAX = 100
 __all__ = [
     "SESSION_PAGE_MAX",
     "FamilyRecord",
+    "ProofReplayCache",
     "RefreshTokenStore",
     "Rotation",
     "RotationOutcome",
@@ -304,3 +305,19 @@ def revoked_record(record: FamilyRecord) -> FamilyRecord:
     """``record`` revoked, its grace pair dropped."""
     # Revoked families stay as tombstones until they expire, so every token of them is refused.
     return replace(record, revoked=True, successor_pair=None)
+
+
+@runtime_checkable
+class ProofReplayCache(Protocol):
+    """What a store implements to keep DPoP proofs single-use (RFC 9449 §11.1): keys seen, each
+    until it expires. Optional: a registration with DPoP on needs a store that has it.
+
+    Entries live only until their ``expires_at`` (the end of the proof's acceptance window), so
+    the cache holds at most the proofs of one window; a store may refuse a key beyond a bound
+    of its own with ``StoreUnavailableError`` (never forget one early).
+    """
+
+    async def first_use(self, key: str, *, expires_at: float, now: float) -> bool:
+        """Record ``key`` until ``expires_at``, atomically; False if it is recorded already
+        and not expired at ``now`` (a replay)."""
+        ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import threading
 
+from auth_refresh.exceptions import StoreUnavailableError
 from auth_refresh.stores.base import (
     FamilyRecord,
     Rotation,
@@ -19,6 +20,9 @@ from auth_refresh.stores.base import (
 
 __all__ = ["MemoryRefreshTokenStore"]
 
+# The most DPoP proofs remembered at once; beyond, new proofs are refused (503) until some expire.
+MAX_PROOF_KEYS = 100_000
+
 
 class MemoryRefreshTokenStore:
     """Families in memory; one lock makes each step atomic across threads and event loops."""
@@ -32,6 +36,9 @@ class MemoryRefreshTokenStore:
         # due for a family that lives longer now is pushed again with its new expiry, so the
         # heap stays as large as the families, however often they rotate.
         self._expiries: list[tuple[float, str]] = []
+        # DPoP proofs seen (ProofReplayCache): key -> expiry, and a heap of (expiry, key).
+        self._proofs: dict[str, float] = {}
+        self._proof_expiries: list[tuple[float, str]] = []
 
     async def start_family(
         self,
@@ -139,6 +146,22 @@ class MemoryRefreshTokenStore:
 
     async def close(self) -> None:
         return None
+
+    async def first_use(self, key: str, *, expires_at: float, now: float) -> bool:
+        """``ProofReplayCache``: at most ``MAX_PROOF_KEYS`` unexpired keys."""
+        with self._lock:
+            proofs, expiries = self._proofs, self._proof_expiries
+            while expiries and expiries[0][0] <= now:
+                _, old = heapq.heappop(expiries)
+                if proofs.get(old, now) <= now:
+                    proofs.pop(old, None)
+            if proofs.get(key, now) > now:
+                return False
+            if len(proofs) >= MAX_PROOF_KEYS:
+                raise StoreUnavailableError()
+            proofs[key] = expires_at
+            heapq.heappush(expiries, (expires_at, key))
+            return True
 
     def _live_session(self, session_id: str, now: float) -> str | None:
         family_id = self._by_session.get(session_id)

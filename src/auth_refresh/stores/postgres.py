@@ -62,6 +62,7 @@ from auth_refresh.stores.postgres_batches import (
     log_unavailable,
 )
 from auth_refresh.stores.postgres_schema import (
+    FIRST_USE_PROOF,
     LIST_SESSIONS,
     LIST_SESSIONS_AFTER,
     LOCK_SUBJECT,
@@ -264,6 +265,14 @@ class PostgresRefreshTokenStore:
                     await pool.close()
             except SERVER_FAILURES:
                 pool.terminate()
+
+    async def first_use(self, key: str, *, expires_at: float, now: float) -> bool:
+        """``ProofReplayCache``: each step purges a batch of expired keys."""
+        arguments = (key, expires_at, now)
+        found = await self._step(
+            lambda connection: connection.fetchval(FIRST_USE_PROOF, *arguments)
+        )
+        return found is not None
 
     async def _rotation(self, request: RotationRequest) -> RotationRow:
         with _unavailable_as_503():

@@ -1,13 +1,13 @@
-"""The PostgreSQL store's SQL: the schema (version 4), its migrations, and each step's statement;
+"""The PostgreSQL store's SQL: the schema (version 5), its migrations, and each step's statement;
 and the check of a database's schema, which creates or migrates it.
 
 Version 1 kept the families; version 2 adds the session each family is (``session_id``, unique
 and indexed, ``refreshed_at``, ``user_agent``, ``client_ip``); version 3 adds
 ``auth_refresh_rotate_batch``, several rotations in one statement; version 4 indexes the live
-(not revoked) families only, by subject in list order, in place of the index of every family
-by subject. ``MIGRATIONS[n]`` brings a version n - 1 schema to version n; adding one means
-writing it and raising ``SCHEMA_VERSION``. docs/postgres-store.md gives the same DDL and
-migrations for teams that manage the schema.
+(not revoked) families only, by subject in list order, in place of the index of every family by
+subject; version 5 adds the DPoP proofs seen (``auth_refresh_proofs``). ``MIGRATIONS[n]`` brings
+a version n - 1 schema to version n; adding one means writing it and raising ``SCHEMA_VERSION``.
+docs/postgres-store.md gives the same DDL and migrations for teams that manage the schema.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from asyncpg.pool import PoolConnectionProxy
 from auth_refresh.exceptions import ConfigurationError
 
 __all__ = [
+    "FIRST_USE_PROOF",
     "LIST_SESSIONS",
     "LIST_SESSIONS_AFTER",
     "LOCK_SUBJECT",
@@ -34,7 +35,7 @@ __all__ = [
     "check_schema",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Creating the schema, once: DDL syncs to disk, and may wait for another process creating it.
 SCHEMA_TIMEOUT_MS = 30_000
 
@@ -137,7 +138,16 @@ CREATE INDEX IF NOT EXISTS auth_refresh_families_live ON auth_refresh_families
     (subject, created_at DESC, session_id COLLATE "C" DESC) WHERE NOT revoked;
 """
 
-# Schema version 4. docs/postgres-store.md gives the same DDL for teams that manage the schema.
+# The DPoP proofs seen (ProofReplayCache), each until its window ends. Version 5's.
+PROOFS_TABLE = """
+CREATE TABLE IF NOT EXISTS auth_refresh_proofs (
+    key text PRIMARY KEY,
+    expires_at double precision NOT NULL
+);
+CREATE INDEX IF NOT EXISTS auth_refresh_proofs_expires_at ON auth_refresh_proofs (expires_at);
+"""
+
+# Schema version 5. docs/postgres-store.md gives the same DDL for teams that manage the schema.
 TABLES = """
 CREATE TABLE IF NOT EXISTS auth_refresh_schema (version integer NOT NULL);
 
@@ -165,6 +175,7 @@ SCHEMA = "\n".join(
     (
         TABLES,
         LIVE_INDEX,
+        PROOFS_TABLE,
         ROTATE_FUNCTION,
         ROTATE_BATCH_FUNCTION,
         # Our own integer.
@@ -197,6 +208,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS auth_refresh_families_session
     3: ROTATE_BATCH_FUNCTION,
     # 3 -> 4: the index of every family by subject gives way to the live families' index.
     4: "DROP INDEX IF EXISTS auth_refresh_families_subject;" + LIVE_INDEX,
+    # 4 -> 5: the DPoP proofs seen.
+    5: PROOFS_TABLE,
 }
 
 # Two logins of one subject take turns (a transaction-long lock, before the statement that
@@ -289,6 +302,20 @@ WITH revoked AS (
     RETURNING 1
 )
 SELECT count(*) FROM revoked
+"""
+
+# A key recorded and unexpired is a replay: no row. Each purges a batch of expired keys, never
+# the one being recorded.
+FIRST_USE_PROOF = """
+WITH purged AS (
+    DELETE FROM auth_refresh_proofs WHERE key IN (
+        SELECT key FROM auth_refresh_proofs WHERE expires_at <= $3 AND key <> $1
+        LIMIT 100 FOR UPDATE SKIP LOCKED)
+)
+INSERT INTO auth_refresh_proofs (key, expires_at) VALUES ($1, $2)
+ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at
+    WHERE auth_refresh_proofs.expires_at <= $3
+RETURNING 1
 """
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -65,6 +66,10 @@ KEY_PREFIX = "auth-refresh:"
 ACCEPTED_POLICY = "noeviction"
 
 store_log = logging.getLogger("auth_refresh.store")
+# A DPoP proof's key, set only if absent, expiring with the proof's window (ProofReplayCache).
+FIRST_USE = Script.of(
+    "if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 1 end\nreturn 0"
+)
 
 LayoutT = TypeVar("LayoutT", bound=KeyLayout)
 ScriptCall = tuple[Script, list[str], list[str]]
@@ -187,6 +192,12 @@ class RedisStoreCore(ABC, Generic[LayoutT]):
     @abstractmethod
     async def _run(self, script: Script, keys: list[str], args: list[str]) -> Any:
         """``script``'s answer, as one step."""
+
+    async def first_use(self, key: str, *, expires_at: float, now: float) -> bool:
+        """``ProofReplayCache``: a key of its own under the prefix, expiring with the proof."""
+        milliseconds = max(1, math.ceil((expires_at - now) * 1000))
+        answer = await self._run(FIRST_USE, [f"{self.keys.prefix}proof:{key}"], [str(milliseconds)])
+        return bool(answer)
 
     async def _index(
         self,

@@ -68,6 +68,11 @@ class KeyLayout(Protocol):
     """Where a store keeps families, and the Lua functions its scripts call (above)."""
 
     @property
+    def prefix(self) -> str:
+        """What every key of the layout starts with."""
+        ...
+
+    @property
     def schema(self) -> str:
         """The key of the layout's version."""
         ...

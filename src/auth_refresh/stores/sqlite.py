@@ -34,6 +34,7 @@ from auth_refresh.stores.base import (
     new_family_record,
 )
 from auth_refresh.stores.sqlite_connection import Step
+from auth_refresh.stores.sqlite_schema import FIRST_USE_PROOF, PURGE_PROOFS
 from auth_refresh.stores.sqlite_worker import SqliteWorker
 from auth_refresh.types import TokenPair
 
@@ -280,6 +281,15 @@ class SqliteRefreshTokenStore:
 
     async def _run(self, step: Step) -> Any:
         return await self._worker.run(step)
+
+    async def first_use(self, key: str, *, expires_at: float, now: float) -> bool:
+        """``ProofReplayCache``: each step purges a batch of expired keys."""
+
+        def record(connection: sqlite3.Connection) -> bool:
+            connection.execute(PURGE_PROOFS, (now, PURGE_BATCH))
+            return connection.execute(FIRST_USE_PROOF, (key, expires_at, now)).rowcount == 1
+
+        return cast(bool, await self._run(record))
 
 
 def _record(row: tuple[Any, ...]) -> FamilyRecord:

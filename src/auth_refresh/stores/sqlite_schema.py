@@ -6,7 +6,7 @@ in the clear. Version 2 keeps them as ``stores.sealing`` makes them. Version 3 a
 session each family is: its id, when it was last refreshed and its client label. Version 4
 indexes the live families only (not revoked), by subject in list order, in place of the index
 of every family by subject: a subject's revoked families, kept until they expire, are never
-walked. A migration is a
+walked. Version 5 adds the DPoP proofs seen (``auth_refresh_proofs``). A migration is a
 function of the open connection, run inside the transaction that sets the new version; adding
 one means writing it, listing it in ``MIGRATIONS`` and raising ``SCHEMA_VERSION``.
 """
@@ -23,11 +23,18 @@ from collections.abc import Callable
 from auth_refresh.exceptions import ConfigurationError
 from auth_refresh.stores.sealing import seal_pair, session_id_of, token_digest
 
-__all__ = ["SCHEMA_VERSION", "create_private", "upgrade", "use_wal"]
+__all__ = [
+    "FIRST_USE_PROOF",
+    "PURGE_PROOFS",
+    "SCHEMA_VERSION",
+    "create_private",
+    "upgrade",
+    "use_wal",
+]
 
 store_log = logging.getLogger("auth_refresh.store")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 TABLE = """CREATE TABLE auth_refresh_families (
     family_id TEXT PRIMARY KEY,
@@ -59,9 +66,25 @@ INDEXES = (
     SESSION_INDEX,
 )
 
+# The DPoP proofs seen (ProofReplayCache), each until its window ends.
+PROOFS = (
+    "CREATE TABLE auth_refresh_proofs (key TEXT PRIMARY KEY, expires_at REAL NOT NULL) "
+    "WITHOUT ROWID",
+    "CREATE INDEX auth_refresh_proofs_expires_at ON auth_refresh_proofs (expires_at)",
+)
+# A key recorded and unexpired is a replay: no row changes.
+FIRST_USE_PROOF = (
+    "INSERT INTO auth_refresh_proofs (key, expires_at) VALUES (?, ?) ON CONFLICT (key) "
+    "DO UPDATE SET expires_at = excluded.expires_at WHERE auth_refresh_proofs.expires_at <= ?"
+)
+PURGE_PROOFS = (
+    "DELETE FROM auth_refresh_proofs WHERE key IN (SELECT key FROM auth_refresh_proofs "
+    "WHERE expires_at <= ? LIMIT ?)"
+)
+
 
 def _create(connection: sqlite3.Connection) -> None:
-    for statement in (TABLE, *INDEXES):
+    for statement in (TABLE, *INDEXES, *PROOFS):
         connection.execute(statement)
 
 
@@ -109,11 +132,18 @@ def _index_live_families(connection: sqlite3.Connection) -> None:
     connection.execute(LIVE_INDEX)
 
 
+def _add_proofs(connection: sqlite3.Connection) -> None:
+    # 4 -> 5: the DPoP proofs seen.
+    for statement in PROOFS:
+        connection.execute(statement)
+
+
 # MIGRATIONS[n] brings a version n - 1 table to version n.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     2: _seal_tokens,
     3: _add_sessions,
     4: _index_live_families,
+    5: _add_proofs,
 }
 
 

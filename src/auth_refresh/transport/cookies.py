@@ -218,6 +218,8 @@ class CookieTransport:
         body: dict[str, Any] = {"accessToken": pair["accessToken"], "csrfToken": csrf}
         if self.body_refresh_token:
             body["refreshToken"] = refresh_token
+        if "tokenType" in pair:
+            body["tokenType"] = pair["tokenType"]
         response = JSONResponse(body, headers=NO_STORE)
         max_age = _remaining_life(refresh_token, issued.expires_at)
         for path in self._paths(paths):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
@@ -37,6 +37,9 @@ class TokenPairBody(BaseModel):
 
     accessToken: str = Field(description="Access token (JWT, typ at+jwt)")
     refreshToken: str = Field(description="Refresh token (JWT, typ rt+jwt)")
+    tokenType: Literal["DPoP"] | None = Field(
+        default=None, description="DPoP when the pair is bound to the proof's key (RFC 9449)"
+    )
 
 
 COOKIE_ANSWER = (
@@ -61,6 +64,9 @@ class CookieTokenBody(BaseModel):
     accessToken: str = Field(description="Access token (JWT, typ at+jwt)")
     csrfToken: str = Field(description="Send it back in the X-CSRF-Token header")
     refreshToken: str | None = Field(default=None, description="Only when configured")
+    tokenType: Literal["DPoP"] | None = Field(
+        default=None, description="DPoP when the tokens are bound to the proof's key (RFC 9449)"
+    )
 
 
 class ErrorBody(BaseModel):
