@@ -1,13 +1,14 @@
-"""The PostgreSQL store's SQL: the schema (version 4), its migrations, and each step's statement;
+"""The PostgreSQL store's SQL: the schema (version 5), its migrations, and each step's statement;
 and the check of a database's schema, which creates or migrates it.
 
 Version 1 kept the families; version 2 adds the session each family is (``session_id``, unique
 and indexed, ``refreshed_at``, ``user_agent``, ``client_ip``); version 3 adds
 ``auth_refresh_rotate_batch``, several rotations in one statement; version 4 indexes the live
 (not revoked) families only, by subject in list order, in place of the index of every family
-by subject. ``MIGRATIONS[n]`` brings a version n - 1 schema to version n; adding one means
-writing it and raising ``SCHEMA_VERSION``. docs/postgres-store.md gives the same DDL and
-migrations for teams that manage the schema.
+by subject; version 5 adds the batch with a deadline (``ROTATE_BEFORE_FUNCTION``), which
+writes nothing once the server's clock has passed it. ``MIGRATIONS[n]`` brings a version n - 1
+schema to version n; adding one means writing it and raising ``SCHEMA_VERSION``.
+docs/postgres-store.md gives the same DDL and migrations for teams that manage the schema.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ __all__ = [
     "check_schema",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Creating the schema, once: DDL syncs to disk, and may wait for another process creating it.
 SCHEMA_TIMEOUT_MS = 30_000
 
@@ -129,6 +130,33 @@ END
 $$;
 """
 
+# The batch with a deadline: seconds since the epoch as the server's clock reads them, by when
+# the statement must commit (its callers give up soon after). Past it, the batch raises and writes
+# nothing: a batch that waited in a frozen server's socket, or ran late, never takes effect after
+# its callers were answered 503. Checked first (no row is locked in vain) and again after the
+# writes, just before the statement's transaction commits. Version 5's (MIGRATIONS[5]).
+ROTATE_BEFORE_FUNCTION = """
+CREATE OR REPLACE FUNCTION auth_refresh_rotate_batch(
+    p_family_ids text[], p_token_ids text[], p_successor_ids text[], p_successor_pairs text[],
+    p_successor_expires_at double precision[], p_now double precision[],
+    p_grace double precision[], p_lifetime double precision[], p_deadline double precision)
+RETURNS TABLE (ordinal integer, outcome text, family_subject text, grace_pair text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF extract(epoch FROM clock_timestamp()) > p_deadline THEN
+        RAISE EXCEPTION 'auth_refresh_rotate_batch: past its deadline, nothing written'
+            USING ERRCODE = 'query_canceled';
+    END IF;
+    RETURN QUERY SELECT * FROM auth_refresh_rotate_batch(p_family_ids, p_token_ids,
+        p_successor_ids, p_successor_pairs, p_successor_expires_at, p_now, p_grace, p_lifetime);
+    IF extract(epoch FROM clock_timestamp()) > p_deadline THEN
+        RAISE EXCEPTION 'auth_refresh_rotate_batch: past its deadline, nothing written'
+            USING ERRCODE = 'query_canceled';
+    END IF;
+END
+$$;
+"""
+
 # A subject's live families in list order (newest first; session ids compared as Python and
 # SQLite compare them): the list, the cap and the revocations walk these, never the subject's
 # revoked families, kept until they expire. Version 4's (MIGRATIONS[4]).
@@ -137,7 +165,7 @@ CREATE INDEX IF NOT EXISTS auth_refresh_families_live ON auth_refresh_families
     (subject, created_at DESC, session_id COLLATE "C" DESC) WHERE NOT revoked;
 """
 
-# Schema version 4. docs/postgres-store.md gives the same DDL for teams that manage the schema.
+# Schema version 5. docs/postgres-store.md gives the same DDL for teams that manage the schema.
 TABLES = """
 CREATE TABLE IF NOT EXISTS auth_refresh_schema (version integer NOT NULL);
 
@@ -167,6 +195,7 @@ SCHEMA = "\n".join(
         LIVE_INDEX,
         ROTATE_FUNCTION,
         ROTATE_BATCH_FUNCTION,
+        ROTATE_BEFORE_FUNCTION,
         # Our own integer.
         "INSERT INTO auth_refresh_schema (version)"  # noqa: S608
         f" SELECT {SCHEMA_VERSION:d} WHERE NOT EXISTS (SELECT FROM auth_refresh_schema);",
@@ -197,6 +226,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS auth_refresh_families_session
     3: ROTATE_BATCH_FUNCTION,
     # 3 -> 4: the index of every family by subject gives way to the live families' index.
     4: "DROP INDEX IF EXISTS auth_refresh_families_subject;" + LIVE_INDEX,
+    # 4 -> 5: the batch with a deadline (the one without stays, for processes still using it).
+    5: ROTATE_BEFORE_FUNCTION,
 }
 
 # Two logins of one subject take turns (a transaction-long lock, before the statement that
@@ -237,7 +268,7 @@ ON CONFLICT (family_id) DO UPDATE SET subject = excluded.subject,
 """
 ROTATE_BATCH = (
     "SELECT ordinal, outcome, family_subject, grace_pair "
-    "FROM auth_refresh_rotate_batch($1, $2, $3, $4, $5, $6, $7, $8)"
+    "FROM auth_refresh_rotate_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 )
 REVOKE_FAMILY = (
     "UPDATE auth_refresh_families SET revoked = true, successor_pair = NULL WHERE family_id = $1"
