@@ -232,8 +232,17 @@ async def assert_the_v1_family_is_a_session(url: str, now: float) -> None:
         assert (await family.rotate("live-1"))[0] is RotationOutcome.ROTATED
         (session,) = await store.list_sessions("alice", now=now + 30, limit=10)
         assert session.last_refreshed_at == now + 30
-        assert await store.revoke_session("alice", session_id, now=now + 30)
-        assert not await store.session_active(session_id, now=now + 30)
+        # Beside a family started now, as a new one: listed after it (older), capped with it.
+        login = Family(store, "alice")
+        login.now = now + 40
+        await login.start(max_sessions=2)
+        listed_ids = [
+            s.session_id for s in await store.list_sessions("alice", now=now + 40, limit=10)
+        ]
+        assert listed_ids == [login.session_id, session_id]
+        assert await store.revoke_session("alice", session_id, now=now + 40)
+        assert not await store.session_active(session_id, now=now + 40)
+        assert await store.revoke_subject("alice", now=now + 40) == 1
 
 
 def v2_database(server: PostgresServer) -> tuple[str, float]:
@@ -253,6 +262,23 @@ def v3_database(server: PostgresServer) -> tuple[str, float]:
     return url, now
 
 
+def v4_database(server: PostgresServer) -> tuple[str, float]:
+    """The same family as a store of schema version 4 left it (no batch with a deadline)."""
+    url, now = v3_database(server)
+    psql(url, documented_migration(4))
+    assert batch_functions(url) == "8"
+    return url, now
+
+
+def batch_functions(url: str) -> str:
+    """How many arguments each ``auth_refresh_rotate_batch`` takes."""
+    return psql_value(
+        url,
+        "SELECT string_agg(pronargs::text, ' ' ORDER BY pronargs) FROM pg_proc "
+        "WHERE proname = 'auth_refresh_rotate_batch'",
+    )
+
+
 def indexes(url: str) -> set[str]:
     found = psql_value(
         url, "SELECT indexname FROM pg_indexes WHERE tablename = 'auth_refresh_families'"
@@ -265,6 +291,8 @@ def assert_at_the_current_version(url: str) -> None:
     # The live families' index in place of every family's by subject (version 4).
     assert "auth_refresh_families_live" in indexes(url)
     assert "auth_refresh_families_subject" not in indexes(url)
+    # The batch with a deadline (version 5), beside the one without.
+    assert batch_functions(url) == "8 9"
 
 
 async def test_a_schema_of_version_1_is_migrated(postgres_server: PostgresServer) -> None:
@@ -283,6 +311,12 @@ async def test_a_schema_of_version_3_is_migrated(postgres_server: PostgresServer
     url, now = v3_database(postgres_server)
     assert "auth_refresh_families_subject" in indexes(url)
     await assert_the_v1_family_is_a_session(url + "?application_name=from-3", now)
+    assert_at_the_current_version(url)
+
+
+async def test_a_schema_of_version_4_is_migrated(postgres_server: PostgresServer) -> None:
+    url, now = v4_database(postgres_server)
+    await assert_the_v1_family_is_a_session(url + "?application_name=from-4", now)
     assert_at_the_current_version(url)
 
 
@@ -311,11 +345,11 @@ async def test_the_documented_migrations_bring_a_managed_schema_to_the_current_v
     assert_at_the_current_version(url)
 
 
-@pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.parametrize("version", [2, 3, 4])
 async def test_the_documented_migrations_bring_a_managed_schema_of_a_later_version_up(
     postgres_server: PostgresServer, version: int
 ) -> None:
-    url, now = (v2_database if version == 2 else v3_database)(postgres_server)
+    url, now = {2: v2_database, 3: v3_database, 4: v4_database}[version](postgres_server)
     for target in range(version + 1, SCHEMA_VERSION + 1):
         psql(url, documented_migration(target))
     assert_at_the_current_version(url)

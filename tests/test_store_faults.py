@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
 from auth_refresh import PasswordStorageService, RotationOutcome, StoreUnavailableError
+from auth_refresh.stores.sqlite_worker import SqliteWorker
 from conftest import InMemoryUsers, serve
 from factories import login
 from rotation_app import (
@@ -133,3 +135,29 @@ async def test_access_tokens_during_a_store_outage_live_as_long_as_the_stale_bou
             finally:
                 server.start()
             assert (await client.get("/me", headers=headers)).status_code == 200
+
+
+async def test_a_sqlite_batch_that_ran_past_its_deadline_commits_nothing(tmp_path: Path) -> None:
+    """Issue 21: a step answered with a 503 never takes effect. Steps that run past the busy
+    timeout (a stalled disk, a long lock wait before them) roll back instead of committing."""
+    path = tmp_path / "families.db"
+    async with opened(f"sqlite:///{path}") as store:
+        family = await Family(store).start()
+        worker = SqliteWorker(str(path), busy_timeout=0.2)
+
+        def revoke(connection: sqlite3.Connection) -> None:
+            connection.execute("UPDATE auth_refresh_families SET revoked = 1")
+
+        def revoke_slowly(connection: sqlite3.Connection) -> None:
+            revoke(connection)
+            time.sleep(0.4)
+
+        try:
+            with pytest.raises(StoreUnavailableError):
+                await worker.run(revoke_slowly)
+            assert await family.active()
+            # In time, the same step commits.
+            await worker.run(revoke)
+        finally:
+            await worker.close()
+        assert not await family.active()

@@ -18,7 +18,7 @@ from auth_refresh.stores import redis_migration
 from auth_refresh.stores.redis_layout import LAYOUT_VERSION
 from auth_refresh.stores.sealing import open_pair, session_id_of, token_digest
 from auth_refresh.stores.sqlite_schema import SCHEMA_VERSION
-from auth_refresh.testing import listed
+from auth_refresh.testing import Family, listed
 from store_fixtures import opened, running_redis
 
 # Most tests here start a server of their own: make quick leaves them out.
@@ -128,6 +128,58 @@ async def test_a_sqlite_file_of_the_second_schema_gets_its_sessions(tmp_path: Pa
     with sqlite3.connect(path) as after:
         assert after.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     after.close()
+
+
+V3_INDEXES = (
+    "CREATE UNIQUE INDEX auth_refresh_families_session ON auth_refresh_families (session_id)",
+    "CREATE INDEX auth_refresh_families_subject ON auth_refresh_families (subject)",
+    "CREATE INDEX auth_refresh_families_expires_at ON auth_refresh_families (expires_at)",
+)
+
+
+async def test_a_sqlite_file_of_the_third_schema_lists_refreshes_and_revokes(
+    tmp_path: Path,
+) -> None:
+    """Version 3 kept sessions but indexed every family by subject: migrated, its families
+    are listed with new ones, refresh, and end by each revocation."""
+    path = tmp_path / "families.db"
+    with sqlite3.connect(path) as before:
+        before.execute(V2_TABLE)
+        for family_id in ("fam-a", "fam-b", "fam-c"):
+            write_v2_family(before, family_id, "carol")
+        columns = ("session_id TEXT NOT NULL DEFAULT ''", "refreshed_at REAL", "user_agent TEXT")
+        for column in (*columns, "client_ip TEXT"):
+            before.execute(f"ALTER TABLE auth_refresh_families ADD COLUMN {column}")
+        for family_id in ("fam-a", "fam-b", "fam-c"):
+            before.execute(
+                "UPDATE auth_refresh_families SET session_id = ? WHERE family_id = ?",
+                (session_id_of(family_id), family_id),
+            )
+        for index in V3_INDEXES:
+            before.execute(index)
+        before.execute("PRAGMA user_version = 3")
+    before.close()
+    async with opened(f"sqlite:///{path}") as store:
+        login = Family(store, "carol")
+        login.now = NOW + 1
+        await login.start()
+        sessions = await listed(store, "carol", now=NOW + 1)
+        assert [session.session_id for session in sessions] == [
+            login.session_id,
+            *sorted((session_id_of(f) for f in ("fam-a", "fam-b", "fam-c")), reverse=True),
+        ]
+        assert (await rotate(store, "fam-a", "fam-a-1"))[0] == RotationOutcome.ROTATED.value
+        assert await store.revoke_session("carol", session_id_of("fam-b"), now=NOW + 1)
+        assert await store.revoke_other_sessions("carol", login.session_id, now=NOW + 1) == 2
+        assert (await rotate(store, "fam-c", "fam-c-1"))[0] == RotationOutcome.REVOKED.value
+        assert await store.revoke_subject("carol", now=NOW + 1) == 1
+        assert await listed(store, "carol", now=NOW + 1) == []
+    with sqlite3.connect(path) as after:
+        assert after.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        indexes = {name for (name,) in after.execute("SELECT name FROM sqlite_master")}
+    after.close()
+    assert "auth_refresh_families_live" in indexes
+    assert "auth_refresh_families_subject" not in indexes
 
 
 async def test_a_sqlite_file_of_a_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -29,23 +29,25 @@ in PL/pgSQL, holding the family's row lock for the decision and the write) for e
 id order, in one transaction. Every statement has a server-side ``statement_timeout`` and every
 step a client-side deadline: a server that is down, restarting or hung gives
 ``StoreUnavailableError`` within 1.5 s; a connection that timed out is dropped, and the pool
-opens a new one for the next step.
+opens a new one for the next step. A rotation answered with that error never takes effect
+later: its batch carries a deadline in the server's clock, past which the server writes nothing
+(``auth_refresh.postgres_batches``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import urllib.parse
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
+from auth_refresh.exceptions import StoreUnavailableError
 from auth_refresh.stores.base import (
     Rotation,
     RotationOutcome,
@@ -59,6 +61,8 @@ from auth_refresh.stores.postgres_batches import (
     RotationBatches,
     RotationRequest,
     RotationRow,
+    ServerClock,
+    discard,
     log_unavailable,
 )
 from auth_refresh.stores.postgres_schema import (
@@ -74,20 +78,13 @@ from auth_refresh.stores.postgres_schema import (
     START_FAMILY,
     check_schema,
 )
+from auth_refresh.stores.postgres_url import SERVER_SETTINGS, split_url
 from auth_refresh.types import TokenPair
 
 __all__ = ["PostgresRefreshTokenStore", "split_url"]
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 CONNECT_TIMEOUT_SECONDS = 0.5
-# The store's sessions' settings; the URL's query may set others, or these differently.
-SERVER_SETTINGS = {
-    # In milliseconds: a row lock held elsewhere or a stalled disk ends the statement.
-    "statement_timeout": "1000",
-    # Nothing answered is lost when the server fails: a commit waits for its WAL flush (the
-    # URL may turn this off, trading the last moments' refreshes for throughput).
-    "synchronous_commit": "on",
-}
 # The most one step may take, whatever the network does: under the 2 s promised to clients.
 STEP_DEADLINE_SECONDS = 1.5
 POOL_SIZE = 10
@@ -126,6 +123,7 @@ class PostgresRefreshTokenStore:
         )
         self._schema_checked = self._dsn in _CHECKED_SCHEMAS
         self._schema_check: asyncio.Task[None] | None = None
+        self._clock = ServerClock()
 
     @classmethod
     def from_url(cls, url: str) -> PostgresRefreshTokenStore:
@@ -176,6 +174,8 @@ class PostgresRefreshTokenStore:
         grace_seconds: float,
         absolute_lifetime: float,
     ) -> Rotation:
+        if not _storable(family_id, token_id):
+            return Rotation(RotationOutcome.UNKNOWN)
         answer, subject, stored = await self._rotation(
             (
                 family_id,
@@ -195,15 +195,21 @@ class PostgresRefreshTokenStore:
         return Rotation(outcome, subject, pair)
 
     async def revoke_family(self, family_id: str) -> None:
+        if not _storable(family_id):
+            return
         await self._step(lambda connection: connection.execute(REVOKE_FAMILY, family_id))
 
     async def revoke_subject(self, subject: str, *, now: float) -> int:
+        if not _storable(subject):
+            return 0
         ended: int = await self._step(
             lambda connection: connection.fetchval(REVOKE_SUBJECT, subject, now)
         )
         return ended
 
     async def session_active(self, session_id: str, *, now: float) -> bool:
+        if not _storable(session_id):
+            return False
         active = await self._step(
             lambda connection: connection.fetchval(SESSION_ACTIVE, session_id, now)
         )
@@ -212,6 +218,8 @@ class PostgresRefreshTokenStore:
     async def list_sessions(
         self, subject: str, *, now: float, limit: int, after: SessionCursor | None = None
     ) -> list[SessionRecord]:
+        if not _storable(subject) or (after is not None and not _storable(after.session_id)):
+            return []
         arguments: tuple[str | float, ...]
         if after is None:
             statement, arguments = LIST_SESSIONS, (subject, now, limit)
@@ -222,12 +230,18 @@ class PostgresRefreshTokenStore:
         return [SessionRecord(**dict(row)) for row in rows]
 
     async def revoke_session(self, subject: str, session_id: str, *, now: float) -> bool:
+        if not _storable(subject, session_id):
+            return False
         status = await self._step(
             lambda connection: connection.execute(REVOKE_SESSION, session_id, subject, now)
         )
         return status == "UPDATE 1"
 
     async def revoke_other_sessions(self, subject: str, keep: str | None, *, now: float) -> int:
+        if not _storable(subject):
+            return 0
+        if keep is not None and not _storable(keep):
+            keep = None  # no session is that one: none is kept
         ended: int = await self._step(
             lambda connection: connection.fetchval(REVOKE_OTHERS, subject, now, keep)
         )
@@ -275,15 +289,18 @@ class PostgresRefreshTokenStore:
         return found is not None
 
     async def _rotation(self, request: RotationRequest) -> RotationRow:
+        gives_up = time.monotonic() + STEP_DEADLINE_SECONDS
         with _unavailable_as_503():
             async with asyncio.timeout(STEP_DEADLINE_SECONDS):
                 pool = await self._pool()
                 loop = asyncio.get_running_loop()
                 rotations = self._rotations.get(loop)
                 if rotations is None or rotations.pool is not pool:
-                    rotations = self._rotations[loop] = RotationBatches(pool, STEP_DEADLINE_SECONDS)
-                # At the deadline the answer is cancelled: a batch not yet sent leaves it out.
-                return await rotations.submit(request)
+                    rotations = RotationBatches(pool, self._clock, STEP_DEADLINE_SECONDS)
+                    self._rotations[loop] = rotations
+                # At the deadline the answer is cancelled: a batch not yet sent leaves it out,
+                # one sent writes nothing (its server-side deadline is earlier).
+                return await rotations.submit(request, gives_up)
 
     async def _step(self, work: Callable[[PoolConnectionProxy[asyncpg.Record]], Awaitable[T]]) -> T:
         with _unavailable_as_503():
@@ -292,10 +309,12 @@ class PostgresRefreshTokenStore:
                 async with pool.acquire() as connection:
                     try:
                         return await work(connection)
+                    except asyncpg.PostgresError:
+                        raise  # the server answered: the connection is in a known state
                     except BaseException:
                         # Timed out or broken mid-statement: its state is unknown, so the
                         # connection goes, rather than back to the pool.
-                        connection.terminate()
+                        discard(connection)
                         raise
 
     async def _pool(self) -> asyncpg.Pool:
@@ -312,6 +331,8 @@ class PostgresRefreshTokenStore:
                 # The store sets no session state (a failed step's connection is closed), so
                 # the default reset, a round trip per step, has nothing to undo.
                 reset=_keep_session,
+                # A round trip only when the server's clock is due to be read again.
+                setup=self._clock.read_if_due,
             )
             self._pools[loop] = pool
             await pool
@@ -344,6 +365,12 @@ def _unavailable_as_503() -> Iterator[None]:
         raise StoreUnavailableError() from None
 
 
+def _storable(*texts: str) -> bool:
+    """Whether PostgreSQL text can hold these: not with a NUL, so an id with one names nothing
+    stored (answered here, rather than as the server's error)."""
+    return not any("\x00" in text for text in texts)
+
+
 def _retrieve(task: asyncio.Task[None]) -> None:
     # Its error is seen by the next step; the step that waited for it may have given up.
     if not task.cancelled():
@@ -352,45 +379,3 @@ def _retrieve(task: asyncio.Task[None]) -> None:
 
 async def _keep_session(connection: asyncpg.Connection[asyncpg.Record]) -> None:
     pass
-
-
-def split_url(url: str) -> tuple[str, dict[str, Any]]:
-    """``url`` as the libpq URI to connect with and the store's options taken out of its query
-    (``PostgresRefreshTokenStore``'s keyword arguments)."""
-    parts = urllib.parse.urlsplit(url)
-    try:
-        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True)
-    except ValueError as error:
-        raise ConfigurationError(f"not a usable PostgreSQL URL: {error}") from None
-    options: dict[str, Any] = {}
-    passed: list[tuple[str, str]] = []
-    for name, value in query:
-        if name == "auth_refresh_schema":
-            if value not in ("create", "managed"):
-                raise ConfigurationError("auth_refresh_schema must be 'create' or 'managed'")
-            options["create_schema"] = value == "create"
-        elif name == "auth_refresh_pool_size":
-            options["pool_size"] = _positive(name, value, int)
-        elif name == "connect_timeout":
-            # libpq's parameter; asyncpg takes it as an argument, not from the URL.
-            options["connect_timeout"] = _positive(name, value, float)
-        elif name in SERVER_SETTINGS:
-            # asyncpg would let the store's defaults win over the URL's.
-            options.setdefault("server_settings", {})[name] = value
-        else:
-            passed.append((name, value))
-    query_left = urllib.parse.urlencode(passed)
-    dsn = urllib.parse.urlunsplit(
-        (parts.scheme, parts.netloc, parts.path, query_left, parts.fragment)
-    )
-    return dsn, options
-
-
-def _positive(name: str, value: str, kind: Callable[[str], T]) -> T:
-    try:
-        number = kind(value)
-    except ValueError:
-        number = None
-    if number is None or not cast(float, number) > 0:
-        raise ConfigurationError(f"{name} must be a positive number, not {value!r}")
-    return number

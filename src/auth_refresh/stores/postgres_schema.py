@@ -5,8 +5,10 @@ Version 1 kept the families; version 2 adds the session each family is (``sessio
 and indexed, ``refreshed_at``, ``user_agent``, ``client_ip``); version 3 adds
 ``auth_refresh_rotate_batch``, several rotations in one statement; version 4 indexes the live
 (not revoked) families only, by subject in list order, in place of the index of every family by
-subject; version 5 adds the DPoP proofs seen (``auth_refresh_proofs``). ``MIGRATIONS[n]`` brings
-a version n - 1 schema to version n; adding one means writing it and raising ``SCHEMA_VERSION``.
+subject; version 5 adds the DPoP proofs seen (``auth_refresh_proofs``) and the batch with a
+deadline (``ROTATE_BEFORE_FUNCTION``), which writes nothing once the server's clock has passed
+it. ``MIGRATIONS[n]`` brings a version n - 1 schema to version n; adding one means writing it
+and raising ``SCHEMA_VERSION``.
 docs/postgres-store.md gives the same DDL and migrations for teams that manage the schema.
 """
 
@@ -130,6 +132,33 @@ END
 $$;
 """
 
+# The batch with a deadline: seconds since the epoch as the server's clock reads them, by when
+# the statement must commit (its callers give up soon after). Past it, the batch raises and writes
+# nothing: a batch that waited in a frozen server's socket, or ran late, never takes effect after
+# its callers were answered 503. Checked first (no row is locked in vain) and again after the
+# writes, just before the statement's transaction commits. Version 5's (MIGRATIONS[5]).
+ROTATE_BEFORE_FUNCTION = """
+CREATE OR REPLACE FUNCTION auth_refresh_rotate_batch(
+    p_family_ids text[], p_token_ids text[], p_successor_ids text[], p_successor_pairs text[],
+    p_successor_expires_at double precision[], p_now double precision[],
+    p_grace double precision[], p_lifetime double precision[], p_deadline double precision)
+RETURNS TABLE (ordinal integer, outcome text, family_subject text, grace_pair text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF extract(epoch FROM clock_timestamp()) > p_deadline THEN
+        RAISE EXCEPTION 'auth_refresh_rotate_batch: past its deadline, nothing written'
+            USING ERRCODE = 'query_canceled';
+    END IF;
+    RETURN QUERY SELECT * FROM auth_refresh_rotate_batch(p_family_ids, p_token_ids,
+        p_successor_ids, p_successor_pairs, p_successor_expires_at, p_now, p_grace, p_lifetime);
+    IF extract(epoch FROM clock_timestamp()) > p_deadline THEN
+        RAISE EXCEPTION 'auth_refresh_rotate_batch: past its deadline, nothing written'
+            USING ERRCODE = 'query_canceled';
+    END IF;
+END
+$$;
+"""
+
 # A subject's live families in list order (newest first; session ids compared as Python and
 # SQLite compare them): the list, the cap and the revocations walk these, never the subject's
 # revoked families, kept until they expire. Version 4's (MIGRATIONS[4]).
@@ -178,6 +207,7 @@ SCHEMA = "\n".join(
         PROOFS_TABLE,
         ROTATE_FUNCTION,
         ROTATE_BATCH_FUNCTION,
+        ROTATE_BEFORE_FUNCTION,
         # Our own integer.
         "INSERT INTO auth_refresh_schema (version)"  # noqa: S608
         f" SELECT {SCHEMA_VERSION:d} WHERE NOT EXISTS (SELECT FROM auth_refresh_schema);",
@@ -208,8 +238,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS auth_refresh_families_session
     3: ROTATE_BATCH_FUNCTION,
     # 3 -> 4: the index of every family by subject gives way to the live families' index.
     4: "DROP INDEX IF EXISTS auth_refresh_families_subject;" + LIVE_INDEX,
-    # 4 -> 5: the DPoP proofs seen.
-    5: PROOFS_TABLE,
+    # 4 -> 5: the DPoP proofs seen; the batch with a deadline (the one without stays, for
+    # processes still using it).
+    5: PROOFS_TABLE + ROTATE_BEFORE_FUNCTION,
 }
 
 # Two logins of one subject take turns (a transaction-long lock, before the statement that
@@ -250,7 +281,7 @@ ON CONFLICT (family_id) DO UPDATE SET subject = excluded.subject,
 """
 ROTATE_BATCH = (
     "SELECT ordinal, outcome, family_subject, grace_pair "
-    "FROM auth_refresh_rotate_batch($1, $2, $3, $4, $5, $6, $7, $8)"
+    "FROM auth_refresh_rotate_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 )
 REVOKE_FAMILY = (
     "UPDATE auth_refresh_families SET revoked = true, successor_pair = NULL WHERE family_id = $1"

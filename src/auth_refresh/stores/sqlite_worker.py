@@ -7,7 +7,9 @@ commit and one hand-back to each event loop serve a batch. SQLite's write lock s
 batches of every process (WAL keeps readers out of the way); a batch waits for it in short,
 random steps, and lets another process's waiting batch in (``sqlite_connection.WriteLock``).
 A step that cannot start within ``busy_timeout`` of being asked for (another writer holds the
-lock, or the queue is long) fails with ``StoreUnavailableError``.
+lock, or the queue is long) fails with ``StoreUnavailableError``; so does a batch that would
+commit past that deadline (its steps ran long): it rolls back rather than commit, so a step is
+answered by then, and a step answered with that error never takes effect.
 """
 
 from __future__ import annotations
@@ -137,7 +139,12 @@ class SqliteWorker:
         settled = len(answers)
         try:
             deadline = min(queued.deadline for queued in live)
-            connection = connection or open_connection(self.path, self.busy_timeout)
+            if connection is None:
+                # Opening (and migrating) the file, once, is not counted against the steps
+                # that wait for it: they get their whole wait for the lock and the commit.
+                opening = time.monotonic()
+                connection = open_connection(self.path, self.busy_timeout)
+                deadline += time.monotonic() - opening
             self._lock.begin(connection, deadline)
             try:
                 if len(live) == 1:
@@ -147,6 +154,9 @@ class SqliteWorker:
                 else:
                     for queued in live:
                         answers.append((queued, *in_savepoint(connection, queued.step)))
+                if time.monotonic() > deadline:
+                    # Late: the first of its steps should have been answered by now.
+                    raise sqlite3.OperationalError("past the busy timeout before the commit")
                 # Inside the try: a COMMIT that fails leaves nothing half-written either.
                 self._lock.commit(connection, deadline)
             except BaseException:
