@@ -1,7 +1,8 @@
-"""Versioned schemas: a SQLite file and Redis keys written by the first releases' stores
-(tests/data, made with main's code) are migrated when opened, keep their sessions (a repeat
-within the grace window still gets its pair) and keep no token in the clear; data of a newer
-version is refused with a clear error."""
+"""Versioned schemas: a SQLite file, Redis keys and Redis Cluster keys written by the first
+releases' stores (tests/data, made with that code) are migrated when opened, keep their
+sessions (a repeat within the grace window still gets its pair; listed, refreshed and revoked
+like new ones) and keep no token in the clear; data of a newer version is refused with a clear
+error."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
-from auth_refresh import ConfigurationError, RefreshTokenStore, RotationOutcome, Successor
+from auth_refresh import ConfigurationError, RefreshTokenStore, RotationOutcome, Successor, cli
 from auth_refresh.stores import redis_migration
+from auth_refresh.stores.redis_cluster_layout import LAYOUT_VERSION as CLUSTER_LAYOUT_VERSION
 from auth_refresh.stores.redis_layout import LAYOUT_VERSION
 from auth_refresh.stores.sealing import open_pair, session_id_of, token_digest
 from auth_refresh.stores.sqlite_schema import SCHEMA_VERSION
@@ -75,6 +78,24 @@ async def assert_migrated_sessions_work(store: RefreshTokenStore) -> None:
     assert await store.revoke_subject("alice", now=NOW + 1) == 2
     assert (await rotate(store, "fam-fresh", "fresh-1-next"))[0] == RotationOutcome.REVOKED.value
     assert not await store.session_active(session_id_of("fam-fresh"), now=NOW + 1)
+
+
+async def assert_migrated_sessions_end_like_new_ones(store: RefreshTokenStore) -> None:
+    """A migrated family's refresh shows in its session, and ending a session (as its owner,
+    by logout) takes it out of the list and refuses its tokens."""
+    rotated, fresh = session_id_of("fam-rotated"), session_id_of("fam-fresh")
+    assert (await rotate(store, "fam-rotated", "rotated-2"))[0] == RotationOutcome.ROTATED.value
+    (session,) = [s for s in await listed(store, "alice", now=NOW + 2) if s.session_id == rotated]
+    assert session.last_refreshed_at == NOW + 1
+    assert await store.revoke_session("alice", rotated, now=NOW + 2)
+    assert not await store.session_active(rotated, now=NOW + 2)
+    next_token = "rotated-2-next"
+    assert (await rotate(store, "fam-rotated", next_token))[0] == RotationOutcome.REVOKED.value
+    assert [s.session_id for s in await listed(store, "alice", now=NOW + 2)] == [fresh]
+    await store.revoke_family("fam-fresh")  # a logout
+    assert not await store.session_active(fresh, now=NOW + 2)
+    assert await listed(store, "alice", now=NOW + 2) == []
+    assert (await rotate(store, "fam-fresh", "fresh-1"))[0] == RotationOutcome.REVOKED.value
 
 
 async def test_a_sqlite_file_of_the_first_schema_is_migrated(tmp_path: Path) -> None:
@@ -217,6 +238,72 @@ async def test_redis_keys_of_the_first_layout_are_migrated(tmp_path: Path) -> No
         stored = b"".join(client.dump(key) or b"" for key in keys)  # type: ignore[operator]
     assert b"eyJ" not in stored
     assert b"rotated-1" not in stored
+
+
+async def test_redis_families_of_the_first_layout_end_like_new_ones(tmp_path: Path) -> None:
+    with running_redis(tmp_path) as server, redis.Redis.from_url(server.url) as client:
+        load_v1_keys(client)
+        async with opened(server.url) as store:
+            assert await store.migrate() == LAYOUT_VERSION  # type: ignore[attr-defined]
+            await assert_migrated_sessions_end_like_new_ones(store)
+
+
+def test_the_cli_lists_a_session_of_the_first_redis_layout_after_store_migrate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The issue's case: `store migrate`, then `sessions list` showed no session.
+    with running_redis(tmp_path) as server, redis.Redis.from_url(server.url) as client:
+        load_v1_keys(client)
+        monkeypatch.setenv("AUTH_REFRESH_STORE_URL", server.url)
+        assert cli.main(["store", "migrate"]) == 0
+        assert cli.main(["sessions", "list", "alice"]) == 0
+    listing = capsys.readouterr().out
+    assert session_id_of("fam-rotated") in listing
+    assert session_id_of("fam-fresh") in listing
+
+
+def load_v1_cluster_keys(client: RedisCluster) -> None:
+    for key, entry in json.loads((DATA / "schema-v1-redis-cluster.json").read_text()).items():
+        if entry["type"] == "hash":
+            client.hset(key, mapping=entry["value"])
+            client.pexpireat(key, int(float(entry["value"]["expires_at"]) * 1000))
+        elif entry["type"] == "set":
+            client.sadd(key, *entry["value"])
+            client.pexpire(key, int(LIFETIME * 1000))
+        elif key.endswith("schema"):
+            client.set(key, entry["value"])
+        else:  # a session's family
+            client.set(key, entry["value"], pxat=int((NOW + LIFETIME) * 1000))
+
+
+async def test_redis_cluster_families_of_the_first_layout_live_and_end_like_new_ones(
+    redis_cluster_url: str,
+) -> None:
+    seed = redis_cluster_url.removeprefix("redis-cluster://").split(",")[0]
+    host, port = seed.rsplit(":", 1)
+    with RedisCluster(host=host, port=int(port), decode_responses=True) as client:
+        load_v1_cluster_keys(client)
+        try:
+            async with opened(redis_cluster_url) as store:
+                assert await store.migrate() == CLUSTER_LAYOUT_VERSION  # type: ignore[attr-defined]
+                sessions = await listed(store, "alice", now=NOW + 1)
+                assert {session.session_id for session in sessions} == {
+                    session_id_of("fam-rotated"),
+                    session_id_of("fam-fresh"),
+                }
+                assert {session.user_agent for session in sessions} == {"first-schema-agent"}
+                assert not await store.session_active(session_id_of("fam-revoked"), now=NOW + 1)
+                outcome, pair = await rotate(store, "fam-rotated", "rotated-1")
+                assert outcome == RotationOutcome.GRACE.value
+                assert open_pair(pair, "rotated-1", "fam-rotated") == ROTATED_PAIR  # type: ignore[arg-type]
+                await assert_migrated_sessions_end_like_new_ones(store)
+            assert client.exists("auth-refresh:{s:alice}:families") == 0
+        finally:
+            client.set("auth-refresh:schema", CLUSTER_LAYOUT_VERSION)
+            for key in json.loads((DATA / "schema-v1-redis-cluster.json").read_text()):
+                if not key.endswith("schema"):
+                    client.delete(key)
+            client.delete("auth-refresh:{s:alice}:sessions", "auth-refresh:{s:alice}:index")
 
 
 async def test_redis_keys_of_the_second_layout_get_their_sessions(tmp_path: Path) -> None:

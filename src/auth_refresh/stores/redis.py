@@ -9,6 +9,11 @@ socket timeouts (0.5 s; a URL query such as ``?socket_timeout=0.2`` overrides th
 retries, and every step has a deadline (``step_deadline``, 1.5 s): a dead or hung Redis gives
 ``StoreUnavailableError`` well within 2 s. ``rediss://`` URLs connect with TLS.
 
+A login's and a rotation's script is given that deadline in the server's time (``redis_clock``:
+the server's ``TIME`` is read at the first step, then every minute in the background) and
+writes nothing if Redis runs it later, as a hung Redis that wakes up does with the steps that
+gave up meanwhile: their clients were answered 503, and retry.
+
 At its first step the store checks the server: an evicting ``maxmemory-policy`` would drop keys
 the others rely on, so only ``noeviction`` is accepted (read with ``CONFIG GET``, or from
 ``INFO memory`` where ``CONFIG`` is disabled; a policy neither shows is a WARNING), and the key
@@ -22,6 +27,8 @@ each one script that walks at most the page plus the cap.
 from __future__ import annotations
 
 import asyncio
+import functools
+import time
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -34,14 +41,18 @@ from redis.exceptions import RedisError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from auth_refresh.exceptions import ConfigurationError
+from auth_refresh.stores.redis_clock import ServerClock
 from auth_refresh.stores.redis_core import (
     CONNECT_TIMEOUT_SECONDS,
     KEY_PREFIX,
+    STEP_DEADLINE_SECONDS,
     RedisStoreCore,
     check_eviction_policy,
+    deadline_argument,
     failing_as_unavailable,
     number,
     run_scripts,
+    store_log,
 )
 from auth_refresh.stores.redis_layout import END_SESSIONS, LIST_PAGE, Keys
 from auth_refresh.stores.redis_migration import migrate
@@ -61,13 +72,14 @@ class RedisRefreshTokenStore(RedisStoreCore[Keys]):
     def __init__(self, client: redis.Redis, *, key_prefix: str = KEY_PREFIX) -> None:
         super().__init__(Keys(key_prefix))
         self.client = client
-        self._list_page = layout_script(self.keys, LIST_PAGE)
-        self._end_sessions = layout_script(self.keys, END_SESSIONS)
+        self._list_page = layout_script(self.keys, LIST_PAGE, "list sessions")
+        self._end_sessions = layout_script(self.keys, END_SESSIONS, "end sessions")
         # A connection belongs to the event loop that opened it: a client per loop.
         self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batches] = (
             weakref.WeakKeyDictionary()
         )
         self._checked = False
+        self._clock = ServerClock()
         # The loop the given client serves; other loops get clients of their own.
         self._client_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
 
@@ -111,7 +123,7 @@ class RedisRefreshTokenStore(RedisStoreCore[Keys]):
     async def migrate(self) -> int:
         """Check the server and migrate the key layout now (the first step would); the layout's
         version. No step deadline: a large migration takes as long as it takes."""
-        async with failing_as_unavailable("Redis store", deadline=None):
+        async with failing_as_unavailable("Redis store", None, lambda: self._doing("migrate")):
             batches = self._batches_of_this_loop()
             await batches.checked(self._check_server)
             version = await batches.client.get(self.keys.schema)
@@ -130,12 +142,25 @@ class RedisRefreshTokenStore(RedisStoreCore[Keys]):
         if self._client_loop is None or self._client_loop() in (loop, None):
             await self.client.aclose()
 
-    async def _run(self, script: Script, keys: list[str], args: list[str]) -> Any:
-        async with failing_as_unavailable("Redis store", self.step_deadline):
+    async def _run(
+        self, script: Script, keys: list[str], args: list[str], *, refuse_late: bool = False
+    ) -> Any:
+        gives_up_at = time.monotonic() + self.step_deadline
+        doing = functools.partial(self._doing, script.name)
+        async with failing_as_unavailable("Redis store", self.step_deadline, doing):
             batches = self._batches_of_this_loop()
             if not self._checked:
                 await batches.checked(self._check_server)
+            if self._clock.due():
+                batches.read_clock(self._clock)
+            if refuse_late:
+                args = [*args, deadline_argument(self._clock.deadline(gives_up_at))]
             return await batches.submit(script, keys, args)
+
+    def _doing(self, operation: str) -> str:
+        server = self.client.connection_pool.connection_kwargs
+        where = server.get("path") or f"{server.get('host')}:{server.get('port')}"
+        return f"{operation} on {where}"
 
     async def _check_server(self, client: redis.Redis) -> None:
         await check_eviction_policy(
@@ -144,6 +169,7 @@ class RedisRefreshTokenStore(RedisStoreCore[Keys]):
             lambda: client.info("memory"),
         )
         await migrate(client, self.keys)
+        await self._clock.read(client.time)
         self._checked = True
 
     def _batches_of_this_loop(self) -> _Batches:
@@ -165,6 +191,7 @@ class _Batches:
         self._waiting: list[_Call] = []
         self._sending: asyncio.Task[None] | None = None
         self._checking: asyncio.Task[None] | None = None
+        self._reading: asyncio.Task[None] | None = None
 
     async def checked(self, check: Callable[[redis.Redis], Coroutine[Any, Any, None]]) -> None:
         """``check(client)`` done once for the steps that wait for it together."""
@@ -174,9 +201,22 @@ class _Batches:
         # Shielded: one step's deadline does not cancel the check the others wait for.
         await asyncio.shield(self._checking)
 
+    def read_clock(self, clock: ServerClock) -> None:
+        """Read the server's clock in the background, unless a reading is under way."""
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.get_running_loop().create_task(self._read(clock))
+
+    async def _read(self, clock: ServerClock) -> None:
+        try:
+            async with asyncio.timeout(STEP_DEADLINE_SECONDS):
+                await clock.read(self.client.time)
+        except (RedisError, OSError, TimeoutError) as error:
+            # The next reading is due in a minute; meanwhile the last one serves.
+            store_log.info("Redis store: its clock was not read: %s", type(error).__name__)
+
     async def finish(self) -> None:
-        """Wait for the check and pipeline under way; the client's timeouts bound them."""
-        for task in (self._checking, self._sending):
+        """Wait for the check, reading and pipeline under way; timeouts bound them."""
+        for task in (self._checking, self._reading, self._sending):
             if task is not None and not task.done():
                 await asyncio.wait([task])
 

@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import time
 import urllib.parse
 from collections.abc import Awaitable
 from typing import Any, TypeVar, cast
@@ -60,6 +61,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException
 
 from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
+from auth_refresh.stores.redis_clock import ServerClocks, TimeReader
 from auth_refresh.stores.redis_cluster_layout import (
     CHECK_LAYOUT,
     END_SESSION,
@@ -76,6 +78,7 @@ from auth_refresh.stores.redis_core import (
     RedisStoreCore,
     ScriptCall,
     check_eviction_policy,
+    deadline_argument,
     failing_as_unavailable,
     newer_layout,
     number,
@@ -109,13 +112,16 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
     def __init__(self, client: RedisCluster, *, key_prefix: str = KEY_PREFIX) -> None:
         super().__init__(ClusterKeys(key_prefix))
         self._client = client
-        self._index_family = Script.of(INDEX_FAMILY)
-        self._indexed_page = Script.of(INDEXED_PAGE)
-        self._unindex = Script.of(UNINDEX)
-        self._list_sessions = layout_script(self.keys, LIST_SESSIONS)
-        self._end_session = layout_script(self.keys, END_SESSION)
+        self._index_family = Script.of(INDEX_FAMILY, "index family")
+        self._indexed_page = Script.of(INDEXED_PAGE, "read index")
+        self._unindex = Script.of(UNINDEX, "unindex")
+        self._list_sessions = layout_script(self.keys, LIST_SESSIONS, "list sessions")
+        self._end_session = layout_script(self.keys, END_SESSION, "end session")
         self._found_cluster = False
         self._finding_cluster = asyncio.Lock()
+        # Each master's clock, by node name: a script that writes is given its step's deadline
+        # in the clock of the master that runs it.
+        self._clocks = ServerClocks(self._time_readers)
 
     @classmethod
     def from_url(cls, url: str) -> RedisClusterRefreshTokenStore:
@@ -170,7 +176,9 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
         self, subject: str, member: str, found: Any, *, now: float, max_sessions: int
     ) -> None:
         others: list[tuple[str, str]] = [pair for pair in found if pair[0] != member]
-        fields = await self._step(self._read_families([family for _, family in others]))
+        fields = await self._step(
+            self._read_families([family for _, family in others]), "read families"
+        )
         live: list[tuple[float, str, str]] = []  # last activity, member, family
         dead: list[str] = []
         for (other, family_id), values in zip(others, fields, strict=True):
@@ -189,7 +197,8 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
         live.sort()
         evicted = live[: max(0, len(live) + 1 - max_sessions)]
         if evicted:
-            await self._step(self._scripts([self._ending(f, now, "") for _, _, f in evicted]))
+            calls = [self._ending(family_id, now, "") for _, _, family_id in evicted]
+            await self._step(self._scripts(calls), "revoke sessions over the cap")
         await self._forget(subject, dead + [other for _, other, _ in evicted])
 
     async def _name_session(self, session_id: str, family_id: str, until: float) -> None:
@@ -197,7 +206,8 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
         # yet is a login not done yet).
         until_ms = str(math.ceil(until * 1000))
         session = self.keys.session(session_id)
-        await self._step(self._command("SET", session, family_id, "PXAT", until_ms))
+        naming = self._command("SET", session, family_id, "PXAT", until_ms)
+        await self._step(naming, "name session", session)
 
     async def revoke_subject(self, subject: str, *, now: float) -> int:
         return await self._end_sessions(subject, None, now)
@@ -206,12 +216,13 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
         return await self._end_sessions(subject, keep, now)
 
     async def _end_sessions(self, subject: str, keep: str | None, now: float) -> int:
-        indexed = await self._step(self._hgetall(self.keys.index(subject)))
+        index = self.keys.index(subject)
+        indexed = await self._step(self._hgetall(index), "read index", index)
         if not indexed:
             return 0
         members = list(indexed)
         calls = [self._ending(indexed[member], now, keep or "") for member in members]
-        answers = await self._step(self._scripts(calls))
+        answers = await self._step(self._scripts(calls), "end sessions")
         await self._forget(
             subject, [m for m, answer in zip(members, answers, strict=True) if answer != "kept"]
         )
@@ -219,7 +230,8 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
 
     async def _session_entry(self, session_id: str) -> str | None:
         # The session's key is in another slot than its family's: a step of its own.
-        family_id = await self._step(self._command("GET", self.keys.session(session_id)))
+        session = self.keys.session(session_id)
+        family_id = await self._step(self._command("GET", session), "find session", session)
         return None if family_id is None else self.keys.family(family_id)
 
     async def _session_rows(self, subject: str, now: float, limit: int, after: str) -> list[Any]:
@@ -231,9 +243,8 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
             members, families = await self._run(self._indexed_page, self._index_keys(subject), page)
             args = [number(now), subject]
             calls = [(self._list_sessions, [self.keys.family(f or "")], args) for f in families]
-            for member, family_id, row in zip(
-                members, families, await self._step(self._scripts(calls)), strict=True
-            ):
+            rows_found = await self._step(self._scripts(calls), "list sessions")
+            for member, family_id, row in zip(members, families, rows_found, strict=True):
                 if row:
                     rows.append(row)
                 elif (
@@ -262,24 +273,42 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
             await self._run(self._unindex, self._index_keys(subject), batch)
 
     async def close(self) -> None:
+        await self._clocks.close()
         await self._client.aclose()
 
     async def migrate(self) -> int:
         """Find the cluster, check it and migrate the layout now (the first step would); its
         version. No step deadline: a large migration takes as long as it takes."""
-        async with failing_as_unavailable("Redis Cluster", deadline=None):
+        doing = functools.partial(self._doing, "migrate", None)
+        async with failing_as_unavailable("Redis Cluster", None, doing):
             return await self._migrated_version()
 
     async def _migrated_version(self) -> int:
         await self._find_cluster()
         return int(cast(str, await self._client.get(self.keys.schema)))
 
-    async def _run(self, script: Script, keys: list[str], args: list[str]) -> Any:
-        return await self._step(self._script((script, keys, args)))
+    async def _run(
+        self, script: Script, keys: list[str], args: list[str], *, refuse_late: bool = False
+    ) -> Any:
+        gives_up_at = time.monotonic() + self.step_deadline if refuse_late else None
+        work = self._script((script, keys, args), gives_up_at)
+        return await self._step(work, script.name, keys[0] if keys else None)
 
-    async def _script(self, call: ScriptCall) -> Any:
+    async def _script(self, call: ScriptCall, gives_up_at: float | None = None) -> Any:
         await self._find_cluster()
+        if gives_up_at is not None:
+            # In the clock of the master that runs the script.
+            script, keys, args = call
+            node = self._client.get_node_from_key(keys[0])
+            deadline = self._clocks.deadline(node.name if node else None, gives_up_at)
+            call = (script, keys, [*args, deadline_argument(deadline)])
         return await run_script(self._client, call)
+
+    def _time_readers(self) -> dict[str, TimeReader]:
+        return {
+            node.name: functools.partial(self._client.time, target_nodes=node)
+            for node in self._client.get_primaries()
+        }
 
     async def _scripts(self, calls: list[ScriptCall]) -> list[Any]:
         await self._find_cluster()
@@ -317,6 +346,7 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
                     await self._client.initialize()
                     await self._check_policies()
                     await self._check_layout()
+                    await self._clocks.read()
                     self._found_cluster = True
 
     async def _check_layout(self) -> None:
@@ -338,16 +368,27 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
                 functools.partial(self._client.info, "memory", target_nodes=node),
             )
 
-    async def _step(self, work: Awaitable[T]) -> T:
+    async def _step(self, work: Awaitable[T], operation: str, key: str | None = None) -> T:
+        doing = functools.partial(self._doing, operation, key)
         try:
-            async with failing_as_unavailable("Redis Cluster", self.step_deadline):
+            async with failing_as_unavailable("Redis Cluster", self.step_deadline, doing):
                 return await work
         except AttributeError as error:
             # redis-py 8.1's cluster client, after a timeout under load, can hand a command a
             # connection it has just closed ('NoneType' has no attribute 'writelines'): the
             # step failed before it reached Redis, so this is a 503, not a 500.
-            store_log.warning("Redis Cluster client error: %s", error)
+            store_log.warning("Redis Cluster client error: %s: %s", doing(), error)
             raise StoreUnavailableError() from None
+
+    def _doing(self, operation: str, key: str | None) -> str:
+        """What a step did, and where, for a warning."""
+        if key is None:
+            return operation
+        try:
+            node = self._client.get_node_from_key(key)
+        except RedisClusterException:
+            node = None
+        return f"{operation} on {node.name if node is not None else 'a master not known yet'}"
 
 
 def _node(address: str) -> ClusterNode:

@@ -67,7 +67,7 @@ async def _migrate_index(client: RedisCluster, keys: ClusterKeys, old: str, subj
                 active = float(fields["refreshed_at"] or fields["created_at"])
                 live.append((active, member, family_id))
     live.sort(reverse=True)
-    add = Script.of(ADD_INDEXED)
+    add = Script.of(ADD_INDEXED, "migrate index")
     index_keys = [keys.sessions(subject), keys.index(subject)]
     kept = live[:MIGRATED_SESSIONS_MAX]
     for start in range(0, len(kept), SCAN_BATCH):
@@ -75,7 +75,7 @@ async def _migrate_index(client: RedisCluster, keys: ClusterKeys, old: str, subj
         for _, member, family_id in kept[start : start + SCAN_BATCH]:
             args += [member, family_id]
         await run_script(client, (add, index_keys, args))
-    end_session = layout_script(keys, END_SESSION)
+    end_session = layout_script(keys, END_SESSION, "end session")
     beyond = live[MIGRATED_SESSIONS_MAX:]
     for start in range(0, len(beyond), SCAN_BATCH):
         calls = [

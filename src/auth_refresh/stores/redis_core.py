@@ -2,6 +2,10 @@
 layout (``redis_scripts``), its arguments and the decoding of its answer, running scripts by
 SHA with a fallback for a server that does not have them, and Redis's failures as
 ``StoreUnavailableError``.
+
+A login and a rotation carry their step's deadline, written in the server's time
+(``redis_clock``): the server refuses to run them after it (``redis_scripts.LATE``), so a step
+answered 503 never takes effect later.
 """
 
 from __future__ import annotations
@@ -18,7 +22,16 @@ from typing import Any, Generic, TypeVar, cast
 import redis.asyncio as redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import (
+    ClusterCrossSlotError,
+    CrossSlotTransactionError,
+    DataError,
+    InvalidPipelineStack,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 
 from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
 from auth_refresh.stores.base import (
@@ -31,6 +44,7 @@ from auth_refresh.stores.base import (
     Successor,
 )
 from auth_refresh.stores.redis_scripts import (
+    LATE,
     REVOKE_FAMILY,
     REVOKE_SESSION,
     ROTATE,
@@ -47,9 +61,12 @@ __all__ = [
     "ACCEPTED_POLICY",
     "CONNECT_TIMEOUT_SECONDS",
     "KEY_PREFIX",
+    "STEP_DEADLINE_SECONDS",
+    "UNAVAILABLE",
     "RedisStoreCore",
     "ScriptCall",
     "check_eviction_policy",
+    "deadline_argument",
     "failing_as_unavailable",
     "newer_layout",
     "number",
@@ -71,6 +88,12 @@ FIRST_USE = Script.of(
     "if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 1 end\nreturn 0"
 )
 
+# redis-py's errors that mean "not now" (down, hung, loading, full, read-only after a failover,
+# no master for a slot, a connection cut mid-reply, every cluster node unreachable) are a 503;
+# these mean a mistake of ours (arguments, keys of several slots), and stay visible.
+MISTAKES = (ClusterCrossSlotError, CrossSlotTransactionError, DataError, InvalidPipelineStack)
+UNAVAILABLE = (RedisError, RedisClusterException, OSError, TimeoutError)
+
 LayoutT = TypeVar("LayoutT", bound=KeyLayout)
 ScriptCall = tuple[Script, list[str], list[str]]
 
@@ -84,11 +107,11 @@ class RedisStoreCore(ABC, Generic[LayoutT]):
         self.keys = keys
         # The most one step may take before it is a StoreUnavailableError.
         self.step_deadline = STEP_DEADLINE_SECONDS
-        self._start_family = layout_script(keys, START_FAMILY)
-        self._rotate = layout_script(keys, ROTATE)
-        self._revoke_family = layout_script(keys, REVOKE_FAMILY)
-        self._session_active = layout_script(keys, SESSION_ACTIVE)
-        self._revoke_session = layout_script(keys, REVOKE_SESSION)
+        self._start_family = layout_script(keys, START_FAMILY, "start family")
+        self._rotate = layout_script(keys, ROTATE, "rotate")
+        self._revoke_family = layout_script(keys, REVOKE_FAMILY, "revoke family")
+        self._session_active = layout_script(keys, SESSION_ACTIVE, "session active")
+        self._revoke_session = layout_script(keys, REVOKE_SESSION, "revoke session")
 
     async def start_family(
         self,
@@ -105,7 +128,7 @@ class RedisStoreCore(ABC, Generic[LayoutT]):
         expires_at = min(token_expires_at, now + absolute_lifetime)
         member = list_member(now, session.session_id)
         over_cap = await self._index(subject, family_id, member, absolute_lifetime, max_sessions)
-        await self._run(
+        answer = await self._run(
             self._start_family,
             [self.keys.family(family_id)],
             [
@@ -121,7 +144,10 @@ class RedisStoreCore(ABC, Generic[LayoutT]):
                 member,
                 str(max_sessions),
             ],
+            refuse_late=True,
         )
+        if answer == LATE:
+            raise _late("a login")
         await self._name_session(session.session_id, family_id, now + absolute_lifetime)
         if over_cap:
             await self._cap(subject, member, over_cap, now=now, max_sessions=max_sessions)
@@ -149,7 +175,10 @@ class RedisStoreCore(ABC, Generic[LayoutT]):
                 number(absolute_lifetime),
                 family_id,
             ],
+            refuse_late=True,
         )
+        if answer == LATE:
+            raise _late("a rotation")
         outcome = RotationOutcome(answer[0])
         subject = answer[1] if len(answer) > 1 else None
         if outcome is RotationOutcome.ROTATED:
@@ -190,8 +219,11 @@ class RedisStoreCore(ABC, Generic[LayoutT]):
         return bool(await self._run(self._revoke_session, [key], args))
 
     @abstractmethod
-    async def _run(self, script: Script, keys: list[str], args: list[str]) -> Any:
-        """``script``'s answer, as one step."""
+    async def _run(
+        self, script: Script, keys: list[str], args: list[str], *, refuse_late: bool = False
+    ) -> Any:
+        """``script``'s answer, as one step; with ``refuse_late``, the step's deadline in the
+        server's time (``deadline_argument``) is its last argument."""
 
     async def first_use(self, key: str, *, expires_at: float, now: float) -> bool:
         """``ProofReplayCache``: a key of its own under the prefix, expiring with the proof."""
@@ -266,16 +298,44 @@ async def run_script(client: redis.Redis | RedisCluster, call: ScriptCall) -> An
 
 @asynccontextmanager
 async def failing_as_unavailable(
-    what: str, deadline: float | None = STEP_DEADLINE_SECONDS
+    what: str,
+    deadline: float | None = STEP_DEADLINE_SECONDS,
+    doing: Callable[[], str] = lambda: "a step",
 ) -> AsyncIterator[None]:
-    """A step of at most ``deadline`` seconds; Redis's failures and the deadline logged and
-    raised as ``StoreUnavailableError``, never a guess."""
+    """A step of at most ``deadline`` seconds; Redis's failures and the deadline logged (with
+    ``doing()``: the operation, and the server where it is known) and raised as
+    ``StoreUnavailableError``, never a guess."""
     try:
         async with asyncio.timeout(deadline):
             yield
-    except (RedisError, OSError, TimeoutError) as error:
-        store_log.warning("%s unavailable: %s: %s", what, type(error).__name__, error)
+    except MISTAKES:
+        raise
+    except UNAVAILABLE as error:
+        reason = str(error) or _unsaid(error, deadline)
+        store_log.warning("%s unavailable: %s: %s: %s", what, doing(), type(error).__name__, reason)
         raise StoreUnavailableError() from None
+
+
+def _unsaid(error: BaseException, deadline: float | None) -> str:
+    # The error came without a message: the step's deadline (asyncio's TimeoutError), or one
+    # of redis-py's errors raised bare.
+    if isinstance(error, TimeoutError) and deadline is not None:
+        return f"no answer within {deadline:g} s"
+    cause = error.__cause__ or error.__context__
+    return f"after {type(cause).__name__}: {cause}" if cause else "(no message)"
+
+
+def deadline_argument(deadline: float | None) -> str:
+    """A deadline in the server's time (``ServerClock.deadline``) as a script's argument: ''
+    while the server's clock is not known."""
+    return "" if deadline is None else number(deadline)
+
+
+def _late(step: str) -> StoreUnavailableError:
+    # Only if the answer came back within the margin the deadline keeps: usually the step has
+    # given up already and nobody reads it.
+    store_log.warning("Redis: %s reached the server after its deadline and was not written", step)
+    return StoreUnavailableError()
 
 
 async def check_eviction_policy(

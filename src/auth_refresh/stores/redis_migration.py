@@ -161,14 +161,14 @@ async def _migrate_index(client: redis.Redis, keys: Keys, index: str, subject: s
                 active = float(fields["refreshed_at"] or fields["created_at"])
                 live.append((active, family_id, member, expires_ms))
     live.sort(reverse=True)
-    index_families = layout_script(keys, INDEX_FAMILIES)
+    index_families = layout_script(keys, INDEX_FAMILIES, "migrate index")
     for start in range(0, min(len(live), MIGRATED_SESSIONS_MAX), SCAN_BATCH):
         batch = live[start : min(start + SCAN_BATCH, MIGRATED_SESSIONS_MAX)]
         args = [subject, str(math.floor(now * 1000))]
         for active, family_id, member, expires_ms in batch:
             args += [family_id, member, str(expires_ms), repr(active)]
         await run_script(client, (index_families, [], args))
-    revoke_families = layout_script(keys, REVOKE_FAMILIES)
+    revoke_families = layout_script(keys, REVOKE_FAMILIES, "revoke families")
     beyond = [family_id for _, family_id, _, _ in live[MIGRATED_SESSIONS_MAX:]]
     for start in range(0, len(beyond), SCAN_BATCH):
         await run_script(client, (revoke_families, [], beyond[start : start + SCAN_BATCH]))

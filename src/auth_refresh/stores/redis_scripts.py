@@ -14,7 +14,13 @@ key it is given, ``KEYS[1]``; what else a step keeps up to date or consults is t
 
 A family's ``member`` (its hash's ``ix``) is its place in its subject's list of sessions:
 ``list_member``'s string, which sorts as the list does. The layout's functions may call
-``LIBRARY``'s (``revoke``, ``live_session``), declared before them.
+``LIBRARY``'s (``revoke``, ``live_session``, ``late``), declared before them.
+
+The scripts that write what a client is answered with (a login, a rotation) are given their
+step's deadline in the server's time (``redis_clock``) and answer ``LATE``, writing nothing,
+when the server runs them after it: the step gave up and its client was answered 503, so it
+must not take effect later. Revocations are not: a late one does what its client asked for,
+and what the client's retry does again.
 
 The standalone layout does all of them inside the script (``redis_layout.Keys``); in a cluster,
 where those keys are in other slots, the store takes them as steps of their own and the
@@ -32,6 +38,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 __all__ = [
+    "LATE",
     "LIST_SESSIONS",
     "MEMBER_PREFIX",
     "REVOKE_FAMILY",
@@ -47,6 +54,8 @@ __all__ = [
     "lua_string",
 ]
 
+# What a script that writes answers when it ran after its step's deadline: it wrote nothing.
+LATE = "late"
 # A member's first characters: its created_at, as 16 hex digits that sort as the number does.
 MEMBER_PREFIX = 16
 _SIGN = 1 << 63
@@ -54,14 +63,16 @@ _SIGN = 1 << 63
 
 @dataclass(frozen=True)
 class Script:
-    """A Lua script and the SHA1 by which ``EVALSHA`` names it."""
+    """A Lua script, the SHA1 by which ``EVALSHA`` names it, and what it does (for logs)."""
 
     text: str
     sha: str
+    name: str
 
     @classmethod
-    def of(cls, text: str) -> Script:
-        return cls(text, hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest())
+    def of(cls, text: str, name: str) -> Script:
+        sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+        return cls(text, sha, name)
 
 
 class KeyLayout(Protocol):
@@ -89,9 +100,9 @@ class KeyLayout(Protocol):
         ...
 
 
-def layout_script(layout: KeyLayout, body: str) -> Script:
-    """``body`` over ``layout``'s keys."""
-    return Script.of(PRELUDE + layout.lua + LIBRARY + body)
+def layout_script(layout: KeyLayout, body: str, name: str) -> Script:
+    """``body`` over ``layout``'s keys; ``name`` says what it does."""
+    return Script.of(PRELUDE + layout.lua + LIBRARY + body, name)
 
 
 def list_member(created_at: float, session_id: str) -> str:
@@ -122,10 +133,20 @@ PLAIN = frozenset(string.ascii_letters + string.digits + "-_:./ ")
 
 
 PRELUDE = """
-local revoke, live_session
+local revoke, live_session, late
 """
 
 LIBRARY = """
+-- Whether the step that sent the script gave up before the server ran it: its deadline, in
+-- the server's time ('' for none: the store has not read the server's clock yet), is past.
+late = function(deadline)
+    if deadline == '' then
+        return false
+    end
+    local now = redis.call('TIME')
+    return tonumber(now[1]) + tonumber(now[2]) / 1000000 > tonumber(deadline)
+end
+
 -- The family at key, which exists, is revoked and leaves its subject's index.
 revoke = function(key)
     local f = redis.call('HMGET', key, 'subject', 'ix')
@@ -152,9 +173,13 @@ end
 """
 
 # KEYS[1]: the family. ARGV: subject, now, expires_at, live token, family id, absolute lifetime,
-# session id, user agent, client ip ('' for none), member, max sessions. A tombstone left by
-# the cluster's revoke_subject keeps the family revoked: its 'revoked' is not written over.
+# session id, user agent, client ip ('' for none), member, max sessions, the step's deadline
+# (LATE after it). A tombstone left by the cluster's revoke_subject keeps the family revoked:
+# its 'revoked' is not written over.
 START_FAMILY = """
+if late(ARGV[12]) then
+    return 'late'
+end
 local expires_ms = string.format('%.0f', math.ceil(tonumber(ARGV[3]) * 1000))
 redis.call('HSET', KEYS[1], 'subject', ARGV[1], 'created_at', ARGV[2], 'expires_at', ARGV[3],
     'live', ARGV[4], 'sid', ARGV[7], 'ix', ARGV[10])
@@ -172,8 +197,12 @@ return 1
 
 # base.decide_rotation, line for line, and what the layout keeps beside the family.
 # KEYS[1]: the family; ARGV: token, successor token, successor pair ('' without a grace
-# window), successor expires_at, now, grace, absolute lifetime, family id.
+# window), successor expires_at, now, grace, absolute lifetime, family id, the step's deadline
+# (LATE after it: the caller was answered 503, and its retry of the same token must rotate).
 ROTATE = """
+if late(ARGV[9]) then
+    return 'late'
+end
 local token_id, successor_id, successor_pair = ARGV[1], ARGV[2], ARGV[3]
 local successor_expires_at = tonumber(ARGV[4])
 local now, grace, lifetime = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
