@@ -85,7 +85,8 @@ ACCEPTED_POLICY = "noeviction"
 store_log = logging.getLogger("auth_refresh.store")
 # A DPoP proof's key, set only if absent, expiring with the proof's window (ProofReplayCache).
 FIRST_USE = Script.of(
-    "if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 1 end\nreturn 0"
+    "if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 1 end\nreturn 0",
+    "first use of a DPoP proof",
 )
 
 # redis-py's errors that mean "not now" (down, hung, loading, full, read-only after a failover,
