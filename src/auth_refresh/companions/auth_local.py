@@ -252,7 +252,10 @@ class AuthLocalModule:
         self.failure_floor.record(cost_kind(stored_hash), seconds)
         # A disabled account gets the same answer as a wrong password, after as long.
         if user is None or not matches or not is_active(user):
-            await asyncio.sleep(max(0.0, self.failure_floor.seconds - seconds))
+            # As long as any failed login, then as long again holding the client's place: a
+            # client sending only wrong passwords hashes half the time at most.
+            floor = self.failure_floor.seconds
+            await asyncio.sleep(max(0.0, floor - seconds) + floor)
             raise AuthLocalInvalidCredentialsError()
         if stored_hash is not None:
             passwords, lookup = self.password_storage_service, self.user_lookup_service
