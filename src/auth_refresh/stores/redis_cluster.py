@@ -48,6 +48,7 @@ layout after an error, so the store recovers on its own once the node is back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import math
 import time
@@ -58,7 +59,7 @@ from typing import Any, TypeVar, cast
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisClusterException
+from redis.exceptions import RedisClusterException, RedisError
 
 from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
 from auth_refresh.stores.redis_clock import ServerClocks, TimeReader
@@ -274,7 +275,8 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
 
     async def close(self) -> None:
         await self._clocks.close()
-        await self._client.aclose()
+        with contextlib.suppress(RedisError, OSError):  # a socket slow to close: no error
+            await self._client.aclose()
 
     async def migrate(self) -> int:
         """Find the cluster, check it and migrate the layout now (the first step would); its
