@@ -27,12 +27,14 @@ typecheck: $(BIN)/.installed
 docs: $(BIN)/.installed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
+# Two cores at work, then the few tests that compare timings on a machine left to them.
 test: lint typecheck docs
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 -m "not alone"
+	$(BIN)/pytest -m alone
 
 # The inner loop, under a minute: the tests that start no server and no process of their own.
 quick: lint typecheck
-	$(BIN)/pytest -q -n auto -m "not servers and not processes"
+	$(BIN)/pytest -q -n auto -m "not servers and not processes and not alone"
 
 # The demo needs only the library and uvicorn: a small environment of its own.
 $(DEMO_VENV)/.installed: pyproject.toml

@@ -347,6 +347,7 @@ async def timed_login(client: httpx.AsyncClient, url: str) -> tuple[int, float]:
 
 
 @pytest.mark.processes
+@pytest.mark.alone
 async def test_a_flood_of_bad_logins_from_one_address_leaves_another_logging_in(
     tmp_path: Path,
 ) -> None:

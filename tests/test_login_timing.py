@@ -20,7 +20,7 @@ from pwdlib.hashers.bcrypt import BcryptHasher
 from auth_refresh import AuthenticationModule, AuthLocalModule, PasswordStorageService
 from conftest import InMemoryUsers, User, serve
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.alone]
 
 PASSWORD = "correct horse battery staple"
 ARGON2 = Argon2Hasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
