@@ -8,13 +8,17 @@ two ``jwt.encode`` calls of ``bench.apps.raw_pair``.
 
 Sides are timed interleaved in rounds after a warm-up round; each refresh presents a token never
 presented before. The median of the rounds is reported.
+
+Beside the memory store: the same store with its OpenTelemetry hooks off, and a registration
+with ``dpop`` required whose every refresh carries a DPoP proof (ES256, made before timing) for
+a pair bound to its key: what a proof costs a refresh.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import (
     AbstractContextManager,
     AsyncExitStack,
@@ -40,6 +44,7 @@ from bench.common import (
     apply_environment,
 )
 from bench.configurations import Configuration, environment
+from bench.dpop_proofs import DPOP_ENVIRONMENT, ProofMaker
 
 Step = Callable[[int], Awaitable[None]]
 
@@ -56,7 +61,9 @@ class Timing:
         return statistics.median(self.microseconds)
 
 
-def http_request(path: str, body: bytes) -> tuple[Scope, Receive]:
+def http_request(
+    path: str, body: bytes, extra_headers: Sequence[tuple[bytes, bytes]] = ()
+) -> tuple[Scope, Receive]:
     """The ASGI scope and receive channel uvicorn would hand over for a JSON POST."""
     scope: Scope = {
         "type": "http",
@@ -72,6 +79,7 @@ def http_request(path: str, body: bytes) -> tuple[Scope, Receive]:
             (b"host", b"127.0.0.1"),
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
+            *extra_headers,
         ],
         "client": ("127.0.0.1", 40000),
         "server": ("127.0.0.1", 8000),
@@ -209,11 +217,19 @@ async def measure_pipeline(
                 tokens = [(await module.issue(next(in_turn)))["refreshToken"] for _ in range(total)]
                 steps.append(_module_step(module, app, tokens))
                 timings.append(Timing(TELEMETRY_OFF, batch=_telemetry_off))
+                app, module = await stack.enter_async_context(
+                    started_module(configuration, workdir, redis_url, DPOP_ENVIRONMENT)
+                )
+                steps.append(await _dpop_step(module, app, in_turn, total))
+                timings.append(Timing(DPOP))
         await _interleaved(steps, timings, iterations, rounds)
     return timings
 
 
 TELEMETRY_OFF = "library-memory-telemetry-off"
+DPOP = "library-memory-dpop"
+# The URL of the scopes http_request makes, as a proof's htu names it.
+ORIGIN = "http://127.0.0.1"
 
 
 @contextmanager
@@ -228,11 +244,29 @@ def _telemetry_off() -> Iterator[None]:
         telemetry.instrument()
 
 
-def _module_step(module: Any, app: FastAPI, tokens: list[str]) -> Step:
+async def _dpop_step(module: Any, app: FastAPI, in_turn: Iterator[Any], total: int) -> Step:
+    # A client's key: pairs bound to it by a login with a proof, each refreshed with a proof.
+    client = ProofMaker()
+    tokens = []
+    for _ in range(total):
+        proof = client.proof("POST", ORIGIN + "/auth/login")
+        scope, receive = http_request("/auth/login", b"{}", [(b"dpop", proof)])
+        scope["app"] = app
+        pair = await module.issue(next(in_turn), Request(scope, receive))
+        assert pair.get("tokenType") == "DPoP", pair
+        tokens.append(pair["refreshToken"])
+    proofs = [client.proof("POST", ORIGIN + "/auth/refresh") for _ in range(total)]
+    return _module_step(module, app, tokens, proofs)
+
+
+def _module_step(
+    module: Any, app: FastAPI, tokens: list[str], proofs: list[bytes] | None = None
+) -> Step:
     # Scopes are built before timing: uvicorn builds them outside the application too.
     requests = []
-    for token in tokens:
-        scope, receive = http_request("/auth/refresh", refresh_body(token))
+    for index, token in enumerate(tokens):
+        headers = [] if proofs is None else [(b"dpop", proofs[index])]
+        scope, receive = http_request("/auth/refresh", refresh_body(token), headers)
         scope["app"] = app
         requests.append((scope, receive))
     refresh = module_refresh(module)

@@ -272,3 +272,27 @@ async def test_with_dpop_off_a_bound_token_is_refused(
         pair = (await client.login(dpop_node.key())).json()
         assert "tokenType" not in pair
         assert "cnf" not in claims_of(pair["refreshToken"])
+
+
+@pytest.mark.parametrize("mode", ["optional", "required"])
+async def test_the_guards_own_refusals_challenge_with_the_dpop_scheme(
+    users: InMemoryUsers, password_storage: Any, dpop_node: DpopNode, mode: str
+) -> None:
+    # RFC 9449 §7.1 and §7.2: the DPoP challenge names the algorithms; beside Bearer's only
+    # where Bearer tokens are still accepted.
+    algs = 'algs="ES256 EdDSA Ed25519 RS256 PS256"'
+    bearer = mode == "optional"
+    async with dpop_app(users, password_storage, dpop_node, dpop=mode) as client:
+        no_token = await client.http.get("/me")
+        assert error_of(no_token) == "AUTH_JWT_NOT_AUTHORIZED_ERROR"
+        challenge = f"DPoP {algs}"
+        assert no_token.headers["WWW-Authenticate"] == (
+            f"Bearer, {challenge}" if bearer else challenge
+        )
+        refused = f'DPoP error="invalid_token", {algs}'
+        if bearer:
+            refused = f'Bearer error="invalid_token", {refused}'
+        for scheme in ("Bearer", "DPoP"):
+            bad = await client.http.get("/me", headers={"Authorization": f"{scheme} not.a.token"})
+            assert error_of(bad) == "AUTH_JWT_NOT_AUTHORIZED_ERROR"
+            assert bad.headers["WWW-Authenticate"] == refused

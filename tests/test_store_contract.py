@@ -25,7 +25,13 @@ from auth_refresh.stores.base import (
     new_family_record,
 )
 from auth_refresh.stores.registry import register_store_scheme, store_factory_for
-from auth_refresh.testing import SCENARIOS, StoreContract, StoreFactory, check_store
+from auth_refresh.testing import (
+    PROOF_SCENARIOS,
+    SCENARIOS,
+    StoreContract,
+    StoreFactory,
+    check_store,
+)
 from store_fixtures import Family, opened
 
 pytestmark = pytest.mark.anyio
@@ -154,6 +160,42 @@ async def test_the_contract_catches_a_store_that_breaks_it() -> None:
     with pytest.raises(AssertionError):
         await check_store(ForgetfulStore)
     assert len(SCENARIOS) >= 15
+
+
+class ToyStoreWithProofs(ToyStore):
+    """The toy store with DPoP's replay cache: each key and when it expires."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proofs: dict[str, float] = {}
+
+    async def first_use(self, key: str, *, expires_at: float, now: float) -> bool:
+        if self.proofs.get(key, now) > now:
+            return False
+        self.proofs[key] = expires_at
+        return True
+
+
+class TestAToyStoreWithProofs(StoreContract):
+    @pytest.fixture
+    def store_factory(self) -> StoreFactory:
+        return ToyStoreWithProofs
+
+
+class ProofForgettingStore(ToyStoreWithProofs):
+    """Broken on purpose: it forgets a proof once its first second is over."""
+
+    async def first_use(self, key: str, *, expires_at: float, now: float) -> bool:
+        return await super().first_use(key, expires_at=min(expires_at, now + 1), now=now)
+
+
+async def test_the_contract_catches_a_replay_cache_that_forgets_too_soon() -> None:
+    with pytest.raises(AssertionError, match="a replay"):
+        await check_store(ProofForgettingStore)
+    assert len(PROOF_SCENARIOS) >= 3
+    # A store with the cache keeps the whole contract; one without keeps it too: DPoP is optional.
+    await check_store(ToyStoreWithProofs)
+    await check_store(ToyStore)
 
 
 async def test_an_async_factory_gives_the_store_too() -> None:

@@ -140,6 +140,29 @@ class AuthJwtUnauthorizedError(UnauthorizedError):
 
     error_code = "AUTH_JWT_NOT_AUTHORIZED_ERROR"
     default_message = "Unauthorized access attempt"
+    # Where DPoP is on, the guard names the proof algorithms (challenge_dpop): the challenge is
+    # then DPoP's too, or DPoP's alone where it is required (RFC 9449 §7.1 and §7.2).
+    dpop_algorithms: tuple[str, ...] = ()
+    bearer_accepted: bool = True
+
+    def challenge_dpop(self, algorithms: tuple[str, ...], *, bearer_accepted: bool) -> None:
+        """Challenge with the ``DPoP`` scheme of ``algorithms``, beside ``Bearer`` if accepted."""
+        self.dpop_algorithms = algorithms
+        self.bearer_accepted = bearer_accepted
+
+    @property
+    def headers(self) -> dict[str, str]:
+        bearer = super().headers
+        if not self.dpop_algorithms:
+            return bearer
+        error = 'error="invalid_token", ' if self.token_sent else ""
+        dpop = f'DPoP {error}algs="{" ".join(self.dpop_algorithms)}"'
+        # Several challenges share one header, comma-separated (RFC 9110 §11.6.1).
+        return {
+            "WWW-Authenticate": f"{bearer['WWW-Authenticate']}, {dpop}"
+            if self.bearer_accepted
+            else dpop
+        }
 
 
 class DpopError(UnauthorizedError):

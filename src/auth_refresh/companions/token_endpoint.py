@@ -9,29 +9,45 @@ walk (rotation, reuse detection, grace). The answer is §5.1's, the errors §5.2
 Clients are public (§2.1): none is registered, none authenticates. A client may name itself
 (``client_id``, or HTTP Basic with an empty password, which Swagger UI sends); one that sends a
 secret is an unknown client: ``invalid_client``, 401 with a ``Basic`` challenge (§5.2).
+
+With the refresh registration's ``dpop`` on, a grant's ``DPoP`` proof is checked as at the
+login and refresh routes and the pair is bound to its key: ``token_type`` ``DPoP`` (RFC 9449
+§5). A bad proof is ``invalid_dpop_proof``, a needed nonce ``use_dpop_nonce`` with a
+``DPoP-Nonce`` header (§8), both 400; a bound refresh token without its key's proof is
+``invalid_grant``, and its session goes on.
 """
 
 from __future__ import annotations
 
 import binascii
-import posixpath
 import time
 from base64 import b64decode
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from fastapi import APIRouter, FastAPI
-from fastapi.security import OAuth2PasswordBearer
-from pydantic import BaseModel, Field
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import NoMatchFound
 
 from auth_refresh._utils import unverified_claims
+from auth_refresh.companions.token_openapi import (
+    CHALLENGE,
+    FORM,
+    PASSWORD_SCHEME,
+    OAuthErrorBody,
+    OAuthErrorCode,
+    OAuthTokenBody,
+    PasswordFlowScheme,
+    error_responses,
+    grant_body,
+    proof_header,
+)
 from auth_refresh.exceptions import (
     AuthLocalInvalidCredentialsError,
     AuthRefreshError,
     ConfigurationError,
+    DpopNonceError,
+    InvalidDpopProofError,
     InvalidRequestError,
     TooManyRequestsError,
     UnauthorizedError,
@@ -47,39 +63,6 @@ from auth_refresh.transport.responses import NO_STORE
 from auth_refresh.types import TokenPair
 
 __all__ = ["PASSWORD_SCHEME", "OAuthErrorBody", "OAuthTokenBody", "TokenEndpoint"]
-
-# The OpenAPI security scheme of the password flow: Swagger UI's Authorize logs in with it.
-PASSWORD_SCHEME = "OAuth2Password"  # noqa: S105 - a scheme name
-FORM = "application/x-www-form-urlencoded"
-# The Basic challenge of an invalid_client answer (RFC 7617 requires a realm).
-CHALLENGE = 'Basic realm="auth-refresh", charset="UTF-8"'
-
-OAuthErrorCode = Literal[
-    "invalid_request",
-    "invalid_client",
-    "invalid_grant",
-    "invalid_scope",
-    "unsupported_grant_type",
-    "temporarily_unavailable",
-]
-
-
-class OAuthTokenBody(BaseModel):
-    """A successful token answer (RFC 6749 §5.1)."""
-
-    access_token: str = Field(description="Access token (JWT, typ at+jwt)")
-    token_type: Literal["Bearer"]
-    expires_in: int | None = Field(
-        default=None, description="The access token's lifetime in seconds"
-    )
-    refresh_token: str = Field(description="Refresh token (JWT, typ rt+jwt), for one use")
-
-
-class OAuthErrorBody(BaseModel):
-    """A refused token request (RFC 6749 §5.2)."""
-
-    error: OAuthErrorCode
-    error_description: str
 
 
 class GrantError(InvalidRequestError):
@@ -104,6 +87,11 @@ class GrantError(InvalidRequestError):
         """The §5.2 error for a refusal of the walks; a fault (a 500) stays the library's."""
         if isinstance(error, AuthLocalInvalidCredentialsError):
             return cls("invalid_grant", error.message)
+        # RFC 9449 §5 and §8: a proof's refusals are 400s of their own codes.
+        if isinstance(error, DpopNonceError):
+            return cls("use_dpop_nonce", error.message, headers={"DPoP-Nonce": error.nonce})
+        if isinstance(error, InvalidDpopProofError):
+            return cls("invalid_dpop_proof", error.message)
         if isinstance(error, UnauthorizedError):  # one answer, as /auth/refresh gives one 401
             return cls("invalid_grant", "The refresh token is invalid, expired or revoked")
         if isinstance(error, InvalidRequestError):  # 413 included: the status stays
@@ -150,9 +138,9 @@ class TokenEndpoint:
             name=self.route_name,
             responses={
                 200: {"model": OAuthTokenBody, "description": "An access and a refresh token"},
-                **_error_responses(),
+                **error_responses(),
             },
-            openapi_extra={"requestBody": _grant_body()},
+            openapi_extra={"requestBody": grant_body(), "parameters": [proof_header()]},
         )
         login.security_schemes[PASSWORD_SCHEME] = PasswordFlowScheme(self.route_name, path)
 
@@ -226,44 +214,6 @@ class TokenEndpoint:
         return _token_response(refreshed.issued.pair, flow.container.issuer(), fresh=fresh)
 
 
-class PasswordFlowScheme(OAuth2PasswordBearer):
-    """The OAuth2 password flow scheme, its ``tokenUrl`` where the token route really is.
-
-    FastAPI adds the ``root_path`` (a proxy's prefix, a mount's path) to the schema's servers
-    per request, after the schema is made: without servers of the application's own, the URL
-    is relative to the docs page (as FastAPI's tutorial writes ``tokenUrl="token"``), so Swagger
-    UI finds the route below whatever prefix the page itself is under.
-    """
-
-    def __init__(self, route_name: str, path: str) -> None:
-        super().__init__(
-            tokenUrl=path,
-            scheme_name=PASSWORD_SCHEME,
-            description="Log in with a username and password (the token endpoint)",
-            auto_error=False,
-        )
-        self.route_name = route_name
-        self.path = path
-
-    def openapi_at(self, app: FastAPI, base: str) -> dict[str, Any]:
-        """The scheme's object for ``app``'s schema, whose paths are below ``base``."""
-        try:
-            path = str(app.url_path_for(self.route_name))
-        except NoMatchFound:  # not in this application: the path as written
-            path = self.path
-        if base:
-            url = base.rstrip("/") + path
-        else:
-            page = app.docs_url or "/docs"
-            url = posixpath.relpath(path, page.rpartition("/")[0] or "/")
-            url += "/" if path.endswith("/") else ""
-        scheme: dict[str, Any] = self.model.model_dump(
-            mode="json", by_alias=True, exclude_none=True
-        )
-        scheme["flows"]["password"]["tokenUrl"] = url
-        return scheme
-
-
 _CHALLENGE = {"WWW-Authenticate": CHALLENGE}
 
 
@@ -306,7 +256,7 @@ async def _given(fields: Mapping[str, Any]) -> Mapping[str, Any]:
 def _token_response(pair: TokenPair, issuer: object, *, fresh: bool) -> Response:
     body: dict[str, Any] = {
         "access_token": pair["accessToken"],
-        "token_type": "Bearer",
+        "token_type": pair.get("tokenType", "Bearer"),
         "refresh_token": pair["refreshToken"],
     }
     lifetime = _expires_in(pair["accessToken"], issuer, fresh=fresh)
@@ -327,56 +277,3 @@ def _expires_in(access_token: str, issuer: object, *, fresh: bool) -> int | None
     if not isinstance(expires_at, int | float) or isinstance(expires_at, bool):
         return None
     return max(0, int(expires_at - time.time()))
-
-
-def _error_responses() -> dict[int | str, dict[str, Any]]:
-    retry_after = {
-        "Retry-After": {
-            "description": "Seconds to wait before trying again",
-            "schema": {"type": "integer"},
-        }
-    }
-    challenge = {"WWW-Authenticate": {"description": CHALLENGE, "schema": {"type": "string"}}}
-    described = {
-        400: ("invalid_request, invalid_grant, invalid_scope or unsupported_grant_type", {}),
-        401: ("invalid_client: client authentication was sent", challenge),
-        413: ("invalid_request: the body is too large", {}),
-        429: ("temporarily_unavailable: too many logins from this client", retry_after),
-        503: ("temporarily_unavailable: retry shortly", retry_after),
-    }
-    return {
-        code: {"model": OAuthErrorBody, "description": text, "headers": headers}
-        for code, (text, headers) in described.items()
-    }
-
-
-def _grant_body() -> dict[str, Any]:
-    public_client = {
-        "client_id": {"type": "string", "description": "Optional: a public client's name"},
-        "scope": {"type": "string", "maxLength": 0, "description": "No scopes are issued"},
-    }
-    password = {
-        "type": "object",
-        "properties": {
-            "grant_type": {"const": "password"},
-            "username": {"type": "string", "minLength": 1, "maxLength": 320},
-            "password": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": 4096,
-                "description": "At most 4096 bytes in UTF-8",
-            },
-            **public_client,
-        },
-        "required": ["grant_type", "username", "password"],
-    }
-    refresh = {
-        "type": "object",
-        "properties": {
-            "grant_type": {"const": "refresh_token"},
-            "refresh_token": {"type": "string", "minLength": 1},
-            **public_client,
-        },
-        "required": ["grant_type", "refresh_token"],
-    }
-    return {"required": True, "content": {FORM: {"schema": {"oneOf": [password, refresh]}}}}

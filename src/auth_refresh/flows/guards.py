@@ -62,12 +62,25 @@ class AccessFlow:
         """The user the request's access token names; raises a 401 error otherwise."""
         if not self.started:
             await self._start(request.app)
+        dpop = _dpop_of(request)
+        if dpop is None:
+            return await self._authenticate(request, None)
+        try:
+            return await self._authenticate(request, dpop)
+        except AuthJwtUnauthorizedError as error:
+            # RFC 9449 §7.1: the challenge names the DPoP scheme and its algorithms.
+            settings = dpop.container.settings()
+            bearer_accepted = settings.dpop != "required"
+            error.challenge_dpop(tuple(settings.dpop_algorithms), bearer_accepted=bearer_accepted)
+            raise
+
+    async def _authenticate(self, request: Request, dpop: DpopFlow | None) -> Any:
         container = self.container
         # An async provider's value is awaited; a plain one costs no await.
         extractor = container.extractor()
         extractor = await extractor if isawaitable(extractor) else extractor
         token = await resolve(extractor(request))
-        dpop, sent_as_dpop = _dpop_of(request), False
+        sent_as_dpop = False
         if dpop is not None and not token:
             # RFC 9449 §7.1: Authorization: DPoP <token>, beside the extractor's scheme.
             token = scheme_token(request)

@@ -13,6 +13,10 @@ Without pytest (the module imports without it; ``StoreContract`` is then not def
 ``await check_store(MyStore)`` runs the same scenarios and raises ``AssertionError`` at the
 first broken promise. Each scenario gets a store of its own from the
 factory and closes it; the stores may share a backend (families have fresh random ids).
+
+``PROOF_SCENARIOS`` are the DPoP replay cache's (``ProofReplayCache.first_use``), run for a
+store that has one: for any other, ``StoreContract`` skips them and ``check_store`` passes them
+by, so a store without DPoP keeps the contract.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeAlias
 
-from auth_refresh.stores.base import RefreshTokenStore
+from auth_refresh.stores.base import ProofReplayCache, RefreshTokenStore
+from auth_refresh.testing import proof_scenarios as proofs
 from auth_refresh.testing import rotation_scenarios as rotation
 from auth_refresh.testing import session_scenarios as sessions
 from auth_refresh.testing.family import (
@@ -47,6 +52,7 @@ __all__ = [
     "IDLE",
     "LIFETIME",
     "MAX_SESSIONS",
+    "PROOF_SCENARIOS",
     "SCENARIOS",
     "Family",
     "StoreContract",
@@ -58,6 +64,7 @@ __all__ = [
 
 StoreFactory: TypeAlias = Callable[[], RefreshTokenStore | Awaitable[RefreshTokenStore]]
 Scenario: TypeAlias = Callable[[RefreshTokenStore], Awaitable[None]]
+ProofScenario: TypeAlias = Callable[[ProofReplayCache], Awaitable[None]]
 
 SCENARIOS: tuple[Scenario, ...] = (
     rotation.the_live_token_rotates_once,
@@ -80,6 +87,12 @@ SCENARIOS: tuple[Scenario, ...] = (
     sessions.revoke_other_sessions_keeps_one_and_counts_the_rest,
 )
 
+PROOF_SCENARIOS: tuple[ProofScenario, ...] = (
+    proofs.a_proof_is_accepted_once_within_its_window,
+    proofs.racing_uses_of_one_proof_accept_one,
+    proofs.a_proofs_key_is_free_again_once_its_window_is_over,
+)
+
 
 async def run_scenario(store_factory: StoreFactory, scenario: Scenario) -> None:
     """``scenario`` on a new store from ``store_factory``, closed afterwards."""
@@ -91,10 +104,28 @@ async def run_scenario(store_factory: StoreFactory, scenario: Scenario) -> None:
         await store.close()
 
 
+async def run_proof_scenario(store_factory: StoreFactory, scenario: ProofScenario) -> bool:
+    """``scenario`` on a new store from ``store_factory``, closed afterwards; False, and not
+    run, if the store keeps no DPoP proofs."""
+    made = store_factory()
+    store = await made if inspect.isawaitable(made) else made
+    try:
+        if not isinstance(store, ProofReplayCache):
+            return False
+        await scenario(store)
+        return True
+    finally:
+        await store.close()
+
+
 async def check_store(store_factory: StoreFactory) -> None:
-    """Every scenario of the contract, each on a new store; ``AssertionError`` if one fails."""
+    """Every scenario of the contract, each on a new store; ``AssertionError`` if one fails.
+    The proof scenarios too, if the store keeps DPoP proofs."""
     for scenario in SCENARIOS:
         await run_scenario(store_factory, scenario)
+    for proof_scenario in PROOF_SCENARIOS:
+        if not await run_proof_scenario(store_factory, proof_scenario):
+            break
 
 
 if TYPE_CHECKING or HAS_PYTEST:
@@ -114,3 +145,12 @@ if TYPE_CHECKING or HAS_PYTEST:
         ) -> None:
             # An event loop of its own: the suite needs no async plugin.
             asyncio.run(run_scenario(store_factory, scenario))
+
+        @pytest.mark.parametrize(
+            "proof_scenario", PROOF_SCENARIOS, ids=lambda scenario: scenario.__name__
+        )
+        def test_store_keeps_the_proof_contract(
+            self, store_factory: StoreFactory, proof_scenario: ProofScenario
+        ) -> None:
+            if not asyncio.run(run_proof_scenario(store_factory, proof_scenario)):
+                pytest.skip("the store keeps no DPoP proofs (ProofReplayCache); DPoP needs one")
