@@ -19,7 +19,6 @@ from starlette.requests import Request
 from auth_refresh._utils import IPNetwork, from_trusted_proxy, ready, resolve
 from auth_refresh.exceptions import ConfigurationError, DpopBindingError, InvalidDpopProofError
 from auth_refresh.settings import AuthRefreshSettings
-from auth_refresh.stores.base import ProofReplayCache
 from auth_refresh.tokens.dpop import DpopNonces, DpopProof, DpopVerifier
 from auth_refresh.transport.cookies import csrf_keys_of
 from auth_refresh.types import CONFIRMATION_CLAIM, TokenPair
@@ -190,15 +189,15 @@ class DpopFlow:
             return None
         store = self.container.store()
         store = await store if isawaitable(store) else store
-        if not isinstance(store, ProofReplayCache):
+        # getattr, not isinstance of the runtime Protocol: that walks its members each time.
+        first_use = getattr(store, "first_use", None)
+        if first_use is None:
             raise ConfigurationError(
                 "DPoP needs a store that keeps proofs (ProofReplayCache.first_use); "
                 f"{type(store).__name__} does not"
             )
         now = self.container.clock()()
-        if not await store.first_use(
-            proof.replay_key, expires_at=proof.iat + verifier.window, now=now
-        ):
+        if not await first_use(proof.replay_key, expires_at=proof.iat + verifier.window, now=now):
             raise InvalidDpopProofError(algorithms=verifier.algorithms, reason="replayed")
         return proof.jkt
 

@@ -7,6 +7,7 @@ saw, and keeps the proof's ``jti`` (``DpopProof.replay_key``) for as long as the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -79,11 +80,7 @@ class DpopProof:
 
 def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
     """The RFC 7638 SHA-256 thumbprint of a public JWK, base64url (``cnf.jkt``, RFC 9449 §6)."""
-    members = THUMBPRINT_MEMBERS[jwk["kty"]]
-    canonical = json.dumps(
-        {name: jwk[name] for name in members}, separators=(",", ":"), ensure_ascii=False
-    )
-    return base64url(hashlib.sha256(canonical.encode("utf-8")).digest())
+    return base64url(hashlib.sha256(_canonical(jwk).encode("utf-8")).digest())
 
 
 def access_token_hash(access_token: str) -> str:
@@ -91,6 +88,27 @@ def access_token_hash(access_token: str) -> str:
     return base64url(hashlib.sha256(access_token.encode("ascii", "replace")).digest())
 
 
+# A client signs every proof with the same key, and requests go to a few URLs: both are
+# prepared once. Bounded: keys and URLs an attacker makes up only push older ones out.
+CACHED_KEYS = 1024
+CACHED_URLS = 1024
+
+
+@functools.lru_cache(maxsize=CACHED_KEYS)
+def _public_key(canonical: str, pyjwt_name: str) -> tuple[jwt.PyJWK, str]:
+    # ``canonical`` is the key's RFC 7638 members as JSON: all a public key is.
+    key = jwt.PyJWK(json.loads(canonical), algorithm=pyjwt_name)
+    return key, base64url(hashlib.sha256(canonical.encode("utf-8")).digest())
+
+
+def _canonical(jwk: Mapping[str, Any]) -> str:
+    members = THUMBPRINT_MEMBERS[jwk["kty"]]
+    return json.dumps(
+        {name: jwk[name] for name in members}, separators=(",", ":"), ensure_ascii=False
+    )
+
+
+@functools.lru_cache(maxsize=CACHED_URLS)
 def normalized_url(url: str) -> str | None:
     """``url`` without query and fragment, normalized as RFC 3986 §6.2.2 and §6.2.3 say (case,
     percent-encoding, dot segments, default port, empty path); None if it is no http(s) URL."""
@@ -209,7 +227,7 @@ class DpopVerifier:
         if signature is None or not signature:
             raise self.refuse("malformed")
         try:
-            key = jwt.PyJWK(jwk, algorithm=pyjwt_name)
+            key, thumbprint = _public_key(_canonical(jwk), pyjwt_name)
             if key_type == "RSA" and key.key.key_size < MIN_RSA_BITS:
                 raise self.refuse("weak_key")
             signing_input = f"{encoded_header}.{encoded_payload}".encode("ascii")
@@ -221,12 +239,14 @@ class DpopVerifier:
         claims = _json_segment(encoded_payload)
         if claims is None:
             raise self.refuse("malformed")
-        return self._checked(claims, jwk, method=method, url=url, now=now, token=access_token)
+        return self._checked(
+            claims, thumbprint, method=method, url=url, now=now, token=access_token
+        )
 
     def _checked(
         self,
         claims: Mapping[str, Any],
-        jwk: Mapping[str, Any],
+        thumbprint: str,
         *,
         method: str,
         url: str,
@@ -238,9 +258,8 @@ class DpopVerifier:
             raise self.refuse("jti")
         if htm != method:
             raise self.refuse("htm")
-        if not isinstance(htu, str) or normalized_url(htu) is None:
-            raise self.refuse("htu")
-        if normalized_url(htu) != normalized_url(url):
+        expected = normalized_url(url)
+        if not isinstance(htu, str) or expected is None or normalized_url(htu) != expected:
             raise self.refuse("htu")
         if isinstance(iat, bool) or not isinstance(iat, int | float) or not math.isfinite(iat):
             raise self.refuse("iat")
@@ -250,7 +269,7 @@ class DpopVerifier:
             raise self.refuse("ath")
         if self.nonces is not None and not self.nonces.accepts(claims.get("nonce"), now):
             raise DpopNonceError(self.nonces.current(now), algorithms=self.algorithms)
-        return DpopProof(jwk_thumbprint(jwk), jti, float(iat))
+        return DpopProof(thumbprint, jti, float(iat))
 
 
 def _canonical_base64url(segment: str) -> bytes | None:
