@@ -12,12 +12,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from inspect import isawaitable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from auth_refresh._utils import resolve
 from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
 from auth_refresh.stores.base import RefreshTokenStore
 from auth_refresh.transport.responses import NO_STORE
@@ -86,8 +86,7 @@ async def registration_readiness(
         settings = container.settings()
         if not settings.rotation and settings.dpop == "off":
             return Readiness(True)
-        store = container.store()
-        store = await store if isawaitable(store) else store
+        store = await resolve(container.store())
     except ConfigurationError as error:
         return Readiness(False, error.message, fatal=True)
     return await probe_store(store)

@@ -7,7 +7,6 @@ wrote it, and what to give instead.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +16,7 @@ from dependency_injector import providers
 from fastapi.routing import iter_route_contexts
 from starlette.routing import BaseRoute
 
+from auth_refresh._utils import resolve
 from auth_refresh.exceptions import ConfigurationError
 from auth_refresh.flows.refresh import RefreshFlow
 from auth_refresh.flows.sessions import SessionRoutes
@@ -38,8 +38,7 @@ log = logging.getLogger("auth_refresh")
 async def resolved(provider: providers.Provider[Any]) -> Any:
     """What ``provider`` gives, awaited when it is async (an async ``Resource``, a
     ``Coroutine``, a factory of an ``async def``)."""
-    value = provider()
-    return await value if inspect.isawaitable(value) else value
+    return await resolve(provider())
 
 
 async def check_registration(

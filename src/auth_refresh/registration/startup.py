@@ -3,13 +3,13 @@ registration, open its store, and ask the store whether it can serve."""
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Set
 from typing import Any
 
 from dependency_injector import providers
 
+from auth_refresh._utils import resolve
 from auth_refresh.exceptions import ConfigurationError
 from auth_refresh.flows.refresh import RefreshFlow
 from auth_refresh.registration.application import AppRegistry
@@ -58,8 +58,7 @@ async def open_store(
         return None  # a store a test set is the test's to close
     default = container.store.default
     try:
-        store = container.store()
-        store = await store if inspect.isawaitable(store) else store
+        store = await resolve(container.store())
     except ConfigurationError as error:
         raise ConfigurationError(f"{name}: {error.message}") from None
     if settings.dpop != "off" and not isinstance(store, ProofReplayCache):
