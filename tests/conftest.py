@@ -81,6 +81,14 @@ def jwt_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AUTH_REFRESH_STORE_URL", "memory://")
 
 
+@pytest.fixture(autouse=True)
+def postgres_without_tls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded PostgreSQL speaks no TLS. asyncpg's default ``sslmode=prefer`` asks first, and
+    a connect cancelled at that moment leaves a future whose exception nobody retrieves (an
+    asyncpg race), which anyio's runner raises in whichever test is running."""
+    monkeypatch.setenv("PGSSLMODE", "disable")
+
+
 @dataclass
 class User:
     id: str
