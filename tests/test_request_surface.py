@@ -11,9 +11,16 @@ from typing import Annotated, Any
 
 import pytest
 from fastapi import FastAPI, Form, Request
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from auth_refresh import AuthRefreshError, AuthRefreshModule, ExtractJwt
-from auth_refresh.transport.bodies import MAX_BODY_BYTES, read_body_fields
+from auth_refresh.transport.bodies import (
+    MAX_BODY_BYTES,
+    read_body_field,
+    read_body_fields,
+    single_field,
+)
 from auth_refresh.transport.responses import error_response
 from conftest import InMemoryUsers, serve
 
@@ -255,3 +262,50 @@ async def test_a_lone_surrogate_in_login_credentials_is_a_400_before_any_lookup(
     assert response.json()["errorCode"] == "AUTH_REFRESH_INVALID_REQUEST_ERROR"
     assert users.looked_up == []
     assert "ud800" not in response.text
+
+
+# Pieces of JSON bodies near the one member clients send: JSON's whitespace and others, escapes,
+# quotes, non-ASCII, a repeated or a second member, a field name spelt with an escape.
+BODY_PIECES = st.sampled_from(
+    ["{", "}", '"refreshToken"', '"refresh\\u0054oken"', ":", ",", '"', "a.b-c_9", " ", "\t",
+     "\n", "\r", "\x0c", "\\", '\\"', "\\u00e9", "é", "\\ud800", "[]", "0", "null", "~"]
+)  # fmt: skip
+
+
+SPACES = st.sampled_from(["", " ", "\t", "\n\r", "\x0c", "\xa0"])
+VALUES = st.lists(
+    st.sampled_from(["a.b", "-_", '"', "\\\\", '\\"', "é", "\\u00e9", " ", "~", "\x7f", "\x00"]),
+    max_size=4,
+).map("".join)
+# The member clients send, with its variations: where most bodies take the quick way.
+NEAR_MEMBER = st.builds(
+    lambda a, b, c, value, d, tail: a + "{" + b + '"refreshToken"' + c + ":" + a + f'"{value}"'
+    + d + "}" + tail,
+    SPACES, SPACES, SPACES, VALUES, SPACES, st.sampled_from(["", " ", ",", "}", '"x"']),
+)  # fmt: skip
+
+
+@given(st.one_of(NEAR_MEMBER, st.lists(BODY_PIECES, max_size=14).map("".join)))
+@settings(max_examples=400, deadline=None)
+def test_the_one_field_reader_answers_as_the_full_parse_does(text: str) -> None:
+    import asyncio
+
+    async def outcome(read: Callable[[Request], Any]) -> object:
+        try:
+            return ("value", await read(request_with(text.encode(), JSON)))
+        except AuthRefreshError as error:
+            return ("refused", type(error), error.status_code)
+
+    async def full(request: Request) -> Any:
+        found = await read_body_fields(request)
+        return single_field(found, "refreshToken") if found is not None else None
+
+    fast = asyncio.run(outcome(lambda request: read_body_field(request, "refreshToken")))
+    assert fast == asyncio.run(outcome(full))
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"refreshToken":"a.b.c"}', b' \r\n{ "refreshToken" :\t"a.b.c" }\n']
+)
+async def test_the_member_clients_send_is_read(body: bytes) -> None:
+    assert await read_body_field(request_with(body, JSON), "refreshToken") == "a.b.c"

@@ -9,7 +9,9 @@ and ``form()``, which keep it for the route; one without, read once in chunks up
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +22,13 @@ from starlette.types import Message, Receive
 from auth_refresh._utils import is_unicode_text, refuse_json_constant
 from auth_refresh.exceptions import InvalidRequestError, RequestTooLargeError
 
-__all__ = ["MAX_BODY_BYTES", "BodyFieldExtractor", "read_body_fields", "single_field"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "BodyFieldExtractor",
+    "read_body_field",
+    "read_body_fields",
+    "single_field",
+]
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 # Far above any token or login form, far below what would strain memory.
@@ -53,6 +61,37 @@ async def read_body_fields(
         if not (is_unicode_text(name) and is_unicode_text(text)):
             raise InvalidRequestError(_NOT_UNICODE)
     return form
+
+
+async def read_body_field(request: Request, name: str, *, max_bytes: int = MAX_BODY_BYTES) -> Any:
+    """``single_field`` of ``read_body_fields``, the same answer and the same errors: a JSON
+    body of that one member holding a string with no escape (what clients send) is read
+    without parsing it as JSON."""
+    if _content_type(request) == "application/json":
+        body = await _limited_body(request, _declared_length(request, max_bytes), max_bytes)
+        found = _lone_member(name).fullmatch(body)
+        if found is not None:
+            return found.group(1).decode("ascii")
+        fields = _json_fields(body)
+    else:
+        fields = await read_body_fields(request, max_bytes=max_bytes)
+    return single_field(fields, name) if fields is not None else None
+
+
+_JSON_SPACE = rb"[ \t\n\r]*"
+# JSON string content that reads as itself: printable ASCII but the quote and the backslash.
+_PLAIN_STRING = rb'"([\x20\x21\x23-\x5b\x5d-\x7e]*)"'
+
+
+@functools.lru_cache(maxsize=64)
+def _lone_member(name: str) -> re.Pattern[bytes]:
+    # {"<name>":"<plain string>"} with JSON's whitespace: no other member, so none repeated.
+    # A name json.dumps escapes matches nothing here and is parsed (its raw UTF-8 is valid too).
+    member = re.escape(json.dumps(name).encode())
+    return re.compile(
+        _JSON_SPACE + rb"\{" + _JSON_SPACE + member + _JSON_SPACE + rb":" + _JSON_SPACE
+        + _PLAIN_STRING + _JSON_SPACE + rb"\}" + _JSON_SPACE
+    )  # fmt: skip
 
 
 _NOT_UNICODE = "The request body holds text that is not valid Unicode"
@@ -204,8 +243,7 @@ class BodyFieldExtractor:
         self.field = field
 
     async def __call__(self, request: Request) -> str | None:
-        fields = await read_body_fields(request)
-        token = single_field(fields, self.field) if fields is not None else None
+        token = await read_body_field(request, self.field)
         return token if isinstance(token, str) and token else None
 
     def openapi(self) -> dict[str, Any]:
