@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-import inspect
 import json
 import math
 import re
 from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from importlib.metadata import entry_points
+from inspect import CO_ITERABLE_COROUTINE
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
-from typing import Any, TypeAlias, TypeVar, cast
+from types import GeneratorType
+from typing import Any, TypeAlias, TypeGuard, TypeVar, cast
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -21,23 +22,26 @@ T = TypeVar("T")
 MaybeAwaitable: TypeAlias = T | Awaitable[T]
 
 
-# What services mostly return: never awaitable, and told apart faster than by isawaitable().
-_PLAIN_TYPES = frozenset({str, dict, bool, int, float, type(None)})
+def is_awaitable(value: object) -> TypeGuard[Awaitable[Any]]:
+    """What ``await`` takes, as ``inspect.isawaitable`` tells: its type has ``__await__`` (a
+    coroutine, a future, a task), or it is a generator-based coroutine. Without the ABC
+    dispatch that costs ``isawaitable`` a fraction of a microsecond on every plain value."""
+    if getattr(type(value), "__await__", None) is not None:
+        return True
+    return type(value) is GeneratorType and bool(value.gi_code.co_flags & CO_ITERABLE_COROUTINE)
 
 
 async def resolve(value: MaybeAwaitable[T]) -> T:
     """``value``, awaited if it is awaitable: services may be sync or async."""
-    if type(value) in _PLAIN_TYPES:
-        return cast(T, value)
-    if inspect.isawaitable(value):
-        return await value
-    return value
+    if is_awaitable(value):
+        return cast(T, await value)
+    return cast(T, value)
 
 
 def ready(value: object) -> Any:
     """What a sync caller can use of a provider's value: the value itself, or an async
     provider's once made (a done future); None for one still to come (which is dropped)."""
-    if not inspect.isawaitable(value):
+    if not is_awaitable(value):
         return value
     if isinstance(value, asyncio.Future) and value.done() and not value.cancelled():
         return value.result()

@@ -11,12 +11,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
-from inspect import isawaitable
 from typing import Any
 
 from starlette.requests import Request
 
-from auth_refresh._utils import IPNetwork, from_trusted_proxy, ready, resolve
+from auth_refresh._utils import IPNetwork, from_trusted_proxy, is_awaitable, ready, resolve
 from auth_refresh.exceptions import ConfigurationError, DpopBindingError, InvalidDpopProofError
 from auth_refresh.settings import AuthRefreshSettings
 from auth_refresh.tokens.dpop import DpopNonces, DpopProof, DpopVerifier
@@ -188,7 +187,7 @@ class DpopFlow:
         if proof is None:
             return None
         store = self.container.store()
-        store = await store if isawaitable(store) else store
+        store = await store if is_awaitable(store) else store
         # getattr, not isinstance of the runtime Protocol: that walks its members each time.
         first_use = getattr(store, "first_use", None)
         if first_use is None:

@@ -12,7 +12,6 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from inspect import isawaitable
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends
@@ -20,7 +19,7 @@ from fastapi.openapi.models import HTTPBase
 from fastapi.security.base import SecurityBase
 from starlette.requests import Request
 
-from auth_refresh._utils import is_active, ready, resolve
+from auth_refresh._utils import is_active, is_awaitable, ready, resolve
 from auth_refresh.exceptions import AuthJwtUnauthorizedError, AuthRefreshError
 from auth_refresh.flows.dpop import DpopFlow, refuse_bound_token, scheme_token
 from auth_refresh.flows.refresh import RefreshFlow, pending_successors
@@ -78,7 +77,7 @@ class AccessFlow:
         container = self.container
         # An async provider's value is awaited; a plain one costs no await.
         extractor = container.extractor()
-        extractor = await extractor if isawaitable(extractor) else extractor
+        extractor = await extractor if is_awaitable(extractor) else extractor
         token = await resolve(extractor(request))
         sent_as_dpop = False
         if dpop is not None and not token:
@@ -88,7 +87,7 @@ class AccessFlow:
         if not isinstance(token, str) or not token:
             raise AuthJwtUnauthorizedError(token_sent=False)
         verifier = container.verifier()
-        verifier = await verifier if isawaitable(verifier) else verifier
+        verifier = await verifier if is_awaitable(verifier) else verifier
         try:
             claims = await resolve(verifier.access_token(token))
         except AuthRefreshError as error:
@@ -108,7 +107,7 @@ class AccessFlow:
         if session_id is not None and not await _session_active(request, session_id, subject):
             raise AuthJwtUnauthorizedError()
         lookup = container.user_lookup()
-        lookup = await lookup if isawaitable(lookup) else lookup
+        lookup = await lookup if is_awaitable(lookup) else lookup
         user = await resolve(lookup.by_subject(subject))
         if user is None or not is_active(user):
             raise AuthJwtUnauthorizedError()

@@ -14,14 +14,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
-from inspect import isawaitable
 from typing import Any
 
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from auth_refresh._utils import MaybeAwaitable, is_active, ready, resolve, user_id_of
+from auth_refresh._utils import MaybeAwaitable, is_active, is_awaitable, ready, resolve, user_id_of
 from auth_refresh.exceptions import (
     AuthRefreshError,
     ConfigurationError,
@@ -134,10 +133,10 @@ class RefreshFlow:
         if settings.rotation:
             # Before the user lookup: a replayed token revokes its family whoever it names.
             rotation = container.rotation()
-            rotation = await rotation if isawaitable(rotation) else rotation
+            rotation = await rotation if is_awaitable(rotation) else rotation
             successor = await rotation.rotate_issued(claims, arrived_at=arrived_at, jkt=jkt)
         lookup = container.user_lookup()
-        lookup = await lookup if isawaitable(lookup) else lookup
+        lookup = await lookup if is_awaitable(lookup) else lookup
         user = await resolve(lookup.by_subject(subject))
         if user is None:
             security_log.info("refresh token refused: unknown subject")
@@ -182,7 +181,7 @@ class RefreshFlow:
             jkt = await self.dpop.login_key(request)
         if settings.rotation:
             rotation: TokenRotationService = container.rotation()
-            rotation = await rotation if isawaitable(rotation) else rotation
+            rotation = await rotation if is_awaitable(rotation) else rotation
             if request is None:
                 return await rotation.start_family_issued(subject)
             client = request.client
@@ -251,7 +250,7 @@ class RefreshFlow:
             return True
         # Every guarded request passes here: the cache directly, no rotation service built.
         store: RefreshTokenStore = container.store()
-        store = await store if isawaitable(store) else store
+        store = await store if is_awaitable(store) else store
         return await session_cache(store).is_active(
             store,
             session_id,
@@ -277,14 +276,14 @@ class RefreshFlow:
         container = self.container
         if token is None:
             extractor = container.extractor()
-            extractor = await extractor if isawaitable(extractor) else extractor
+            extractor = await extractor if is_awaitable(extractor) else extractor
             token = await resolve(extractor(request))
         if not isinstance(token, str) or not token:
             raise MissingTokenError()
         verify = settings.verify_token
         if verify is None:
             verifier = container.verifier()
-            verifier = await verifier if isawaitable(verifier) else verifier
+            verifier = await verifier if is_awaitable(verifier) else verifier
             verify = verifier.refresh_token
         try:
             claims = await resolve(verify(token))
@@ -308,7 +307,7 @@ class RefreshFlow:
     async def _unrotated_pair(self, subject: str, jkt: str | None) -> IssuedPair:
         # Without rotation: the issue service's pair, or one bound to the DPoP key.
         issuer = self.container.issuer()
-        issuer = await issuer if isawaitable(issuer) else issuer
+        issuer = await issuer if is_awaitable(issuer) else issuer
         pair = issuer.response_payload(subject) if jkt is None else bound_pair(issuer, subject, jkt)
         return IssuedPair(await resolve(pair))
 
@@ -320,7 +319,7 @@ class RefreshFlow:
                 f"{self.name}: {operation} needs rotation; AUTH_REFRESH_ROTATION is false"
             )
         rotation = self.container.rotation()
-        made: TokenRotationService = await rotation if isawaitable(rotation) else rotation
+        made: TokenRotationService = await rotation if is_awaitable(rotation) else rotation
         return made
 
 
@@ -385,7 +384,7 @@ class LoginIssueTokenService:
 
 def _signed(issuer: Any, method: str, payload: Mapping[str, Any]) -> MaybeAwaitable[str]:
     # The issue service's token; from an async provider's service, awaitable.
-    if not isawaitable(issuer):
+    if not is_awaitable(issuer):
         token: MaybeAwaitable[str] = getattr(issuer, method)(payload)
         return token
 
