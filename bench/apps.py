@@ -4,7 +4,9 @@ Each has the measured ``POST /auth/refresh`` (body ``{"refreshToken": "..."}``, 
 ``{"accessToken", "refreshToken"}`` with no-store headers) and two routes for the harness:
 ``GET /bench/ready``, ``POST /bench/mint`` (``{"count": n}`` -> ``{"tokens": [...]}``), which
 issues fresh refresh tokens with the configuration's own issuing code, in the server process,
-so in-memory stores know them, and ``POST /bench/lag`` then ``GET /bench/lag``: the event
+so in-memory stores know them (a library configuration with a store also takes ``"jkt"``, a
+DPoP key's thumbprint: its tokens are bound to that key, as a login with a proof of it binds
+them; the others answer 400), and ``POST /bench/lag`` then ``GET /bench/lag``: the event
 loop's lag in between, from a ticker that sleeps 1 ms at a time (how long another request on
 the worker waits), stopped by the GET.
 
@@ -58,6 +60,8 @@ MAX_MINT = 100_000
 LAG_TICK_SECONDS = 0.001
 MINT_CONCURRENCY = 32
 Minter = Callable[[BenchUser], Awaitable[str]]
+# A refresh token for the user bound to the DPoP key whose thumbprint (``jkt``) is given.
+BoundMinter = Callable[[BenchUser, str], Awaitable[str]]
 
 
 def create_app() -> FastAPI:
@@ -178,8 +182,16 @@ def library_app() -> FastAPI:
     async def mint(user: BenchUser) -> str:
         return (await module.issue(user))["refreshToken"]
 
-    _add_harness_routes(app, users, mint)
-    if os.environ.get("AUTH_REFRESH_ROTATION") == "true":
+    async def mint_bound(user: BenchUser, jkt: str) -> str:
+        # What a login with a proof of the key gives: the harness holds the key and names its
+        # thumbprint, rather than making a login proof for every token.
+        issued = await module.container.rotation().start_family_issued(user.id, jkt=jkt)
+        token: str = issued.pair["refreshToken"]
+        return token
+
+    rotation = os.environ.get("AUTH_REFRESH_ROTATION") == "true"
+    _add_harness_routes(app, users, mint, mint_bound if rotation else None)
+    if rotation:
         AuthJwtModule.for_root(user_lookup_service=users).attach(app)
 
         @app.get("/bench/me")
@@ -267,7 +279,9 @@ class LagTicker:
         return {"ticks": len(lags), "p99_ms": p99 * 1000, "max_ms": lags[-1] * 1000}
 
 
-def _add_harness_routes(app: FastAPI, users: BenchUsers, mint: Minter) -> None:
+def _add_harness_routes(
+    app: FastAPI, users: BenchUsers, mint: Minter, mint_bound: BoundMinter | None = None
+) -> None:
     in_turn = users.in_turn()
     ticker = LagTicker()
 
@@ -284,14 +298,26 @@ def _add_harness_routes(app: FastAPI, users: BenchUsers, mint: Minter) -> None:
     async def ready() -> dict[str, bool]:
         return {"ready": True}
 
+    def minter(jkt: str | None) -> Minter | None:
+        """What mints for a request naming ``jkt`` or none; None: this app cannot bind."""
+        if jkt is None:
+            return mint
+        if mint_bound is None:
+            return None
+        bind = mint_bound
+        return lambda user: bind(user, jkt)
+
     @app.post("/bench/mint", include_in_schema=False)
-    async def mint_tokens(request: Request) -> dict[str, Any]:
-        count = int((await request.json())["count"])
+    async def mint_tokens(request: Request) -> Any:
+        asked = await request.json()
+        count, make = int(asked["count"]), minter(asked.get("jkt"))
+        if make is None:
+            return JSONResponse({"detail": "no token family to bind"}, status_code=400)
         if not 0 < count <= MAX_MINT:
             return {"tokens": []}
         tokens: list[str] = []
         # A few at a time: stores with I/O (SQLite's threads, Redis) mint faster overlapped.
         while len(tokens) < count:
             batch = min(MINT_CONCURRENCY, count - len(tokens))
-            tokens += await asyncio.gather(*(mint(next(in_turn)) for _ in range(batch)))
+            tokens += await asyncio.gather(*(make(next(in_turn)) for _ in range(batch)))
         return {"tokens": tokens}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from bench.common import library_environment
+from bench.dpop_proofs import DPOP_ENVIRONMENT
 
 Stack = Literal["raw", "library", "authx"]
 Store = Literal["memory", "sqlite", "redis", "postgres", "redis-cluster"]
@@ -24,6 +25,8 @@ class Configuration:
     label: str
     stack: Stack
     store: Store | None = None
+    # DPoP required: each refresh token is bound to a client key and presented with a proof.
+    dpop: bool = False
 
 
 CONFIGURATIONS = (
@@ -37,6 +40,13 @@ CONFIGURATIONS = (
     ),
     Configuration("library-stateless", "auth-refresh, stateless", "library"),
     Configuration("library-memory", "auth-refresh, memory store", "library", "memory"),
+    Configuration(
+        "library-memory-dpop",
+        "auth-refresh, memory store, each refresh with a DPoP proof (ES256)",
+        "library",
+        "memory",
+        dpop=True,
+    ),
     Configuration("library-sqlite", "auth-refresh, SQLite store", "library", "sqlite"),
     Configuration("library-redis", "auth-refresh, Redis store", "library", "redis"),
     Configuration("library-postgres", "auth-refresh, PostgreSQL store", "library", "postgres"),
@@ -56,6 +66,8 @@ RAW = BY_NAME["raw"]
 ANCHORS = {
     f"library-{c.store}": c.name for c in CONFIGURATIONS if c.stack == "raw" and c.store is not None
 }
+# Each configuration whose refreshes carry a DPoP proof, and the same store's without (issue 24).
+WITHOUT_PROOF = {c.name: f"library-{c.store}" for c in CONFIGURATIONS if c.dpop}
 
 
 def skip_reason(
@@ -99,6 +111,8 @@ def environment(
         # Stateless: no store is used, but the default one would leave a file behind.
         extra["AUTH_REFRESH_STORE_URL"] = url or "memory://"
         extra["AUTH_REFRESH_ROTATION"] = "true" if url is not None else "false"
+        if configuration.dpop:
+            extra.update(DPOP_ENVIRONMENT)
     elif configuration.store is not None:
         # A by-hand anchor: the URL its library configuration gets (a SQLite file of its own).
         extra["AUTH_REFRESH_STORE_URL"] = store_url(configuration, workdir, redis_url) or ""

@@ -1,8 +1,9 @@
-"""DPoP proofs for the in-process phase: an ES256 key made with ``cryptography`` and proofs
+"""DPoP proofs for the benchmark's client: an ES256 key made with ``cryptography`` and proofs
 signed by PyJWT, all made before any timing (RFC 9449 §4.2: a new ``jti`` for each request).
 
 Proofs are fresh when made; the registration they are sent to accepts ``iat`` up to
-``PROOF_SECONDS`` away, longer than the phase runs (the check costs the same either way).
+``PROOF_SECONDS`` away, longer than the in-process phase runs and than any HTTP run waits
+after its proofs are made (the check costs the same either way).
 """
 
 from __future__ import annotations
@@ -15,9 +16,14 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
+from auth_refresh.tokens.dpop import jwk_thumbprint
+
 # The most AUTH_REFRESH_DPOP_PROOF_SECONDS allows.
 PROOF_SECONDS = 600
-DPOP_ENVIRONMENT = {"AUTH_REFRESH_DPOP": "required", "AUTH_REFRESH_DPOP_PROOF_SECONDS": "600"}
+DPOP_ENVIRONMENT = {
+    "AUTH_REFRESH_DPOP": "required",
+    "AUTH_REFRESH_DPOP_PROOF_SECONDS": str(PROOF_SECONDS),
+}
 
 
 class ProofMaker:
@@ -27,6 +33,8 @@ class ProofMaker:
         self.key = ec.generate_private_key(ec.SECP256R1())
         jwk: dict[str, Any] = ECAlgorithm.to_jwk(self.key.public_key(), as_dict=True)
         self.header = {"typ": "dpop+jwt", "jwk": jwk}
+        # RFC 7638: what tokens bound to this key carry as ``cnf.jkt``.
+        self.thumbprint = jwk_thumbprint(jwk)
 
     def proof(self, method: str, url: str) -> bytes:
         """A proof for ``method`` and ``url``, made now, ready for a header."""

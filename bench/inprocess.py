@@ -9,9 +9,9 @@ two ``jwt.encode`` calls of ``bench.apps.raw_pair``.
 Sides are timed interleaved in rounds after a warm-up round; each refresh presents a token never
 presented before. The median of the rounds is reported.
 
-Beside the memory store: the same store with its OpenTelemetry hooks off, and a registration
-with ``dpop`` required whose every refresh carries a DPoP proof (ES256, made before timing) for
-a pair bound to its key: what a proof costs a refresh.
+Beside the memory store: the same store with its OpenTelemetry hooks off. A configuration with
+``dpop`` required (``library-memory-dpop``) refreshes pairs bound to a client key, each with a
+DPoP proof of it (ES256, made before timing): what a proof costs a refresh.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from bench.common import (
     apply_environment,
 )
 from bench.configurations import Configuration, environment
-from bench.dpop_proofs import DPOP_ENVIRONMENT, ProofMaker
+from bench.dpop_proofs import ProofMaker
 
 Step = Callable[[int], Awaitable[None]]
 
@@ -115,15 +115,10 @@ async def call_app(app: ASGIApp, scope: Scope, receive: Receive) -> tuple[int, b
 
 @asynccontextmanager
 async def started_module(
-    configuration: Configuration,
-    workdir: Path,
-    redis_url: str | None,
-    extra_environment: dict[str, str] | None = None,
+    configuration: Configuration, workdir: Path, redis_url: str | None
 ) -> AsyncIterator[tuple[FastAPI, Any]]:
     """A library module (no route) attached to an application whose lifespan is running."""
-    apply_environment(
-        {**environment(configuration, workdir, redis_url), **(extra_environment or {})}
-    )
+    apply_environment(environment(configuration, workdir, redis_url))
     from auth_refresh import AuthRefreshModule
 
     app = FastAPI()
@@ -209,25 +204,22 @@ async def measure_pipeline(
             app, module = await stack.enter_async_context(
                 started_module(configuration, workdir, redis_url)
             )
+            timings.append(Timing(configuration.name))
+            if configuration.dpop:
+                steps.append(await _dpop_step(module, app, in_turn, total))
+                continue
             tokens = [(await module.issue(next(in_turn)))["refreshToken"] for _ in range(total)]
             steps.append(_module_step(module, app, tokens))
-            timings.append(Timing(configuration.name))
             if configuration.store == "memory":
                 # The OpenTelemetry hooks' own cost: the API with no SDK, against no hooks.
                 tokens = [(await module.issue(next(in_turn)))["refreshToken"] for _ in range(total)]
                 steps.append(_module_step(module, app, tokens))
                 timings.append(Timing(TELEMETRY_OFF, batch=_telemetry_off))
-                app, module = await stack.enter_async_context(
-                    started_module(configuration, workdir, redis_url, DPOP_ENVIRONMENT)
-                )
-                steps.append(await _dpop_step(module, app, in_turn, total))
-                timings.append(Timing(DPOP))
         await _interleaved(steps, timings, iterations, rounds)
     return timings
 
 
 TELEMETRY_OFF = "library-memory-telemetry-off"
-DPOP = "library-memory-dpop"
 # The URL of the scopes http_request makes, as a proof's htu names it.
 ORIGIN = "http://127.0.0.1"
 

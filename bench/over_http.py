@@ -2,6 +2,9 @@
 
 The server runs one worker pinned to one core with ``taskset``; wrk runs pinned to the other
 core, so the two never compete for a CPU (when the machine has two or more).
+
+Each request presents a refresh token never presented before; for a configuration with DPoP,
+beside it a proof never sent before (header ``DPoP``), both made before the run.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import httpx
 
 from bench.common import LIBRARY_ENVIRONMENT_PREFIXES
 from bench.configurations import Configuration
+from bench.dpop_proofs import ProofMaker
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA_SCRIPT = Path(__file__).resolve().parent / "refresh.lua"
@@ -176,17 +180,40 @@ def running(
             server.stop()
 
 
-def mint(base_url: str, count: int) -> list[str]:
-    """``count`` fresh refresh tokens from the server's ``/bench/mint``."""
+def mint(base_url: str, count: int, jkt: str | None = None) -> list[str]:
+    """``count`` fresh refresh tokens from the server's ``/bench/mint``; bound to the DPoP key
+    whose thumbprint is ``jkt``, when given."""
     tokens: list[str] = []
+    asked: dict[str, object] = {} if jkt is None else {"jkt": jkt}
     with httpx.Client(base_url=base_url, timeout=120.0) as client:
         while len(tokens) < count:
             batch = min(MINT_BATCH, count - len(tokens))
-            response = client.post("/bench/mint", json={"count": batch})
+            response = client.post("/bench/mint", json={"count": batch, **asked})
             if response.status_code != 200:
                 raise HarnessError(f"/bench/mint answered {response.status_code}")
             tokens.extend(response.json()["tokens"])
     return tokens
+
+
+@dataclass(frozen=True)
+class Refreshes:
+    """What a run presents, one request each: refresh tokens and, for a configuration with
+    DPoP, a proof beside each."""
+
+    tokens: list[str]
+    proofs: list[str] | None = None
+
+
+def refreshes(server: Server, count: int) -> Refreshes:
+    """``count`` fresh refresh tokens from ``server``. With DPoP, bound to a new client key,
+    each with a proof of it for ``POST /auth/refresh`` made now: its ``htu`` is the URL the
+    server sees, and its ``iat`` within the registration's window for the run that follows."""
+    if not server.configuration.dpop:
+        return Refreshes(mint(server.base_url, count))
+    client = ProofMaker()
+    tokens = mint(server.base_url, count, client.thumbprint)
+    url = server.base_url + "/auth/refresh"
+    return Refreshes(tokens, [client.proof("POST", url).decode() for _ in tokens])
 
 
 def start_lag(base_url: str) -> None:
@@ -250,9 +277,13 @@ def run_wrk(
     cpu: int | None,
     workdir: Path,
     script: Path = LUA_SCRIPT,
+    proofs: list[str] | None = None,
 ) -> LoadResult:
+    """wrk on ``url``; ``script`` reads the tokens file, a line per request: the token, and
+    with ``proofs`` a tab and the request's DPoP proof."""
+    lines = tokens if proofs is None else [f"{t}\t{p}" for t, p in zip(tokens, proofs, strict=True)]
     tokens_file = workdir / "tokens.txt"
-    tokens_file.write_text("\n".join(tokens) + "\n")
+    tokens_file.write_text("\n".join(lines) + "\n")
     command = [
         "wrk",
         f"-t{threads}",
@@ -292,17 +323,25 @@ def run_wrk(
     )
 
 
-def run_python_load(url: str, tokens: list[str], *, seconds: float, connections: int) -> LoadResult:
+def run_python_load(
+    url: str,
+    tokens: list[str],
+    *,
+    seconds: float,
+    connections: int,
+    proofs: list[str] | None = None,
+) -> LoadResult:
     """A small closed-loop load: ``connections`` keep-alive clients for ``seconds`` or until
-    every token was presented once, whichever comes first.
+    every token was presented once, whichever comes first; with ``proofs``, each token's in
+    its request's ``DPoP`` header.
 
     Far slower than wrk (the client is Python too): for the smoke run only.
     """
-    return asyncio.run(_python_load(url, tokens, seconds=seconds, connections=connections))
+    return asyncio.run(_python_load(url, tokens, proofs, seconds=seconds, connections=connections))
 
 
 async def _python_load(
-    url: str, tokens: list[str], *, seconds: float, connections: int
+    url: str, tokens: list[str], proofs: list[str] | None, *, seconds: float, connections: int
 ) -> LoadResult:
     latencies: list[float] = []
     counters = {"next": 0, "non_2xx": 0, "errors": 0, "wraps": 0}
@@ -317,9 +356,12 @@ async def _python_load(
                 counters["next"] += 1
                 if index >= len(tokens):
                     return  # every token presented once: done early
+                headers = None if proofs is None else {"DPoP": proofs[index]}
                 start = time.perf_counter()
                 try:
-                    response = await client.post(url, json={"refreshToken": tokens[index]})
+                    response = await client.post(
+                        url, json={"refreshToken": tokens[index]}, headers=headers
+                    )
                 except httpx.HTTPError:
                     counters["errors"] += 1
                     continue

@@ -1,6 +1,8 @@
 -- wrk script: every request presents a refresh token never presented before.
 -- Usage: wrk -t T -c C -d D -s refresh.lua URL -- TOKENS_FILE T
--- Thread i takes tokens i, i+T, i+2T, ...; when a thread runs out it starts over and counts
+-- A line of TOKENS_FILE is a token, or a token, a tab and a DPoP proof sent as header "DPoP"
+-- with it (each proof is single-use too: the server keeps its jti).
+-- Thread i takes lines i, i+T, i+2T, ...; when a thread runs out it starts over and counts
 -- a wrap (the harness treats a run with wraps as invalid: rotation would refuse the repeats).
 -- done() prints one line "BENCH_RESULT {json}" for the harness.
 
@@ -14,6 +16,7 @@ function setup(thread)
 end
 
 local tokens = {}
+local proofs = {}
 local position = 0
 local stride = 1
 wraps = 0
@@ -24,7 +27,9 @@ function init(args)
   local index = 0
   for line in io.lines(path) do
     if index % stride == id then
-      tokens[#tokens + 1] = line
+      local token, proof = line:match("^([^\t]*)\t(.*)$")
+      tokens[#tokens + 1] = token or line
+      proofs[#tokens] = proof
     end
     index = index + 1
   end
@@ -40,7 +45,9 @@ function request()
     wraps = wraps + 1
   end
   local body = '{"refreshToken":"' .. tokens[position] .. '"}'
-  return wrk.format("POST", nil, { ["Content-Type"] = "application/json" }, body)
+  local headers = { ["Content-Type"] = "application/json" }
+  headers["DPoP"] = proofs[position]
+  return wrk.format("POST", nil, headers, body)
 end
 
 function done(summary, latency, requests)

@@ -40,6 +40,7 @@ from bench.configurations import (
     CONFIGURATIONS,
     RAW,
     SERVER_URL_VARIABLES,
+    WITHOUT_PROOF,
     Configuration,
     environment,
     skip_reason,
@@ -290,8 +291,11 @@ def sessions_phase(
     redis_url: str | None,
 ) -> list[dict[str, Any]]:
     """The access guard with and without the session check, per store (needs wrk)."""
+    # Each store once: with DPoP required, the guard would refuse these unbound access tokens.
     stores = [
-        c for c in selected if c.stack == "library" and c.store is not None and not skipped[c.name]
+        c
+        for c in selected
+        if c.stack == "library" and c.store is not None and not c.dpop and not skipped[c.name]
     ]
     if not stores or over_http.wrk_version() is None:
         return []
@@ -392,7 +396,7 @@ def inprocess_phase(
         )
     )
     raw = timings[0]
-    pipeline = [
+    pipeline: list[dict[str, Any]] = [
         {
             "name": "raw",
             "label": "PyJWT by hand: decode + 2 encodes",
@@ -427,21 +431,13 @@ def inprocess_phase(
                 "rounds": quiet.microseconds,
             }
         )
-    proven, plain = by_name.get(inprocess.DPOP), by_name.get("library-memory")
-    if proven is not None and plain is not None:
-        # Round by round (the sides ran next to each other): refreshes per second with a proof
-        # over those without, on the same store.
-        pairs = zip(plain.microseconds, proven.microseconds, strict=True)
-        pipeline.append(
-            {
-                "name": proven.name,
-                "label": "auth-refresh, memory store, each refresh with a DPoP proof (ES256)",
-                "microseconds": proven.median,
-                "ratio": proven.median / raw.median,
-                "rounds": proven.microseconds,
-                "dpop_ratio": statistics.median(without / each for without, each in pairs),
-            }
-        )
+    for row in pipeline:
+        proven, plain = by_name.get(row["name"]), by_name.get(WITHOUT_PROOF.get(row["name"], ""))
+        if proven is not None and plain is not None:
+            # Round by round (the sides ran next to each other): refreshes per second with a
+            # proof over those without, on the same store.
+            pairs = zip(plain.microseconds, proven.microseconds, strict=True)
+            row["dpop_ratio"] = statistics.median(without / each for without, each in pairs)
     return {"pipeline": pipeline}
 
 
@@ -466,20 +462,27 @@ def http_phase(
     if options.smoke and options.loader == "python":
         seconds = SMOKE_PYTHON_SECONDS
 
-    def load(server: over_http.Server, tokens: list[str], duration: float) -> over_http.LoadResult:
+    def load(
+        server: over_http.Server, presented: over_http.Refreshes, duration: float
+    ) -> over_http.LoadResult:
         url = server.base_url + "/auth/refresh"
         if options.loader == "wrk":
             return over_http.run_wrk(
                 url,
-                tokens,
+                presented.tokens,
                 seconds=max(1, round(duration)),
                 connections=options.connections,
                 threads=options.threads,
                 cpu=load_cpu,
                 workdir=directory,
+                proofs=presented.proofs,
             )
         return over_http.run_python_load(
-            url, tokens, seconds=duration, connections=options.connections
+            url,
+            presented.tokens,
+            seconds=duration,
+            connections=options.connections,
+            proofs=presented.proofs,
         )
 
     say(f"over HTTP: {len(runnable)} servers ({pinning}), {options.loader} load")
@@ -497,29 +500,29 @@ def http_phase(
         if options.warmup > 0:
             for server in servers:
                 name = server.configuration.name
-                tokens = over_http.mint(server.base_url, WARMUP_TOKENS_PER_SECOND * options.warmup)
-                warm = load(server, tokens, options.warmup)
+                presented = over_http.refreshes(server, WARMUP_TOKENS_PER_SECOND * options.warmup)
+                warm = load(server, presented, options.warmup)
                 estimates[name] = warm.requests_per_second
                 say(f"  warm-up {name}: {warm.requests_per_second:.0f} req/s")
 
-        def tokens_for(server: over_http.Server) -> list[str]:
+        def tokens_for(server: over_http.Server) -> over_http.Refreshes:
             if options.smoke:
                 needed = SMOKE_WRK_TOKENS if options.loader == "wrk" else SMOKE_PYTHON_TOKENS
             else:
                 estimate = estimates.get(server.configuration.name, WARMUP_TOKENS_PER_SECOND)
                 needed = int(estimate * seconds * 1.5) + 1000
-            return over_http.mint(server.base_url, needed)
+            return over_http.refreshes(server, needed)
 
         def measure(
-            server: over_http.Server, round_number: int, tokens: list[str]
+            server: over_http.Server, round_number: int, presented: over_http.Refreshes
         ) -> over_http.LoadResult | None:
             name = server.configuration.name
-            needed = len(tokens)
+            needed = len(presented.tokens)
             over_http.start_lag(server.base_url)
-            result = load(server, tokens, seconds)
+            result = load(server, presented, seconds)
             if result.wraps and not options.smoke:
                 say(f"  {name}: ran out of tokens, again with more")
-                more = over_http.mint(server.base_url, needed * 3)
+                more = over_http.refreshes(server, needed * 3)
                 over_http.start_lag(server.base_url)
                 result = load(server, more, seconds)
             result.lag_p99_ms = over_http.lag(server.base_url)
@@ -552,16 +555,16 @@ def http_phase(
                 pair = [raw_server, server] if round_number % 2 == 0 else [server, raw_server]
                 minted = [tokens_for(member) for member in pair]
                 raw_result, result = (
-                    measure(member, round_number, tokens)
-                    for member, tokens in zip(pair, minted, strict=True)
+                    measure(member, round_number, presented)
+                    for member, presented in zip(pair, minted, strict=True)
                 )
                 if pair[0] is server:
                     raw_result, result = result, raw_result
                 if raw_result is not None and result is not None:
                     pairs[server.configuration.name].append((result, raw_result))
-        wrk_check = None
+        wrk_checks = []
         if options.smoke and options.loader == "python" and over_http.wrk_version():
-            wrk_check = smoke_wrk_check(servers[0], directory, failures)
+            wrk_checks = smoke_wrk_checks(servers, directory, failures)
         counted: dict[str, dict[str, Any]] = {}
         postgres_url = os.environ.get(SERVER_URL_VARIABLES["postgres"])
         # The library's stores only (an anchor shares their server).
@@ -585,29 +588,41 @@ def http_phase(
         "pinning": pinning,
         "server": report.server_stack(options.loop, options.http),
         "configurations": _http_rows(selected, skipped, runs, invalid, pairs),
-        "wrk_check": wrk_check,
+        "wrk_checks": wrk_checks,
     }, counted
 
 
-def smoke_wrk_check(
-    server: over_http.Server, directory: Path, failures: Failures
-) -> dict[str, Any]:
-    """One second of wrk and the Lua script on the raw endpoint: the full run's load path."""
-    # The raw endpoint does not rotate: wrk may present these tokens more than once.
-    tokens = over_http.mint(server.base_url, SMOKE_WRK_CHECK_TOKENS)
-    result = over_http.run_wrk(
-        server.base_url + "/auth/refresh",
-        tokens,
-        seconds=1,
-        connections=16,
-        threads=1,
-        cpu=None,
-        workdir=directory,
-    )
-    say(f"  wrk check on {server.configuration.name}: {result.problems()}")
-    if result.requests == 0 or result.non_2xx or result.errors:
-        failures.add(f"wrk check: {result.problems()}")
-    return {"configuration": server.configuration.name, "problems": result.problems()}
+def smoke_wrk_checks(
+    servers: list[over_http.Server], directory: Path, failures: Failures
+) -> list[dict[str, Any]]:
+    """One second of wrk and the Lua script, the full run's load path: on the raw endpoint, and
+    on each configuration with DPoP (a proof in every request's header)."""
+    checks = []
+    for server in servers:
+        if server.configuration is RAW:
+            # The raw endpoint does not rotate: wrk may present these tokens more than once.
+            presented = over_http.Refreshes(over_http.mint(server.base_url, SMOKE_WRK_CHECK_TOKENS))
+        elif server.configuration.dpop:
+            # Each token and proof once, as many as the smoke run gives wrk for a second.
+            presented = over_http.refreshes(server, SMOKE_WRK_TOKENS)
+        else:
+            continue
+        result = over_http.run_wrk(
+            server.base_url + "/auth/refresh",
+            presented.tokens,
+            seconds=1,
+            connections=16,
+            threads=1,
+            cpu=None,
+            workdir=directory,
+            proofs=presented.proofs,
+        )
+        name = server.configuration.name
+        say(f"  wrk check on {name}: {result.problems()}")
+        if result.requests == 0 or result.non_2xx or result.errors:
+            failures.add(f"wrk check on {name}: {result.problems()}")
+        checks.append({"configuration": name, "problems": result.problems()})
+    return checks
 
 
 def _http_rows(
@@ -659,14 +674,14 @@ def _http_rows(
                 pair_ratios=ratios,
             )
     by_name = {row["name"]: row for row in rows}
-    for name, anchor_name in ANCHORS.items():
-        row, anchor = by_name.get(name), by_name.get(anchor_name)
-        if row and anchor and "ratio" in row and "ratio" in anchor:
-            # Each against the raw runs beside it, so the machine's drift cancels here too.
-            row.update(
-                anchor_ratio=row["ratio"] / anchor["ratio"],
-                anchor_p99_ratio=row["p99_ratio"] / anchor["p99_ratio"],
-            )
+    # A store against its by-hand anchor; a configuration with DPoP against the same without.
+    for prefix, partners in (("anchor", ANCHORS), ("dpop", WITHOUT_PROOF)):
+        for name, partner_name in partners.items():
+            row, partner = by_name.get(name), by_name.get(partner_name)
+            if row and partner and "ratio" in row and "ratio" in partner:
+                # Each against the raw runs beside it, so the machine's drift cancels here too.
+                row[f"{prefix}_ratio"] = row["ratio"] / partner["ratio"]
+                row[f"{prefix}_p99_ratio"] = row["p99_ratio"] / partner["p99_ratio"]
     return rows
 
 

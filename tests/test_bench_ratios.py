@@ -3,7 +3,7 @@ the machine's speed drifted."""
 
 from bench.configurations import BY_NAME
 from bench.over_http import LoadResult
-from bench.report import TIMES, anchor_table, evaluate_targets
+from bench.report import TIMES, anchor_table, dpop_lines, evaluate_targets
 from bench.run import _http_rows, raw_drift
 
 
@@ -72,6 +72,49 @@ def test_a_store_is_compared_with_its_by_hand_anchor_through_the_raw_runs_beside
     results = {"kind": "full", "http": {"configurations": list(by_name.values())}}
     [target] = [t for t in evaluate_targets(results) if t["target"].startswith("Redis store ≥ 1.1")]
     assert target["status"] == "not measured: no Redis server"
+
+
+def test_a_refresh_with_a_dpop_proof_is_compared_with_one_without_through_the_raw_runs() -> None:
+    raw, plain, proven = BY_NAME["raw"], BY_NAME["library-memory"], BY_NAME["library-memory-dpop"]
+    # The machine was twice as fast while the memory store ran: raw runs beside each cancel it.
+    plain_pairs = [(run(1800, p50_ms=5.0), run(2000, p50_ms=5.0))]
+    proven_pairs = [(run(630, p50_ms=20.0), run(1000, p50_ms=10.0))]
+    configurations = [raw, plain, proven]
+    rows = _http_rows(
+        configurations,
+        dict.fromkeys((c.name for c in configurations), None),
+        {
+            raw.name: [run(2000), run(1000)],
+            plain.name: [own for own, _ in plain_pairs],
+            proven.name: [own for own, _ in proven_pairs],
+        },
+        {c.name: [] for c in configurations},
+        {raw.name: [], plain.name: plain_pairs, proven.name: proven_pairs},
+    )
+    by_name = {row["name"]: row for row in rows}
+    # 0.63 raw over 0.9 raw; the quotient of the two rows' req/s would say 0.35.
+    assert round(by_name["library-memory-dpop"]["dpop_ratio"], 6) == 0.7
+    assert round(by_name["library-memory-dpop"]["dpop_p99_ratio"], 6) == 2.0
+    assert "dpop_ratio" not in by_name["library-memory"]
+    results = {"kind": "full", "http": {"configurations": rows}}
+    [target] = [t for t in evaluate_targets(results) if "DPoP" in t["target"]]
+    assert target["target"].startswith("Memory store: a refresh with a DPoP proof ≥ 0.8")
+    assert (target["measured"], target["status"]) == (f"0.70{TIMES}", "MISSED")
+    [line, _] = dpop_lines(results)
+    assert f"serve 0.70{TIMES} the requests per second" in line
+    assert f"p99 40.00 ms against 10.00 ms (2.00{TIMES})" in line
+    # Without the same store's runs (not selected), the proof's cost is not judged.
+    rows = _http_rows(
+        [raw, proven],
+        {raw.name: None, proven.name: None},
+        {raw.name: [run(1000)], proven.name: [own for own, _ in proven_pairs]},
+        {raw.name: [], proven.name: []},
+        {raw.name: [], proven.name: proven_pairs},
+    )
+    results = {"kind": "full", "http": {"configurations": rows}}
+    [target] = [t for t in evaluate_targets(results) if "DPoP" in t["target"]]
+    assert target["status"] == "not measured: library-memory not measured"
+    assert dpop_lines(results) == []
 
 
 def test_a_raw_endpoint_whose_speed_varied_is_noted() -> None:

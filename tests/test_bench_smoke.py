@@ -65,9 +65,13 @@ def test_the_benchmark_smoke_run_measures_every_available_configuration(tmp_path
     # The raw limit and the library itself always run.
     assert {"raw", "library-stateless"} <= measured["pipeline"]
     assert {"raw", "library-stateless"} <= measured["http"]
-    # The stores that need no server are always measured.
+    # The stores that need no server are always measured, the memory store with DPoP too.
     for rows in measured.values():
-        assert {"library-memory", "library-sqlite"} <= rows
+        assert {"library-memory", "library-memory-dpop", "library-sqlite"} <= rows
+    # A refresh with a proof against one without: in-process and over HTTP, in one run.
+    for rows in sections.values():
+        [proven] = [row for row in rows if row["name"] == "library-memory-dpop"]
+        assert proven["dpop_ratio"] > 0
     # Over HTTP, each store's by-hand anchor runs wherever the store does.
     for name in measured["http"]:
         assert ANCHORS.get(name, name) in measured["http"], name
@@ -76,6 +80,9 @@ def test_the_benchmark_smoke_run_measures_every_available_configuration(tmp_path
         row["lag_p99_ms"] >= 0 for row in results["http"]["configurations"] if "rounds" in row
     )
     if results["wrk"]:
+        # wrk and its Lua script load the raw endpoint, and send a DPoP proof with each refresh.
+        checked = {check["configuration"] for check in results["http"]["wrk_checks"]}
+        assert checked == {"raw", "library-memory-dpop"}
         # The access guard with and without the session check, for the stores needing no server.
         checked = {row["name"]: row for row in results["sessions"]}
         assert {"library-memory", "library-sqlite"} <= set(checked)
