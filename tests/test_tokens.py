@@ -119,6 +119,7 @@ def test_a_given_token_id_is_kept_when_long_enough() -> None:
         ({"sub": "u", "extra": float("inf")}, "JSON"),
         ({"sub": "u", "padding": "x" * 9000}, "MAX_TOKEN_BYTES"),
         ({"sub": "u", "name": "\ud800"}, "Unicode"),
+        ({"sub": "u", "cnf": {"jkt": "\udfff"}}, "Unicode"),
     ],
 )
 def test_sign_refuses_claims_verify_would_refuse(
@@ -126,6 +127,12 @@ def test_sign_refuses_claims_verify_would_refuse(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         service().sign("access", claims_given)
+
+
+def test_a_confirmation_object_reads_back_as_signed() -> None:
+    jwt_service = service()
+    claims = {"sub": "u", "cnf": {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}}
+    assert jwt_service.verify("access", jwt_service.sign("access", claims))["cnf"] == claims["cnf"]
 
 
 def test_sign_refuses_claims_nested_too_deeply() -> None:

@@ -305,12 +305,18 @@ def _encoded_header(key: JwtKey, token_type: TokenType) -> str:
 
 def _plain_claims(claims: Mapping[str, Any], encoded: str) -> bool:
     """Whether ``claims`` read back from their JSON ``encoded`` unchanged and acceptable, by
-    construction: string names, flat exact built-in scalars, and no ``\\u`` escape in the
-    (ASCII) JSON, so no lone surrogate. Anything else is read back to be sure."""
-    return (
-        "\\u" not in encoded
-        and all(type(name) is str for name in claims)
-        and all(type(value) in _PLAIN_SCALARS for value in claims.values())
+    construction: string names, exact built-in scalars or objects of them (``cnf``), and no
+    ``\\u`` escape in the (ASCII) JSON, so no lone surrogate. Anything else is read back."""
+    return "\\u" not in encoded and all(
+        type(name) is str and (type(value) in _PLAIN_SCALARS or _plain_object(value))
+        for name, value in claims.items()
+    )
+
+
+def _plain_object(value: object) -> bool:
+    # One level of nesting, as cnf's {"jkt": ...}: a dict of string names and exact scalars.
+    return type(value) is dict and all(
+        type(name) is str and type(member) in _PLAIN_SCALARS for name, member in value.items()
     )
 
 
