@@ -8,11 +8,13 @@ request walks through here.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from starlette.datastructures import URL
 from starlette.requests import Request
 
 from auth_refresh._utils import IPNetwork, from_trusted_proxy, is_awaitable, ready, resolve
@@ -32,13 +34,21 @@ __all__ = [
 ]
 
 _NONCE_KEY_CONTEXT = b"auth-refresh dpop nonce"
+# Hosts a client may name: bounded, made-up ones only push older ones out.
+CACHED_ORIGINS = 256
 
 
 def url_as_seen(request: Request, trusted_proxies: Sequence[IPNetwork]) -> str:
     """The request's URL without query, as the client saw it: behind a trusted proxy, the scheme
     and host its ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` name (their last values: the
     ones the nearest proxy wrote)."""
-    scheme, host = request.url.scheme, request.url.netloc
+    scope = request.scope
+    server = scope.get("server")
+    scheme, host = _origin(
+        scope.get("scheme", "http"),
+        request.headers.get("host"),
+        tuple(server) if server is not None else None,
+    )
     if trusted_proxies and from_trusted_proxy(request, trusted_proxies):
         scheme = _last(request, "x-forwarded-proto") or scheme
         host = _last(request, "x-forwarded-host") or host
@@ -46,6 +56,15 @@ def url_as_seen(request: Request, trusted_proxies: Sequence[IPNetwork]) -> str:
     # The path as sent (percent-encoded); normalized_url compares it.
     path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else request.url.path
     return f"{scheme}://{host}{path}"
+
+
+@functools.lru_cache(maxsize=CACHED_ORIGINS)
+def _origin(scheme: str, host: str | None, server: tuple[Any, ...] | None) -> tuple[str, str]:
+    # Starlette's own scheme and netloc of a request URL (its Host checks included), made once
+    # per host a client names rather than with every request's whole URL.
+    headers = [] if host is None else [(b"host", host.encode("latin-1"))]
+    url = URL(scope={"scheme": scheme, "server": server, "path": "/", "headers": headers})
+    return url.scheme, url.netloc
 
 
 def _last(request: Request, header: str) -> str | None:

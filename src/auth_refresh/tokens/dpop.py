@@ -205,31 +205,20 @@ class DpopVerifier:
         if len(proof) > MAX_PROOF_BYTES or not proof.isascii() or proof.count(".") != 2:
             raise self.refuse("malformed")
         encoded_header, encoded_payload, encoded_signature = proof.split(".")
-        header = _json_segment(encoded_header)
-        if header is None:
-            raise self.refuse("malformed")
-        alg, jwk = header.get("alg"), header.get("jwk")
-        typ = header.get("typ")
-        if not isinstance(typ, str) or typ.lower() != PROOF_TYPE:
-            raise self.refuse("wrong_type")
-        if "crit" in header:
-            raise self.refuse("critical_header")
-        if not isinstance(alg, str) or alg not in self.algorithms:
+        header = _proof_header(encoded_header)
+        if header.alg is None:
+            raise self.refuse(header.refusal or "malformed")
+        if header.alg not in self.algorithms:
             raise self.refuse("algorithm")
-        if not isinstance(jwk, dict):
-            raise self.refuse("no_key")
-        if not PRIVATE_MEMBERS.isdisjoint(jwk):
-            raise self.refuse("private_key")
-        key_type, curves, pyjwt_name = ALGORITHM_KEYS[alg]
-        if jwk.get("kty") != key_type or (curves is not None and jwk.get("crv") not in curves):
-            raise self.refuse("key_mismatch")
+        key = header.key
+        if header.refusal is not None or key is None:
+            raise self.refuse(header.refusal or "bad_key")
         signature = _canonical_base64url(encoded_signature)
         if signature is None or not signature:
             raise self.refuse("malformed")
+        if header.key_type == "RSA" and key.key.key_size < MIN_RSA_BITS:
+            raise self.refuse("weak_key")
         try:
-            key, thumbprint = _public_key(_canonical(jwk), pyjwt_name)
-            if key_type == "RSA" and key.key.key_size < MIN_RSA_BITS:
-                raise self.refuse("weak_key")
             signing_input = f"{encoded_header}.{encoded_payload}".encode("ascii")
             valid = key.Algorithm.verify(signing_input, key.key, signature)
         except (jwt.PyJWTError, ValueError, TypeError, KeyError):
@@ -240,7 +229,7 @@ class DpopVerifier:
         if claims is None:
             raise self.refuse("malformed")
         return self._checked(
-            claims, thumbprint, method=method, url=url, now=now, token=access_token
+            claims, header.thumbprint, method=method, url=url, now=now, token=access_token
         )
 
     def _checked(
@@ -270,6 +259,47 @@ class DpopVerifier:
         if self.nonces is not None and not self.nonces.accepts(claims.get("nonce"), now):
             raise DpopNonceError(self.nonces.current(now), algorithms=self.algorithms)
         return DpopProof(thumbprint, jti, float(iat))
+
+
+@dataclass(frozen=True)
+class _ProofHeader:
+    """A proof header as far as it can be checked alone. ``alg`` is None when the header is
+    refused before its algorithm is known (``refusal`` says why); a known ``alg`` is then
+    checked against the verifier's, and only then any ``refusal`` of its key."""
+
+    alg: str | None
+    refusal: str | None = None
+    key_type: str = ""
+    key: jwt.PyJWK | None = None
+    thumbprint: str = ""
+
+
+@functools.lru_cache(maxsize=CACHED_KEYS)
+def _proof_header(encoded_header: str) -> _ProofHeader:
+    # A client sends the same header (its alg and key) with every proof: checked once. Bounded
+    # like the keys: at most CACHED_KEYS headers of at most MAX_PROOF_BYTES.
+    header = _json_segment(encoded_header)
+    if header is None:
+        return _ProofHeader(None, "malformed")
+    alg, jwk, typ = header.get("alg"), header.get("jwk"), header.get("typ")
+    if not isinstance(typ, str) or typ.lower() != PROOF_TYPE:
+        return _ProofHeader(None, "wrong_type")
+    if "crit" in header:
+        return _ProofHeader(None, "critical_header")
+    if not isinstance(alg, str) or alg not in ALGORITHM_KEYS:
+        return _ProofHeader(None, "algorithm")
+    if not isinstance(jwk, dict):
+        return _ProofHeader(alg, "no_key")
+    if not PRIVATE_MEMBERS.isdisjoint(jwk):
+        return _ProofHeader(alg, "private_key")
+    key_type, curves, pyjwt_name = ALGORITHM_KEYS[alg]
+    if jwk.get("kty") != key_type or (curves is not None and jwk.get("crv") not in curves):
+        return _ProofHeader(alg, "key_mismatch")
+    try:
+        key, thumbprint = _public_key(_canonical(jwk), pyjwt_name)
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+        return _ProofHeader(alg, "bad_key")
+    return _ProofHeader(alg, None, key_type, key, thumbprint)
 
 
 def _canonical_base64url(segment: str) -> bytes | None:
