@@ -119,6 +119,22 @@ def base64url(data: bytes) -> str:
     return encoded.rstrip(b"=").decode("ascii")
 
 
+def canonical_base64url_decode(segment: str) -> bytes | None:
+    """The bytes of ``segment`` when it is their one spelling in base64url (no padding, no stray
+    characters, no set trailing bits), else None: an altered segment never decodes to the same
+    bytes."""
+    if not _BASE64URL_TEXT.fullmatch(segment) or len(segment) % 4 == 1:
+        return None
+    try:
+        data = base64url_decode(segment)
+    except ValueError:
+        return None
+    return data if base64url(data) == segment else None
+
+
+_BASE64URL_TEXT = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def base64url_decode(segment: str) -> bytes:
     """The bytes of base64url text, padded or not; ``ValueError`` for what is not base64url
     (``binascii.Error`` and ``UnicodeError`` are ``ValueError``s). Not canonical-only."""

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import jwt
 
-from auth_refresh._utils import base64url, base64url_decode, strict_json_object
+from auth_refresh._utils import base64url, canonical_base64url_decode, strict_json_object
 from auth_refresh.exceptions import DpopNonceError, InvalidDpopProofError
 
 __all__ = [
@@ -58,7 +58,6 @@ THUMBPRINT_MEMBERS = {
 NONCE_SECONDS = 300
 NONCE_MAC_BYTES = 16
 
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -213,7 +212,7 @@ class DpopVerifier:
         key = header.key
         if header.refusal is not None or key is None:
             raise self.refuse(header.refusal or "bad_key")
-        signature = _canonical_base64url(encoded_signature)
+        signature = canonical_base64url_decode(encoded_signature)
         if signature is None or not signature:
             raise self.refuse("malformed")
         if header.key_type == "RSA" and key.key.key_size < MIN_RSA_BITS:
@@ -302,17 +301,6 @@ def _proof_header(encoded_header: str) -> _ProofHeader:
     return _ProofHeader(alg, None, key_type, key, thumbprint)
 
 
-def _canonical_base64url(segment: str) -> bytes | None:
-    # One spelling per value: no padding, no stray characters, no set trailing bits.
-    if not _BASE64URL.fullmatch(segment) or len(segment) % 4 == 1:
-        return None
-    try:
-        data = base64url_decode(segment)
-    except ValueError:
-        return None
-    return data if base64url(data) == segment else None
-
-
 def _json_segment(segment: str) -> dict[str, Any] | None:
-    data = _canonical_base64url(segment)
+    data = canonical_base64url_decode(segment)
     return strict_json_object(data) if data is not None else None

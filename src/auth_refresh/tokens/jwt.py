@@ -20,7 +20,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from auth_refresh._utils import MAX_JSON_DEPTH, base64url, base64url_decode, strict_json_object
+from auth_refresh._utils import (
+    MAX_JSON_DEPTH,
+    base64url,
+    base64url_decode,
+    canonical_base64url_decode,
+    strict_json_object,
+)
 from auth_refresh.exceptions import InvalidTokenError
 from auth_refresh.settings import JwtSettings
 from auth_refresh.tokens.keys import JwtKey, KeyRing, key_rings_from_settings
@@ -167,7 +173,7 @@ class JwtService:
         if not token.isascii() or len(parts) != 3:
             raise _refuse(token_type, "malformed")
         encoded_header, encoded_payload, encoded_signature = parts
-        signature = _base64url_decode(encoded_signature)
+        signature = canonical_base64url_decode(encoded_signature)
         if signature is None or not _BASE64URL.fullmatch(encoded_payload):
             raise _refuse(token_type, "malformed")
         key = self._own_headers[token_type].get(encoded_header)
@@ -188,7 +194,7 @@ class JwtService:
 
     def _key_of_header(self, token_type: TokenType, encoded_header: str) -> JwtKey:
         # The key a header names, once it passed every check; InvalidTokenError otherwise.
-        header_bytes = _base64url_decode(encoded_header)
+        header_bytes = canonical_base64url_decode(encoded_header)
         header = strict_json_object(header_bytes) if header_bytes is not None else None
         if header is None:
             raise _refuse(token_type, "malformed")
@@ -278,18 +284,6 @@ class VerifyTokenService:
 
     def refresh_token(self, token: str) -> dict[str, Any]:
         return self.jwt_service.verify("refresh", token)
-
-
-def _base64url_decode(segment: str) -> bytes | None:
-    # Only the canonical encoding: no padding, no stray characters, no set trailing bits, so one
-    # token has one spelling and an altered signature never decodes to the same bytes.
-    if not _BASE64URL.fullmatch(segment) or len(segment) % 4 == 1:
-        return None
-    try:
-        data = base64url_decode(segment)
-    except ValueError:
-        return None
-    return data if base64url(data) == segment else None
 
 
 _CLAIMS_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
