@@ -7,19 +7,16 @@ is read in batches, its live families indexed (the most recently refreshed
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 from redis.asyncio.cluster import RedisCluster
 
 from auth_refresh.stores.redis_cluster_layout import END_SESSION, ClusterKeys
 from auth_refresh.stores.redis_core import number, run_script, run_scripts
+from auth_refresh.stores.redis_migration import MIGRATED_SESSIONS_MAX, SCAN_BATCH, scan_batches
 from auth_refresh.stores.redis_scripts import Script, layout_script, list_member
 
-__all__ = ["MIGRATED_SESSIONS_MAX", "migrate_cluster"]
+__all__ = ["migrate_cluster"]
 
-SCAN_BATCH = 500
-# As the standalone store's migration: the largest cap the settings allow.
-MIGRATED_SESSIONS_MAX = 1000
 FIELDS = ("subject", "sid", "created_at", "refreshed_at", "expires_at", "revoked")
 
 # KEYS: the subject's sessions and index; ARGV: the old index's time to live (ms), then per
@@ -51,7 +48,7 @@ async def _migrate_index(client: RedisCluster, keys: ClusterKeys, old: str, subj
     now = time.time()
     ttl = await client.pttl(old)
     live: list[tuple[float, str, str]] = []  # last activity, member, family id
-    async for family_ids in _batches(client.sscan_iter(old, count=SCAN_BATCH)):
+    async for family_ids in scan_batches(client.sscan_iter(old, count=SCAN_BATCH)):
         pipe = client.pipeline()
         for family_id in family_ids:
             pipe.hmget(keys.family(family_id), FIELDS)
@@ -84,14 +81,3 @@ async def _migrate_index(client: RedisCluster, keys: ClusterKeys, old: str, subj
         ]
         await run_scripts(client.pipeline(), calls)
     await client.unlink(old)
-
-
-async def _batches(members: AsyncIterator[str]) -> AsyncIterator[list[str]]:
-    batch: list[str] = []
-    async for member in members:
-        batch.append(member)
-        if len(batch) == SCAN_BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

@@ -13,7 +13,7 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as redis
 
@@ -22,7 +22,9 @@ from auth_refresh.stores.redis_layout import LAYOUT_VERSION, Keys
 from auth_refresh.stores.redis_scripts import layout_script, list_member
 from auth_refresh.stores.sealing import seal_pair, session_id_of, token_digest
 
-__all__ = ["MIGRATED_SESSIONS_MAX", "migrate"]
+__all__ = ["MIGRATED_SESSIONS_MAX", "SCAN_BATCH", "migrate", "scan_batches"]
+
+T = TypeVar("T")
 
 SCAN_BATCH = 500
 # The most sessions per subject layout 3's index keeps live: the largest cap the settings
@@ -148,7 +150,8 @@ async def _migrate_index(client: redis.Redis, keys: Keys, index: str, subject: s
     generation = int(await client.get(keys.generation(subject)) or 0)
     now = time.time()
     live: list[tuple[float, str, str, int]] = []  # last activity, family id, member, expiry ms
-    async for family_ids in _batches(client.zscan_iter(index, count=SCAN_BATCH)):
+    async for pairs in scan_batches(client.zscan_iter(index, count=SCAN_BATCH)):
+        family_ids = [family_id for family_id, _ in pairs]
         async with client.pipeline(transaction=False) as pipe:
             for family_id in family_ids:
                 pipe.hmget(keys.family(family_id), INDEX_FIELDS)
@@ -185,10 +188,11 @@ def _live(fields: dict[str, Any], subject: str, generation: int, now: float) -> 
     )
 
 
-async def _batches(pairs: AsyncIterator[tuple[str, float]]) -> AsyncIterator[list[str]]:
-    batch: list[str] = []
-    async for member, _ in pairs:
-        batch.append(member)
+async def scan_batches(items: AsyncIterator[T]) -> AsyncIterator[list[T]]:
+    """A scan's items, ``SCAN_BATCH`` at a time: one pipeline each."""
+    batch: list[T] = []
+    async for item in items:
+        batch.append(item)
         if len(batch) == SCAN_BATCH:
             yield batch
             batch = []
