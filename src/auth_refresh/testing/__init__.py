@@ -22,10 +22,10 @@ by, so a store without DPoP keeps the contract.
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeAlias
 
+from auth_refresh._utils import resolve
 from auth_refresh.stores.base import ProofReplayCache, RefreshTokenStore
 from auth_refresh.testing import proof_scenarios as proofs
 from auth_refresh.testing import rotation_scenarios as rotation
@@ -96,8 +96,7 @@ PROOF_SCENARIOS: tuple[ProofScenario, ...] = (
 
 async def run_scenario(store_factory: StoreFactory, scenario: Scenario) -> None:
     """``scenario`` on a new store from ``store_factory``, closed afterwards."""
-    made = store_factory()
-    store = await made if inspect.isawaitable(made) else made
+    store = await resolve(store_factory())
     try:
         await scenario(store)
     finally:
@@ -107,8 +106,7 @@ async def run_scenario(store_factory: StoreFactory, scenario: Scenario) -> None:
 async def run_proof_scenario(store_factory: StoreFactory, scenario: ProofScenario) -> bool:
     """``scenario`` on a new store from ``store_factory``, closed afterwards; False, and not
     run, if the store keeps no DPoP proofs."""
-    made = store_factory()
-    store = await made if inspect.isawaitable(made) else made
+    store = await resolve(store_factory())
     try:
         if not isinstance(store, ProofReplayCache):
             return False
