@@ -2,8 +2,9 @@
 (a token family driven with a clock the test controls is ``auth_refresh.testing.Family``).
 
 ``redis_url`` is one server for the session on a free loopback port (or ``REDIS_URL`` when
-set); ``store_url`` is parametrized over memory, SQLite (a fresh file), Redis, PostgreSQL (a
-fresh database on one server for the session) and Redis Cluster (three masters for the session).
+set); ``store_url`` is parametrized over memory, SQLite (a fresh file), Redis (that server,
+emptied), PostgreSQL (a fresh database on one server for the session) and Redis Cluster (three
+masters for the session, emptied).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 from auth_refresh import RefreshTokenStore, Successor, TokenPair, open_store
 from auth_refresh.testing import GRACE, IDLE, LIFETIME, Family, new_id
@@ -136,12 +138,21 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(params=STORE_KINDS)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The URL of a fresh store of each kind."""
+    """The URL of a fresh store of each kind. The Redis servers are the session's, emptied
+    first: a store has no key prefix in its URL, and what an earlier test left (another
+    session of the same subject) would show in this one's answers."""
     if request.param == "memory":
         return "memory://"
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'families.db'}"
     url: str = request.getfixturevalue(request.param.replace("-", "_") + "_url")
+    if request.param == "redis":
+        with redis.Redis.from_url(url) as client:
+            client.flushdb()
+    elif request.param == "redis-cluster":
+        host, port = url.removeprefix("redis-cluster://").split(",")[0].split(":")
+        with RedisCluster(host=host, port=int(port)) as cluster:
+            cluster.flushall(target_nodes=RedisCluster.PRIMARIES)
     return url
 
 
