@@ -20,6 +20,7 @@ from auth_refresh import (
     ExtractJwt,
     MemoryRefreshTokenStore,
     PasswordStorageService,
+    TokenRotationService,
 )
 from conftest import InMemoryUsers, User, serve
 from factories import assert_unauthorized, login
@@ -254,3 +255,39 @@ async def test_a_feature_does_not_close_the_global_store_it_shares(
     async with serve(app):
         assert feature.container.store() is store
     assert store.closed == 1
+
+
+async def test_overrides_made_between_refreshes_apply_to_the_next_one(
+    users: InMemoryUsers, password_storage: PasswordStorageService
+) -> None:
+    # The refresh walk keeps the rotation service it made: an override must still reach it.
+    app, module = rotating_app(users, password_storage)
+    container = module.container
+    rotated: list[str] = []
+
+    class CountingRotation(TokenRotationService):
+        async def rotate_issued(self, claims: Any, **options: Any) -> Any:
+            rotated.append(claims["sub"])
+            return await super().rotate_issued(claims, **options)
+
+    counting = providers.Factory(
+        CountingRotation,
+        store=container.store,
+        issuer=container.issuer,
+        settings=container.settings,
+        clock=container.clock,
+    )
+    async with serve(app) as client:
+        pair = await login(client)
+        first = await refresh(client, pair["refreshToken"])
+        with container.rotation.override(counting):
+            second = await refresh(client, first.json()["refreshToken"])
+        assert second.status_code == 200, second.text
+        assert rotated == ["user-1"]
+        token = second.json()["refreshToken"]
+        # Another store: the family is unknown there, and the override's reset finds it again.
+        with container.store.override(providers.Object(MemoryRefreshTokenStore())):
+            assert_unauthorized(await refresh(client, token))
+        third = await refresh(client, token)
+        assert third.status_code == 200, third.text
+        assert rotated == ["user-1"]

@@ -88,6 +88,27 @@ class TokenRotationService:
         self.settings = settings
         self.clock = clock
 
+    @classmethod
+    def reused(
+        cls,
+        made: TokenRotationService | None,
+        store: RefreshTokenStore,
+        issuer: IssueTokenServiceInterface,
+        settings: AuthRefreshSettings,
+        clock: Callable[[], float],
+    ) -> TokenRotationService:
+        """``made`` if it has these dependencies, else a service of them: a request walk keeps
+        one instead of making one per request."""
+        if (
+            made is None
+            or made.store is not store
+            or made.issuer is not issuer
+            or made.settings is not settings
+            or made.clock is not clock
+        ):
+            return cls(store, issuer, settings, clock)
+        return made
+
     async def start_family(
         self, subject: str, *, user_agent: str | None = None, client_ip: str | None = None
     ) -> TokenPair:

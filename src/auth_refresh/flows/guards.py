@@ -23,7 +23,10 @@ from auth_refresh._utils import is_active, is_awaitable, ready, resolve
 from auth_refresh.exceptions import AuthJwtUnauthorizedError, AuthRefreshError
 from auth_refresh.flows.dpop import DpopFlow, refuse_bound_token, scheme_token
 from auth_refresh.flows.refresh import RefreshFlow, pending_successors
+from auth_refresh.settings import AuthRefreshSettings
+from auth_refresh.stores.base import RefreshTokenStore
 from auth_refresh.stores.sealing import SESSION_ID_FORMAT
+from auth_refresh.stores.session_cache import session_cache
 from auth_refresh.transport.schemes import access_scheme
 from auth_refresh.types import CONFIRMATION_CLAIM, SESSION_CLAIM
 
@@ -36,6 +39,7 @@ __all__ = [
     "AuthRefreshGuard",
     "claims_of",
     "guard_marker_name",
+    "session_active",
     "start_applications_with",
 ]
 
@@ -166,7 +170,30 @@ async def _session_active(request: Request, session_id: object, subject: str) ->
     refresh = flows.refresh if flows is not None else None
     if refresh is None:
         return True  # no store here to ask: as for a token without a session
-    return await refresh.session_active(session_id, subject)
+    return await session_active(refresh, session_id, subject)
+
+
+async def session_active(flow: RefreshFlow, session_id: str, subject: str) -> bool:
+    """Whether the session an access token names is live in ``flow``'s registration (the
+    access guard's check); True without rotation, where no session is kept."""
+    if SESSION_ID_FORMAT.fullmatch(session_id) is None:
+        return False
+    await flow.ensure_started()
+    container = flow.container
+    settings: AuthRefreshSettings = container.settings()
+    if not settings.rotation:
+        return True
+    # Every guarded request passes here: the cache directly, no rotation service made.
+    store: RefreshTokenStore = container.store()
+    store = await store if is_awaitable(store) else store
+    return await session_cache(store).is_active(
+        store,
+        session_id,
+        subject,
+        clock=container.clock(),
+        interval=settings.session_check_interval,
+        stale=settings.session_check_stale_seconds,
+    )
 
 
 def claims_of(request: Request) -> Any:

@@ -32,9 +32,6 @@ from auth_refresh.flows.readiness import Readiness, registration_readiness
 from auth_refresh.flows.session_admin import SessionAdmin
 from auth_refresh.rotation import TokenRotationService, family_of, refuse_unjudgeable
 from auth_refresh.settings import AuthRefreshSettings
-from auth_refresh.stores.base import RefreshTokenStore
-from auth_refresh.stores.sealing import SESSION_ID_FORMAT
-from auth_refresh.stores.session_cache import session_cache
 from auth_refresh.telemetry import operation_span
 from auth_refresh.transport.cookies import CookieTransport, csrf_keys_of
 from auth_refresh.transport.paths import RoutedPaths
@@ -67,6 +64,8 @@ class RefreshFlow:
         self.started = False
         self._start = start
         self._transport: tuple[object, object, CookieTransport] | None = None
+        self._rotation_service: TokenRotationService | None = None
+        self._default_rotation = _makes_default_rotation(container)
         self.sessions = SessionAdmin(self._rotation)
         self.dpop = DpopFlow(container)
 
@@ -121,7 +120,8 @@ class RefreshFlow:
             await self._start(request.app)
         _answering.set(request)
         container = self.container
-        arrived_at: float = container.clock()()
+        clock = container.clock()
+        arrived_at: float = clock()
         settings: AuthRefreshSettings = container.settings()
         claims = await self._verified_claims(settings, request, token)
         subject: str = claims["sub"]
@@ -132,8 +132,7 @@ class RefreshFlow:
         successor: IssuedPair | None = None
         if settings.rotation:
             # Before the user lookup: a replayed token revokes its family whoever it names.
-            rotation = container.rotation()
-            rotation = await rotation if is_awaitable(rotation) else rotation
+            rotation = await self._rotation_of(settings, clock)
             successor = await rotation.rotate_issued(claims, arrived_at=arrived_at, jkt=jkt)
         lookup = container.user_lookup()
         lookup = await lookup if is_awaitable(lookup) else lookup
@@ -180,8 +179,7 @@ class RefreshFlow:
         if request is not None and settings.dpop != "off":
             jkt = await self.dpop.login_key(request)
         if settings.rotation:
-            rotation: TokenRotationService = container.rotation()
-            rotation = await rotation if is_awaitable(rotation) else rotation
+            rotation = await self._rotation_of(settings, container.clock())
             if request is None:
                 return await rotation.start_family_issued(subject)
             client = request.client
@@ -232,33 +230,15 @@ class RefreshFlow:
             return response
         return transport.clear(response, self._cookie_paths(request))
 
+    async def ensure_started(self) -> None:
+        """Start the registration if its application's lifespan never ran."""
+        if not self.started:
+            await self._start(None)
+
     async def readiness(self, request: Request | None = None) -> Readiness:
         """Whether this registration can serve: its store answers (within 2 s) and holds
         this release's schema. A request starts the registration if its lifespan never ran."""
         return await registration_readiness(self.container, self.started, self._start, request)
-
-    async def session_active(self, session_id: str, subject: str) -> bool:
-        """Whether the session an access token names is live (the access guard's check);
-        True without rotation, where no session is kept."""
-        if SESSION_ID_FORMAT.fullmatch(session_id) is None:
-            return False
-        if not self.started:
-            await self._start(None)
-        container = self.container
-        settings: AuthRefreshSettings = container.settings()
-        if not settings.rotation:
-            return True
-        # Every guarded request passes here: the cache directly, no rotation service built.
-        store: RefreshTokenStore = container.store()
-        store = await store if is_awaitable(store) else store
-        return await session_cache(store).is_active(
-            store,
-            session_id,
-            subject,
-            clock=container.clock(),
-            interval=settings.session_check_interval,
-            stale=settings.session_check_stale_seconds,
-        )
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -314,13 +294,39 @@ class RefreshFlow:
     async def _rotation(self, operation: str) -> TokenRotationService:
         if not self.started:
             await self._start(None)
-        if not self.container.settings().rotation:
+        settings: AuthRefreshSettings = self.container.settings()
+        if not settings.rotation:
             raise ConfigurationError(
                 f"{self.name}: {operation} needs rotation; AUTH_REFRESH_ROTATION is false"
             )
-        rotation = self.container.rotation()
-        made: TokenRotationService = await rotation if is_awaitable(rotation) else rotation
-        return made
+        return await self._rotation_of(settings, self.container.clock())
+
+    async def _rotation_of(
+        self, settings: AuthRefreshSettings, clock: Callable[[], float]
+    ) -> TokenRotationService:
+        # The container's own rotation Factory's service, kept while its dependencies stay.
+        container = self.container
+        if container.rotation.overridden or not self._default_rotation:
+            made: TokenRotationService = await resolve(container.rotation())
+            return made
+        store, issuer = container.store(), container.issuer()
+        self._rotation_service = TokenRotationService.reused(
+            self._rotation_service,
+            await store if is_awaitable(store) else store,
+            await issuer if is_awaitable(issuer) else issuer,
+            settings,
+            clock,
+        )
+        return self._rotation_service
+
+
+def _makes_default_rotation(container: Any) -> bool:
+    # A container subclass may make its rotation service otherwise: then it is asked each time.
+    made = container.rotation
+    return getattr(made, "cls", None) is TokenRotationService and all(
+        getattr(made, "kwargs", {}).get(name) is getattr(container, name)
+        for name in ("store", "issuer", "settings", "clock")
+    )
 
 
 def pending_successors(request: Request) -> dict[RefreshFlow, TokenPair]:

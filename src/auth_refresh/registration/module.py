@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from auth_refresh.exceptions import ConfigurationError
-from auth_refresh.flows.guards import AppFlows, AuthJwtGuard, AuthRefreshGuard
+from auth_refresh.flows.guards import AppFlows, AuthJwtGuard, AuthRefreshGuard, session_active
 from auth_refresh.flows.readiness import Readiness
 from auth_refresh.flows.refresh import LoginIssueTokenService, RefreshFlow
 from auth_refresh.registration.application import (
@@ -372,7 +372,7 @@ class AuthRefreshModule:
 
     async def session_active(self, session_id: str, subject: str) -> bool:
         """Whether the session an access token names is live (``AuthJwtGuard``'s check)."""
-        return await self.flow.session_active(session_id, subject)
+        return await session_active(self.flow, session_id, subject)
 
     async def readiness(self) -> Readiness:
         """Whether this registration can serve: its store answers within 2 s and holds this
