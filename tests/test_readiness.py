@@ -8,14 +8,17 @@ import sqlite3
 import time
 from pathlib import Path
 
+import asyncpg
 import pytest
+import redis
 from fastapi import FastAPI
+from redis.cluster import RedisCluster
 
 from auth_refresh import AuthRefreshModule, ConfigurationError, PasswordStorageService
 from auth_refresh.flows.readiness import READINESS_TIMEOUT
 from auth_refresh.stores.sqlite_schema import SCHEMA_VERSION
 from conftest import InMemoryUsers, serve
-from store_fixtures import running_redis
+from store_fixtures import Family, opened, running_redis
 
 pytestmark = pytest.mark.anyio
 
@@ -58,6 +61,48 @@ async def test_a_newer_schema_stops_the_application_at_startup(
     with pytest.raises(ConfigurationError, match="newer than this release"):
         await module.startup(None)
     assert not (await module.readiness()).ready
+
+
+async def bump_schema_version(kind: str, url: str, by: int) -> None:
+    """Change the schema (layout) version a store of ``kind`` keeps at ``url``, as another
+    release of auth-refresh would."""
+    if kind == "postgres":
+        connection = await asyncpg.connect(url)
+        try:
+            await connection.execute("UPDATE auth_refresh_schema SET version = version + $1", by)
+        finally:
+            await connection.close()
+    elif kind == "redis":
+        with redis.Redis.from_url(url) as client:
+            client.incrby("auth-refresh:schema", by)
+    else:
+        host, port = url.removeprefix("redis-cluster://").split(",")[0].split(":")
+        with RedisCluster(host=host, port=int(port)) as cluster:
+            cluster.incrby("auth-refresh:schema", by)
+
+
+@pytest.mark.parametrize("store_url", ["postgres", "redis", "redis-cluster"], indirect=True)
+async def test_a_newer_schema_on_a_server_stops_the_application_at_startup(
+    users: InMemoryUsers, store_url: str, request: pytest.FixtureRequest
+) -> None:
+    """Through the lifespan, as a server runs the application: its start fails, not a
+    request later (the stores' own refusal is tested in their modules)."""
+    kind = request.node.callspec.params["store_url"]
+    async with opened(store_url) as store:
+        await Family(store).start()  # this release's schema, as a deployment made it
+    await bump_schema_version(kind, store_url, 1)
+    try:
+        # A PostgreSQL store checks a database once per process and URL: a URL of its own, as
+        # a new process would.
+        url = store_url + "?application_name=restarted" if kind == "postgres" else store_url
+        with pytest.raises(ConfigurationError, match="newer than this release"):
+            async with serve(ready_app(users, url)):
+                pytest.fail("the application started on a newer schema")
+    finally:
+        # The Redis servers are the session's (the next store_url empties them; other tests
+        # use them as they are); the PostgreSQL database is this test's alone.
+        if kind != "postgres":
+            await bump_schema_version(kind, store_url, -1)
 
 
 @pytest.mark.servers
