@@ -7,16 +7,21 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+import auth_refresh.stores.session_cache as session_cache_module
 from auth_refresh import PasswordStorageService, RotationOutcome, StoreUnavailableError
 from auth_refresh.stores.sqlite_worker import SqliteWorker
 from conftest import InMemoryUsers, serve
 from factories import login
+from postgres_server import PostgresServer
 from rotation_app import (
     ANSWER_WITHIN_SECONDS,
+    StoreServer,
     assert_store_unavailable,
     check_a_stopped_server_then_back,
     refresh,
@@ -98,43 +103,68 @@ async def test_a_corrupt_sqlite_row_is_a_503_not_a_500(tmp_path: Path) -> None:
             await family.rotate(family.first_token)
 
 
-@pytest.mark.parametrize("stale", [None, 0.0, 0.5])
+@pytest.fixture
+def stopping_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[StoreServer, str]]:
+    """A server of the kind named by the parameter, for a test to stop, and its store's URL."""
+    if request.param == "postgres":
+        postgres: PostgresServer = request.getfixturevalue("faulty_postgres")
+        yield postgres, postgres.fresh_database()
+        return
+    # Append-only persistence, so the restarted server still knows the sessions.
+    with running_redis(tmp_path, appendonly=True) as server:
+        yield server, server.url
+
+
+# The default bound on Redis and PostgreSQL; the other bounds on Redis alone (the cache that
+# applies them is the same over every store).
+@pytest.mark.parametrize(
+    ("stopping_store", "stale"),
+    [("redis", None), ("postgres", None), ("redis", 0.0), ("redis", 0.5)],
+    indirect=["stopping_store"],
+)
 async def test_access_tokens_during_a_store_outage_live_as_long_as_the_stale_bound(
     users: InMemoryUsers,
     password_storage: PasswordStorageService,
-    tmp_path: Path,
+    stopping_store: tuple[StoreServer, str],
     stale: float | None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Issue 21: a session seen live before the store stopped keeps answering 200 for
     ``session_check_stale_seconds`` (default 30), then 503; 0 refuses at once."""
+    server, url = stopping_store
     settings: dict[str, object] = {"session_check_interval": 0}
     if stale is not None:
         settings["session_check_stale_seconds"] = stale
-    with running_redis(tmp_path, appendonly=True) as server:
-        app, _ = rotating_app(
-            users, password_storage, settings={**settings, "store_url": server.url}
-        )
-        async with serve(app) as client:
-            pair = await login(client)
-            headers = {"Authorization": "Bearer " + pair["accessToken"]}
-            assert (await client.get("/me", headers=headers)).status_code == 200
-            never_seen = await login(client)
-            server.stop()
-            try:
-                during = await client.get("/me", headers=headers)
-                if stale == 0.0:
-                    assert_store_unavailable(during)
-                else:
-                    assert during.status_code == 200
-                # A session the store never said was live is not trusted.
-                unseen = {"Authorization": "Bearer " + never_seen["accessToken"]}
-                assert_store_unavailable(await client.get("/me", headers=unseen))
-                if stale == 0.5:
-                    await asyncio.sleep(0.6)
-                    assert_store_unavailable(await client.get("/me", headers=headers))
-            finally:
-                server.start()
-            assert (await client.get("/me", headers=headers)).status_code == 200
+    app, _ = rotating_app(users, password_storage, settings={**settings, "store_url": url})
+    async with serve(app) as client:
+        pair = await login(client)
+        headers = {"Authorization": "Bearer " + pair["accessToken"]}
+        assert (await client.get("/me", headers=headers)).status_code == 200
+        never_seen = await login(client)
+        server.stop()
+        try:
+            during = await client.get("/me", headers=headers)
+            if stale == 0.0:
+                assert_store_unavailable(during)
+            else:
+                assert during.status_code == 200
+            # A session the store never said was live is not trusted.
+            unseen = {"Authorization": "Bearer " + never_seen["accessToken"]}
+            assert_store_unavailable(await client.get("/me", headers=unseen))
+            if stale == 0.5:
+                await asyncio.sleep(0.6)
+                assert_store_unavailable(await client.get("/me", headers=headers))
+            if stale is None:
+                # 31 s later, without waiting them: the cache's clock alone moves (its module's
+                # ``time``), so the event loop and the store's timeouts keep the real one.
+                moved = SimpleNamespace(monotonic=lambda: time.monotonic() + 31)
+                monkeypatch.setattr(session_cache_module, "time", moved)
+                assert_store_unavailable(await client.get("/me", headers=headers))
+        finally:
+            server.start()
+        assert (await client.get("/me", headers=headers)).status_code == 200
 
 
 async def test_a_sqlite_batch_that_ran_past_its_deadline_commits_nothing(tmp_path: Path) -> None:
