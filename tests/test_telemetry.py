@@ -1,5 +1,6 @@
 """OpenTelemetry: spans per operation with their outcome, refresh outcome counters, reuse
-detections and store latency, read back through the SDK's in-memory exporters."""
+detections, the access guard's session checks and store latency, read back through the SDK's
+in-memory exporters."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from auth_refresh import AuthenticationModule, PasswordStorageService
 from auth_refresh.telemetry import instrument
 from conftest import InMemoryUsers, serve
 from factories import login
-from rotation_app import refresh, rotating_app
+from rotation_app import assert_store_unavailable, refresh, rotating_app
+from store_fixtures import running_redis
 
 pytestmark = pytest.mark.anyio
 
@@ -142,3 +144,48 @@ async def test_a_store_that_cannot_answer_is_counted_and_its_span_is_an_error(
     assert telemetry.outcomes("auth_refresh.refresh") == ["AUTH_REFRESH_STORE_UNAVAILABLE_ERROR"]
     counted = telemetry.count("auth_refresh.refresh.outcomes", outcome="store_unavailable")
     assert counted == 1
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize(("stale", "outage"), [(None, "stale"), (0.0, "store_unavailable")])
+async def test_the_access_guards_session_checks_are_timed_and_counted_by_outcome(
+    users: InMemoryUsers,
+    password_storage: PasswordStorageService,
+    telemetry: Telemetry,
+    tmp_path: Path,
+    stale: float | None,
+    outage: str,
+) -> None:
+    """Issue 21: each read of a session from the store is a ``session_active`` store step and a
+    check counted by its outcome; with the store stopped, ``stale`` while the last "live" is
+    trusted (the default bound), ``store_unavailable`` once it is not (bound 0)."""
+    settings: dict[str, object] = {"session_check_interval": 0}  # every request asks the store
+    if stale is not None:
+        settings["session_check_stale_seconds"] = stale
+    checks = "auth_refresh.session.checks"
+
+    def session_steps() -> int:
+        return sum(
+            point.count
+            for point in telemetry.points("auth_refresh.store.duration")
+            if dict(point.attributes or {}) == {"operation": "session_active"}
+        )
+
+    with running_redis(tmp_path) as server:
+        app, _ = rotating_app(
+            users, password_storage, settings={**settings, "store_url": server.url}
+        )
+        async with serve(app) as client:
+            headers = {"Authorization": "Bearer " + (await login(client))["accessToken"]}
+            assert (await client.get("/me", headers=headers)).status_code == 200
+            assert telemetry.count(checks, outcome="live") == 1
+            assert session_steps() == 1
+            server.stop()
+            answer = await client.get("/me", headers=headers)
+            if outage == "stale":
+                assert answer.status_code == 200
+            else:
+                assert_store_unavailable(answer)
+    assert telemetry.count(checks, outcome=outage) == 1
+    assert telemetry.count(checks, outcome="live") == 1
+    assert session_steps() == 2  # the step that failed is timed too
