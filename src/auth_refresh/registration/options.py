@@ -62,7 +62,9 @@ class _RouteOptions(TypedDict, total=False):
     readiness_path: str | None
     """Add ``GET {readiness_path}``: 200 ``{"status": "ready"}`` while the store answers
     (within 2 s) and holds this release's schema, else 503 with ``Retry-After`` and the reason.
-    Default: ``None``, no readiness route."""
+    At startup, a schema newer than this release's stops the application with
+    ``ConfigurationError``; a store that cannot be reached only logs a warning, and this route
+    answers 503 until it is back. Default: ``None``, no readiness route."""
 
 
 @dataclass(frozen=True)
