@@ -152,7 +152,7 @@ CREATE TRIGGER record_setting AFTER INSERT OR UPDATE ON auth_refresh_families
 
 
 def documented_ddl() -> str:
-    ddl, _to_2, _to_3, _to_4, _to_5 = re.findall(
+    ddl, _to_2, _to_3, _to_4, _to_5, _to_6 = re.findall(
         r"^```sql\n(.*?)^```", DOCS_PAGE.read_text(), flags=re.M | re.S
     )
     return ddl
@@ -270,6 +270,14 @@ def v4_database(server: PostgresServer) -> tuple[str, float]:
     return url, now
 
 
+def v5_database(server: PostgresServer) -> tuple[str, float]:
+    """The same family as a store of schema version 5 left it (no login with a deadline)."""
+    url, now = v4_database(server)
+    psql(url, documented_migration(5))
+    assert psql_value(url, "SELECT to_regproc('auth_refresh_start_family_before')") == ""
+    return url, now
+
+
 def batch_functions(url: str) -> str:
     """How many arguments each ``auth_refresh_rotate_batch`` takes."""
     return psql_value(
@@ -293,6 +301,9 @@ def assert_at_the_current_version(url: str) -> None:
     assert "auth_refresh_families_subject" not in indexes(url)
     # The batch with a deadline (version 5), beside the one without.
     assert batch_functions(url) == "8 9"
+    # The login with a deadline (version 6).
+    login = "SELECT to_regproc('auth_refresh_start_family_before')"
+    assert psql_value(url, login) == "auth_refresh_start_family_before"
 
 
 async def test_a_schema_of_version_1_is_migrated(postgres_server: PostgresServer) -> None:
@@ -320,6 +331,12 @@ async def test_a_schema_of_version_4_is_migrated(postgres_server: PostgresServer
     assert_at_the_current_version(url)
 
 
+async def test_a_schema_of_version_5_is_migrated(postgres_server: PostgresServer) -> None:
+    url, now = v5_database(postgres_server)
+    await assert_the_v1_family_is_a_session(url + "?application_name=from-5", now)
+    assert_at_the_current_version(url)
+
+
 async def test_the_documented_migrations_bring_a_managed_schema_to_the_current_version(
     postgres_server: PostgresServer,
 ) -> None:
@@ -341,15 +358,20 @@ async def test_the_documented_migrations_bring_a_managed_schema_to_the_current_v
         with pytest.raises(ConfigurationError, match="schema is version 4"):
             await store.session_active("any", now=now)
     psql(url, documented_migration(5))
+    async with opened(managed + "&application_name=at-5") as store:
+        with pytest.raises(ConfigurationError, match="schema is version 5"):
+            await store.session_active("any", now=now)
+    psql(url, documented_migration(6))
     await assert_the_v1_family_is_a_session(managed + "&application_name=migrated", now)
     assert_at_the_current_version(url)
 
 
-@pytest.mark.parametrize("version", [2, 3, 4])
+@pytest.mark.parametrize("version", [2, 3, 4, 5])
 async def test_the_documented_migrations_bring_a_managed_schema_of_a_later_version_up(
     postgres_server: PostgresServer, version: int
 ) -> None:
-    url, now = {2: v2_database, 3: v3_database, 4: v4_database}[version](postgres_server)
+    databases = {2: v2_database, 3: v3_database, 4: v4_database, 5: v5_database}
+    url, now = databases[version](postgres_server)
     for target in range(version + 1, SCHEMA_VERSION + 1):
         psql(url, documented_migration(target))
     assert_at_the_current_version(url)

@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from auth_refresh.stores import postgres_schema, sqlite
+from auth_refresh.stores import postgres_functions, postgres_schema, sqlite
 from auth_refresh.stores.base import SESSION_PAGE_MAX, SessionCursor
 from auth_refresh.stores.sqlite_schema import SCHEMA_VERSION
 from store_fixtures import Family, opened
@@ -180,7 +180,7 @@ def postgres_statements(now: float, cursor: SessionCursor) -> Iterator[tuple[str
         (SUBJECT, now, SESSION_PAGE_MAX, cursor.created_at, cursor.session_id),
     )
     start = ("new-family", SUBJECT, now, now + 600, 3600.0, "t", 100, "new-session", None, None)
-    yield postgres_schema.START_FAMILY, (*start, 1)
+    yield postgres_functions.START_FAMILY, (*start, 1)
     yield postgres_schema.REVOKE_OTHERS, (SUBJECT, now, None)
     yield postgres_schema.REVOKE_SUBJECT, (SUBJECT, now)
 

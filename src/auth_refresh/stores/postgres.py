@@ -20,7 +20,8 @@ Each row is also the session its family is (``session_id``, unique and indexed, 
 ``user_agent``, ``client_ip``; schema version 2, migrated from version 1). A subject's live
 families are indexed apart (schema version 4): listing, capping and revoking its sessions walk
 those only, never the revoked ones kept until they expire; a login keeps the cap on sessions
-per subject in its own transaction, taking turns with the subject's other logins.
+per subject in its own statement (``auth_refresh_start_family_before``), taking turns with the
+subject's other logins.
 
 A refresh is one round trip, or a share of one: the rotations an event loop asks for while a
 batch is under way go together in the next (``auth_refresh.postgres_batches``), one call of the
@@ -29,9 +30,9 @@ in PL/pgSQL, holding the family's row lock for the decision and the write) for e
 id order, in one transaction. Every statement has a server-side ``statement_timeout`` and every
 step a client-side deadline: a server that is down, restarting or hung gives
 ``StoreUnavailableError`` within 1.5 s; a connection that timed out is dropped, and the pool
-opens a new one for the next step. A rotation answered with that error never takes effect
-later: its batch carries a deadline in the server's clock, past which the server writes nothing
-(``auth_refresh.postgres_batches``).
+opens a new one for the next step. A rotation or a login answered with that error never
+takes effect later: its statement carries a deadline in the server's clock, past which the
+server writes nothing (``auth_refresh.postgres_batches``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from auth_refresh.stores.base import (
     Successor,
 )
 from auth_refresh.stores.postgres_batches import (
+    COMMIT_MARGIN_SECONDS,
     SERVER_FAILURES,
     RotationBatches,
     RotationRequest,
@@ -69,13 +71,12 @@ from auth_refresh.stores.postgres_schema import (
     FIRST_USE_PROOF,
     LIST_SESSIONS,
     LIST_SESSIONS_AFTER,
-    LOCK_SUBJECT,
     REVOKE_FAMILY,
     REVOKE_OTHERS,
     REVOKE_SESSION,
     REVOKE_SUBJECT,
     SESSION_ACTIVE,
-    START_FAMILY,
+    START_FAMILY_BEFORE,
     check_schema,
 )
 from auth_refresh.stores.postgres_url import SERVER_SETTINGS, split_url
@@ -97,8 +98,8 @@ _CHECKED_SCHEMAS: set[str] = set()
 
 
 class PostgresRefreshTokenStore:
-    """Families in one PostgreSQL table; each step one statement on a pooled connection (a
-    login two, in one transaction), rotations batched."""
+    """Families in one PostgreSQL table; each step one statement on a pooled connection,
+    rotations batched."""
 
     def __init__(
         self,
@@ -143,24 +144,27 @@ class PostgresRefreshTokenStore:
         session: SessionStart,
         max_sessions: int,
     ) -> None:
+        gives_up = time.monotonic() + STEP_DEADLINE_SECONDS
+
         async def start(connection: PoolConnectionProxy[asyncpg.Record]) -> None:
-            # The cap is kept in the transaction that adds the family.
-            async with connection.transaction():
-                await connection.execute(LOCK_SUBJECT, subject)
-                await connection.execute(
-                    START_FAMILY,
-                    family_id,
-                    subject,
-                    now,
-                    token_expires_at,
-                    absolute_lifetime,
-                    token_id,
-                    PURGE_BATCH,
-                    session.session_id,
-                    session.user_agent,
-                    session.client_ip,
-                    max(0, max_sessions - 1),
-                )
+            # Read after acquiring, which may read the server's clock first. One statement: no
+            # COMMIT of its own that a frozen server could run after the caller got its 503.
+            commit_by = self._clock.server_time(gives_up - COMMIT_MARGIN_SECONDS)
+            await connection.execute(
+                START_FAMILY_BEFORE,
+                family_id,
+                subject,
+                now,
+                token_expires_at,
+                absolute_lifetime,
+                token_id,
+                PURGE_BATCH,
+                session.session_id,
+                session.user_agent,
+                session.client_ip,
+                max(0, max_sessions - 1),
+                commit_by,
+            )
 
         await self._step(start)
 

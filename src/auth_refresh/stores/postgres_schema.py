@@ -1,4 +1,4 @@
-"""The PostgreSQL store's SQL: the schema (version 5), its migrations, and each step's statement;
+"""The PostgreSQL store's SQL: the schema (version 6), its migrations, and each step's statement;
 and the check of a database's schema, which creates or migrates it.
 
 Version 1 kept the families; version 2 adds the session each family is (``session_id``, unique
@@ -7,8 +7,9 @@ and indexed, ``refreshed_at``, ``user_agent``, ``client_ip``); version 3 adds
 (not revoked) families only, by subject in list order, in place of the index of every family by
 subject; version 5 adds the DPoP proofs seen (``auth_refresh_proofs``) and the batch with a
 deadline (``ROTATE_BEFORE_FUNCTION``), which writes nothing once the server's clock has passed
-it. ``MIGRATIONS[n]`` brings a version n - 1 schema to version n; adding one means writing it
-and raising ``SCHEMA_VERSION``.
+it; version 6 adds the login with a deadline (``START_FAMILY_BEFORE_FUNCTION``), likewise. The
+functions' DDL is in ``postgres_functions``. ``MIGRATIONS[n]`` brings a version n - 1 schema to
+version n; adding one means writing it and raising ``SCHEMA_VERSION``.
 docs/postgres-store.md gives the same DDL and migrations for teams that manage the schema.
 """
 
@@ -18,12 +19,17 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from auth_refresh.exceptions import ConfigurationError
+from auth_refresh.stores.postgres_functions import (
+    ROTATE_BATCH_FUNCTION,
+    ROTATE_BEFORE_FUNCTION,
+    ROTATE_FUNCTION,
+    START_FAMILY_BEFORE_FUNCTION,
+)
 
 __all__ = [
     "FIRST_USE_PROOF",
     "LIST_SESSIONS",
     "LIST_SESSIONS_AFTER",
-    "LOCK_SUBJECT",
     "MIGRATIONS",
     "REVOKE_FAMILY",
     "REVOKE_OTHERS",
@@ -33,131 +39,13 @@ __all__ = [
     "SCHEMA",
     "SCHEMA_VERSION",
     "SESSION_ACTIVE",
-    "START_FAMILY",
+    "START_FAMILY_BEFORE",
     "check_schema",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # Creating the schema, once: DDL syncs to disk, and may wait for another process creating it.
 SCHEMA_TIMEOUT_MS = 30_000
-
-# The rotation, store.decide_rotation line for line under the family's row lock; a rotation
-# is the session's last refresh. Version 2's; MIGRATIONS[2] installs it over version 1's.
-ROTATE_FUNCTION = """
-CREATE OR REPLACE FUNCTION auth_refresh_rotate(
-    p_family_id text, p_token_id text, p_successor_id text, p_successor_pair text,
-    p_successor_expires_at double precision, p_now double precision,
-    p_grace double precision, p_lifetime double precision,
-    OUT outcome text, OUT family_subject text, OUT grace_pair text)
-LANGUAGE plpgsql AS $$
-DECLARE
-    family auth_refresh_families%ROWTYPE;
-    deadline double precision;
-BEGIN
-    SELECT * INTO family FROM auth_refresh_families WHERE family_id = p_family_id FOR UPDATE;
-    IF NOT FOUND THEN
-        outcome := 'unknown';
-        RETURN;
-    END IF;
-    family_subject := family.subject;
-    deadline := family.created_at + p_lifetime;
-    IF p_now >= deadline OR p_now >= family.expires_at THEN
-        DELETE FROM auth_refresh_families WHERE family_id = p_family_id;
-        outcome := 'expired';
-        RETURN;
-    END IF;
-    IF family.revoked THEN
-        outcome := 'revoked';
-        RETURN;
-    END IF;
-    IF p_token_id = family.live_token_id THEN
-        UPDATE auth_refresh_families
-            SET expires_at = least(p_successor_expires_at, deadline),
-                live_token_id = p_successor_id, previous_token_id = p_token_id,
-                consumed_at = p_now, refreshed_at = p_now,
-                successor_pair = CASE WHEN p_grace > 0 THEN p_successor_pair END
-            WHERE family_id = p_family_id;
-        outcome := 'rotated';
-        RETURN;
-    END IF;
-    IF p_token_id = family.previous_token_id AND family.consumed_at IS NOT NULL
-            AND family.successor_pair IS NOT NULL AND p_now < family.consumed_at + p_grace THEN
-        outcome := 'grace';
-        grace_pair := family.successor_pair;
-        RETURN;
-    END IF;
-    UPDATE auth_refresh_families SET revoked = true, successor_pair = NULL
-        WHERE family_id = p_family_id;
-    outcome := 'reused';
-END
-$$;
-"""
-
-# Several rotations in one statement (one transaction): each is auth_refresh_rotate, taken in
-# family id order, so two batches lock their rows in the same order and never deadlock; one
-# family's repeats keep their order (the sort is stable by position) and each sees the one
-# before it. A row per element, with its 1-based position. Version 3's (MIGRATIONS[3]).
-ROTATE_BATCH_FUNCTION = """
-CREATE OR REPLACE FUNCTION auth_refresh_rotate_batch(
-    p_family_ids text[], p_token_ids text[], p_successor_ids text[], p_successor_pairs text[],
-    p_successor_expires_at double precision[], p_now double precision[],
-    p_grace double precision[], p_lifetime double precision[])
-RETURNS TABLE (ordinal integer, outcome text, family_subject text, grace_pair text)
-LANGUAGE plpgsql AS $$
-DECLARE
-    i integer;
-    n integer := cardinality(p_family_ids);
-BEGIN
-    IF n IS DISTINCT FROM cardinality(p_token_ids)
-            OR n IS DISTINCT FROM cardinality(p_successor_ids)
-            OR n IS DISTINCT FROM cardinality(p_successor_pairs)
-            OR n IS DISTINCT FROM cardinality(p_successor_expires_at)
-            OR n IS DISTINCT FROM cardinality(p_now)
-            OR n IS DISTINCT FROM cardinality(p_grace)
-            OR n IS DISTINCT FROM cardinality(p_lifetime) THEN
-        RAISE EXCEPTION 'auth_refresh_rotate_batch: arrays of different lengths';
-    END IF;
-    FOR i IN SELECT element.position::integer
-            FROM unnest(p_family_ids) WITH ORDINALITY AS element(family_id, position)
-            ORDER BY element.family_id COLLATE "C", element.position LOOP
-        ordinal := i;
-        SELECT rotation.outcome, rotation.family_subject, rotation.grace_pair
-            INTO outcome, family_subject, grace_pair
-            FROM auth_refresh_rotate(p_family_ids[i], p_token_ids[i], p_successor_ids[i],
-                p_successor_pairs[i], p_successor_expires_at[i], p_now[i], p_grace[i],
-                p_lifetime[i]) AS rotation;
-        RETURN NEXT;
-    END LOOP;
-END
-$$;
-"""
-
-# The batch with a deadline: seconds since the epoch as the server's clock reads them, by when
-# the statement must commit (its callers give up soon after). Past it, the batch raises and writes
-# nothing: a batch that waited in a frozen server's socket, or ran late, never takes effect after
-# its callers were answered 503. Checked first (no row is locked in vain) and again after the
-# writes, just before the statement's transaction commits. Version 5's (MIGRATIONS[5]).
-ROTATE_BEFORE_FUNCTION = """
-CREATE OR REPLACE FUNCTION auth_refresh_rotate_batch(
-    p_family_ids text[], p_token_ids text[], p_successor_ids text[], p_successor_pairs text[],
-    p_successor_expires_at double precision[], p_now double precision[],
-    p_grace double precision[], p_lifetime double precision[], p_deadline double precision)
-RETURNS TABLE (ordinal integer, outcome text, family_subject text, grace_pair text)
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF extract(epoch FROM clock_timestamp()) > p_deadline THEN
-        RAISE EXCEPTION 'auth_refresh_rotate_batch: past its deadline, nothing written'
-            USING ERRCODE = 'query_canceled';
-    END IF;
-    RETURN QUERY SELECT * FROM auth_refresh_rotate_batch(p_family_ids, p_token_ids,
-        p_successor_ids, p_successor_pairs, p_successor_expires_at, p_now, p_grace, p_lifetime);
-    IF extract(epoch FROM clock_timestamp()) > p_deadline THEN
-        RAISE EXCEPTION 'auth_refresh_rotate_batch: past its deadline, nothing written'
-            USING ERRCODE = 'query_canceled';
-    END IF;
-END
-$$;
-"""
 
 # A subject's live families in list order (newest first; session ids compared as Python and
 # SQLite compare them): the list, the cap and the revocations walk these, never the subject's
@@ -176,7 +64,7 @@ CREATE TABLE IF NOT EXISTS auth_refresh_proofs (
 CREATE INDEX IF NOT EXISTS auth_refresh_proofs_expires_at ON auth_refresh_proofs (expires_at);
 """
 
-# Schema version 5. docs/postgres-store.md gives the same DDL for teams that manage the schema.
+# Schema version 6. docs/postgres-store.md gives the same DDL for teams that manage the schema.
 TABLES = """
 CREATE TABLE IF NOT EXISTS auth_refresh_schema (version integer NOT NULL);
 
@@ -208,6 +96,7 @@ SCHEMA = "\n".join(
         ROTATE_FUNCTION,
         ROTATE_BATCH_FUNCTION,
         ROTATE_BEFORE_FUNCTION,
+        START_FAMILY_BEFORE_FUNCTION,
         # Our own integer.
         "INSERT INTO auth_refresh_schema (version)"  # noqa: S608
         f" SELECT {SCHEMA_VERSION:d} WHERE NOT EXISTS (SELECT FROM auth_refresh_schema);",
@@ -241,44 +130,14 @@ CREATE UNIQUE INDEX IF NOT EXISTS auth_refresh_families_session
     # 4 -> 5: the DPoP proofs seen; the batch with a deadline (the one without stays, for
     # processes still using it).
     5: PROOFS_TABLE + ROTATE_BEFORE_FUNCTION,
+    # 5 -> 6: the login with a deadline (the release before logs in without it: nothing to keep).
+    6: START_FAMILY_BEFORE_FUNCTION,
 }
 
-# Two logins of one subject take turns (a transaction-long lock, before the statement that
-# counts the subject's sessions): otherwise neither would see the other's new family.
-LOCK_SUBJECT = "SELECT pg_advisory_xact_lock(hashtext('auth_refresh_subject:' || $1))"
-# Expired families (tombstones included) are purged a batch at a time by logins, and the
-# subject's expired ones leave the live families' index. Beyond the cap, the subject's live
-# families but the new one and the most recently refreshed ($11 = max_sessions - 1) others are
-# revoked, their rows locked in family id order as a rotation batch locks them.
-START_FAMILY = """
-WITH purged AS (
-    DELETE FROM auth_refresh_families WHERE family_id IN (
-        SELECT family_id FROM auth_refresh_families WHERE expires_at <= $3
-        LIMIT $7 FOR UPDATE SKIP LOCKED)
-), subject_expired AS (
-    DELETE FROM auth_refresh_families WHERE family_id IN (
-        SELECT family_id FROM auth_refresh_families
-        WHERE subject = $2 AND NOT revoked AND expires_at <= $3 FOR UPDATE SKIP LOCKED)
-), beyond_cap AS (
-    UPDATE auth_refresh_families SET revoked = true, successor_pair = NULL
-    WHERE NOT revoked AND family_id IN (
-        SELECT family_id FROM auth_refresh_families WHERE family_id IN (
-            SELECT family_id FROM auth_refresh_families
-            WHERE subject = $2 AND NOT revoked AND expires_at > $3 AND family_id <> $1
-            ORDER BY coalesce(refreshed_at, created_at) DESC, created_at DESC,
-                session_id COLLATE "C" DESC
-            OFFSET $11)
-        ORDER BY family_id COLLATE "C" FOR UPDATE)
+# A login: auth_refresh_start_family_before's arguments, the last its deadline.
+START_FAMILY_BEFORE = (
+    "SELECT auth_refresh_start_family_before($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 )
-INSERT INTO auth_refresh_families (family_id, subject, created_at, expires_at, live_token_id,
-        session_id, user_agent, client_ip)
-    VALUES ($1, $2, $3, least($4, $3 + $5), $6, $8, $9, $10)
-ON CONFLICT (family_id) DO UPDATE SET subject = excluded.subject,
-    created_at = excluded.created_at, expires_at = excluded.expires_at,
-    live_token_id = excluded.live_token_id, previous_token_id = NULL, consumed_at = NULL,
-    successor_pair = NULL, revoked = false, session_id = excluded.session_id,
-    refreshed_at = NULL, user_agent = excluded.user_agent, client_ip = excluded.client_ip
-"""
 ROTATE_BATCH = (
     "SELECT ordinal, outcome, family_subject, grace_pair "
     "FROM auth_refresh_rotate_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)"
