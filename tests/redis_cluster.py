@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -58,6 +58,7 @@ class ClusterNodeServer(RedisServer):
             "--cluster-config-file", "nodes.conf",
             "--cluster-node-timeout", "2000",
             "--cluster-require-full-coverage", "no",
+            *self.options,
         ]  # fmt: skip
         with (self.workdir / f"redis-{self.port}.log").open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=log)
@@ -76,12 +77,20 @@ class ClusterNodeServer(RedisServer):
 
 
 @contextmanager
-def running_cluster(workdir: Path) -> Iterator[list[ClusterNodeServer]]:
+def running_cluster(
+    workdir: Path, options: Sequence[tuple[str, ...]] = ()
+) -> Iterator[list[ClusterNodeServer]]:
+    """The masters, joined and serving; ``options[i]``: more redis-server options for the i-th
+    (a renamed command, a policy)."""
     # A directory each: the append-only file and nodes.conf keep their default names.
     directories = [workdir / f"node-{index}" for index in range(MASTERS)]
     for directory in directories:
         directory.mkdir()
-    nodes = [ClusterNodeServer(directory, port=free_cluster_port()) for directory in directories]
+    more = [*options, *[()] * (MASTERS - len(options))]
+    nodes = [
+        ClusterNodeServer(directory, options=node_options, port=free_cluster_port())
+        for directory, node_options in zip(directories, more, strict=True)
+    ]
     try:
         for node in nodes:
             node.start()

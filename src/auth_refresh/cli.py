@@ -309,13 +309,20 @@ def _on_store(
     """What ``work`` makes of the store ``settings`` name; only ``create`` makes a store
     where there is none."""
     store = open_store(settings.store_url)
+    where = _redacted(settings.store_url)
     # A SQLite store is its file, made on first use: a mistyped path is no new store.
     if not create and isinstance(store, SqliteRefreshTokenStore) and not Path(store.path).exists():
-        where = _redacted(settings.store_url)
         raise CommandError(f"no store at {where}: {store.path} does not exist")
+    # The server stores create their schema at their first step: asked first (exists()).
+    exists: Callable[[], Awaitable[bool]] | None = getattr(store, "exists", None)
 
     async def run() -> T:
         try:
+            if not create and exists is not None and not await exists():
+                raise CommandError(
+                    f"no store at {where}: it holds no auth-refresh schema (one is made by "
+                    "the application's first use, or by `auth-refresh store migrate`)"
+                )
             return await work(store)
         finally:
             await store.close()
@@ -323,7 +330,7 @@ def _on_store(
     try:
         return asyncio.run(run())
     except AuthRefreshError as error:
-        raise CommandError(f"{_redacted(settings.store_url)}: {error}") from None
+        raise CommandError(f"{where}: {error}") from None
 
 
 def _shared_store_settings() -> AuthRefreshSettings:

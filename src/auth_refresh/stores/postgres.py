@@ -75,6 +75,7 @@ from auth_refresh.stores.postgres_schema import (
     REVOKE_OTHERS,
     REVOKE_SESSION,
     REVOKE_SUBJECT,
+    SCHEMA_TABLE,
     SESSION_ACTIVE,
     START_FAMILY_BEFORE,
     check_schema,
@@ -262,6 +263,15 @@ class PostgresRefreshTokenStore:
                 )
             return version
 
+    async def exists(self) -> bool:
+        """Whether the database holds this store's tables (``auth_refresh_schema``), looked up
+        without creating them (any other first step would): a tool that only reads (the CLI's
+        ``sessions list``) asks first, and creates no store where there is none."""
+        found = await self._step(
+            lambda connection: connection.fetchval(SCHEMA_TABLE), check_schema=False
+        )
+        return found is not None
+
     async def close(self) -> None:
         if self._schema_check is not None and not self._schema_check.done():
             self._schema_check.cancel()
@@ -306,10 +316,15 @@ class PostgresRefreshTokenStore:
                 # one sent writes nothing (its server-side deadline is earlier).
                 return await rotations.submit(request, gives_up)
 
-    async def _step(self, work: Callable[[PoolConnectionProxy[asyncpg.Record]], Awaitable[T]]) -> T:
+    async def _step(
+        self,
+        work: Callable[[PoolConnectionProxy[asyncpg.Record]], Awaitable[T]],
+        *,
+        check_schema: bool = True,
+    ) -> T:
         with _unavailable_as_503():
             async with asyncio.timeout(STEP_DEADLINE_SECONDS):
-                pool = await self._pool()
+                pool = await self._pool(check_schema=check_schema)
                 async with pool.acquire() as connection:
                     try:
                         return await work(connection)
@@ -321,7 +336,7 @@ class PostgresRefreshTokenStore:
                         discard(connection)
                         raise
 
-    async def _pool(self) -> asyncpg.Pool:
+    async def _pool(self, *, check_schema: bool = True) -> asyncpg.Pool:
         loop = asyncio.get_running_loop()
         pool = self._pools.get(loop)
         if pool is None:
@@ -340,7 +355,7 @@ class PostgresRefreshTokenStore:
             )
             self._pools[loop] = pool
             await pool
-        if not self._schema_checked:
+        if check_schema and not self._schema_checked:
             checking = self._schema_check
             if checking is None or (
                 checking.done() and (checking.cancelled() or checking.exception() is not None)

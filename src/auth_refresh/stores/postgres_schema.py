@@ -37,6 +37,7 @@ __all__ = [
     "REVOKE_SUBJECT",
     "ROTATE_BATCH",
     "SCHEMA",
+    "SCHEMA_TABLE",
     "SCHEMA_VERSION",
     "SESSION_ACTIVE",
     "START_FAMILY_BEFORE",
@@ -209,6 +210,10 @@ RETURNING 1
 """
 
 
+# The schema's version table, or NULL where there is none (in the search path).
+SCHEMA_TABLE = "SELECT to_regclass('auth_refresh_schema')"
+
+
 async def check_schema(connection: PoolConnectionProxy[asyncpg.Record], *, create: bool) -> None:
     """Create the schema (``create``) or migrate it to ``SCHEMA_VERSION``, in one transaction;
     ``ConfigurationError`` for a schema this release cannot use."""
@@ -216,7 +221,7 @@ async def check_schema(connection: PoolConnectionProxy[asyncpg.Record], *, creat
         await connection.execute(f"SET LOCAL statement_timeout = {SCHEMA_TIMEOUT_MS}")
         # One process creates the tables; the others wait for it, then find them.
         await connection.execute("SELECT pg_advisory_xact_lock(hashtext('auth_refresh_schema'))")
-        exists = await connection.fetchval("SELECT to_regclass('auth_refresh_schema')")
+        exists = await connection.fetchval(SCHEMA_TABLE)
         if exists is None:
             if not create:
                 raise ConfigurationError(

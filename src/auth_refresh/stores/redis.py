@@ -129,6 +129,11 @@ class RedisRefreshTokenStore(RedisStoreCore[Keys]):
             version = await batches.client.get(self.keys.schema)
             return int(version or 0)
 
+    async def exists(self) -> bool:
+        doing = functools.partial(self._doing, "find the store")
+        async with failing_as_unavailable("Redis store", self.step_deadline, doing):
+            return bool(await self._batches_of_this_loop().client.exists(self.keys.schema))
+
     async def close(self) -> None:
         # This loop's client; another loop's goes with its loop.
         loop = asyncio.get_running_loop()

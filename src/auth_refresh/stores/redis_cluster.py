@@ -283,11 +283,11 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
         version. No step deadline: a large migration takes as long as it takes."""
         doing = functools.partial(self._doing, "migrate", None)
         async with failing_as_unavailable("Redis Cluster", None, doing):
-            return await self._migrated_version()
+            await self._find_cluster()
+            return int(cast(str, await self._client.get(self.keys.schema)))
 
-    async def _migrated_version(self) -> int:
-        await self._find_cluster()
-        return int(cast(str, await self._client.get(self.keys.schema)))
+    async def exists(self) -> bool:
+        return bool(await self._step(self._client.exists(self.keys.schema), "find the store"))
 
     async def _run(
         self, script: Script, keys: list[str], args: list[str], *, refuse_late: bool = False

@@ -220,6 +220,12 @@ class RedisStoreCore(ABC, Generic[LayoutT]):
         return bool(await self._run(self._revoke_session, [key], args))
 
     @abstractmethod
+    async def exists(self) -> bool:
+        """Whether a store is there: its layout's key (``<prefix>schema``), which the first step
+        writes, read without writing it, so that a tool that only reads (the CLI's ``sessions
+        list``) creates no store where there is none. Every released layout has that key."""
+
+    @abstractmethod
     async def _run(
         self, script: Script, keys: list[str], args: list[str], *, refuse_late: bool = False
     ) -> Any:
