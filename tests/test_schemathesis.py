@@ -3,7 +3,8 @@
 Both examples go through Schemathesis' whole run (its engine, as ``st run --checks all``
 runs it: examples, coverage, fuzzing and stateful phases, every check), with real tokens: a
 login, then a refresh for each generated request, so the refresh, logout, session and
-access-token routes answer 200s and 204s the checks can hold against the schema. The forgery
+access-token routes answer 200s and 204s the checks can hold against the schema; the token
+endpoint's valid forms get the demo user's password or a live refresh token. The forgery
 app (with the JWKS) gets requests that fit the schema and requests that violate it; none may
 answer with a server error.
 
@@ -164,7 +165,10 @@ class Tokens:
 
     def answered(self, response: Any) -> None:
         if response.status_code == 200 and "json" in response.headers.get("content-type", ""):
-            successor = response.json().get("refreshToken")
+            answer = response.json()
+            # The token endpoint answers in RFC 6749's names: its rotation is kept too, or the
+            # next refresh would replay a spent token and reuse detection end the family.
+            successor = answer.get("refreshToken") or answer.get("refresh_token")
             if isinstance(successor, str) and successor:
                 self.refresh_token = successor
 
@@ -187,10 +191,24 @@ def reads_refresh_token_from_body(case: schemathesis.Case) -> bool:
     )
 
 
+def is_positive(case: schemathesis.Case) -> bool:
+    return case.meta is not None and case.meta.generation.mode.is_positive
+
+
+def grant_of(case: schemathesis.Case) -> str | None:
+    """The ``grant_type`` of a valid token request (the OAuth 2.0 token endpoint's form)."""
+    if not (is_positive(case) and isinstance(case.body, dict)):
+        return None
+    grant = case.body.get("grant_type")
+    return grant if isinstance(grant, str) else None
+
+
 @dataclass
 class ExampleRun:
     failures: list[str] = field(default_factory=list)
     answers: set[tuple[str, int]] = field(default_factory=set)
+    # The token endpoint's answers by grant_type, for the valid requests.
+    grants: set[tuple[str, int]] = field(default_factory=set)
     logins: int = 0
 
 
@@ -205,10 +223,15 @@ def run_every_check(app: FastAPI) -> ExampleRun:
         def get(self, case: schemathesis.Case, context: Any) -> dict[str, str]:
             if security_of(case) or reads_refresh_token_from_body(case):
                 return tokens.pair()
-            return {}  # the login: no token to give
+            if grant_of(case) == "refresh_token":
+                return tokens.pair()
+            return {}  # the login, the password grant: no token to give
 
         def set(self, case: schemathesis.Case, pair: dict[str, str], context: Any) -> None:
             schemes = security_of(case)
+            if grant_of(case) == "password":
+                # The form's username and password are otherwise random: never a 200.
+                case.body = {**case.body, **DEMO_CREDENTIALS}
             if not pair:
                 return
             if "AccessToken" in schemes:
@@ -221,14 +244,22 @@ def run_every_check(app: FastAPI) -> ExampleRun:
                     **(case.headers or {}),
                     "Authorization": "Bearer " + pair["refreshToken"],
                 }
-            positive = case.meta is not None and case.meta.generation.mode.is_positive
-            if positive and reads_refresh_token_from_body(case) and isinstance(case.body, dict):
+            if (
+                is_positive(case)
+                and reads_refresh_token_from_body(case)
+                and isinstance(case.body, dict)
+            ):
                 # Only where the body is valid: a negative case's body must stay invalid.
                 case.body = {**case.body, "refreshToken": pair["refreshToken"]}
+            if grant_of(case) == "refresh_token":
+                case.body = {**case.body, "refresh_token": pair["refreshToken"]}
 
     @schema.hook
     def after_call(context: Any, case: schemathesis.Case, response: Any) -> None:
         run.answers.add((case.operation.label, response.status_code))
+        grant = grant_of(case)
+        if grant is not None:
+            run.grants.add((grant, response.status_code))
         tokens.answered(response)
 
     try:
@@ -285,4 +316,5 @@ def test_every_check_passes_over_every_route_of_the_example(example: str) -> Non
     } <= run.answers
     if example == "examples.sync_registration.app":
         assert ("GET /health/ready", 200) in run.answers
-        assert "POST /auth/token" in labels
+        assert ("POST /auth/token", 200) in run.answers
+        assert {("password", 200), ("refresh_token", 200)} <= run.grants
