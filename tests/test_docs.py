@@ -125,6 +125,8 @@ def test_the_documentation_has_the_pages_the_issue_asks_for() -> None:
         "docs/how-to/settings.md",
         "docs/how-to/companion-modules.md",
         "docs/how-to/testing.md",
+        "docs/how-to/feature-registrations.md",
+        "docs/how-to/oauth2-token-endpoint.md",
         "docs/extractors.md",
         "docs/errors.md",
         "docs/engineering-concepts.md",

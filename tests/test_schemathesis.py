@@ -1,11 +1,13 @@
 """Schemathesis against the applications' own OpenAPI schemas, in-process over ASGI.
 
-Both examples go through Schemathesis' whole run (its engine, as ``st run --checks all``
+Every example goes through Schemathesis' whole run (its engine, as ``st run --checks all``
 runs it: examples, coverage, fuzzing and stateful phases, every check), with real tokens: a
 login, then a refresh for each generated request, so the refresh, logout, session and
-access-token routes answer 200s and 204s the checks can hold against the schema. The forgery
-app (with the JWKS) gets requests that fit the schema and requests that violate it; none may
-answer with a server error.
+access-token routes answer 200s and 204s the checks can hold against the schema; the token
+endpoint's valid forms get the demo user's password or a live refresh token; with cookie
+transport (the browser example), the refresh cookie, its CSRF header and the client's origin.
+The forgery app (with the JWKS) gets requests that fit the schema and requests that violate
+it; none may answer with a server error.
 
 Schemathesis' lazy pytest loader (``from_fixture``) does not run under pytest 9, so the schema
 is loaded inside the test and each operation's strategy is driven by Hypothesis directly.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import runpy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
 from typing import Any
 
 import pytest
@@ -34,6 +37,7 @@ from schemathesis.python import asgi
 from starlette.responses import JSONResponse, Response
 
 from auth_refresh import AuthLocalModule, JwtModule, jwks_router
+from auth_refresh.transport.cookies import CSRF_HEADER
 from conftest import InMemoryUsers, User
 from forgery import build_app
 from servers import ROOT
@@ -126,8 +130,30 @@ def test_the_harness_notices_a_server_error() -> None:
 
 # -- the examples, every check ------------------------------------------------------------------
 
-EXAMPLES = ["examples.sync_registration.app", "examples.async_registration.app"]
+# Each example's routes beside the ones every example serves; they must each answer a 200.
+EXAMPLES = {
+    # Its readiness route and the OAuth 2.0 token endpoint too.
+    "examples.sync_registration.app": {
+        "POST /auth/mobile/refresh",
+        "GET /health/ready",
+        "POST /auth/token",
+    },
+    "examples.async_registration.app": {"POST /auth/mobile/refresh"},
+    # Cookie transport: the refresh token travels in its cookie, with the CSRF header.
+    "examples.browser_session.app": {"GET /page-settings"},
+}
+SHARED_ROUTES = {
+    "POST /auth/login",
+    "POST /auth/refresh",
+    "POST /auth/logout",
+    "GET /me",
+    "GET /auth/sessions",
+    "POST /auth/sessions/revoke-others",
+    "DELETE /auth/sessions/{session_id}",
+}
 DEMO_CREDENTIALS = {"username": "user@example.com", "password": "password"}
+# The test client's own origin: the cookie transport refuses requests from any other.
+ORIGIN = {"Origin": f"http://{asgi.HOST}"}
 # The cost of a run: each operation gets its coverage cases and this many fuzzed ones; a seed,
 # so a run is the same run each time.
 ENGINE_CONFIG = {
@@ -144,39 +170,79 @@ class Tokens:
 
     Rotation makes each refresh token single-use, so the family's next refresh token is the one
     the last answer carried (``answered``); when a request ended the family (a logout, a session
-    revoked), the next pair is a new login.
+    revoked), the next pair is a new login. With cookie transport (``cookie``, the refresh
+    cookie's name) the refresh token comes in that cookie and goes back in it, with the
+    session's CSRF token and the client's own origin.
     """
 
     app: Any
+    cookie: str | None = None
     refresh_token: str | None = None
+    csrf_token: str = ""
     logins: int = 0
 
     def pair(self) -> dict[str, str]:
         with asgi.get_client(self.app) as client:
             if self.refresh_token is not None:
-                refreshed = client.post("/auth/refresh", json={"refreshToken": self.refresh_token})
+                refreshed = client.post("/auth/refresh", **self.presenting(self.refresh_token))
                 if refreshed.status_code == 200:
-                    return self._keep(refreshed.json())
-            login = client.post("/auth/login", json=DEMO_CREDENTIALS)
+                    return self._keep(refreshed.json(), refreshed.raw.headers.getlist("set-cookie"))
+            login = client.post("/auth/login", json=DEMO_CREDENTIALS, headers=ORIGIN)
             assert login.status_code == 200, login.text
             self.logins += 1
-            return self._keep(login.json())
+            return self._keep(login.json(), login.raw.headers.getlist("set-cookie"))
 
-    def answered(self, response: Any) -> None:
-        if response.status_code == 200 and "json" in response.headers.get("content-type", ""):
-            successor = response.json().get("refreshToken")
-            if isinstance(successor, str) and successor:
+    def presenting(self, refresh_token: str) -> dict[str, Any]:
+        """How a request carries ``refresh_token``: the arguments of ``client.post``."""
+        if self.cookie is None:
+            return {"json": {"refreshToken": refresh_token}}
+        headers = {**ORIGIN, CSRF_HEADER: self.csrf_token}
+        return {"cookies": {self.cookie: refresh_token}, "headers": headers}
+
+    def answered(self, response: schemathesis.Response) -> None:
+        # Schemathesis' headers are lists under lowercase names.
+        [content_type] = response.headers.get("content-type") or [""]
+        if response.status_code == 200 and "json" in content_type:
+            answer = response.json()
+            successor = self._refresh_token_in(answer, response.headers.get("set-cookie", []))
+            if successor is not None:
                 self.refresh_token = successor
 
-    def _keep(self, pair: dict[str, str]) -> dict[str, str]:
+    def _refresh_token_in(self, answer: Any, set_cookies: list[str]) -> str | None:
+        token = None
+        if isinstance(answer, dict):
+            # The token endpoint answers in RFC 6749's names: its rotation is kept too, or the
+            # next refresh would replay a spent token and reuse detection end the family.
+            token = answer.get("refreshToken") or answer.get("refresh_token")
+        for header in set_cookies if self.cookie is not None else ():
+            cookie = SimpleCookie(header)
+            if self.cookie in cookie and cookie[self.cookie].value:  # a logout's is empty
+                token = cookie[self.cookie].value
+        return token if isinstance(token, str) and token else None
+
+    def _keep(self, answer: dict[str, str], set_cookies: list[str]) -> dict[str, str]:
         # The request is given this refresh token; until its answer says otherwise, it is next.
-        self.refresh_token = pair["refreshToken"]
-        return pair
+        token = self._refresh_token_in(answer, set_cookies)
+        assert token is not None, answer
+        self.refresh_token = token
+        # The CSRF token is the session's: a login's holds for its refreshes.
+        self.csrf_token = answer.get("csrfToken", self.csrf_token)
+        return {"accessToken": answer["accessToken"], "refreshToken": token}
 
 
 def security_of(case: schemathesis.Case) -> set[str]:
     operation = case.operation.definition.raw
     return {name for requirement in operation.get("security", ()) for name in requirement}
+
+
+def cookie_schemes(schema: Any) -> dict[str, str]:
+    """The schema's security schemes that are cookies, by name: their cookie's name."""
+    schemes = schema.raw_schema.get("components", {}).get("securitySchemes", {})
+    return {
+        name: scheme["name"]
+        for name, scheme in schemes.items()
+        if scheme.get("type") == "apiKey" and scheme.get("in") == "cookie"
+    }
 
 
 def reads_refresh_token_from_body(case: schemathesis.Case) -> bool:
@@ -187,17 +253,32 @@ def reads_refresh_token_from_body(case: schemathesis.Case) -> bool:
     )
 
 
+def is_positive(case: schemathesis.Case) -> bool:
+    return case.meta is not None and case.meta.generation.mode.is_positive
+
+
+def grant_of(case: schemathesis.Case) -> str | None:
+    """The ``grant_type`` of a valid token request (the OAuth 2.0 token endpoint's form)."""
+    if not (is_positive(case) and isinstance(case.body, dict)):
+        return None
+    grant = case.body.get("grant_type")
+    return grant if isinstance(grant, str) else None
+
+
 @dataclass
 class ExampleRun:
     failures: list[str] = field(default_factory=list)
     answers: set[tuple[str, int]] = field(default_factory=set)
+    # The token endpoint's answers by grant_type, for the valid requests.
+    grants: set[tuple[str, int]] = field(default_factory=set)
     logins: int = 0
 
 
 def run_every_check(app: FastAPI) -> ExampleRun:
     config = schemathesis.Config.from_dict(ENGINE_CONFIG)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
-    tokens = Tokens(app)
+    cookies = cookie_schemes(schema)
+    tokens = Tokens(app, cookie=next(iter(cookies.values()), None))
     run = ExampleRun()
 
     @schema.auth(refresh_interval=None)
@@ -205,10 +286,15 @@ def run_every_check(app: FastAPI) -> ExampleRun:
         def get(self, case: schemathesis.Case, context: Any) -> dict[str, str]:
             if security_of(case) or reads_refresh_token_from_body(case):
                 return tokens.pair()
-            return {}  # the login: no token to give
+            if grant_of(case) == "refresh_token":
+                return tokens.pair()
+            return {}  # the login, the password grant: no token to give
 
         def set(self, case: schemathesis.Case, pair: dict[str, str], context: Any) -> None:
             schemes = security_of(case)
+            if grant_of(case) == "password":
+                # The form's username and password are otherwise random: never a 200.
+                case.body = {**case.body, **DEMO_CREDENTIALS}
             if not pair:
                 return
             if "AccessToken" in schemes:
@@ -221,14 +307,25 @@ def run_every_check(app: FastAPI) -> ExampleRun:
                     **(case.headers or {}),
                     "Authorization": "Bearer " + pair["refreshToken"],
                 }
-            positive = case.meta is not None and case.meta.generation.mode.is_positive
+            if schemes & cookies.keys() and is_positive(case):
+                # Only with a valid body: the cookie's token counts whatever the body holds (a
+                # refreshToken that is null or missing is no token), so it would pass any body.
+                presented = tokens.presenting(pair["refreshToken"])
+                case.cookies = {**(case.cookies or {}), **presented["cookies"]}
+                case.headers = {**(case.headers or {}), **presented["headers"]}
+            positive = is_positive(case)
             if positive and reads_refresh_token_from_body(case) and isinstance(case.body, dict):
                 # Only where the body is valid: a negative case's body must stay invalid.
                 case.body = {**case.body, "refreshToken": pair["refreshToken"]}
+            if grant_of(case) == "refresh_token":
+                case.body = {**case.body, "refresh_token": pair["refreshToken"]}
 
     @schema.hook
     def after_call(context: Any, case: schemathesis.Case, response: Any) -> None:
         run.answers.add((case.operation.label, response.status_code))
+        grant = grant_of(case)
+        if grant is not None:
+            run.grants.add((grant, response.status_code))
         tokens.answered(response)
 
     try:
@@ -262,27 +359,15 @@ def test_every_check_passes_over_every_route_of_the_example(example: str) -> Non
     app = runpy.run_path(str(ROOT / example.replace(".", "/")) + ".py")["app"]
     run = run_every_check(app)
     assert run.failures == []
-    labels = {label for label, _ in run.answers}
-    # The sync example also serves its readiness route and the OAuth 2.0 token endpoint.
-    assert labels - {"GET /health/ready", "POST /auth/token"} == {
-        "POST /auth/login",
-        "POST /auth/refresh",
-        "POST /auth/logout",
-        "POST /auth/mobile/refresh",
-        "GET /me",
-        "GET /auth/sessions",
-        "POST /auth/sessions/revoke-others",
-        "DELETE /auth/sessions/{session_id}",
-    }
+    assert {label for label, _ in run.answers} == SHARED_ROUTES | EXAMPLES[example]
     # The tokens worked: every route answered as it does for a client that holds them.
     assert {
         ("POST /auth/refresh", 200),
-        ("POST /auth/mobile/refresh", 200),
         ("POST /auth/logout", 204),
         ("GET /me", 200),
         ("GET /auth/sessions", 200),
         ("POST /auth/sessions/revoke-others", 204),
+        *((label, 200) for label in EXAMPLES[example]),
     } <= run.answers
-    if example == "examples.sync_registration.app":
-        assert ("GET /health/ready", 200) in run.answers
-        assert "POST /auth/token" in labels
+    if "POST /auth/token" in EXAMPLES[example]:
+        assert {("password", 200), ("refresh_token", 200)} <= run.grants

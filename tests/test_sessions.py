@@ -14,6 +14,8 @@ import pytest
 from fastapi import FastAPI
 
 from auth_refresh import (
+    AuthJwtModule,
+    AuthRefreshModule,
     MemoryRefreshTokenStore,
     PasswordStorageService,
     SessionNotFoundError,
@@ -465,7 +467,7 @@ async def test_any_cursor_of_the_documented_form_is_a_position_in_the_list(
         )
 
 
-@pytest.mark.parametrize("where", ["root_path", "mount"])
+@pytest.mark.parametrize("where", ["root_path", "mount", "prefix"])
 async def test_the_next_page_link_is_where_the_client_sees_the_route(
     users: InMemoryUsers, password_storage: PasswordStorageService, where: str
 ) -> None:
@@ -474,6 +476,14 @@ async def test_the_next_page_link_is_where_the_client_sees_the_route(
     )
     if where == "root_path":  # behind a proxy that strips /api
         app.root_path, base, served, path = "/api", "/api", app, SESSIONS
+    elif where == "prefix":  # the module's router included under /v1
+        module = AuthRefreshModule.for_root(
+            user_lookup_service=users, settings={"store_url": "memory://"}, sessions_path=SESSIONS
+        )
+        app = served = FastAPI()
+        app.include_router(module.router, prefix="/v1")
+        app.include_router(AuthJwtModule.for_root(user_lookup_service=users).router)
+        base, path = "/v1", "/v1" + SESSIONS
     else:
         served = FastAPI()
         served.mount("/sub", app)
