@@ -41,6 +41,7 @@ from redis.exceptions import RedisError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from auth_refresh.exceptions import ConfigurationError
+from auth_refresh.stores.redis_batches import ScriptBatches
 from auth_refresh.stores.redis_clock import ServerClock
 from auth_refresh.stores.redis_core import (
     CONNECT_TIMEOUT_SECONDS,
@@ -51,7 +52,6 @@ from auth_refresh.stores.redis_core import (
     deadline_argument,
     failing_as_unavailable,
     number,
-    run_scripts,
     store_log,
 )
 from auth_refresh.stores.redis_layout import END_SESSIONS, LIST_PAGE, Keys
@@ -62,8 +62,6 @@ __all__ = ["RedisRefreshTokenStore"]
 
 # Defaults; the URL's query (socket_connect_timeout, socket_timeout) wins over them.
 SOCKET_TIMEOUT_SECONDS = 0.5
-
-_Call = tuple[Script, list[str], list[str], "asyncio.Future[Any]"]
 
 
 class RedisRefreshTokenStore(RedisStoreCore[Keys]):
@@ -160,7 +158,7 @@ class RedisRefreshTokenStore(RedisStoreCore[Keys]):
                 batches.read_clock(self._clock)
             if refuse_late:
                 args = [*args, deadline_argument(self._clock.deadline(gives_up_at))]
-            return await batches.submit(script, keys, args)
+            return await batches.submit((script, keys, args))
 
     def _doing(self, operation: str) -> str:
         server = self.client.connection_pool.connection_kwargs
@@ -188,13 +186,13 @@ class RedisRefreshTokenStore(RedisStoreCore[Keys]):
         return batches
 
 
-class _Batches:
-    """One event loop's steps: those asked for while a pipeline is under way go in the next."""
+class _Batches(ScriptBatches):
+    """One event loop's steps: those asked for while a pipeline is under way go in the next;
+    the server's check and clock readings, made once for the steps that wait for them."""
 
     def __init__(self, client: redis.Redis) -> None:
+        super().__init__(functools.partial(client.pipeline, transaction=False))
         self.client = client
-        self._waiting: list[_Call] = []
-        self._sending: asyncio.Task[None] | None = None
         self._checking: asyncio.Task[None] | None = None
         self._reading: asyncio.Task[None] | None = None
 
@@ -221,43 +219,10 @@ class _Batches:
 
     async def finish(self) -> None:
         """Wait for the check, reading and pipeline under way; timeouts bound them."""
-        for task in (self._checking, self._reading, self._sending):
+        for task in (self._checking, self._reading):
             if task is not None and not task.done():
                 await asyncio.wait([task])
-
-    def submit(self, script: Script, keys: list[str], args: list[str]) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        answer = loop.create_future()
-        self._waiting.append((script, keys, args, answer))
-        if self._sending is None:
-            self._sending = loop.create_task(self._send_all())
-        return answer
-
-    async def _send_all(self) -> None:
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
-                try:
-                    await self._send(batch)
-                except (RedisError, OSError, TimeoutError) as error:
-                    for *_, answer in batch:
-                        if not answer.done():
-                            answer.set_exception(error)
-        finally:
-            self._sending = None
-
-    async def _send(self, batch: list[_Call]) -> None:
-        async with self.client.pipeline(transaction=False) as pipe:
-            replies = await run_scripts(
-                pipe, [(script, keys, args) for script, keys, args, _ in batch]
-            )
-        for (*_, answer), reply in zip(batch, replies, strict=True):
-            if answer.done():
-                continue  # a step that gave up (its deadline) has its reply skipped
-            if isinstance(reply, Exception):
-                answer.set_exception(reply)
-            else:
-                answer.set_result(reply)
+        await super().finish()
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

@@ -8,11 +8,12 @@ defaults (1 s and 0.5 s).
 
 Every script touches one slot. A family is one hash whose hash tag is its id,
 ``auth-refresh:{f:<family>}``, so a refresh, which knows only the family, is one ``EVALSHA`` on
-that slot's primary: one round trip, atomic there. A subject's index (its sessions in list
-order, and the family of each) is under the subject's tag, ``auth-refresh:{s:<subject>}:...``,
-in another slot, so the steps that need both are single-slot steps, a fixed number of them
-whatever the count, ordered so that nothing is missed; "one step" for the cluster is one such
-sequence, each of its rounds one pipeline with one write per node:
+that slot's primary: one round trip or a share of one (the scripts an event loop asks of a
+master while a pipeline to it is under way go together in the next), atomic there. A subject's
+index (its sessions in list order, and the family of each) is under the subject's tag,
+``auth-refresh:{s:<subject>}:...``, in another slot, so the steps that need both are single-slot
+steps, a fixed number of them whatever the count, ordered so that nothing is missed; "one step"
+for the cluster is one such sequence, each of its rounds one pipeline with one write per node:
 
 - a login adds the family to its subject's index first, then creates the family; when the
   index holds more than the cap, one round reads the other families, one revokes the least
@@ -52,16 +53,15 @@ import contextlib
 import functools
 import math
 import time
-import urllib.parse
+import weakref
 from collections.abc import Awaitable
 from typing import Any, TypeVar, cast
 
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
-from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
+from auth_refresh.exceptions import StoreUnavailableError
+from auth_refresh.stores.redis_batches import ScriptBatches
 from auth_refresh.stores.redis_clock import ServerClocks, TimeReader
 from auth_refresh.stores.redis_cluster_layout import (
     CHECK_LAYOUT,
@@ -73,8 +73,8 @@ from auth_refresh.stores.redis_cluster_layout import (
     ClusterKeys,
 )
 from auth_refresh.stores.redis_cluster_migration import migrate_cluster
+from auth_refresh.stores.redis_cluster_url import cluster_client
 from auth_refresh.stores.redis_core import (
-    CONNECT_TIMEOUT_SECONDS,
     KEY_PREFIX,
     RedisStoreCore,
     ScriptCall,
@@ -91,11 +91,6 @@ from auth_refresh.stores.redis_scripts import LIST_SESSIONS, Script, created_at_
 
 __all__ = ["RedisClusterRefreshTokenStore"]
 
-URL_SCHEMES = {"redis-cluster": "redis", "rediss-cluster": "rediss"}
-# Longer than the standalone store's 0.5 s: redis-py's cluster client answers a read timeout by
-# looking at the whole cluster again and reconnecting, which under CPU starvation caused more
-# timeouts. The step deadline still bounds every step.
-SOCKET_TIMEOUT_SECONDS = 1.0
 # How long a tombstone waits for the login that revoke_subject saw half done; an indexed family
 # that does not exist is a login half done for as long, then an expired family.
 TOMBSTONE_SECONDS = 60
@@ -123,41 +118,15 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
         # Each master's clock, by node name: a script that writes is given its step's deadline
         # in the clock of the master that runs it.
         self._clocks = ServerClocks(self._time_readers)
+        # Per event loop and master: a master that fails fails only its own batch.
+        self._batches: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, ScriptBatches]
+        ] = weakref.WeakKeyDictionary()
 
     @classmethod
     def from_url(cls, url: str) -> RedisClusterRefreshTokenStore:
         """A store over a new cluster client for ``url`` (``redis-cluster://host:port,...``)."""
-        parts = urllib.parse.urlsplit(url)
-        scheme = URL_SCHEMES.get(parts.scheme)
-        userinfo, _, hosts = parts.netloc.rpartition("@")
-        try:
-            nodes = [_node(address) for address in hosts.split(",")]
-        except ValueError:
-            nodes = []
-        if scheme is None or not nodes or parts.path not in ("", "/", "/0"):
-            raise ConfigurationError(
-                "a Redis Cluster URL is redis-cluster://host:port[,host:port...] "
-                "(rediss-cluster:// with TLS), with database 0 only"
-            )
-        first = f"{nodes[0].host}:{nodes[0].port}"
-        seed_url = urllib.parse.urlunsplit(
-            (scheme, f"{userinfo}@{first}" if userinfo else first, "", parts.query, "")
-        )
-        try:
-            client = RedisCluster.from_url(
-                seed_url,
-                startup_nodes=nodes,
-                decode_responses=True,
-                # Another node's slots keep working while one primary is down.
-                require_full_coverage=False,
-                # A retry would double the wait on a dead node; the client may retry instead.
-                retry=Retry(NoBackoff(), 0),
-                socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                socket_timeout=SOCKET_TIMEOUT_SECONDS,
-            )
-        except (ValueError, RedisClusterException) as error:
-            raise ConfigurationError(f"not a usable Redis Cluster URL: {error}") from None
-        return cls(client)
+        return cls(cluster_client(url))
 
     async def _index(
         self,
@@ -275,6 +244,8 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
 
     async def close(self) -> None:
         await self._clocks.close()
+        for batches in self._batches.pop(asyncio.get_running_loop(), {}).values():
+            await batches.finish()  # a batch under way would reconnect after the close
         with contextlib.suppress(RedisError, OSError):  # a socket slow to close: no error
             await self._client.aclose()
 
@@ -298,13 +269,23 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
 
     async def _script(self, call: ScriptCall, gives_up_at: float | None = None) -> Any:
         await self._find_cluster()
+        script, keys, args = call
+        node = self._client.get_node_from_key(keys[0])
+        name = node.name if node else None
         if gives_up_at is not None:
             # In the clock of the master that runs the script.
-            script, keys, args = call
-            node = self._client.get_node_from_key(keys[0])
-            deadline = self._clocks.deadline(node.name if node else None, gives_up_at)
+            deadline = self._clocks.deadline(name, gives_up_at)
             call = (script, keys, [*args, deadline_argument(deadline)])
-        return await run_script(self._client, call)
+        return await self._batches_of(name).submit(call)
+
+    def _batches_of(self, node: str | None) -> ScriptBatches:
+        # The steps asked of one master while a batch to it is under way go in its next.
+        per_node = self._batches.setdefault(asyncio.get_running_loop(), {})
+        batches = per_node.get(node or "")
+        if batches is None:
+            single = functools.partial(run_script, self._client)
+            batches = per_node[node or ""] = ScriptBatches(self._client.pipeline, single)
+        return batches
 
     def _time_readers(self) -> dict[str, TimeReader]:
         return {
@@ -391,10 +372,3 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
         except RedisClusterException:
             node = None
         return f"{operation} on {node.name if node is not None else 'a master not known yet'}"
-
-
-def _node(address: str) -> ClusterNode:
-    host, _, port = address.rpartition(":")
-    if not host or not port:
-        raise ValueError(address)
-    return ClusterNode(urllib.parse.unquote(host.strip("[]")), int(port))

@@ -1,0 +1,73 @@
+"""Script calls batched per event loop and server: the calls asked for while a pipeline is
+under way go together in the next, one write and one read for the batch (redis-py's public
+pipelines). A caller that stopped waiting (its step's deadline) has its reply skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
+
+from auth_refresh.stores.redis_core import ScriptCall, run_scripts
+
+__all__ = ["ScriptBatches"]
+
+
+class ScriptBatches:
+    """One event loop's script calls to one server, sent through ``pipeline()``; with
+    ``single``, a batch of one call is sent by it instead (a pipeline costs more CPU)."""
+
+    def __init__(
+        self,
+        pipeline: Callable[[], Pipeline | ClusterPipeline],
+        single: Callable[[ScriptCall], Awaitable[Any]] | None = None,
+    ) -> None:
+        self._pipeline = pipeline
+        self._single = single
+        self._waiting: list[tuple[ScriptCall, asyncio.Future[Any]]] = []
+        self._sending: asyncio.Task[None] | None = None
+
+    def submit(self, call: ScriptCall) -> asyncio.Future[Any]:
+        """The call's answer, or the error it got, once its batch is sent."""
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+        self._waiting.append((call, answer))
+        if self._sending is None:
+            self._sending = loop.create_task(self._send_all())
+        return answer
+
+    async def finish(self) -> None:
+        """Wait for the batch under way (the client's timeouts bound it)."""
+        if self._sending is not None and not self._sending.done():
+            await asyncio.wait([self._sending])
+
+    async def _send_all(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    await self._send(batch)
+                except Exception as error:  # each caller raises it, as if it had sent alone
+                    for _, answer in batch:
+                        if not answer.done():
+                            answer.set_exception(error)
+        finally:
+            self._sending = None
+
+    async def _send(self, batch: list[tuple[ScriptCall, asyncio.Future[Any]]]) -> None:
+        if self._single is not None and len(batch) == 1:
+            replies = [await self._single(batch[0][0])]
+        else:
+            async with self._pipeline() as pipe:
+                replies = await run_scripts(pipe, [call for call, _ in batch])
+        for (_, answer), reply in zip(batch, replies, strict=True):
+            if answer.done():
+                continue  # a step that gave up (its deadline) has its reply skipped
+            if isinstance(reply, Exception):
+                answer.set_exception(reply)
+            else:
+                answer.set_result(reply)
