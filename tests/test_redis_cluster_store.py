@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -95,6 +96,26 @@ async def test_a_refresh_is_one_command_on_one_primary(redis_cluster_url: str) -
                 outcome, _, live = await family.rotate(live.token_id)
                 assert outcome is RotationOutcome.ROTATED
             assert evalsha_calls(client) - before == 20
+
+
+async def test_concurrent_steps_on_a_master_share_round_trips(redis_cluster_url: str) -> None:
+    def totals(stats: dict[str, Any]) -> tuple[int, int]:
+        # Summed over the primaries; each node counts the INFO call itself once.
+        return (
+            sum(node["total_reads_processed"] - 1 for node in stats.values()),
+            sum(node["total_commands_processed"] - 1 for node in stats.values()),
+        )
+
+    with cluster_client(redis_cluster_url) as client:
+        async with opened(redis_cluster_url) as store:
+            families = [await Family(store).start() for _ in range(64)]
+            before = totals(client.info("stats", target_nodes=RedisCluster.PRIMARIES))
+            outcomes = await asyncio.gather(*(f.rotate(f.first_token) for f in families))
+            after = totals(client.info("stats", target_nodes=RedisCluster.PRIMARIES))
+    assert {outcome for outcome, _, _ in outcomes} == {RotationOutcome.ROTATED}
+    reads, commands = after[0] - before[0], after[1] - before[1]
+    assert commands >= 64
+    assert 1 <= reads < 64 // 4
 
 
 async def test_a_burst_on_a_fresh_store_is_served_whole(redis_cluster_url: str) -> None:
