@@ -34,7 +34,7 @@ test: lint typecheck docs
 
 # The inner loop, under a minute: the tests that start no server and no process of their own.
 quick: lint typecheck
-	$(BIN)/pytest -q -n auto -m "not servers and not processes and not alone"
+	$(BIN)/pytest -q -n auto -m "not servers and not processes and not alone and not fuzz"
 
 # The demo needs only the library and uvicorn: a small environment of its own.
 $(DEMO_VENV)/.installed: pyproject.toml

@@ -19,7 +19,7 @@ from auth_refresh import InvalidTokenError, JwtModule
 from conftest import ACCESS_SECRET, REFRESH_SECRET, InMemoryUsers, serve
 from forgery import ACCESS, REFRESH, Target, assert_no_token, b64, build_app, claims, forge
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.fuzz]
 
 DOCUMENTED_STATUSES = {400, 401, 413}
 FUZZ = settings(

@@ -233,6 +233,7 @@ def sync_example(tmp_path: Path) -> Iterator[str]:
         yield server.base_url
 
 
+@pytest.mark.processes  # the example under uvicorn, and Chromium
 def test_swagger_ui_authorize_then_try_it_out_on_me_answers_200(sync_example: str) -> None:
     from playwright.sync_api import Route, sync_playwright
 

@@ -42,6 +42,8 @@ from conftest import InMemoryUsers, User
 from forgery import build_app
 from servers import ROOT
 
+pytestmark = pytest.mark.fuzz
+
 SCHEMATHESIS = settings(
     max_examples=25,
     deadline=None,
