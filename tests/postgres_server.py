@@ -17,7 +17,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,12 +128,16 @@ class PostgresServer:
             self.process = None
 
     def pause(self) -> None:
-        for pid in self._pids():
-            os.kill(pid, signal.SIGSTOP)
+        self._signal(signal.SIGSTOP)
 
     def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, signal_number: int) -> None:
         for pid in self._pids():
-            os.kill(pid, signal.SIGCONT)
+            # A backend can end between the listing and the signal (a client that left).
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal_number)
 
     def psql(self, sql: str) -> str:
         answer = subprocess.run(
