@@ -22,6 +22,15 @@ __all__ = [
     "START_FAMILY_BEFORE_FUNCTION",
 ]
 
+
+def _past_deadline(function: str) -> str:
+    # What a function with a deadline checks first and again after its writes.
+    return f"""    IF extract(epoch FROM clock_timestamp()) > p_deadline THEN
+        RAISE EXCEPTION '{function}: past its deadline, nothing written'
+            USING ERRCODE = 'query_canceled';
+    END IF;"""
+
+
 # The rotation, store.decide_rotation line for line under the family's row lock; a rotation
 # is the session's last refresh. Version 2's; MIGRATIONS[2] installs it over version 1's.
 ROTATE_FUNCTION = """
@@ -118,7 +127,7 @@ $$;
 # nothing: a batch that waited in a frozen server's socket, or ran late, never takes effect after
 # its callers were answered 503. Checked first (no row is locked in vain) and again after the
 # writes, just before the statement's transaction commits. Version 5's (MIGRATIONS[5]).
-ROTATE_BEFORE_FUNCTION = """
+ROTATE_BEFORE_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION auth_refresh_rotate_batch(
     p_family_ids text[], p_token_ids text[], p_successor_ids text[], p_successor_pairs text[],
     p_successor_expires_at double precision[], p_now double precision[],
@@ -126,19 +135,13 @@ CREATE OR REPLACE FUNCTION auth_refresh_rotate_batch(
 RETURNS TABLE (ordinal integer, outcome text, family_subject text, grace_pair text)
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF extract(epoch FROM clock_timestamp()) > p_deadline THEN
-        RAISE EXCEPTION 'auth_refresh_rotate_batch: past its deadline, nothing written'
-            USING ERRCODE = 'query_canceled';
-    END IF;
+{_past_deadline("auth_refresh_rotate_batch")}
     RETURN QUERY SELECT * FROM auth_refresh_rotate_batch(p_family_ids, p_token_ids,
         p_successor_ids, p_successor_pairs, p_successor_expires_at, p_now, p_grace, p_lifetime);
-    IF extract(epoch FROM clock_timestamp()) > p_deadline THEN
-        RAISE EXCEPTION 'auth_refresh_rotate_batch: past its deadline, nothing written'
-            USING ERRCODE = 'query_canceled';
-    END IF;
+{_past_deadline("auth_refresh_rotate_batch")}
 END
 $$;
-"""
+"""  # noqa: S608 - constant text, no input
 
 # Expired families (tombstones included) are purged a batch at a time by logins, and the
 # subject's expired ones leave the live families' index. Beyond the cap, the subject's live
@@ -189,16 +192,10 @@ CREATE OR REPLACE FUNCTION auth_refresh_start_family_before(
 RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF extract(epoch FROM clock_timestamp()) > p_deadline THEN
-        RAISE EXCEPTION 'auth_refresh_start_family_before: past its deadline, nothing written'
-            USING ERRCODE = 'query_canceled';
-    END IF;
+{_past_deadline("auth_refresh_start_family_before")}
     PERFORM pg_advisory_xact_lock(hashtext('auth_refresh_subject:' || p_subject));
 {textwrap.indent(START_FAMILY.strip(), "    ")};
-    IF extract(epoch FROM clock_timestamp()) > p_deadline THEN
-        RAISE EXCEPTION 'auth_refresh_start_family_before: past its deadline, nothing written'
-            USING ERRCODE = 'query_canceled';
-    END IF;
+{_past_deadline("auth_refresh_start_family_before")}
 END
 $$;
 """
