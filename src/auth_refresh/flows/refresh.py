@@ -171,8 +171,7 @@ class RefreshFlow:
 
     async def issue_pair(self, subject: str, request: Request | None = None) -> IssuedPair:
         """``issue_for_subject``, with the family and expiry its answer needs."""
-        if not self.started:
-            await self._start(None)
+        await self.ensure_started()
         container = self.container
         settings: AuthRefreshSettings = container.settings()
         jkt = None
@@ -292,8 +291,7 @@ class RefreshFlow:
         return IssuedPair(await resolve(pair))
 
     async def _rotation(self, operation: str) -> TokenRotationService:
-        if not self.started:
-            await self._start(None)
+        await self.ensure_started()
         settings: AuthRefreshSettings = self.container.settings()
         if not settings.rotation:
             raise ConfigurationError(
