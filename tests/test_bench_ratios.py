@@ -1,7 +1,9 @@
 """The benchmark's ratios: each configuration against the raw run beside it, and a note when
 the machine's speed drifted."""
 
-from bench.configurations import BY_NAME
+from typing import Any
+
+from bench.configurations import BY_NAME, Configuration
 from bench.over_http import LoadResult
 from bench.report import TIMES, anchor_table, dpop_lines, evaluate_targets
 from bench.run import _http_rows, raw_drift
@@ -20,18 +22,29 @@ def run(requests_per_second: float, p50_ms: float = 10.0) -> LoadResult:
     )
 
 
+Pairs = list[tuple[LoadResult, LoadResult]]
+
+
+def side_by_side(raw_runs: list[LoadResult], pairs: dict[Configuration, Pairs]) -> list[Any]:
+    """The HTTP rows of the raw endpoint (``raw_runs``) and of each configuration, whose
+    ``pairs`` are its runs, each with the raw run beside it."""
+    raw = BY_NAME["raw"]
+    configurations = [raw, *pairs]
+    return _http_rows(
+        configurations,
+        dict.fromkeys((c.name for c in configurations), None),
+        {raw.name: raw_runs, **{c.name: [own for own, _ in runs] for c, runs in pairs.items()}},
+        {c.name: [] for c in configurations},
+        {raw.name: [], **{c.name: runs for c, runs in pairs.items()}},
+    )
+
+
 def test_ratios_are_medians_of_side_by_side_runs_not_ratios_of_medians() -> None:
-    raw, stateless = BY_NAME["raw"], BY_NAME["library-stateless"]
+    stateless = BY_NAME["library-stateless"]
     # The machine ran at two speeds; each stateless run was as fast as the raw run beside it.
     pairs = [(run(1000), run(1000)), (run(2000), run(2000)), (run(2000), run(2000))]
     raw_runs = [raw_run for _, raw_run in pairs] + [run(1000), run(1000)]
-    rows = _http_rows(
-        [raw, stateless],
-        {raw.name: None, stateless.name: None},
-        {raw.name: raw_runs, stateless.name: [own for own, _ in pairs]},
-        {raw.name: [], stateless.name: []},
-        {raw.name: [], stateless.name: pairs},
-    )
+    rows = side_by_side(raw_runs, {stateless: pairs})
     by_name = {row["name"]: row for row in rows}
     assert by_name["raw"]["requests_per_second"] == 1000
     assert by_name["library-stateless"]["requests_per_second"] == 2000
@@ -42,22 +55,11 @@ def test_ratios_are_medians_of_side_by_side_runs_not_ratios_of_medians() -> None
 
 
 def test_a_store_is_compared_with_its_by_hand_anchor_through_the_raw_runs_beside_each() -> None:
-    raw, anchor, store = BY_NAME["raw"], BY_NAME["raw-redis"], BY_NAME["library-redis"]
+    anchor, store = BY_NAME["raw-redis"], BY_NAME["library-redis"]
     # The machine slowed down between the two: each is judged by the raw run beside it.
     anchor_pairs = [(run(500, p50_ms=20.0), run(1000))]
     store_pairs = [(run(660, p50_ms=30.0), run(600, p50_ms=20.0))]
-    configurations = [raw, anchor, store]
-    rows = _http_rows(
-        configurations,
-        dict.fromkeys((c.name for c in configurations), None),
-        {
-            raw.name: [run(1000), run(600)],
-            anchor.name: [own for own, _ in anchor_pairs],
-            store.name: [own for own, _ in store_pairs],
-        },
-        {c.name: [] for c in configurations},
-        {raw.name: [], anchor.name: anchor_pairs, store.name: store_pairs},
-    )
+    rows = side_by_side([run(1000), run(600)], {anchor: anchor_pairs, store: store_pairs})
     by_name = {row["name"]: row for row in rows}
     assert round(by_name["library-redis"]["anchor_ratio"], 6) == 2.2  # 1.1 raw over 0.5 raw
     assert round(by_name["library-redis"]["anchor_p99_ratio"], 6) == 0.75  # 1.5 over 2.0
@@ -75,22 +77,11 @@ def test_a_store_is_compared_with_its_by_hand_anchor_through_the_raw_runs_beside
 
 
 def test_a_refresh_with_a_dpop_proof_is_compared_with_one_without_through_the_raw_runs() -> None:
-    raw, plain, proven = BY_NAME["raw"], BY_NAME["library-memory"], BY_NAME["library-memory-dpop"]
+    plain, proven = BY_NAME["library-memory"], BY_NAME["library-memory-dpop"]
     # The machine was twice as fast while the memory store ran: raw runs beside each cancel it.
     plain_pairs = [(run(1800, p50_ms=5.0), run(2000, p50_ms=5.0))]
     proven_pairs = [(run(630, p50_ms=20.0), run(1000, p50_ms=10.0))]
-    configurations = [raw, plain, proven]
-    rows = _http_rows(
-        configurations,
-        dict.fromkeys((c.name for c in configurations), None),
-        {
-            raw.name: [run(2000), run(1000)],
-            plain.name: [own for own, _ in plain_pairs],
-            proven.name: [own for own, _ in proven_pairs],
-        },
-        {c.name: [] for c in configurations},
-        {raw.name: [], plain.name: plain_pairs, proven.name: proven_pairs},
-    )
+    rows = side_by_side([run(2000), run(1000)], {plain: plain_pairs, proven: proven_pairs})
     by_name = {row["name"]: row for row in rows}
     # 0.63 raw over 0.9 raw; the quotient of the two rows' req/s would say 0.35.
     assert round(by_name["library-memory-dpop"]["dpop_ratio"], 6) == 0.7
@@ -104,13 +95,7 @@ def test_a_refresh_with_a_dpop_proof_is_compared_with_one_without_through_the_ra
     assert f"serve 0.70{TIMES} the requests per second" in line
     assert f"p99 40.00 ms against 10.00 ms (2.00{TIMES})" in line
     # Without the same store's runs (not selected), the proof's cost is not judged.
-    rows = _http_rows(
-        [raw, proven],
-        {raw.name: None, proven.name: None},
-        {raw.name: [run(1000)], proven.name: [own for own, _ in proven_pairs]},
-        {raw.name: [], proven.name: []},
-        {raw.name: [], proven.name: proven_pairs},
-    )
+    rows = side_by_side([run(1000)], {proven: proven_pairs})
     results = {"kind": "full", "http": {"configurations": rows}}
     [target] = [t for t in evaluate_targets(results) if "DPoP" in t["target"]]
     assert target["status"] == "not measured: library-memory not measured"
