@@ -12,7 +12,8 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import asyncpg
 import httpx
@@ -287,6 +288,34 @@ async def test_a_nul_character_is_a_clean_answer_not_a_broken_connection(
         assert not await family.active()
 
 
+@contextlib.asynccontextmanager
+async def late_at_the_start_and_by_the_end(
+    url: str,
+    step: Callable[[asyncpg.Connection, float], Awaitable[Any]],
+    hold: Callable[[asyncpg.Connection], Awaitable[Any]],
+) -> AsyncIterator[tuple[asyncpg.Connection, asyncpg.Connection]]:
+    """Two connections, after ``step(connection, deadline)`` was refused for a deadline already
+    past, then for one that passed while ``hold(holder)`` held the lock the step waits for; the
+    test reads what was left and goes on with them."""
+    connection, holder = await asyncpg.connect(url), await asyncpg.connect(url)
+    try:
+        server_now = await connection.fetchval(READ_SERVER_CLOCK)
+        with pytest.raises(asyncpg.QueryCanceledError, match="past its deadline"):
+            await step(connection, server_now - 1)
+        # Passed at the start, past by the end: the lock held elsewhere made it late.
+        async with holder.transaction():
+            await hold(holder)
+            deadline = await connection.fetchval(READ_SERVER_CLOCK) + 0.3
+            late = asyncio.create_task(step(connection, deadline))
+            await asyncio.sleep(0.6)
+        with pytest.raises(asyncpg.QueryCanceledError, match="past its deadline"):
+            await late
+        yield connection, holder
+    finally:
+        await connection.close()
+        await holder.close()
+
+
 async def test_a_rotation_batch_past_its_deadline_writes_nothing(server: PostgresServer) -> None:
     """The server's own check, at the start and just before the commit: a batch whose deadline
     passes while it waits for a row lock rolls back what it wrote."""
@@ -298,29 +327,22 @@ async def test_a_rotation_batch_past_its_deadline_writes_nothing(server: Postgre
         [family.id], [family.first_token], [successor.token_id], ['{"a": "b"}'],
         [successor.expires_at], [family.now], [GRACE], [LIFETIME],
     )  # fmt: skip
-    batch, clock = ROTATE_BATCH, READ_SERVER_CLOCK
-    connection, holder = await asyncpg.connect(url), await asyncpg.connect(url)
-    try:
-        server_now = await connection.fetchval(clock)
-        with pytest.raises(asyncpg.QueryCanceledError, match="past its deadline"):
-            await connection.fetch(batch, *arguments, server_now - 1)
-        # Passed at the start, past by the end: the row lock held elsewhere made it late.
-        async with holder.transaction():
-            await holder.execute("SELECT FROM auth_refresh_families FOR UPDATE")
-            late = asyncio.create_task(
-                connection.fetch(batch, *arguments, await connection.fetchval(clock) + 0.3)
-            )
-            await asyncio.sleep(0.6)
-        with pytest.raises(asyncpg.QueryCanceledError, match="past its deadline"):
-            await late
+
+    async def rotate(connection: asyncpg.Connection, deadline: float) -> Any:
+        return await connection.fetch(ROTATE_BATCH, *arguments, deadline)
+
+    async def lock_the_rows(holder: asyncpg.Connection) -> Any:
+        return await holder.execute("SELECT FROM auth_refresh_families FOR UPDATE")
+
+    async with late_at_the_start_and_by_the_end(url, rotate, lock_the_rows) as (
+        connection,
+        holder,
+    ):
         live = await holder.fetchval("SELECT live_token_id FROM auth_refresh_families")
         assert live == family.first_token
         # In time, it rotates.
-        (row,) = await connection.fetch(batch, *arguments, await connection.fetchval(clock) + 5)
+        (row,) = await rotate(connection, await connection.fetchval(READ_SERVER_CLOCK) + 5)
         assert row["outcome"] == RotationOutcome.ROTATED.value
-    finally:
-        await connection.close()
-        await holder.close()
 
 
 LATE_LOGIN = "auth_refresh_start_family_before: past its deadline, nothing written"
@@ -390,28 +412,21 @@ async def test_a_login_past_its_deadline_writes_nothing(server: PostgresServer) 
         late.id, late.subject, late.now, late.now + 600, LIFETIME, late.first_token, 100,
         late.session_id, None, None, 0,
     )  # fmt: skip
-    login, clock = START_FAMILY_BEFORE, READ_SERVER_CLOCK
     lock = "SELECT pg_advisory_xact_lock(hashtext('auth_refresh_subject:' || $1))"
     families = "SELECT family_id, revoked FROM auth_refresh_families ORDER BY created_at"
-    connection, holder = await asyncpg.connect(url), await asyncpg.connect(url)
-    try:
-        server_now = await connection.fetchval(clock)
-        with pytest.raises(asyncpg.QueryCanceledError, match="past its deadline"):
-            await connection.execute(login, *arguments, server_now - 1)
-        # Passed at the start, past by the end: the lock held elsewhere made it late.
-        async with holder.transaction():
-            await holder.execute(lock, late.subject)
-            waiting = asyncio.create_task(
-                connection.execute(login, *arguments, await connection.fetchval(clock) + 0.3)
-            )
-            await asyncio.sleep(0.6)
-        with pytest.raises(asyncpg.QueryCanceledError, match="past its deadline"):
-            await waiting
+
+    async def log_in(connection: asyncpg.Connection, deadline: float) -> Any:
+        return await connection.execute(START_FAMILY_BEFORE, *arguments, deadline)
+
+    async def lock_the_subject(holder: asyncpg.Connection) -> Any:
+        return await holder.execute(lock, late.subject)
+
+    async with late_at_the_start_and_by_the_end(url, log_in, lock_the_subject) as (
+        connection,
+        holder,
+    ):
         assert [tuple(row) for row in await holder.fetch(families)] == [(earlier.id, False)]
         # In time, it logs in, ending the earlier session at the cap of one.
-        await connection.execute(login, *arguments, await connection.fetchval(clock) + 5)
+        await log_in(connection, await connection.fetchval(READ_SERVER_CLOCK) + 5)
         rows = [tuple(row) for row in await holder.fetch(families)]
         assert rows == [(earlier.id, True), (late.id, False)]
-    finally:
-        await connection.close()
-        await holder.close()
