@@ -103,6 +103,32 @@ async def test_a_corrupt_sqlite_row_is_a_503_not_a_500(tmp_path: Path) -> None:
             await family.rotate(family.first_token)
 
 
+async def test_a_corrupt_sqlite_row_fails_its_step_alone_in_a_batch(tmp_path: Path) -> None:
+    """A rotation writes with one statement at most, so it runs without a savepoint: one that
+    fails (a corrupt row) in a batch undoes nothing of the others, which commit."""
+    path = tmp_path / "families.db"
+    async with opened(f"sqlite:///{path}") as store:
+        broken, healthy = await Family(store).start(), await Family(store).start()
+        assert (await broken.rotate(broken.first_token))[0] is RotationOutcome.ROTATED
+        with sqlite3.connect(path) as writer:
+            writer.execute(
+                "UPDATE auth_refresh_families SET successor_pair = '{not json' WHERE family_id = ?",
+                (broken.id,),
+            )
+        writer.close()
+        # Asked for in one pass of the event loop: one batch, one transaction.
+        repeat, rotated = await asyncio.gather(
+            broken.rotate(broken.first_token),
+            healthy.rotate(healthy.first_token),
+            return_exceptions=True,
+        )
+        assert isinstance(repeat, StoreUnavailableError)
+        assert not isinstance(rotated, BaseException)
+        assert rotated[0] is RotationOutcome.ROTATED
+        # Committed: the successor it was offered is the live token now.
+        assert (await healthy.rotate(rotated[2].token_id))[0] is RotationOutcome.ROTATED
+
+
 @pytest.fixture
 def stopping_store(
     request: pytest.FixtureRequest, tmp_path: Path

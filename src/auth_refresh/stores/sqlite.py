@@ -210,11 +210,13 @@ class SqliteRefreshTokenStore:
                 )
             return rotation
 
-        return cast(Rotation, await self._run(rotate))
+        # Whichever way it goes, one statement writes, and last: no savepoint is needed.
+        return cast(Rotation, await self._run(rotate, savepoint=False))
 
     async def revoke_family(self, family_id: str) -> None:
         await self._run(
-            lambda connection: connection.execute(REVOKE + "family_id = ?", (family_id,))
+            lambda connection: connection.execute(REVOKE + "family_id = ?", (family_id,)),
+            savepoint=False,
         )
 
     async def revoke_subject(self, subject: str, *, now: float) -> int:
@@ -222,13 +224,13 @@ class SqliteRefreshTokenStore:
             rows = connection.execute(REVOKE_SUBJECT, (subject, now)).fetchall()
             return sum(live for (live,) in rows)
 
-        return cast(int, await self._run(revoke))
+        return cast(int, await self._run(revoke, savepoint=False))
 
     async def session_active(self, session_id: str, *, now: float) -> bool:
         def active(connection: sqlite3.Connection) -> bool:
             return connection.execute(SESSION_ACTIVE, (session_id, now)).fetchone() is not None
 
-        return cast(bool, await self._run(active))
+        return cast(bool, await self._run(active, savepoint=False))
 
     async def list_sessions(
         self, subject: str, *, now: float, limit: int, after: SessionCursor | None = None
@@ -248,7 +250,7 @@ class SqliteRefreshTokenStore:
                 for session_id, created_at, refreshed_at, agent, ip in rows
             ]
 
-        return cast(list[SessionRecord], await self._run(sessions))
+        return cast(list[SessionRecord], await self._run(sessions, savepoint=False))
 
     async def revoke_session(self, subject: str, session_id: str, *, now: float) -> bool:
         def revoke(connection: sqlite3.Connection) -> bool:
@@ -257,13 +259,13 @@ class SqliteRefreshTokenStore:
             )
             return cursor.rowcount > 0
 
-        return cast(bool, await self._run(revoke))
+        return cast(bool, await self._run(revoke, savepoint=False))
 
     async def revoke_other_sessions(self, subject: str, keep: str | None, *, now: float) -> int:
         def revoke(connection: sqlite3.Connection) -> int:
             return connection.execute(REVOKE_OTHERS, (subject, now, keep)).rowcount
 
-        return cast(int, await self._run(revoke))
+        return cast(int, await self._run(revoke, savepoint=False))
 
     async def migrate(self) -> int:
         """Open the file, migrating it to this release's schema now (the first step would);
@@ -273,14 +275,15 @@ class SqliteRefreshTokenStore:
             found: int = connection.execute("PRAGMA user_version").fetchone()[0]
             return found
 
-        result: int = await self._run(version)
+        result: int = await self._run(version, savepoint=False)
         return result
 
     async def close(self) -> None:
         await self._worker.close()
 
-    async def _run(self, step: Step) -> Any:
-        return await self._worker.run(step)
+    async def _run(self, step: Step, *, savepoint: bool = True) -> Any:
+        # savepoint=False: the step writes with one statement at most (sqlite_worker).
+        return await self._worker.run(step, savepoint=savepoint)
 
     async def first_use(self, key: str, *, expires_at: float, now: float) -> bool:
         """``ProofReplayCache``: each step purges a batch of expired keys."""

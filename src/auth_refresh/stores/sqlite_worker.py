@@ -2,7 +2,8 @@
 
 The steps one pass of an event loop asks for are handed over together (one wake-up), and the
 thread takes those queued meanwhile with them: it runs each in a savepoint of one
-``BEGIN IMMEDIATE`` transaction and commits once (group commit), so under load one lock, one
+``BEGIN IMMEDIATE`` transaction (a step writing with one statement at most, on its own: SQLite
+undoes a failed statement) and commits once (group commit), so under load one lock, one
 commit and one hand-back to each event loop serve a batch. SQLite's write lock serialises the
 batches of every process (WAL keeps readers out of the way); a batch waits for it in short,
 random steps, and lets another process's waiting batch in (``sqlite_connection.WriteLock``).
@@ -25,7 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
-from auth_refresh.stores.sqlite_connection import Step, WriteLock, in_savepoint, open_connection
+from auth_refresh.stores.sqlite_connection import (
+    Step,
+    WriteLock,
+    in_savepoint,
+    on_its_own,
+    open_connection,
+)
 
 __all__ = ["SqliteWorker"]
 
@@ -40,6 +47,7 @@ class _Queued:
     step: Step
     deadline: float
     loop: asyncio.AbstractEventLoop
+    savepoint: bool
     answer: asyncio.Future[Any] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -63,14 +71,16 @@ class SqliteWorker:
         self._closed = False
         self._lock = WriteLock()  # used on the store's thread only
 
-    async def run(self, step: Step) -> Any:
-        """``step``'s result, run on the thread; ``StoreUnavailableError`` when it could not."""
+    async def run(self, step: Step, *, savepoint: bool = True) -> Any:
+        """``step``'s result, run on the thread; ``StoreUnavailableError`` when it could not.
+        Without ``savepoint`` (a step writing with one statement at most) a failed step is
+        undone by SQLite, not by a savepoint of its own."""
         if self._closed:
             raise StoreUnavailableError()
         if self._thread is None:
             self._start_thread()
         loop = asyncio.get_running_loop()
-        queued = _Queued(step, time.monotonic() + self.busy_timeout, loop)
+        queued = _Queued(step, time.monotonic() + self.busy_timeout, loop, savepoint)
         # The steps one pass of the event loop asks for go to the thread together: one wake-up.
         pending = self._pending.get(loop)
         if pending is None:
@@ -153,7 +163,8 @@ class SqliteWorker:
                     answers.append((live[0], result, None))
                 else:
                     for queued in live:
-                        answers.append((queued, *in_savepoint(connection, queued.step)))
+                        run = in_savepoint if queued.savepoint else on_its_own
+                        answers.append((queued, *run(connection, queued.step)))
                 if time.monotonic() > deadline:
                     # Late: the first of its steps should have been answered by now.
                     raise sqlite3.OperationalError("past the busy timeout before the commit")
