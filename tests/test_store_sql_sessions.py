@@ -3,7 +3,7 @@ and both revocations walk the subject's live families only (the partial index of
 revoked), never the revoked ones the tables keep until they expire. Shown by the query plans and
 by counting what each statement examines with 20,000 revoked families of one subject next to
 none; two logins at once never leave more sessions than the cap; an older SQLite file gets the
-index."""
+index. A login purges, by the index of their age, the families past the absolute lifetime."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import pytest
 from auth_refresh.stores import postgres_functions, postgres_schema, sqlite
 from auth_refresh.stores.base import SESSION_PAGE_MAX, SessionCursor
 from auth_refresh.stores.sqlite_schema import SCHEMA_VERSION
-from store_fixtures import Family, opened
+from store_fixtures import LIFETIME, Family, opened
 
 pytestmark = pytest.mark.anyio
 
@@ -139,7 +139,7 @@ V3_INDEXES = (
 )
 
 
-async def test_a_sqlite_file_of_the_third_schema_gets_the_live_families_index(
+async def test_a_sqlite_file_of_the_third_schema_gets_the_live_families_and_age_indexes(
     tmp_path: Path,
 ) -> None:
     path, now = tmp_path / "families.db", time.time()
@@ -168,6 +168,34 @@ async def test_a_sqlite_file_of_the_third_schema_gets_the_live_families_index(
     after.close()
     assert "auth_refresh_families_live" in names
     assert "auth_refresh_families_subject" not in names
+    # Schema 6: by age, not by expires_at, which every refresh would move in the index.
+    assert "auth_refresh_families_created_at" in names
+    assert "auth_refresh_families_expires_at" not in names
+
+
+async def test_a_sqlite_login_purges_families_past_the_absolute_lifetime(tmp_path: Path) -> None:
+    path, now = tmp_path / "families.db", time.time()
+    async with opened(f"sqlite:///{path}") as store:
+        past = Family(store, "past")
+        past.now = now - LIFETIME - 1
+        # Idle past its expiry, but younger than the lifetime: kept until then.
+        idle = Family(store, "idle")
+        idle.now = now - LIFETIME + 60
+        for family in (past, idle):
+            await family.start()
+        connection = sqlite3.connect(path, isolation_level=None)
+        try:
+            explained = "EXPLAIN QUERY PLAN " + sqlite.PURGE_PAST_LIFETIME
+            plan = [row[3] for row in connection.execute(explained, (now - LIFETIME, 100))]
+            assert any("INDEX auth_refresh_families_created_at" in step for step in plan), plan
+            assert not any(step.startswith("SCAN") for step in plan), plan
+            await Family(store, "someone").start()
+            rows = connection.execute("SELECT family_id FROM auth_refresh_families")
+            kept = {family_id for (family_id,) in rows}
+        finally:
+            connection.close()
+    assert past.id not in kept
+    assert idle.id in kept
 
 
 # -- PostgreSQL -----------------------------------------------------------------------------------

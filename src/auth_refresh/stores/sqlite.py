@@ -82,9 +82,11 @@ LIST_SESSIONS_AFTER = (
     "WHERE subject = ? AND " + LIVE + " AND (created_at, session_id) < (?, ?) "
     "ORDER BY created_at DESC, session_id DESC LIMIT ?"
 )
-PURGE_EXPIRED = (
+# A login purges a batch of the families past the absolute lifetime (by the index of created_at,
+# which no refresh moves); a family idle past its expiry goes then, or at its subject's login.
+PURGE_PAST_LIFETIME = (
     "DELETE FROM auth_refresh_families WHERE family_id IN (SELECT family_id "
-    "FROM auth_refresh_families WHERE expires_at <= ? LIMIT ?)"
+    "FROM auth_refresh_families WHERE created_at <= ? LIMIT ?)"
 )
 # A login takes the subject's expired families out of the live families' index.
 PURGE_SUBJECT_EXPIRED = (
@@ -151,7 +153,7 @@ class SqliteRefreshTokenStore:
         )
 
         def start(connection: sqlite3.Connection) -> None:
-            connection.execute(PURGE_EXPIRED, (now, PURGE_BATCH))
+            connection.execute(PURGE_PAST_LIFETIME, (now - absolute_lifetime, PURGE_BATCH))
             connection.execute(PURGE_SUBJECT_EXPIRED, (subject, now))
             connection.execute(INSERT_FAMILY, (*_row(record), family_id))
             # The same transaction (BEGIN IMMEDIATE): no other login of the subject between.
