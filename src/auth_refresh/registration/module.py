@@ -52,7 +52,7 @@ from auth_refresh.registration.options import (
     refuse_unknown_options,
     run_options_factory,
 )
-from auth_refresh.registration.routes import refresh_router
+from auth_refresh.registration.routes import add_refresh_routes, refresh_router
 from auth_refresh.registration.startup import (
     check_store_at_startup,
     global_registration,
@@ -112,6 +112,7 @@ class AuthRefreshModule:
         self.container = AuthRefreshContainer()
         # The refresh cookie goes only where it is needed: the routes, named to be found.
         names = (f"auth_refresh_refresh_{id(self):x}", f"auth_refresh_logout_{id(self):x}")
+        self._route_names = names
         written = (routes.path, logout_path)
         paths = {n: p for n, p in zip(names, written, strict=True) if p is not None}
         self.flow = RefreshFlow(name, self.container, RoutedPaths(paths), self._start_late)
@@ -229,11 +230,13 @@ class AuthRefreshModule:
         flows.refresh = self.flow
 
     def attach(self, app: Any) -> None:
-        """Add this module to ``app``: the same as ``app.include_router(module.router)``, and
-        the module is known to unqualified guards before startup."""
+        """Add this module to ``app``: the routes and lifespan of ``module.router``, the routes
+        as the application's own (FastAPI routes a request to an included router's through one
+        more step), and the module is known to unqualified guards before startup."""
         application = require_application(self.name, app)
         AppRegistry.install(application).add(self)
-        application.include_router(self.router)
+        add_refresh_routes(application.router, self.flow, self._route_names, self.routes)
+        application.include_router(APIRouter(lifespan=module_lifespan(self)))
 
     async def startup(self, registry: AppRegistry | None) -> None:
         """Run the options factory (at every startup: its ``inject`` providers may be

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from enum import Enum
 from typing import Any
 
 from fastapi import APIRouter
@@ -22,11 +23,13 @@ from auth_refresh.transport.extractors import DEFAULT_EXTRACTOR
 from auth_refresh.transport.responses import TokenPairBody, error_responses
 from auth_refresh.transport.schemes import source_of
 
-__all__ = ["add_session_routes", "operation_id", "refresh_router"]
+__all__ = ["add_refresh_routes", "add_session_routes", "operation_id", "refresh_router"]
 
 Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]
 
 REVOKE_OTHERS = "revoke-others"
+# On each route, not on a router: attach adds the routes to the application's own router.
+TAGS: list[str | Enum] = ["auth"]
 
 
 class _SessionIdConvertor(StringConvertor):
@@ -46,17 +49,27 @@ def operation_id(method: str, path: str) -> str:
 def refresh_router(
     flow: RefreshFlow, lifespan: Lifespan, names: tuple[str, str], routes: Routes
 ) -> tuple[APIRouter, list[APIRoute]]:
-    """A registration's router (``lifespan`` starts it), and its refresh-token routes, whose
-    OpenAPI is completed at startup, when the extractor is known. The handlers are ``flow``'s;
-    ``names`` name the refresh and logout routes."""
-    router = APIRouter(tags=["auth"], lifespan=lifespan)
+    """A registration's router (``lifespan`` starts it), and its refresh-token routes (see
+    ``add_refresh_routes``)."""
+    router = APIRouter(lifespan=lifespan)
+    return router, add_refresh_routes(router, flow, names, routes)
+
+
+def add_refresh_routes(
+    router: APIRouter, flow: RefreshFlow, names: tuple[str, str], routes: Routes
+) -> list[APIRoute]:
+    """Add a registration's routes to ``router``; its refresh-token routes, whose OpenAPI is
+    completed at startup, when the extractor is known. The handlers are ``flow``'s; ``names``
+    name the refresh and logout routes."""
     described, _ = source_of(DEFAULT_EXTRACTOR)
+    first = len(router.routes)
     path, logout_path, sessions_path = routes.path, routes.logout_path, routes.sessions_path
     if routes.controllers:
         router.add_api_route(
             path,
             flow.refresh_route,
             methods=["POST"],
+            tags=TAGS,
             name=names[0],
             summary="Exchange a refresh token for a new access and refresh token",
             operation_id=operation_id("refresh", path),
@@ -71,6 +84,7 @@ def refresh_router(
             logout_path,
             flow.logout_route,
             methods=["POST"],
+            tags=TAGS,
             name=names[1],
             status_code=204,
             summary="Log out: revoke the refresh token's family (this session's tokens)",
@@ -82,7 +96,7 @@ def refresh_router(
             openapi_extra=described,
         )
     # The refresh token's routes, documented at startup; the session routes take an access token.
-    token_routes = [route for route in router.routes if isinstance(route, APIRoute)]
+    token_routes = [route for route in router.routes[first:] if isinstance(route, APIRoute)]
     if sessions_path is not None:
         add_session_routes(router, SessionRoutes(flow), sessions_path)
     if routes.readiness_path is not None:
@@ -94,6 +108,7 @@ def refresh_router(
             routes.readiness_path,
             readiness,
             methods=["GET"],
+            tags=TAGS,
             summary="Ready to serve: the token store answers and holds this release's schema",
             operation_id=operation_id("readiness", routes.readiness_path),
             responses={
@@ -101,7 +116,7 @@ def refresh_router(
                 503: {"description": 'Not ready: {"status": "unavailable", "reason": "..."}'},
             },
         )
-    return router, token_routes
+    return token_routes
 
 
 def add_session_routes(router: APIRouter, handlers: SessionRoutes, path: str) -> None:
@@ -111,6 +126,7 @@ def add_session_routes(router: APIRouter, handlers: SessionRoutes, path: str) ->
         path,
         handlers.list_sessions,
         methods=["GET"],
+        tags=TAGS,
         summary="The caller's live sessions, newest first, a page at a time",
         operation_id=operation_id("list_sessions", path),
         responses={
@@ -132,6 +148,7 @@ def add_session_routes(router: APIRouter, handlers: SessionRoutes, path: str) ->
         f"{path}/{REVOKE_OTHERS}",
         handlers.revoke_others,
         methods=["POST"],
+        tags=TAGS,
         status_code=204,
         summary="End every session of the caller except the current one",
         operation_id=operation_id("revoke_other_sessions", path),
@@ -144,6 +161,7 @@ def add_session_routes(router: APIRouter, handlers: SessionRoutes, path: str) ->
         path + "/{session_id:" + _SESSION_ID_CONVERTOR + "}",
         handlers.revoke_session,
         methods=["DELETE"],
+        tags=TAGS,
         status_code=204,
         summary="End one of the caller's sessions: its refresh and access tokens stop working",
         operation_id=operation_id("revoke_session", path),
