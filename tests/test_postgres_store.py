@@ -152,7 +152,7 @@ CREATE TRIGGER record_setting AFTER INSERT OR UPDATE ON auth_refresh_families
 
 
 def documented_ddl() -> str:
-    ddl, _to_2, _to_3, _to_4, _to_5, _to_6 = re.findall(
+    ddl, _to_2, _to_3, _to_4, _to_5, _to_6, _to_7 = re.findall(
         r"^```sql\n(.*?)^```", DOCS_PAGE.read_text(), flags=re.M | re.S
     )
     return ddl
@@ -278,6 +278,15 @@ def v5_database(server: PostgresServer) -> tuple[str, float]:
     return url, now
 
 
+def v6_database(server: PostgresServer) -> tuple[str, float]:
+    """The same family as a store of schema version 6 left it (families indexed by expiry)."""
+    url, now = v5_database(server)
+    psql(url, documented_migration(6))
+    assert "auth_refresh_families_expires_at" in indexes(url)
+    assert "auth_refresh_families_created_at" not in indexes(url)
+    return url, now
+
+
 def batch_functions(url: str) -> str:
     """How many arguments each ``auth_refresh_rotate_batch`` takes."""
     return psql_value(
@@ -304,6 +313,14 @@ def assert_at_the_current_version(url: str) -> None:
     # The login with a deadline (version 6).
     login = "SELECT to_regproc('auth_refresh_start_family_before')"
     assert psql_value(url, login) == "auth_refresh_start_family_before"
+    # Families by age, not by expiry, and room on each page: rotations can be HOT (version 7).
+    assert "auth_refresh_families_created_at" in indexes(url)
+    assert "auth_refresh_families_expires_at" not in indexes(url)
+    options = "SELECT reloptions FROM pg_class WHERE relname = 'auth_refresh_families'"
+    assert psql_value(url, options) == "{fillfactor=70}"
+    # The login purges by age (the migration replaced the function).
+    body = "SELECT prosrc FROM pg_proc WHERE proname = 'auth_refresh_start_family_before'"
+    assert "WHERE created_at <= $3 - $5::double precision" in psql_value(url, body)
 
 
 async def test_a_schema_of_version_1_is_migrated(postgres_server: PostgresServer) -> None:
@@ -337,6 +354,12 @@ async def test_a_schema_of_version_5_is_migrated(postgres_server: PostgresServer
     assert_at_the_current_version(url)
 
 
+async def test_a_schema_of_version_6_is_migrated(postgres_server: PostgresServer) -> None:
+    url, now = v6_database(postgres_server)
+    await assert_the_v1_family_is_a_session(url + "?application_name=from-6", now)
+    assert_at_the_current_version(url)
+
+
 async def test_the_documented_migrations_bring_a_managed_schema_to_the_current_version(
     postgres_server: PostgresServer,
 ) -> None:
@@ -362,15 +385,19 @@ async def test_the_documented_migrations_bring_a_managed_schema_to_the_current_v
         with pytest.raises(ConfigurationError, match="schema is version 5"):
             await store.session_active("any", now=now)
     psql(url, documented_migration(6))
+    async with opened(managed + "&application_name=at-6") as store:
+        with pytest.raises(ConfigurationError, match="schema is version 6"):
+            await store.session_active("any", now=now)
+    psql(url, documented_migration(7))
     await assert_the_v1_family_is_a_session(managed + "&application_name=migrated", now)
     assert_at_the_current_version(url)
 
 
-@pytest.mark.parametrize("version", [2, 3, 4, 5])
+@pytest.mark.parametrize("version", [2, 3, 4, 5, 6])
 async def test_the_documented_migrations_bring_a_managed_schema_of_a_later_version_up(
     postgres_server: PostgresServer, version: int
 ) -> None:
-    databases = {2: v2_database, 3: v3_database, 4: v4_database, 5: v5_database}
+    databases = {2: v2_database, 3: v3_database, 4: v4_database, 5: v5_database, 6: v6_database}
     url, now = databases[version](postgres_server)
     for target in range(version + 1, SCHEMA_VERSION + 1):
         psql(url, documented_migration(target))
@@ -393,6 +420,33 @@ async def test_a_newer_schema_version_is_refused(postgres_url: str) -> None:
     async with opened(postgres_url + "?application_name=upgraded-elsewhere") as store:
         with pytest.raises(ConfigurationError, match=r"schema version \d+, newer than"):
             await Family(store).start()
+
+
+ROTATIONS = 5
+
+
+async def test_rotations_are_hot_updates(postgres_url: str) -> None:
+    # A fresh table: the family's row alone on its page, with the room fillfactor 70 leaves.
+    async with opened(postgres_url) as store:
+        family = await Family(store).start()
+        token = family.first_token
+        for _ in range(ROTATIONS):
+            family.now += 1
+            outcome, _pair, offered = await family.rotate(token)
+            assert outcome is RotationOutcome.ROTATED
+            token = offered.token_id
+    # The store's connections have ended; their statistics reach the server soon after.
+    counts = "SELECT n_tup_hot_upd, n_tup_upd FROM pg_stat_user_tables"
+    counts += " WHERE relname = 'auth_refresh_families'"
+    deadline = time.monotonic() + 10
+    while True:
+        hot, updates = map(int, psql_value(postgres_url, counts).split("|"))
+        if updates >= ROTATIONS or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert updates == ROTATIONS
+    # Every one HOT: no new index entry. With expires_at indexed (version 6) none was.
+    assert hot == ROTATIONS
 
 
 def psql(url: str, sql: str) -> None:

@@ -207,7 +207,8 @@ def postgres_statements(now: float, cursor: SessionCursor) -> Iterator[tuple[str
         postgres_schema.LIST_SESSIONS_AFTER,
         (SUBJECT, now, SESSION_PAGE_MAX, cursor.created_at, cursor.session_id),
     )
-    start = ("new-family", SUBJECT, now, now + 600, 3600.0, "t", 100, "new-session", None, None)
+    # An absolute lifetime of a day: the tombstones (revoked within it) are not past it.
+    start = ("new-family", SUBJECT, now, now + 600, 86400.0, "t", 100, "new-session", None, None)
     yield postgres_functions.START_FAMILY, (*start, 1)
     yield postgres_schema.REVOKE_OTHERS, (SUBJECT, now, None)
     yield postgres_schema.REVOKE_SUBJECT, (SUBJECT, now)
@@ -261,6 +262,56 @@ async def test_postgres_statements_examine_no_tombstone(postgres_url: str) -> No
         page = await store.list_sessions(SUBJECT, now=now + LIVE, limit=2)
         assert [s.session_id for s in page] == [families[4].session_id, families[3].session_id]
         assert await store.revoke_subject(SUBJECT, now=now + LIVE) == LIVE
+
+
+CROWD = 2_000
+
+
+async def test_a_postgres_login_purges_families_past_the_absolute_lifetime(
+    postgres_url: str,
+) -> None:
+    now = time.time()
+    async with opened(postgres_url) as store:
+        past = Family(store, "past")
+        past.now = now - LIFETIME - 1
+        # Idle past its expiry, but younger than the lifetime: kept until then.
+        idle = Family(store, "idle")
+        idle.now = now - LIFETIME + 60
+        for family in (past, idle):
+            await family.start()
+        connection = await asyncpg.connect(postgres_url)
+        try:
+            # Live families of others, so that the plan is the one a populated table gets.
+            await connection.execute(
+                "INSERT INTO auth_refresh_families (family_id, subject, created_at, expires_at, "
+                "live_token_id, session_id) SELECT 'crowd-' || i, 'crowd-' || i, $1 - i, "
+                "$1 + 600, 't', 's-crowd-' || i FROM generate_series(1, $2) AS i",
+                now,
+                CROWD,
+            )
+            await connection.execute("ANALYZE auth_refresh_families")
+            start = ("new", "someone", now, now + 600, LIFETIME, "t", 100, "s-new", None, None, 1)
+            transaction = connection.transaction()
+            await transaction.start()
+            try:
+                explained = await connection.fetchval(
+                    "EXPLAIN (ANALYZE, FORMAT JSON) " + postgres_functions.START_FAMILY, *start
+                )
+            finally:
+                await transaction.rollback()  # the store's login below is the one that counts
+            nodes = list(plan_nodes(json.loads(explained)[0]["Plan"]))
+            by_age = [n for n in nodes if n.get("Index Name") == "auth_refresh_families_created_at"]
+            # The purge found the one family past the lifetime by age, and read no other row.
+            assert [rows_examined(node) for node in by_age] == [1], nodes
+            assert all(node["Node Type"] != "Seq Scan" for node in nodes), nodes
+            await Family(store, "someone").start()
+            rows = await connection.fetch("SELECT family_id FROM auth_refresh_families")
+            kept = {row["family_id"] for row in rows}
+        finally:
+            await connection.close()
+    assert past.id not in kept
+    assert idle.id in kept
+    assert len(kept) == 1 + CROWD + 1  # idle, the crowd, someone's
 
 
 # -- both -----------------------------------------------------------------------------------------

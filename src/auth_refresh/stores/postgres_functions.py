@@ -143,15 +143,21 @@ END
 $$;
 """  # noqa: S608 - constant text, no input
 
-# Expired families (tombstones included) are purged a batch at a time by logins, and the
-# subject's expired ones leave the live families' index. Beyond the cap, the subject's live
-# families but the new one and the most recently refreshed ($11 = max_sessions - 1) others are
-# revoked, their rows locked in family id order as a rotation batch locks them.
+# A login purges a batch of the families past the absolute lifetime (tombstones included), found
+# by age: created_at, which no refresh moves (an index of expires_at, which every refresh moves,
+# kept rotations from being HOT updates). A family idle past its expiry goes then, or at its
+# subject's next login, when the subject's expired ones leave the live families' index. Keeping
+# it meanwhile changes nothing: every rotation refuses a family past created_at + lifetime (the
+# current setting, whatever its stored expires_at) or past its expiry, whose tokens are expired.
+# Beyond the cap, the subject's live families but the new one and the most recently refreshed
+# ($11 = max_sessions - 1) others are revoked, their rows locked in family id order as a
+# rotation batch locks them. $3 is the login's now, $5 the absolute lifetime (cast: the
+# statement prepared alone, as tests do, needs their type; the function's are typed already).
 START_FAMILY = """
 WITH purged AS (
     DELETE FROM auth_refresh_families WHERE family_id IN (
-        SELECT family_id FROM auth_refresh_families WHERE expires_at <= $3
-        LIMIT $7 FOR UPDATE SKIP LOCKED)
+        SELECT family_id FROM auth_refresh_families
+        WHERE created_at <= $3 - $5::double precision LIMIT $7 FOR UPDATE SKIP LOCKED)
 ), subject_expired AS (
     DELETE FROM auth_refresh_families WHERE family_id IN (
         SELECT family_id FROM auth_refresh_families
@@ -182,7 +188,7 @@ ON CONFLICT (family_id) DO UPDATE SET subject = excluded.subject,
 # subject's sessions): otherwise neither would see the other's new family. A VOLATILE function's
 # statements each take a new snapshot, so START_FAMILY, run after the lock, sees the families of
 # the login that held it. START_FAMILY's $1 to $11 are this function's arguments, in order.
-# Version 6's (MIGRATIONS[6]).
+# Version 6's (MIGRATIONS[6]); version 7's installs it again, with the purge by age.
 START_FAMILY_BEFORE_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION auth_refresh_start_family_before(
     p_family_id text, p_subject text, p_now double precision,

@@ -1,4 +1,4 @@
-"""The PostgreSQL store's SQL: the schema (version 6), its migrations, and each step's statement;
+"""The PostgreSQL store's SQL: the schema (version 7), its migrations, and each step's statement;
 and the check of a database's schema, which creates or migrates it.
 
 Version 1 kept the families; version 2 adds the session each family is (``session_id``, unique
@@ -7,9 +7,12 @@ and indexed, ``refreshed_at``, ``user_agent``, ``client_ip``); version 3 adds
 (not revoked) families only, by subject in list order, in place of the index of every family by
 subject; version 5 adds the DPoP proofs seen (``auth_refresh_proofs``) and the batch with a
 deadline (``ROTATE_BEFORE_FUNCTION``), which writes nothing once the server's clock has passed
-it; version 6 adds the login with a deadline (``START_FAMILY_BEFORE_FUNCTION``), likewise. The
-functions' DDL is in ``postgres_functions``. ``MIGRATIONS[n]`` brings a version n - 1 schema to
-version n; adding one means writing it and raising ``SCHEMA_VERSION``.
+it; version 6 adds the login with a deadline (``START_FAMILY_BEFORE_FUNCTION``), likewise;
+version 7 indexes families by ``created_at`` in place of ``expires_at`` (a login purges those
+past the absolute lifetime by age) and fills the table's pages to 70% (``fillfactor``), so that
+a rotation, which changes no indexed column, can be a HOT update. The functions' DDL is in
+``postgres_functions``. ``MIGRATIONS[n]`` brings a version n - 1 schema to version n; adding one
+means writing it and raising ``SCHEMA_VERSION``.
 docs/postgres-store.md gives the same DDL and migrations for teams that manage the schema.
 """
 
@@ -44,7 +47,7 @@ __all__ = [
     "check_schema",
 ]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # Creating the schema, once: DDL syncs to disk, and may wait for another process creating it.
 SCHEMA_TIMEOUT_MS = 30_000
 
@@ -65,8 +68,16 @@ CREATE TABLE IF NOT EXISTS auth_refresh_proofs (
 CREATE INDEX IF NOT EXISTS auth_refresh_proofs_expires_at ON auth_refresh_proofs (expires_at);
 """
 
-# Schema version 6. docs/postgres-store.md gives the same DDL for teams that manage the schema.
-TABLES = """
+# Families by age, for the login's purge of those past the absolute lifetime. Not by expires_at:
+# every rotation moves that, and an index of it kept every rotation from being a HOT update (a
+# new entry in each index per refresh). Version 7's (MIGRATIONS[7]).
+AGE_INDEX = """
+CREATE INDEX IF NOT EXISTS auth_refresh_families_created_at ON auth_refresh_families (created_at);
+"""
+
+# Schema version 7. docs/postgres-store.md gives the same DDL for teams that manage the schema.
+# fillfactor 70 leaves room on each page for a rotation's new row version (a HOT update).
+TABLES = f"""
 CREATE TABLE IF NOT EXISTS auth_refresh_schema (version integer NOT NULL);
 
 CREATE TABLE IF NOT EXISTS auth_refresh_families (
@@ -83,9 +94,8 @@ CREATE TABLE IF NOT EXISTS auth_refresh_families (
     refreshed_at double precision,
     user_agent text,
     client_ip text
-);
-CREATE INDEX IF NOT EXISTS auth_refresh_families_expires_at
-    ON auth_refresh_families (expires_at);
+) WITH (fillfactor = 70);
+{AGE_INDEX.strip()}
 CREATE UNIQUE INDEX IF NOT EXISTS auth_refresh_families_session
     ON auth_refresh_families (session_id);
 """
@@ -133,6 +143,17 @@ CREATE UNIQUE INDEX IF NOT EXISTS auth_refresh_families_session
     5: PROOFS_TABLE + ROTATE_BEFORE_FUNCTION,
     # 5 -> 6: the login with a deadline (the release before logs in without it: nothing to keep).
     6: START_FAMILY_BEFORE_FUNCTION,
+    # 6 -> 7: the purge by age, so that rotations can be HOT updates; the login function again,
+    # with that purge. Building the index on a large table takes a while (and blocks writes to
+    # it): run `auth-refresh store migrate` before the release serves, as for version 4.
+    7: "\n".join(
+        (
+            "DROP INDEX IF EXISTS auth_refresh_families_expires_at;",
+            AGE_INDEX,
+            "ALTER TABLE auth_refresh_families SET (fillfactor = 70);",
+            START_FAMILY_BEFORE_FUNCTION,
+        )
+    ),
 }
 
 # A login: auth_refresh_start_family_before's arguments, the last its deadline.
