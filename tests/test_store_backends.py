@@ -121,12 +121,15 @@ def test_a_malformed_redis_url_is_a_configuration_error() -> None:
         open_store("redis://127.0.0.1:6379/0?socket_timeout=soon")
 
 
-async def test_the_sqlite_file_is_in_wal_mode_and_forgets_expired_families(tmp_path: Path) -> None:
+async def test_the_sqlite_file_is_in_wal_mode_and_forgets_families_past_the_lifetime(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "families.db"
     async with opened(f"sqlite:///{path}") as store:
         expired = await Family(store).start(idle=60)
+        # Another user's login purges it once past the absolute lifetime (schema 6: by age).
         later = Family(store)
-        later.now = expired.now + 61
+        later.now = expired.now + LIFETIME + 1
         await later.start()
         with sqlite3.connect(path) as reader:
             assert reader.execute("PRAGMA journal_mode").fetchone() == ("wal",)
