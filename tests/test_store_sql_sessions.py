@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from auth_refresh import RefreshTokenStore
 from auth_refresh.stores import postgres_functions, postgres_schema, sqlite
 from auth_refresh.stores.base import SESSION_PAGE_MAX, SessionCursor
 from auth_refresh.stores.sqlite_schema import SCHEMA_VERSION
@@ -173,16 +174,20 @@ async def test_a_sqlite_file_of_the_third_schema_gets_the_live_families_and_age_
     assert "auth_refresh_families_expires_at" not in names
 
 
+async def past_and_idle(store: RefreshTokenStore, now: float) -> tuple[Family, Family]:
+    """A family started past the absolute lifetime before ``now``, and one idle past its expiry
+    but younger than the lifetime (a purge by age keeps it until then)."""
+    past, idle = Family(store, "past"), Family(store, "idle")
+    past.now, idle.now = now - LIFETIME - 1, now - LIFETIME + 60
+    for family in (past, idle):
+        await family.start()
+    return past, idle
+
+
 async def test_a_sqlite_login_purges_families_past_the_absolute_lifetime(tmp_path: Path) -> None:
     path, now = tmp_path / "families.db", time.time()
     async with opened(f"sqlite:///{path}") as store:
-        past = Family(store, "past")
-        past.now = now - LIFETIME - 1
-        # Idle past its expiry, but younger than the lifetime: kept until then.
-        idle = Family(store, "idle")
-        idle.now = now - LIFETIME + 60
-        for family in (past, idle):
-            await family.start()
+        past, idle = await past_and_idle(store, now)
         connection = sqlite3.connect(path, isolation_level=None)
         try:
             explained = "EXPLAIN QUERY PLAN " + sqlite.PURGE_PAST_LIFETIME
@@ -272,13 +277,7 @@ async def test_a_postgres_login_purges_families_past_the_absolute_lifetime(
 ) -> None:
     now = time.time()
     async with opened(postgres_url) as store:
-        past = Family(store, "past")
-        past.now = now - LIFETIME - 1
-        # Idle past its expiry, but younger than the lifetime: kept until then.
-        idle = Family(store, "idle")
-        idle.now = now - LIFETIME + 60
-        for family in (past, idle):
-            await family.start()
+        past, idle = await past_and_idle(store, now)
         connection = await asyncpg.connect(postgres_url)
         try:
             # Live families of others, so that the plan is the one a populated table gets.
