@@ -134,7 +134,7 @@ class WriteLock:
 def on_its_own(connection: sqlite3.Connection, step: Step) -> tuple[Any, BaseException | None]:
     """Run ``step``, which writes with one statement at most, without a savepoint: SQLite
     undoes a statement that fails itself. Its result, or the error it raised."""
-    # Two statements fewer per step, and each statement hands the GIL to the event loop and back.
+    # Two statements fewer per step than in_savepoint.
     try:
         return step(connection), None
     except Exception as error:
