@@ -225,3 +225,32 @@ async def test_closing_while_a_pipeline_is_under_way_leaves_no_socket_open(
     with warnings.catch_warnings():
         warnings.simplefilter("error", ResourceWarning)
         gc.collect()
+
+
+async def test_a_step_asked_while_a_batch_hangs_fails_by_its_own_deadline(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The socket would wait 30 s: only the steps' deadlines end the wait. The second step,
+    # asked half a deadline into the first's batch, is failed a deadline after it was asked:
+    # not after its own batch's start (1.5 s), nor after the socket's timeout.
+    with running_redis(tmp_path) as server:
+        async with opened(server.url + "?socket_timeout=30") as store:
+            assert isinstance(store, RedisRefreshTokenStore)
+            store.step_deadline = 1.0
+            first, second = [await Family(store).start() for _ in range(2)]
+            server.pause()
+            try:
+                started = time.monotonic()
+                hanging = asyncio.ensure_future(first.rotate(first.first_token))
+                await asyncio.sleep(0.5)  # its batch is written and waits for the reply
+                queued_at = time.monotonic()
+                queued = asyncio.ensure_future(second.rotate(second.first_token))
+                with pytest.raises(StoreUnavailableError):
+                    await hanging
+                assert time.monotonic() - started < 1.0 + 0.3
+                with pytest.raises(StoreUnavailableError):
+                    await queued
+                assert time.monotonic() - queued_at < 1.0 + 0.3
+            finally:
+                server.resume()
+    assert len([r for r in caplog.records if "no answer within 1 s" in r.getMessage()]) == 2

@@ -76,6 +76,8 @@ from auth_refresh.stores.redis_cluster_migration import migrate_cluster
 from auth_refresh.stores.redis_cluster_url import cluster_client
 from auth_refresh.stores.redis_core import (
     KEY_PREFIX,
+    MISTAKES,
+    UNAVAILABLE,
     RedisStoreCore,
     ScriptCall,
     check_eviction_policy,
@@ -86,6 +88,7 @@ from auth_refresh.stores.redis_core import (
     run_script,
     run_scripts,
     store_log,
+    unavailable,
 )
 from auth_refresh.stores.redis_scripts import LIST_SESSIONS, Script, created_at_of, layout_script
 
@@ -263,20 +266,24 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
     async def _run(
         self, script: Script, keys: list[str], args: list[str], *, refuse_late: bool = False
     ) -> Any:
-        gives_up_at = time.monotonic() + self.step_deadline if refuse_late else None
-        work = self._script((script, keys, args), gives_up_at)
-        return await self._step(work, script.name, keys[0] if keys else None)
-
-    async def _script(self, call: ScriptCall, gives_up_at: float | None = None) -> Any:
-        await self._find_cluster()
-        script, keys, args = call
-        node = self._client.get_node_from_key(keys[0])
-        name = node.name if node else None
-        if gives_up_at is not None:
-            # In the clock of the master that runs the script.
-            deadline = self._clocks.deadline(name, gives_up_at)
-            call = (script, keys, [*args, deadline_argument(deadline)])
-        return await self._batches_of(name).submit(call)
+        # Plain try/except and the batch's timer, not a context manager and a timer per step:
+        # this is every refresh's path.
+        deadline = asyncio.get_running_loop().time() + self.step_deadline
+        try:
+            if not self._found_cluster:
+                async with asyncio.timeout_at(deadline):
+                    await self._find_cluster()
+            node = self._client.get_node_from_key(keys[0])
+            name = node.name if node else None
+            if refuse_late:
+                # In the clock of the master that runs the script.
+                gives_up_at = time.monotonic() + self.step_deadline
+                args = [*args, deadline_argument(self._clocks.deadline(name, gives_up_at))]
+            return await self._batches_of(name).submit((script, keys, args), deadline)
+        except MISTAKES:
+            raise
+        except (*UNAVAILABLE, AttributeError) as error:
+            raise self._failed(error, script.name, keys[0]) from None
 
     def _batches_of(self, node: str | None) -> ScriptBatches:
         # The steps asked of one master while a batch to it is under way go in its next.
@@ -352,16 +359,25 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
             )
 
     async def _step(self, work: Awaitable[T], operation: str, key: str | None = None) -> T:
-        doing = functools.partial(self._doing, operation, key)
         try:
-            async with failing_as_unavailable("Redis Cluster", self.step_deadline, doing):
+            async with asyncio.timeout(self.step_deadline):
                 return await work
-        except AttributeError as error:
+        except MISTAKES:
+            raise
+        except (*UNAVAILABLE, AttributeError) as error:
+            raise self._failed(error, operation, key) from None
+
+    def _failed(
+        self, error: BaseException, operation: str, key: str | None
+    ) -> StoreUnavailableError:
+        doing = functools.partial(self._doing, operation, key)
+        if isinstance(error, AttributeError):
             # redis-py 8.1's cluster client, after a timeout under load, can hand a command a
             # connection it has just closed ('NoneType' has no attribute 'writelines'): the
             # step failed before it reached Redis, so this is a 503, not a 500.
             store_log.warning("Redis Cluster client error: %s: %s", doing(), error)
-            raise StoreUnavailableError() from None
+            return StoreUnavailableError()
+        return unavailable("Redis Cluster", error, self.step_deadline, doing)
 
     def _doing(self, operation: str, key: str | None) -> str:
         """What a step did, and where, for a warning."""

@@ -61,6 +61,7 @@ __all__ = [
     "ACCEPTED_POLICY",
     "CONNECT_TIMEOUT_SECONDS",
     "KEY_PREFIX",
+    "MISTAKES",
     "STEP_DEADLINE_SECONDS",
     "UNAVAILABLE",
     "RedisStoreCore",
@@ -73,6 +74,7 @@ __all__ = [
     "run_script",
     "run_scripts",
     "store_log",
+    "unavailable",
 ]
 
 CONNECT_TIMEOUT_SECONDS = 0.5
@@ -318,9 +320,17 @@ async def failing_as_unavailable(
     except MISTAKES:
         raise
     except UNAVAILABLE as error:
-        reason = str(error) or _unsaid(error, deadline)
-        store_log.warning("%s unavailable: %s: %s: %s", what, doing(), type(error).__name__, reason)
-        raise StoreUnavailableError() from None
+        raise unavailable(what, error, deadline, doing) from None
+
+
+def unavailable(
+    what: str, error: BaseException, deadline: float | None, doing: Callable[[], str]
+) -> StoreUnavailableError:
+    """The ``StoreUnavailableError`` for one of Redis's failures (``UNAVAILABLE``), logged as
+    ``failing_as_unavailable`` logs it; for a step's own ``except``, on its hot path."""
+    reason = str(error) or _unsaid(error, deadline)
+    store_log.warning("%s unavailable: %s: %s: %s", what, doing(), type(error).__name__, reason)
+    return StoreUnavailableError()
 
 
 def _unsaid(error: BaseException, deadline: float | None) -> str:
