@@ -42,6 +42,7 @@ from redis.maint_notifications import MaintNotificationsConfig
 
 from auth_refresh.exceptions import ConfigurationError
 from auth_refresh.stores.redis_batches import ScriptBatches
+from auth_refresh.stores.redis_checks import check_eviction_policy
 from auth_refresh.stores.redis_clock import ServerClock
 from auth_refresh.stores.redis_core import (
     CONNECT_TIMEOUT_SECONDS,
@@ -50,7 +51,6 @@ from auth_refresh.stores.redis_core import (
     STEP_DEADLINE_SECONDS,
     UNAVAILABLE,
     RedisStoreCore,
-    check_eviction_policy,
     deadline_argument,
     failing_as_unavailable,
     number,

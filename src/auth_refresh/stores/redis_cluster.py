@@ -62,6 +62,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from auth_refresh.exceptions import StoreUnavailableError
 from auth_refresh.stores.redis_batches import ScriptBatches
+from auth_refresh.stores.redis_checks import check_eviction_policy, newer_layout
 from auth_refresh.stores.redis_clock import ServerClocks, TimeReader
 from auth_refresh.stores.redis_cluster_layout import (
     CHECK_LAYOUT,
@@ -80,10 +81,8 @@ from auth_refresh.stores.redis_core import (
     UNAVAILABLE,
     RedisStoreCore,
     ScriptCall,
-    check_eviction_policy,
     deadline_argument,
     failing_as_unavailable,
-    newer_layout,
     number,
     run_script,
     run_scripts,

@@ -15,7 +15,7 @@ import json
 import logging
 import math
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar, cast
 
@@ -30,10 +30,9 @@ from redis.exceptions import (
     NoScriptError,
     RedisClusterException,
     RedisError,
-    ResponseError,
 )
 
-from auth_refresh.exceptions import ConfigurationError, StoreUnavailableError
+from auth_refresh.exceptions import StoreUnavailableError
 from auth_refresh.stores.base import (
     SESSION_PAGE_MAX,
     Rotation,
@@ -58,7 +57,6 @@ from auth_refresh.stores.redis_scripts import (
 from auth_refresh.types import TokenPair
 
 __all__ = [
-    "ACCEPTED_POLICY",
     "CONNECT_TIMEOUT_SECONDS",
     "KEY_PREFIX",
     "MISTAKES",
@@ -66,10 +64,8 @@ __all__ = [
     "UNAVAILABLE",
     "RedisStoreCore",
     "ScriptCall",
-    "check_eviction_policy",
     "deadline_argument",
     "failing_as_unavailable",
-    "newer_layout",
     "number",
     "run_script",
     "run_scripts",
@@ -81,8 +77,6 @@ CONNECT_TIMEOUT_SECONDS = 0.5
 # The most one step may take, whatever the socket does: under the 2 s promised to clients.
 STEP_DEADLINE_SECONDS = 1.5
 KEY_PREFIX = "auth-refresh:"
-# The one policy under which no key of a family, index or generation disappears early.
-ACCEPTED_POLICY = "noeviction"
 
 store_log = logging.getLogger("auth_refresh.store")
 # A DPoP proof's key, set only if absent, expiring with the proof's window (ProofReplayCache).
@@ -353,52 +347,6 @@ def _late(step: str) -> StoreUnavailableError:
     # given up already and nobody reads it.
     store_log.warning("Redis: %s reached the server after its deadline and was not written", step)
     return StoreUnavailableError()
-
-
-async def check_eviction_policy(
-    where: str,
-    config_get: Callable[[], Awaitable[Any]],
-    info: Callable[[], Awaitable[Any]],
-) -> None:
-    """Refuse a server whose ``maxmemory-policy`` may evict keys (``ConfigurationError``): read
-    with ``CONFIG GET``, or from ``INFO memory`` where ``CONFIG`` is refused (managed Redis);
-    a WARNING naming the risk where neither answers."""
-    policy: str | None = None
-    try:
-        policy = (await config_get()).get("maxmemory-policy")
-    except ResponseError:
-        try:
-            policy = (await info()).get("maxmemory_policy")
-        except ResponseError as error:
-            store_log.warning(
-                "%s: maxmemory-policy not readable (%s): unless it is %s, Redis may evict a "
-                "subject's index or generation and let revoked sessions live on",
-                where,
-                error,
-                ACCEPTED_POLICY,
-            )
-            return
-    if policy is None:
-        store_log.warning(
-            "%s: maxmemory-policy not reported: unless it is %s, Redis may evict a subject's "
-            "index or generation and let revoked sessions live on",
-            where,
-            ACCEPTED_POLICY,
-        )
-    elif policy != ACCEPTED_POLICY:
-        raise ConfigurationError(
-            f"the Redis store needs maxmemory-policy {ACCEPTED_POLICY}; {where}'s is {policy}, "
-            "under which it may evict a subject's index or generation and let revoked "
-            "sessions live on"
-        )
-
-
-def newer_layout(store: str, version: int, latest: int, instead: str) -> ConfigurationError:
-    """The error for data of a newer layout than this release's."""
-    return ConfigurationError(
-        f"the {store}'s data has layout version {version}, newer than this release's "
-        f"{latest}: upgrade auth-refresh, or use {instead}"
-    )
 
 
 def number(value: float) -> str:

@@ -17,7 +17,8 @@ from typing import Any, TypeVar, cast
 
 import redis.asyncio as redis
 
-from auth_refresh.stores.redis_core import newer_layout, run_script
+from auth_refresh.stores.redis_checks import newer_layout
+from auth_refresh.stores.redis_core import run_script
 from auth_refresh.stores.redis_layout import LAYOUT_VERSION, Keys
 from auth_refresh.stores.redis_scripts import layout_script, list_member
 from auth_refresh.stores.sealing import seal_pair, session_id_of, token_digest
