@@ -183,8 +183,9 @@ async def test_redis_steps_reuse_connections_and_replace_ones_the_server_closed(
                     outcome, _, successor = await family.rotate(token)
                     assert outcome is RotationOutcome.ROTATED
                     token = successor.token_id
-                # Six sequential steps used one connection; the other is this client's own.
-                assert len(client.client_list()) == 2
+                # Six sequential steps used one connection; the others are the store's for its
+                # checks and clock readings, and this client's own.
+                assert len(client.client_list()) == 3
                 client.client_kill_filter(_type="normal", skipme=True)
                 assert len(client.client_list()) == 1
             # As in a running application, the event loop gets to see the socket close.
@@ -237,8 +238,9 @@ async def test_redis_steps_at_once_share_one_connection_and_get_their_own_answer
                 *(rotate(Family(store), "no-such-token") for _ in range(200)),
             )
             with redis.Redis.from_url(server.url) as client:
-                # The store's one connection and this client's own.
-                assert len(client.client_list()) == 2
+                # The store's one step connection, its one for checks and clock readings, and
+                # this client's own.
+                assert len(client.client_list()) == 3
     assert [(rotation.outcome, rotation.subject) for rotation in rotations] == [
         *((RotationOutcome.ROTATED, family.subject) for family in families),
         *((RotationOutcome.UNKNOWN, None) for _ in range(200)),
@@ -256,7 +258,7 @@ async def test_a_redis_connection_that_timed_out_is_dropped_not_waited_on_again(
             server.pause()
             try:
                 with pytest.raises(StoreUnavailableError):
-                    await family.rotate(family.first_token)  # the 0.5 s socket timeout
+                    await family.rotate(family.first_token)  # the step's 1.5 s deadline
             finally:
                 server.resume()
             # The late answer to the step that gave up is not waited for: a new connection.
@@ -266,9 +268,10 @@ async def test_a_redis_connection_that_timed_out_is_dropped_not_waited_on_again(
                 connected = len(client.client_list())
     # Redis may have run the paused step once it woke up: the retry is then its repeat.
     assert outcome in {RotationOutcome.ROTATED, RotationOutcome.GRACE}
-    # One for the counting client before, one for the store's new connection.
+    # One for the counting client before, one for the store's new step connection.
     assert stats["total_connections_received"] == opened_before + 2
-    assert connected == 2  # the store's new connection and the counting client
+    # The store's new step connection, its one for checks and clock readings, the counting client.
+    assert connected == 3
 
 
 async def test_a_redis_connection_reset_by_the_network_is_replaced_before_the_next_step(

@@ -254,3 +254,24 @@ async def test_a_step_asked_while_a_batch_hangs_fails_by_its_own_deadline(
             finally:
                 server.resume()
     assert len([r for r in caplog.records if "no answer within 1 s" in r.getMessage()]) == 2
+
+
+async def test_a_socket_timeout_in_the_url_bounds_each_step_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # By default a step's reads are bounded by its deadline alone; a URL's socket_timeout
+    # still ends a hung read first, as it did.
+    with running_redis(tmp_path) as server:
+        async with opened(server.url + "?socket_timeout=0.2") as store:
+            assert isinstance(store, RedisRefreshTokenStore)
+            store.step_deadline = 5.0
+            family = await Family(store).start()
+            server.pause()
+            try:
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailableError):
+                    await family.rotate(family.first_token)
+                assert time.monotonic() - started < 2.0
+            finally:
+                server.resume()
+    assert [r for r in caplog.records if "Timeout reading from" in r.getMessage()]

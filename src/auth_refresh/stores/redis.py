@@ -4,10 +4,13 @@
 Each step is one Lua script (``redis_scripts`` over ``redis_layout``'s keys), atomic on the
 server. The steps an event loop asks for while a write is under way go together in the next
 one: one pipeline of ``EVALSHA`` calls through redis-py's public API, one write and one read for
-the batch, so a refresh costs one round trip or a share of one. The client has connect and
-socket timeouts (0.5 s; a URL query such as ``?socket_timeout=0.2`` overrides them) and no
-retries, and every step has a deadline (``step_deadline``, 1.5 s): a dead or hung Redis gives
-``StoreUnavailableError`` well within 2 s. ``rediss://`` URLs connect with TLS.
+the batch, so a refresh costs one round trip or a share of one. Every step has a deadline
+(``step_deadline``, 1.5 s; a batch past it is cancelled and its connection dropped): a dead or
+hung Redis gives ``StoreUnavailableError`` well within 2 s. The client has connect and socket
+timeouts (0.5 s; a URL query such as ``?socket_timeout=0.2`` overrides them) and retries once
+at once on a broken connection; steps read through a client of their own with no socket
+timeout (their deadline bounds them) unless the URL sets one. ``rediss://`` URLs connect with
+TLS.
 
 A login's and a rotation's script is given that deadline in the server's time (``redis_clock``:
 the server's ``TIME`` is read at the first step, then every minute in the background) and
@@ -29,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+import urllib.parse
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -83,6 +87,10 @@ class RedisRefreshTokenStore(RedisStoreCore[Keys]):
         self._clock = ServerClock()
         # The loop the given client serves; other loops get clients of their own.
         self._client_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        # Whether steps go through a client of their own that reads with no socket timeout
+        # (from_url, unless the URL sets one): the step's deadline bounds its batch, and a
+        # timer per reply cost a refresh about 20 µs (measured).
+        self._steps_untimed = False
 
     @classmethod
     def from_url(cls, url: str) -> RedisRefreshTokenStore:
@@ -104,7 +112,10 @@ class RedisRefreshTokenStore(RedisStoreCore[Keys]):
             )
         except ValueError as error:
             raise ConfigurationError(f"not a usable Redis URL: {error}") from None
-        return cls(client)
+        store = cls(client)
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+        store._steps_untimed = "socket_timeout" not in query
+        return store
 
     async def revoke_subject(self, subject: str, *, now: float) -> int:
         ended: int = await self._run(self._end_sessions, [], [number(now), subject, "", "1"])
@@ -143,6 +154,8 @@ class RedisRefreshTokenStore(RedisStoreCore[Keys]):
             # A pipeline still under way (its step gave up at its deadline) would reconnect
             # after the pool is closed and leave that socket open.
             await batches.finish()
+            if batches.steps is not batches.client:
+                await batches.steps.aclose()
             if batches.client is not self.client:
                 await batches.client.aclose()
         if self._client_loop is None or self._client_loop() in (loop, None):
@@ -193,17 +206,20 @@ class RedisRefreshTokenStore(RedisStoreCore[Keys]):
             if self._client_loop is None:
                 self._client_loop = weakref.ref(loop)
             client = self.client if self._client_loop() is loop else _same_client(self.client)
-            batches = self._batches[loop] = _Batches(client)
+            steps = _same_client(client, socket_timeout=None) if self._steps_untimed else client
+            batches = self._batches[loop] = _Batches(client, steps)
         return batches
 
 
 class _Batches(ScriptBatches):
-    """One event loop's steps: those asked for while a pipeline is under way go in the next;
-    the server's check and clock readings, made once for the steps that wait for them."""
+    """One event loop's steps, sent through ``steps``: those asked for while a pipeline is
+    under way go in the next; the server's check and clock readings, through ``client``, made
+    once for the steps that wait for them."""
 
-    def __init__(self, client: redis.Redis) -> None:
-        super().__init__(functools.partial(client.pipeline, transaction=False))
+    def __init__(self, client: redis.Redis, steps: redis.Redis) -> None:
+        super().__init__(functools.partial(steps.pipeline, transaction=False))
         self.client = client
+        self.steps = steps
         self._checking: asyncio.Task[None] | None = None
         self._reading: asyncio.Task[None] | None = None
 
@@ -242,11 +258,12 @@ def _retrieve(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
-def _same_client(client: redis.Redis) -> redis.Redis:
-    # Another loop's client, with the same connection settings (host, TLS, timeouts).
+def _same_client(client: redis.Redis, **changed: Any) -> redis.Redis:
+    # Another client with the same connection settings (host, TLS, timeouts), but ``changed``;
+    # from_pool: its aclose() closes the pool's connections too.
     pool = client.connection_pool
-    return redis.Redis(
-        connection_pool=redis.ConnectionPool(
-            connection_class=pool.connection_class, **pool.connection_kwargs
+    return redis.Redis.from_pool(
+        redis.ConnectionPool(
+            connection_class=pool.connection_class, **{**pool.connection_kwargs, **changed}
         )
     )
