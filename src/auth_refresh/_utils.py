@@ -22,11 +22,23 @@ T = TypeVar("T")
 MaybeAwaitable: TypeAlias = T | Awaitable[T]
 
 
+# Whether a type's instances have ``__await__``, by type: a getattr that misses raises and
+# catches an AttributeError inside (0.5 µs), and a refresh asks about a dozen plain values.
+_AWAITS: dict[type, bool] = {}
+_AWAITS_MAX = 512  # types made at run time do not grow it without bound
+
+
 def is_awaitable(value: object) -> TypeGuard[Awaitable[Any]]:
     """What ``await`` takes, as ``inspect.isawaitable`` tells: its type has ``__await__`` (a
     coroutine, a future, a task), or it is a generator-based coroutine. Without the ABC
     dispatch that costs ``isawaitable`` a fraction of a microsecond on every plain value."""
-    if getattr(type(value), "__await__", None) is not None:
+    kind = type(value)
+    awaits = _AWAITS.get(kind)
+    if awaits is None:
+        awaits = getattr(kind, "__await__", None) is not None
+        if len(_AWAITS) < _AWAITS_MAX:
+            _AWAITS[kind] = awaits
+    if awaits:
         return True
     return type(value) is GeneratorType and bool(value.gi_code.co_flags & CO_ITERABLE_COROUTINE)
 
