@@ -1,5 +1,6 @@
 """``redis-cluster://host:port``: token families in Redis Cluster (extra ``auth-refresh[redis]``),
-through redis-py's cluster client (``redis.asyncio.cluster.RedisCluster``).
+through redis-py's cluster client (``redis.asyncio.cluster.RedisCluster``) and, for the
+single-slot scripts of a step, a plain client of each master (``redis_cluster_masters``).
 
 The URL names one or more seed nodes (``redis-cluster://a:6379,b:6379``), credentials as in
 ``redis://`` URLs, and ``rediss-cluster://`` connects with TLS; the client finds the rest of the
@@ -8,12 +9,13 @@ defaults (1 s and 0.5 s).
 
 Every script touches one slot. A family is one hash whose hash tag is its id,
 ``auth-refresh:{f:<family>}``, so a refresh, which knows only the family, is one ``EVALSHA`` on
-that slot's primary: one round trip or a share of one (the scripts an event loop asks of a
-master while a pipeline to it is under way go together in the next), atomic there. A subject's
-index (its sessions in list order, and the family of each) is under the subject's tag,
-``auth-refresh:{s:<subject>}:...``, in another slot, so the steps that need both are single-slot
-steps, a fixed number of them whatever the count, ordered so that nothing is missed; "one step"
-for the cluster is one such sequence, each of its rounds one pipeline with one write per node:
+that slot's primary, through the store's own client of it: one round trip or a share of one
+(the scripts an event loop asks of a master while a pipeline to it is under way go together in
+the next), atomic there. A subject's index (its sessions in list order, and the family of each)
+is under the subject's tag, ``auth-refresh:{s:<subject>}:...``, in another slot, so the steps
+that need both are single-slot steps, a fixed number of them whatever the count, ordered so
+that nothing is missed; "one step" for the cluster is one such sequence, each of its rounds one
+pipeline with one write per node:
 
 - a login adds the family to its subject's index first, then creates the family; when the
   index holds more than the cap, one round reads the other families, one revokes the least
@@ -42,8 +44,9 @@ cluster; a newer version is refused with ``ConfigurationError``, an older one mi
 (``redis_cluster_migration``; ``auth-refresh store migrate`` does it with no step deadline).
 
 When a primary is down, the steps on its slots fail with ``StoreUnavailableError`` within the
-step deadline (1.5 s) and the other slots keep working; the client rediscovers the cluster's
-layout after an error, so the store recovers on its own once the node is back.
+step deadline (1.5 s) and the other slots keep working. The cluster client reads the layout
+again after its own errors (a master's plain client that fails has it ask that master too) and
+follows moved slots: the store recovers on its own once the node is back or a replica took over.
 """
 
 from __future__ import annotations
@@ -57,11 +60,10 @@ import weakref
 from collections.abc import Awaitable
 from typing import Any, TypeVar, cast
 
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
 from auth_refresh.exceptions import StoreUnavailableError
-from auth_refresh.stores.redis_batches import ScriptBatches
 from auth_refresh.stores.redis_checks import check_eviction_policy, newer_layout
 from auth_refresh.stores.redis_clock import ServerClocks, TimeReader
 from auth_refresh.stores.redis_cluster_layout import (
@@ -73,6 +75,7 @@ from auth_refresh.stores.redis_cluster_layout import (
     UNINDEX,
     ClusterKeys,
 )
+from auth_refresh.stores.redis_cluster_masters import CUT_OFF, REDIRECTS, Masters
 from auth_refresh.stores.redis_cluster_migration import migrate_cluster
 from auth_refresh.stores.redis_cluster_url import cluster_client
 from auth_refresh.stores.redis_core import (
@@ -84,7 +87,6 @@ from auth_refresh.stores.redis_core import (
     deadline_argument,
     failing_as_unavailable,
     number,
-    run_script,
     run_scripts,
     store_log,
     unavailable,
@@ -120,10 +122,10 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
         # Each master's clock, by node name: a script that writes is given its step's deadline
         # in the clock of the master that runs it.
         self._clocks = ServerClocks(self._time_readers)
-        # Per event loop and master: a master that fails fails only its own batch.
-        self._batches: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[str, ScriptBatches]
-        ] = weakref.WeakKeyDictionary()
+        # Per event loop, each master's plain client: a master that fails fails its batch only.
+        self._masters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Masters] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @classmethod
     def from_url(cls, url: str) -> RedisClusterRefreshTokenStore:
@@ -246,8 +248,10 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
 
     async def close(self) -> None:
         await self._clocks.close()
-        for batches in self._batches.pop(asyncio.get_running_loop(), {}).values():
-            await batches.finish()  # a batch under way would reconnect after the close
+        # This loop's plain clients; another loop's go with its loop.
+        masters = self._masters.pop(asyncio.get_running_loop(), None)
+        if masters is not None:
+            await masters.close()
         with contextlib.suppress(RedisError, OSError):  # a socket slow to close: no error
             await self._client.aclose()
 
@@ -272,26 +276,33 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
             if not self._found_cluster:
                 async with asyncio.timeout_at(deadline):
                     await self._find_cluster()
-            node = self._client.get_node_from_key(keys[0])
-            name = node.name if node else None
+            # A primary: None is only for a replica asked for.
+            node = cast(ClusterNode, self._client.get_node_from_key(keys[0]))
             if refuse_late:
                 # In the clock of the master that runs the script.
                 gives_up_at = time.monotonic() + self.step_deadline
-                args = [*args, deadline_argument(self._clocks.deadline(name, gives_up_at))]
-            return await self._batches_of(name).submit((script, keys, args), deadline)
+                args = [*args, deadline_argument(self._clocks.deadline(node.name, gives_up_at))]
+            masters = self._masters_of_this_loop()
+            try:
+                return await masters.batches(node).submit((script, keys, args), deadline)
+            except REDIRECTS:
+                return await masters.redirected((script, keys, args), deadline)
+            except CUT_OFF:
+                # The cluster client reads the layout again only after errors of its own.
+                masters.cut_off(node)
+                raise
         except MISTAKES:
             raise
         except (*UNAVAILABLE, AttributeError) as error:
             raise self._failed(error, script.name, keys[0]) from None
 
-    def _batches_of(self, node: str | None) -> ScriptBatches:
-        # The steps asked of one master while a batch to it is under way go in its next.
-        per_node = self._batches.setdefault(asyncio.get_running_loop(), {})
-        batches = per_node.get(node or "")
-        if batches is None:
-            single = functools.partial(run_script, self._client)
-            batches = per_node[node or ""] = ScriptBatches(self._client.pipeline, single)
-        return batches
+    def _masters_of_this_loop(self) -> Masters:
+        # A connection belongs to the event loop that opened it: plain clients per loop.
+        loop = asyncio.get_running_loop()
+        masters = self._masters.get(loop)
+        if masters is None:
+            masters = self._masters[loop] = Masters(self._client)
+        return masters
 
     def _time_readers(self) -> dict[str, TimeReader]:
         return {
