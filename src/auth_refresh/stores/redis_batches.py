@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio.client import Pipeline
-from redis.asyncio.cluster import ClusterPipeline
 
 from auth_refresh.stores.redis_core import ScriptCall, run_scripts
 
@@ -31,7 +30,7 @@ class ScriptBatches:
 
     def __init__(
         self,
-        pipeline: Callable[[], Pipeline | ClusterPipeline],
+        pipeline: Callable[[], Pipeline],
         single: Callable[[ScriptCall], Awaitable[Any]] | None = None,
     ) -> None:
         self._pipeline = pipeline
