@@ -10,6 +10,8 @@ import gc
 import logging
 import time
 import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import cast
 
@@ -227,32 +229,42 @@ async def test_closing_while_a_pipeline_is_under_way_leaves_no_socket_open(
         gc.collect()
 
 
+@asynccontextmanager
+async def paused_after_start(
+    tmp_path: Path, query: str, step_deadline: float, count: int
+) -> AsyncIterator[list[Family]]:
+    """``count`` families started in a store over ``?query`` with ``step_deadline``, then its
+    Redis paused (resumed on the way out)."""
+    with running_redis(tmp_path) as server:
+        async with opened(f"{server.url}?{query}") as store:
+            assert isinstance(store, RedisRefreshTokenStore)
+            store.step_deadline = step_deadline
+            families = [await Family(store).start() for _ in range(count)]
+            server.pause()
+            try:
+                yield families
+            finally:
+                server.resume()
+
+
 async def test_a_step_asked_while_a_batch_hangs_fails_by_its_own_deadline(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The socket would wait 30 s: only the steps' deadlines end the wait. The second step,
     # asked half a deadline into the first's batch, is failed a deadline after it was asked:
     # not after its own batch's start (1.5 s), nor after the socket's timeout.
-    with running_redis(tmp_path) as server:
-        async with opened(server.url + "?socket_timeout=30") as store:
-            assert isinstance(store, RedisRefreshTokenStore)
-            store.step_deadline = 1.0
-            first, second = [await Family(store).start() for _ in range(2)]
-            server.pause()
-            try:
-                started = time.monotonic()
-                hanging = asyncio.ensure_future(first.rotate(first.first_token))
-                await asyncio.sleep(0.5)  # its batch is written and waits for the reply
-                queued_at = time.monotonic()
-                queued = asyncio.ensure_future(second.rotate(second.first_token))
-                with pytest.raises(StoreUnavailableError):
-                    await hanging
-                assert time.monotonic() - started < 1.0 + 0.3
-                with pytest.raises(StoreUnavailableError):
-                    await queued
-                assert time.monotonic() - queued_at < 1.0 + 0.3
-            finally:
-                server.resume()
+    async with paused_after_start(tmp_path, "socket_timeout=30", 1.0, 2) as (first, second):
+        started = time.monotonic()
+        hanging = asyncio.ensure_future(first.rotate(first.first_token))
+        await asyncio.sleep(0.5)  # its batch is written and waits for the reply
+        queued_at = time.monotonic()
+        queued = asyncio.ensure_future(second.rotate(second.first_token))
+        with pytest.raises(StoreUnavailableError):
+            await hanging
+        assert time.monotonic() - started < 1.0 + 0.3
+        with pytest.raises(StoreUnavailableError):
+            await queued
+        assert time.monotonic() - queued_at < 1.0 + 0.3
     assert len([r for r in caplog.records if "no answer within 1 s" in r.getMessage()]) == 2
 
 
@@ -261,17 +273,9 @@ async def test_a_socket_timeout_in_the_url_bounds_each_step_read(
 ) -> None:
     # By default a step's reads are bounded by its deadline alone; a URL's socket_timeout
     # still ends a hung read first, as it did.
-    with running_redis(tmp_path) as server:
-        async with opened(server.url + "?socket_timeout=0.2") as store:
-            assert isinstance(store, RedisRefreshTokenStore)
-            store.step_deadline = 5.0
-            family = await Family(store).start()
-            server.pause()
-            try:
-                started = time.monotonic()
-                with pytest.raises(StoreUnavailableError):
-                    await family.rotate(family.first_token)
-                assert time.monotonic() - started < 2.0
-            finally:
-                server.resume()
+    async with paused_after_start(tmp_path, "socket_timeout=0.2", 5.0, 1) as (family,):
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError):
+            await family.rotate(family.first_token)
+        assert time.monotonic() - started < 2.0
     assert [r for r in caplog.records if "Timeout reading from" in r.getMessage()]
