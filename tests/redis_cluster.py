@@ -155,3 +155,8 @@ def wait_until_serving(node: RedisServer) -> None:
 
 def cluster_url(nodes: list[ClusterNodeServer]) -> str:
     return "redis-cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in nodes[:2])
+
+
+def family_key(family_id: str) -> str:
+    """A family's key, as the store's documented layout names it (docs/redis-cluster-store.md)."""
+    return "auth-refresh:{f:" + family_id + "}"

@@ -29,6 +29,7 @@ from auth_refresh.stores.redis_cluster_url import cluster_client
 from redis_cluster import (
     ClusterNodeServer,
     cluster_url,
+    family_key,
     free_cluster_port,
     known_ports,
     running_cluster,
@@ -52,11 +53,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ClusterNo
 def cluster_store(store: RefreshTokenStore) -> RedisClusterRefreshTokenStore:
     assert isinstance(store, RedisClusterRefreshTokenStore)
     return store
-
-
-def family_key(family_id: str) -> str:
-    # The store's documented layout (docs/redis-cluster-store.md).
-    return "auth-refresh:{f:" + family_id + "}"
 
 
 def master_of(nodes: list[ClusterNodeServer], family_id: str) -> ClusterNodeServer:

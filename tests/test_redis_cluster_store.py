@@ -32,7 +32,13 @@ from auth_refresh.stores.redis_scripts import list_member
 from auth_refresh.testing import listed
 from conftest import InMemoryUsers, serve
 from factories import login
-from redis_cluster import ClusterNodeServer, cluster_url, running_cluster, wait_until_serving
+from redis_cluster import (
+    ClusterNodeServer,
+    cluster_url,
+    family_key,
+    running_cluster,
+    wait_until_serving,
+)
 from rotation_app import (
     ANSWER_WITHIN_SECONDS,
     assert_store_unavailable,
@@ -44,11 +50,6 @@ from store_fixtures import Family, new_id, opened
 
 # Most tests here start a server of their own: make quick leaves them out.
 pytestmark = [pytest.mark.anyio, pytest.mark.servers]
-
-
-def family_key(family_id: str) -> str:
-    # The store's documented layout (docs/redis-cluster-store.md).
-    return "auth-refresh:{f:" + family_id + "}"
 
 
 def index_key(subject: str) -> str:

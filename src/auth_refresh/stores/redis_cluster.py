@@ -282,11 +282,11 @@ class RedisClusterRefreshTokenStore(RedisStoreCore[ClusterKeys]):
                 # In the clock of the master that runs the script.
                 gives_up_at = time.monotonic() + self.step_deadline
                 args = [*args, deadline_argument(self._clocks.deadline(node.name, gives_up_at))]
-            masters = self._masters_of_this_loop()
+            masters, call = self._masters_of_this_loop(), (script, keys, args)
             try:
-                return await masters.batches(node).submit((script, keys, args), deadline)
+                return await masters.batches(node).submit(call, deadline)
             except REDIRECTS:
-                return await masters.redirected((script, keys, args), deadline)
+                return await masters.redirected(call, deadline)
             except CUT_OFF:
                 # The cluster client reads the layout again only after errors of its own.
                 masters.cut_off(node)
