@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,25 @@ def test_hmac_keys_sign_and_verify(algorithm: str) -> None:
     token = jwt_service.sign("access", {"sub": "u"})
     assert jwt.get_unverified_header(token) == {"alg": algorithm, "kid": "k1", "typ": "at+jwt"}
     assert jwt_service.verify("access", token)["sub"] == "u"
+
+
+@pytest.mark.parametrize("algorithm", ["HS256", "HS384", "HS512"])
+@pytest.mark.parametrize("length", [64, 128, 129, 300])  # around both block sizes
+def test_hmac_signatures_are_rfc_2104_and_pyjwt_reads_them(algorithm: str, length: int) -> None:
+    secret = bytes(range(256))[:length] if length <= 256 else b"k" * length
+    key = JwtKey.from_secret(secret, algorithm)
+    digest = {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}[algorithm]
+    for message in (b"", b"header.payload", b"x" * 5000):
+        signature = key.sign(message)
+        assert signature == hmac.digest(secret, message, digest)
+        assert key.verifies(message, signature)
+        assert not key.verifies(message, signature[:-1])
+        assert not key.verifies(message, bytes([signature[0] ^ 1]) + signature[1:])
+        assert not key.verifies(message + b".", signature)
+    keys = [{"kid": "k1", "algorithm": algorithm, "secret": secret.hex()}]
+    jwt_service = JwtModule.for_root({"access_keys": keys, "access_secret": None}).service
+    token = jwt_service.sign("access", {"sub": "u"})
+    assert jwt.decode(token, secret.hex(), algorithms=[algorithm])["sub"] == "u"
 
 
 @pytest.mark.parametrize("algorithm", ASYMMETRIC)

@@ -9,7 +9,7 @@ import os
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from auth_refresh._utils import base64url
-from auth_refresh.stores.sealing import open_pair, seal_pair
+from auth_refresh.stores.sealing import open_pair, seal_pair, session_id_of, token_digest
 from auth_refresh.types import TokenPair
 
 PAIR: TokenPair = {"accessToken": "eyJ.access.token", "refreshToken": "eyJ.refresh.token"}
@@ -40,3 +40,15 @@ def test_a_pair_sealed_token_by_token_before_still_opens() -> None:
     }
     assert open_pair(old, "consumed-jti", "family-1") == PAIR
     assert open_pair(old, "consumed-jti", "family-2") is None
+
+
+def test_the_ids_a_store_keeps_are_the_labelled_digests_of_earlier_releases() -> None:
+    # Stores hold these across upgrades: a token or session id must digest as it always did.
+    def digest(label: bytes, value: str) -> str:
+        return base64url(hashlib.sha256(label + b"\0" + value.encode()).digest())
+
+    for value in ("consumed-jti", "é" * 40):
+        assert token_digest(value) == digest(b"auth-refresh token id", value)
+        assert session_id_of(value) == digest(b"auth-refresh session id", value)
+    # Computing them leaves the labels as they were.
+    assert token_digest("consumed-jti") == digest(b"auth-refresh token id", "consumed-jti")

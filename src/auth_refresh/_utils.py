@@ -12,7 +12,7 @@ from importlib.metadata import entry_points
 from inspect import CO_ITERABLE_COROUTINE
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from types import GeneratorType
-from typing import Any, TypeAlias, TypeGuard, TypeVar, cast
+from typing import Any, Protocol, TypeAlias, TypeGuard, TypeVar, cast
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -119,6 +119,16 @@ def origin_of(url: str) -> str | None:
     if port is None or port == _DEFAULT_PORTS[scheme]:
         return f"{scheme}://{host}"
     return f"{scheme}://{host}:{port}"
+
+
+class HashState(Protocol):
+    """A ``hashlib`` hash object, as the keyed and labelled digests copy and extend it."""
+
+    @property
+    def block_size(self) -> int: ...
+    def copy(self) -> HashState: ...
+    def update(self, data: bytes, /) -> None: ...
+    def digest(self) -> bytes: ...
 
 
 _TO_BASE64URL = bytes.maketrans(b"+/", b"-_")

@@ -19,7 +19,7 @@ import re
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from auth_refresh._utils import base64url, base64url_decode
+from auth_refresh._utils import HashState, base64url, base64url_decode
 from auth_refresh.types import TokenPair
 
 __all__ = ["SESSION_ID_FORMAT", "open_pair", "seal_pair", "session_id_of", "token_digest"]
@@ -38,15 +38,21 @@ LENGTH_BYTES = 4
 SESSION_ID_FORMAT = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")
 
 
+# Each label hashed once: a value costs a copy of the labelled state, not a new hash's setup.
+_TOKEN_ID_LABEL: HashState = hashlib.sha256(b"auth-refresh token id\0")
+_SESSION_ID_LABEL: HashState = hashlib.sha256(b"auth-refresh session id\0")
+_GRACE_KEY_LABEL: HashState = hashlib.sha256(b"auth-refresh grace key\0")
+
+
 def token_digest(token_id: str) -> str:
     """The id a store keeps for the token ``token_id``."""
-    return base64url(hashlib.sha256(b"auth-refresh token id\0" + token_id.encode()).digest())
+    return base64url(_labelled(_TOKEN_ID_LABEL, token_id))
 
 
 def session_id_of(family_id: str) -> str:
     """The id of the session ``family_id`` is (the access token's ``sid``): shown to its user
     and named in routes, it reveals nothing of the family id refresh tokens carry."""
-    return base64url(hashlib.sha256(b"auth-refresh session id\0" + family_id.encode()).digest())
+    return base64url(_labelled(_SESSION_ID_LABEL, family_id))
 
 
 def seal_pair(pair: TokenPair, consumed_token_id: str, family_id: str) -> TokenPair:
@@ -83,7 +89,14 @@ def open_pair(sealed: TokenPair, consumed_token_id: str, family_id: str) -> Toke
 
 
 def _key(token_id: str) -> bytes:
-    return hashlib.sha256(b"auth-refresh grace key\0" + token_id.encode()).digest()
+    return _labelled(_GRACE_KEY_LABEL, token_id)
+
+
+def _labelled(label: HashState, value: str) -> bytes:
+    # SHA-256 of the label, then the value (a copied state never changes the shared one).
+    state = label.copy()
+    state.update(value.encode())
+    return state.digest()
 
 
 def _context(family_id: str, part: str) -> bytes:

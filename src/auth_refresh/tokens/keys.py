@@ -9,7 +9,6 @@ logging anyone out. Keys are parsed and checked once, when the ring is built.
 from __future__ import annotations
 
 import hashlib
-import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from auth_refresh.settings import (
     KeySettings,
     minimum_secret_bytes,
 )
+from auth_refresh.tokens.hmac_secret import HmacSecret
 from auth_refresh.types import TokenType
 
 __all__ = [
@@ -53,9 +53,6 @@ _ALGORITHMS: dict[str, Algorithm] = {
 }
 
 
-_HMAC_DIGESTS = {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}
-
-
 @dataclass(frozen=True, eq=False)
 class JwtKey:
     """One key with the one algorithm it may be used with (RFC 8725 §3.1).
@@ -69,6 +66,8 @@ class JwtKey:
     verification_key: Any
     kid: str | None = None
     _jwa: Algorithm = field(init=False, repr=False)
+    # HMAC keys only: the secret keyed once (None for the other algorithms).
+    _hmac: HmacSecret | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         if self.algorithm not in SUPPORTED_ALGORITHMS:
@@ -82,6 +81,7 @@ class JwtKey:
             _check_secret(self.algorithm, self.verification_key)
             if self.signing_key is not None and self.signing_key != self.verification_key:
                 raise ConfigurationError("an HMAC key signs and verifies with the same secret")
+            object.__setattr__(self, "_hmac", HmacSecret(self.algorithm, self.verification_key))
         else:
             _check_public_key(self.algorithm, self.verification_key)
             if self.signing_key is not None:
@@ -118,10 +118,9 @@ class JwtKey:
     def sign(self, signing_input: bytes) -> bytes:
         if self.signing_key is None:
             raise ConfigurationError(f"the key {self.kid!r} can only verify")
-        digest = _HMAC_DIGESTS.get(self.algorithm)
-        if digest is not None:
-            # The one-shot HMAC (what PyJWT's HMACAlgorithm computes, without its objects).
-            return hmac.digest(self.signing_key, signing_input, digest)
+        if self._hmac is not None:
+            # What PyJWT's HMACAlgorithm computes, from the secret keyed once.
+            return self._hmac.mac(signing_input)
         signature: bytes = self._jwa.sign(signing_input, self.signing_key)
         if self.algorithm == "ES256":
             signature = _low_s(signature)
@@ -133,10 +132,8 @@ class JwtKey:
         An ECDSA signature (r, s) is also valid as (r, n - s); only the low-s one is accepted,
         so a token has one spelling.
         """
-        digest = _HMAC_DIGESTS.get(self.algorithm)
-        if digest is not None:
-            expected = hmac.digest(self.verification_key, signing_input, digest)
-            return hmac.compare_digest(expected, signature)
+        if self._hmac is not None:
+            return self._hmac.verifies(signing_input, signature)
         if self.algorithm == "ES256" and _low_s(signature) != signature:
             return False
         try:
