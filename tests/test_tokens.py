@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from auth_refresh import InvalidTokenError, JwtService, JwtSettings
+from auth_refresh._utils import base64url, base64url_decode, canonical_base64url_decode
 from auth_refresh.settings import build_settings
 from auth_refresh.tokens.jwt import MAX_JSON_DEPTH, new_token_id
 from conftest import ACCESS_SECRET
@@ -230,3 +231,23 @@ def test_refusals_are_logged_with_their_reason_and_never_the_token(
     assert record.getMessage() == "rejected access token: algorithm_mismatch"
     assert (record.token_type, record.reason) == ("access", "algorithm_mismatch")  # type: ignore[attr-defined]
     assert token not in repr(record.__dict__)
+
+
+@pytest.mark.parametrize(
+    "length", [1, 2, 32, 64]
+)  # segments ending 2 or 3 characters past a quantum
+def test_a_segment_decodes_only_in_its_one_spelling(length: int) -> None:
+    # Every last character over the same leading ones: accepted exactly when it re-encodes to
+    # itself, i.e. when the bits it carries past the last byte are clear.
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    stem = base64url(bytes(range(7, 7 + length)))[:-1]
+    accepted = []
+    for last in alphabet:
+        segment = stem + last
+        decoded = canonical_base64url_decode(segment)
+        if decoded is not None:
+            accepted.append(last)
+            assert base64url(decoded) == segment
+        else:
+            assert base64url(base64url_decode(segment)) != segment
+    assert len(accepted) == (16 if len(stem + "A") % 4 == 3 else 4)

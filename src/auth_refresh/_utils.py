@@ -145,16 +145,21 @@ def canonical_base64url_decode(segment: str) -> bytes | None:
     """The bytes of ``segment`` when it is their one spelling in base64url (no padding, no stray
     characters, no set trailing bits), else None: an altered segment never decodes to the same
     bytes."""
-    if not _BASE64URL_TEXT.fullmatch(segment) or len(segment) % 4 == 1:
+    rest = len(segment) % 4
+    if not _BASE64URL_TEXT.fullmatch(segment) or rest == 1:
+        return None
+    # The last character of a segment that ends mid-byte carries 4 (or 2) unused bits: only
+    # the characters with those bits clear spell the bytes canonically.
+    if rest and segment[-1] not in _CANONICAL_LAST[rest]:
         return None
     try:
-        data = base64url_decode(segment)
+        return base64url_decode(segment)
     except ValueError:
         return None
-    return data if base64url(data) == segment else None
 
 
 _BASE64URL_TEXT = re.compile(r"[A-Za-z0-9_-]*")
+_CANONICAL_LAST = {2: "AQgw", 3: "AEIMQUYcgkosw048"}
 
 
 def base64url_decode(segment: str) -> bytes:

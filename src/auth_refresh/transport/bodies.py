@@ -35,8 +35,21 @@ _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 MAX_BODY_BYTES = 64 * 1024
 
 
-def _content_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+def _content_headers(request: Request) -> tuple[str, str | None]:
+    """The body's media type (lower case, no parameters) and its ``Content-Length`` as sent:
+    the first of each, as ``request.headers.get`` gives it, in one pass over the headers."""
+    content_type = length = None
+    for name, value in request.headers.raw:
+        if name == b"content-type":
+            if content_type is None:
+                content_type = value
+        elif name == b"content-length" and length is None:
+            length = value
+    media_type = "" if content_type is None else content_type.decode("latin-1")
+    return (
+        media_type.split(";", 1)[0].strip().lower(),
+        None if length is None else length.decode("latin-1"),
+    )
 
 
 async def read_body_fields(
@@ -48,11 +61,11 @@ async def read_body_fields(
     holds text that is not Unicode (a lone surrogate), and ``RequestTooLargeError`` (413) when
     it is longer than ``max_bytes``. The work is linear in the body's size whatever its shape.
     """
-    content_type = _content_type(request)
+    content_type, length = _content_headers(request)
     is_json = content_type == "application/json" or content_type.endswith("+json")
     if not is_json and content_type not in _FORM_TYPES:
         return None
-    declared = _declared_length(request, max_bytes)
+    declared = _declared_length(length, max_bytes)
     if is_json:
         return _json_fields(await _limited_body(request, declared, max_bytes))
     form = await _limited_form(request, declared, max_bytes)
@@ -67,8 +80,9 @@ async def read_body_field(request: Request, name: str, *, max_bytes: int = MAX_B
     """``single_field`` of ``read_body_fields``, the same answer and the same errors: a JSON
     body of that one member holding a string with no escape (what clients send) is read
     without parsing it as JSON."""
-    if _content_type(request) == "application/json":
-        body = await _limited_body(request, _declared_length(request, max_bytes), max_bytes)
+    content_type, length = _content_headers(request)
+    if content_type == "application/json":
+        body = await _limited_body(request, _declared_length(length, max_bytes), max_bytes)
         found = _lone_member(name).fullmatch(body)
         if found is not None:
             return found.group(1).decode("ascii")
@@ -100,8 +114,7 @@ _NOT_UNICODE = "The request body holds text that is not valid Unicode"
 _BODY_STATE = "auth_refresh_body"
 
 
-def _declared_length(request: Request, max_bytes: int) -> int | None:
-    declared = request.headers.get("content-length")
+def _declared_length(declared: str | None, max_bytes: int) -> int | None:
     if declared is None:
         return None
     if not (declared.isascii() and declared.isdigit()):
