@@ -29,7 +29,8 @@ from auth_refresh._utils import (
 )
 from auth_refresh.exceptions import InvalidTokenError
 from auth_refresh.settings import JwtSettings
-from auth_refresh.tokens.keys import JwtKey, KeyRing, key_rings_from_settings
+from auth_refresh.tokens.key_settings import key_rings_from_settings
+from auth_refresh.tokens.keys import JwtKey, KeyRing
 from auth_refresh.types import TokenPair, TokenType
 
 __all__ = [
