@@ -233,9 +233,8 @@ def test_refusals_are_logged_with_their_reason_and_never_the_token(
     assert token not in repr(record.__dict__)
 
 
-@pytest.mark.parametrize(
-    "length", [1, 2, 32, 64]
-)  # segments ending 2 or 3 characters past a quantum
+# Byte lengths whose segments end 2 or 3 characters past a quantum.
+@pytest.mark.parametrize("length", [1, 2, 32, 64])
 def test_a_segment_decodes_only_in_its_one_spelling(length: int) -> None:
     # Every last character over the same leading ones: accepted exactly when it re-encodes to
     # itself, i.e. when the bits it carries past the last byte are clear.

@@ -148,9 +148,7 @@ def canonical_base64url_decode(segment: str) -> bytes | None:
     rest = len(segment) % 4
     if not _BASE64URL_TEXT.fullmatch(segment) or rest == 1:
         return None
-    # The last character of a segment that ends mid-byte carries 4 (or 2) unused bits: only
-    # the characters with those bits clear spell the bytes canonically.
-    if rest and segment[-1] not in _CANONICAL_LAST[rest]:
+    if rest and segment[-1] not in CANONICAL_LAST_CHARACTERS[rest]:
         return None
     try:
         return base64url_decode(segment)
@@ -159,7 +157,9 @@ def canonical_base64url_decode(segment: str) -> bytes | None:
 
 
 _BASE64URL_TEXT = re.compile(r"[A-Za-z0-9_-]*")
-_CANONICAL_LAST = {2: "AQgw", 3: "AEIMQUYcgkosw048"}
+# The last character of a segment 2 (or 3) characters past a quantum carries 4 (or 2) unused
+# bits: only the characters with those bits clear spell their bytes canonically.
+CANONICAL_LAST_CHARACTERS = {2: "AQgw", 3: "AEIMQUYcgkosw048"}
 
 
 def base64url_decode(segment: str) -> bytes:

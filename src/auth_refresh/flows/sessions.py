@@ -18,6 +18,7 @@ from auth_refresh.exceptions import InvalidRequestError
 from auth_refresh.flows.guards import AuthJwtGuard, claims_of
 from auth_refresh.flows.refresh import RefreshFlow
 from auth_refresh.stores.base import SESSION_PAGE_MAX, SessionCursor, SessionRecord
+from auth_refresh.stores.sealing import SESSION_ID_FORMAT
 from auth_refresh.telemetry import operation_span
 from auth_refresh.transport.responses import NO_STORE
 from auth_refresh.types import SESSION_CLAIM
@@ -36,7 +37,7 @@ SESSION_ID_PATTERN = "^[A-Za-z0-9_-]{43}$"
 DEFAULT_SESSION_PAGE = 50
 # A cursor is "<created_at>~<session id>", the last session of the page before: every string
 # of this form is a position in the list (what the schema says is what is accepted).
-CURSOR_FORMAT = r"(\d{1,20}(?:\.\d{1,20})?)~([A-Za-z0-9_-]{42}[AEIMQUYcgkosw048])"
+CURSOR_FORMAT = r"(\d{1,20}(?:\.\d{1,20})?)~(" + SESSION_ID_FORMAT.pattern + ")"
 _cursor_format = re.compile(CURSOR_FORMAT)
 
 # The query parameters GET {path} reads, for its OpenAPI operation (read by the handler itself,

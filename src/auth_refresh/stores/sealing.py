@@ -19,7 +19,12 @@ import re
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from auth_refresh._utils import HashState, base64url, base64url_decode
+from auth_refresh._utils import (
+    CANONICAL_LAST_CHARACTERS,
+    HashState,
+    base64url,
+    base64url_decode,
+)
 from auth_refresh.types import TokenPair
 
 __all__ = ["SESSION_ID_FORMAT", "open_pair", "seal_pair", "session_id_of", "token_digest"]
@@ -35,7 +40,7 @@ LENGTH_BYTES = 4
 # What session_id_of makes, all a session id can be (``SESSION_ID_FORMAT.fullmatch``): 32 bytes
 # in unpadded base64url, 43 characters, the last holding 4 bits and two zero bits. An id a client
 # sends is checked against it before any store sees it (a NUL, an overlong id reach none).
-SESSION_ID_FORMAT = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")
+SESSION_ID_FORMAT = re.compile("[A-Za-z0-9_-]{42}[" + CANONICAL_LAST_CHARACTERS[3] + "]")
 
 
 # Each label hashed once: a value costs a copy of the labelled state, not a new hash's setup.
