@@ -7,7 +7,8 @@ against the raw work: PyJWT's ``jwt.decode`` of the same token, the same user lo
 two ``jwt.encode`` calls of ``bench.apps.raw_pair``.
 
 Sides are timed interleaved in rounds after a warm-up round; each refresh presents a token never
-presented before. The median of the rounds is reported. What the sides are given (tokens, the
+presented before. Each side's median over the rounds is reported, and its ratio to raw as the
+median of its round-by-round ratios, as the HTTP table does. What the sides are given (tokens, the
 families minted for them, the requests) is made first and the heap then frozen, as the servers
 freeze theirs after each mint.
 
@@ -61,6 +62,14 @@ class Timing:
     @property
     def median(self) -> float:
         return statistics.median(self.microseconds)
+
+    def ratios(self, other: Timing) -> list[float]:
+        """This side's rounds over ``other``'s, round by round (the two ran next to each
+        other, so what the machine did in a round weighs on both)."""
+        return [
+            mine / theirs
+            for mine, theirs in zip(self.microseconds, other.microseconds, strict=True)
+        ]
 
 
 def http_request(

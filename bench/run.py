@@ -94,8 +94,8 @@ def parse_arguments(argv: list[str] | None) -> Options:
     parser.add_argument("--rounds", type=int, default=7, help="HTTP rounds (medians reported)")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
-    parser.add_argument("--iterations", type=int, default=2000, help="in-process, per round")
-    parser.add_argument("--inprocess-rounds", type=int, default=5)
+    parser.add_argument("--iterations", type=int, default=1000, help="in-process, per round")
+    parser.add_argument("--inprocess-rounds", type=int, default=11)
     parser.add_argument("--loader", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument(
         "--only", default="", help="comma-separated configurations (raw is always included)"
@@ -374,6 +374,19 @@ def _row(configuration: Configuration) -> dict[str, Any]:
     return {"name": configuration.name, "label": configuration.label}
 
 
+def _against_raw(timing: inprocess.Timing, raw: inprocess.Timing) -> dict[str, Any]:
+    # As the HTTP table: the median of the round-by-round ratios, the machine's drift between
+    # rounds cancelled; the quotient of the medians beside it.
+    ratios = timing.ratios(raw)
+    return {
+        "microseconds": timing.median,
+        "ratio": statistics.median(ratios),
+        "ratio_range": [min(ratios), max(ratios)],
+        "ratio_of_medians": timing.median / raw.median,
+        "rounds": timing.microseconds,
+    }
+
+
 def inprocess_phase(
     options: Options,
     selected: list[Configuration],
@@ -414,11 +427,7 @@ def inprocess_phase(
         if timing is None:
             row["skipped"] = skipped[configuration.name]
         else:
-            row.update(
-                microseconds=timing.median,
-                ratio=timing.median / raw.median,
-                rounds=timing.microseconds,
-            )
+            row.update(_against_raw(timing, raw))
         pipeline.append(row)
     quiet = by_name.get(inprocess.TELEMETRY_OFF)
     if quiet is not None:
@@ -426,9 +435,7 @@ def inprocess_phase(
             {
                 "name": quiet.name,
                 "label": "auth-refresh, memory store, OpenTelemetry hooks off",
-                "microseconds": quiet.median,
-                "ratio": quiet.median / raw.median,
-                "rounds": quiet.microseconds,
+                **_against_raw(quiet, raw),
             }
         )
     for row in pipeline:

@@ -4,9 +4,10 @@ the machine's speed drifted."""
 from typing import Any
 
 from bench.configurations import BY_NAME, Configuration
+from bench.inprocess import Timing
 from bench.over_http import LoadResult
-from bench.report import TIMES, anchor_table, dpop_lines, evaluate_targets
-from bench.run import _http_rows, raw_drift
+from bench.report import TIMES, anchor_table, dpop_lines, evaluate_targets, inprocess_table
+from bench.run import _against_raw, _http_rows, raw_drift
 
 
 def run(requests_per_second: float, p50_ms: float = 10.0) -> LoadResult:
@@ -52,6 +53,23 @@ def test_ratios_are_medians_of_side_by_side_runs_not_ratios_of_medians() -> None
     assert by_name["library-stateless"]["ratio"] == 1.0
     assert by_name["library-stateless"]["pair_ratios"] == [1.0, 1.0, 1.0]
     assert by_name["raw"]["ratio"] == 1.0
+
+
+def test_in_process_ratios_are_medians_of_side_by_side_rounds_too() -> None:
+    # The machine ran at two speeds; each memory round took 0.9 of the raw round beside it.
+    raw = Timing("raw", [100.0, 100.0, 200.0, 200.0, 200.0])
+    memory = Timing("library-memory", [90.0, 90.0, 90.0, 180.0, 180.0])
+    row = {"name": "library-memory", "label": "auth-refresh, memory store"}
+    row.update(_against_raw(memory, raw))
+    assert (row["microseconds"], round(row["ratio"], 6)) == (90.0, 0.9)
+    # A quotient of the medians would say 0.45; it is shown beside, not judged.
+    assert (row["ratio_of_medians"], row["ratio_range"]) == (0.45, [0.45, 0.9])
+    results = {"kind": "full", "inprocess": {"pipeline": [row]}}
+    [target] = [t for t in evaluate_targets(results) if t["target"].startswith("In-process")]
+    assert (target["measured"], target["status"]) == (f"0.90{TIMES}", "met")
+    assert f"| 90.0 | 0.90{TIMES} | 0.45\N{EN DASH}0.90 | 0.45{TIMES} |" in "\n".join(
+        inprocess_table(results)
+    )
 
 
 def test_a_store_is_compared_with_its_by_hand_anchor_through_the_raw_runs_beside_each() -> None:
