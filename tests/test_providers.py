@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import pytest
 from dependency_injector import containers, providers
+from dependency_injector.errors import Error
 from fastapi import Depends, FastAPI
 
 from auth_refresh import (
@@ -23,7 +24,7 @@ from auth_refresh import (
     ConfigurationError,
     PasswordStorageService,
 )
-from auth_refresh._utils import is_awaitable
+from auth_refresh._utils import is_awaitable, provided
 from conftest import InMemoryUsers, User, serve
 from factories import assert_unauthorized, login
 from rotation_app import refresh, rotating_app
@@ -189,3 +190,36 @@ def test_is_awaitable_tells_what_inspect_isawaitable_tells() -> None:
         coroutine.close()
     finally:
         loop.close()
+
+
+class _Providers(containers.DeclarativeContainer):
+    service = providers.Dependency(default=providers.Singleton(list))
+    number = providers.Dependency(instance_of=int, default=providers.Object(1))
+    required = providers.Dependency()
+    plain = providers.Singleton(dict)
+
+
+def test_provided_gives_what_calling_the_provider_gives() -> None:
+    """The walks' shortcut past a Dependency's wrapper: overrides, resets and new defaults
+    apply as they do to the provider itself, and what it refuses is refused."""
+    container = _Providers()
+    made = container.service()
+    assert provided(container.service) is made
+    assert provided(container.plain) is container.plain()  # not a Dependency: called
+    with container.service.override(providers.Object("override")):
+        assert provided(container.service) == "override"
+    assert provided(container.service) is made
+    container.service.set_default(providers.Object("registration"))
+    assert provided(container.service) == "registration"
+    with container.override_providers(service=providers.Object("test")):
+        assert provided(container.service) == "test"
+    assert provided(container.service) == "registration"
+    with container.number.override(providers.Object("not a number")), pytest.raises(Error):
+        provided(container.number)
+    with pytest.raises(Error):
+        provided(container.required)
+    container.required.override(providers.Object("set"))
+    assert provided(container.required) == "set"
+    container.required.reset_override()
+    with pytest.raises(Error):
+        provided(container.required)

@@ -17,7 +17,14 @@ from typing import Any
 from starlette.datastructures import URL
 from starlette.requests import Request
 
-from auth_refresh._utils import IPNetwork, from_trusted_proxy, is_awaitable, ready, resolve
+from auth_refresh._utils import (
+    IPNetwork,
+    from_trusted_proxy,
+    is_awaitable,
+    provided,
+    ready,
+    resolve,
+)
 from auth_refresh.exceptions import ConfigurationError, DpopBindingError, InvalidDpopProofError
 from auth_refresh.settings import AuthRefreshSettings
 from auth_refresh.tokens.dpop import DpopNonces, DpopProof, DpopVerifier
@@ -116,7 +123,7 @@ class DpopFlow:
 
     def verifier(self, settings: AuthRefreshSettings) -> DpopVerifier:
         """The proof checks the settings ask for: made once per settings and issue service."""
-        issuer = ready(self.container.issuer()) if settings.dpop_nonce else None
+        issuer = ready(provided(self.container.issuer)) if settings.dpop_nonce else None
         made = self._made
         if made is None or made[0] is not settings or made[1] is not issuer:
             nonces = DpopNonces(_nonce_key(settings, issuer)) if settings.dpop_nonce else None
@@ -129,7 +136,7 @@ class DpopFlow:
 
         A bound token needs a proof of its own key: any other refusal happens before the store
         is asked, so a thief's attempt never ends the session."""
-        settings: AuthRefreshSettings = self.container.settings()
+        settings: AuthRefreshSettings = provided(self.container.settings)
         bound = bound_key(claims)
         if settings.dpop == "off":
             if bound is not None:
@@ -145,12 +152,12 @@ class DpopFlow:
     def require_proof(self, request: Request) -> None:
         """Refuse, before any work, a request without a proof where one is required."""
         if not request.headers.get("dpop"):
-            verifier = self.verifier(self.container.settings())
+            verifier = self.verifier(provided(self.container.settings))
             raise verifier.refuse("no_proof", token_sent=False)
 
     async def login_key(self, request: Request) -> str | None:
         """For a login: the key its tokens are bound to, or None (no proof, ``optional``)."""
-        settings: AuthRefreshSettings = self.container.settings()
+        settings: AuthRefreshSettings = provided(self.container.settings)
         verifier = self.verifier(settings)
         return await self._first_use(self._proof(request, settings, verifier), verifier)
 
@@ -159,7 +166,7 @@ class DpopFlow:
     ) -> None:
         """For a guarded request: a bound token only with the ``DPoP`` scheme and a proof of
         its key for this token (``ath``); an unbound one as ``Bearer`` unless ``required``."""
-        settings: AuthRefreshSettings = self.container.settings()
+        settings: AuthRefreshSettings = provided(self.container.settings)
         verifier = self.verifier(settings)
         bound = bound_key(claims)
         if not sent_as_dpop:
@@ -197,7 +204,7 @@ class DpopFlow:
             headers[0],
             method=request.method,
             url=url_as_seen(request, settings.trusted_proxies),
-            now=self.container.clock()(),
+            now=provided(self.container.clock)(),
             access_token=access_token,
         )
 
@@ -205,7 +212,7 @@ class DpopFlow:
         # The proof's jti, never seen within its window (§11.1): kept in the store till then.
         if proof is None:
             return None
-        store = self.container.store()
+        store = provided(self.container.store)
         store = await store if is_awaitable(store) else store
         # getattr, not isinstance of the runtime Protocol: that walks its members each time.
         first_use = getattr(store, "first_use", None)
@@ -214,7 +221,7 @@ class DpopFlow:
                 "DPoP needs a store that keeps proofs (ProofReplayCache.first_use); "
                 f"{type(store).__name__} does not"
             )
-        now = self.container.clock()()
+        now = provided(self.container.clock)()
         if not await first_use(proof.replay_key, expires_at=proof.iat + verifier.window, now=now):
             raise InvalidDpopProofError(algorithms=verifier.algorithms, reason="replayed")
         return proof.jkt

@@ -19,7 +19,7 @@ from fastapi.openapi.models import HTTPBase
 from fastapi.security.base import SecurityBase
 from starlette.requests import Request
 
-from auth_refresh._utils import is_active, is_awaitable, ready, resolve
+from auth_refresh._utils import is_active, is_awaitable, provided, ready, resolve
 from auth_refresh.exceptions import AuthJwtUnauthorizedError, AuthRefreshError
 from auth_refresh.flows.dpop import DpopFlow, refuse_bound_token, scheme_token
 from auth_refresh.flows.refresh import RefreshFlow, pending_successors
@@ -72,7 +72,7 @@ class AccessFlow:
             return await self._authenticate(request, dpop)
         except AuthJwtUnauthorizedError as error:
             # RFC 9449 §7.1: the challenge names the DPoP scheme and its algorithms.
-            settings = dpop.container.settings()
+            settings = provided(dpop.container.settings)
             bearer_accepted = settings.dpop != "required"
             error.challenge_dpop(tuple(settings.dpop_algorithms), bearer_accepted=bearer_accepted)
             raise
@@ -80,7 +80,7 @@ class AccessFlow:
     async def _authenticate(self, request: Request, dpop: DpopFlow | None) -> Any:
         container = self.container
         # An async provider's value is awaited; a plain one costs no await.
-        extractor = container.extractor()
+        extractor = provided(container.extractor)
         extractor = await extractor if is_awaitable(extractor) else extractor
         token = await resolve(extractor(request))
         sent_as_dpop = False
@@ -90,7 +90,7 @@ class AccessFlow:
             sent_as_dpop = token is not None
         if not isinstance(token, str) or not token:
             raise AuthJwtUnauthorizedError(token_sent=False)
-        verifier = container.verifier()
+        verifier = provided(container.verifier)
         verifier = await verifier if is_awaitable(verifier) else verifier
         try:
             claims = await resolve(verifier.access_token(token))
@@ -110,7 +110,7 @@ class AccessFlow:
         session_id = claims.get(SESSION_CLAIM)
         if session_id is not None and not await _session_active(request, session_id, subject):
             raise AuthJwtUnauthorizedError()
-        lookup = container.user_lookup()
+        lookup = provided(container.user_lookup)
         lookup = await lookup if is_awaitable(lookup) else lookup
         user = await resolve(lookup.by_subject(subject))
         if user is None or not is_active(user):
@@ -137,7 +137,7 @@ def _dpop_of(request: Request) -> DpopFlow | None:
     # The global refresh registration's DPoP, when it turns DPoP on.
     flows = _app_flows(request)
     refresh = flows.refresh if flows is not None else None
-    if refresh is None or refresh.container.settings().dpop == "off":
+    if refresh is None or provided(refresh.container.settings).dpop == "off":
         return None
     return refresh.dpop
 
@@ -180,17 +180,17 @@ async def session_active(flow: RefreshFlow, session_id: str, subject: str) -> bo
         return False
     await flow.ensure_started()
     container = flow.container
-    settings: AuthRefreshSettings = container.settings()
+    settings: AuthRefreshSettings = provided(container.settings)
     if not settings.rotation:
         return True
     # Every guarded request passes here: the cache directly, no rotation service made.
-    store: RefreshTokenStore = container.store()
+    store: RefreshTokenStore = provided(container.store)
     store = await store if is_awaitable(store) else store
     return await session_cache(store).is_active(
         store,
         session_id,
         subject,
-        clock=container.clock(),
+        clock=provided(container.clock),
         interval=settings.session_check_interval,
         stale=settings.session_check_stale_seconds,
     )
@@ -301,7 +301,9 @@ class AuthJwtGuard:
 
     def __init__(self, module: _HasAccessFlow | None = None) -> None:
         self.flow = module.flow if module is not None else None
-        registered = ready(self.flow.container.extractor()) if self.flow is not None else None
+        registered = (
+            ready(provided(self.flow.container.extractor)) if self.flow is not None else None
+        )
         scheme = access_scheme(registered)
         # FastAPI reads the dependency's parameters from its signature: the security scheme
         # is one of them, so the operation names it and Swagger UI sends the token.

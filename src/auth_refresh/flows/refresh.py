@@ -14,13 +14,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, cast
 
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from auth_refresh._utils import MaybeAwaitable, is_active, is_awaitable, ready, resolve, user_id_of
+from auth_refresh._utils import (
+    MaybeAwaitable,
+    is_active,
+    is_awaitable,
+    provided,
+    ready,
+    resolve,
+    user_id_of,
+)
 from auth_refresh.exceptions import (
     AuthRefreshError,
     ConfigurationError,
@@ -74,19 +82,15 @@ class RefreshFlow:
         issue service."""
         container = self.container
         if settings is None:
-            settings = container.settings()
+            settings = provided(container.settings)
         if not settings.cookie_transport:
             return None
-        issuer = ready(container.issuer()) if settings.csrf_secret is None else None
+        issuer = ready(provided(container.issuer)) if settings.csrf_secret is None else None
         made = self._transport
         if made is None or made[0] is not settings or made[1] is not issuer:
             keys = csrf_keys_of(settings, issuer)
-            made = (
-                settings,
-                issuer,
-                CookieTransport.from_settings(settings, self.cookie_paths.written, keys),
-            )
-            self._transport = made
+            transport = CookieTransport.from_settings(settings, self.cookie_paths.written, keys)
+            made = self._transport = (settings, issuer, transport)
         return made[2]
 
     # -- the routes --------------------------------------------------------------------------
@@ -120,9 +124,9 @@ class RefreshFlow:
             await self._start(request.app)
         _answering.set(request)
         container = self.container
-        clock = container.clock()
+        clock = provided(container.clock)
         arrived_at: float = clock()
-        settings: AuthRefreshSettings = container.settings()
+        settings: AuthRefreshSettings = provided(container.settings)
         claims = await self._verified_claims(settings, request, token)
         subject: str = claims["sub"]
         refuse_unjudgeable(claims, rotation=settings.rotation)
@@ -134,7 +138,7 @@ class RefreshFlow:
             # Before the user lookup: a replayed token revokes its family whoever it names.
             rotation = await self._rotation_of(settings, clock)
             successor = await rotation.rotate_issued(claims, arrived_at=arrived_at, jkt=jkt)
-        lookup = container.user_lookup()
+        lookup = provided(container.user_lookup)
         lookup = await lookup if is_awaitable(lookup) else lookup
         user = await resolve(lookup.by_subject(subject))
         if user is None:
@@ -173,12 +177,12 @@ class RefreshFlow:
         """``issue_for_subject``, with the family and expiry its answer needs."""
         await self.ensure_started()
         container = self.container
-        settings: AuthRefreshSettings = container.settings()
+        settings: AuthRefreshSettings = provided(container.settings)
         jkt = None
         if request is not None and settings.dpop != "off":
             jkt = await self.dpop.login_key(request)
         if settings.rotation:
-            rotation = await self._rotation_of(settings, container.clock())
+            rotation = await self._rotation_of(settings, provided(container.clock))
             if request is None:
                 return await rotation.start_family_issued(subject)
             client = request.client
@@ -195,7 +199,7 @@ class RefreshFlow:
         if not self.started:
             await self._start(request.app)
         _answering.set(request)
-        settings: AuthRefreshSettings = self.container.settings()
+        settings: AuthRefreshSettings = provided(self.container.settings)
         claims = await self._verified_claims(settings, request)
         if settings.dpop != "off" or CONFIRMATION_CLAIM in claims:
             await self.dpop.refresh_key(request, claims)
@@ -254,14 +258,14 @@ class RefreshFlow:
             transport.refuse_cross_site(request)
         container = self.container
         if token is None:
-            extractor = container.extractor()
+            extractor = provided(container.extractor)
             extractor = await extractor if is_awaitable(extractor) else extractor
             token = await resolve(extractor(request))
         if not isinstance(token, str) or not token:
             raise MissingTokenError()
         verify = settings.verify_token
         if verify is None:
-            verifier = container.verifier()
+            verifier = provided(container.verifier)
             verifier = await verifier if is_awaitable(verifier) else verifier
             verify = verifier.refresh_token
         try:
@@ -280,34 +284,32 @@ class RefreshFlow:
             # The browser sends the cookie on its own: only the page can add the header.
             # Checked after the signature (no I/O) and before any store step.
             transport.check_csrf(request, token, claims)
-        verified: Mapping[str, Any] = claims
-        return verified
+        return cast(Mapping[str, Any], claims)
 
     async def _unrotated_pair(self, subject: str, jkt: str | None) -> IssuedPair:
         # Without rotation: the issue service's pair, or one bound to the DPoP key.
-        issuer = self.container.issuer()
+        issuer = provided(self.container.issuer)
         issuer = await issuer if is_awaitable(issuer) else issuer
         pair = issuer.response_payload(subject) if jkt is None else bound_pair(issuer, subject, jkt)
         return IssuedPair(await resolve(pair))
 
     async def _rotation(self, operation: str) -> TokenRotationService:
         await self.ensure_started()
-        settings: AuthRefreshSettings = self.container.settings()
+        settings: AuthRefreshSettings = provided(self.container.settings)
         if not settings.rotation:
             raise ConfigurationError(
                 f"{self.name}: {operation} needs rotation; AUTH_REFRESH_ROTATION is false"
             )
-        return await self._rotation_of(settings, self.container.clock())
+        return await self._rotation_of(settings, provided(self.container.clock))
 
     async def _rotation_of(
         self, settings: AuthRefreshSettings, clock: Callable[[], float]
     ) -> TokenRotationService:
         # The container's own rotation Factory's service, kept while its dependencies stay.
         container = self.container
-        if container.rotation.overridden or not self._default_rotation:
-            made: TokenRotationService = await resolve(container.rotation())
-            return made
-        store, issuer = container.store(), container.issuer()
+        if container.rotation.last_overriding is not None or not self._default_rotation:
+            return cast(TokenRotationService, await resolve(container.rotation()))
+        store, issuer = provided(container.store), provided(container.issuer)
         self._rotation_service = TokenRotationService.reused(
             self._rotation_service,
             await store if is_awaitable(store) else store,
@@ -360,10 +362,10 @@ class LoginIssueTokenService:
         self.describe_route = describe_route
 
     def access_token(self, payload: Mapping[str, Any]) -> MaybeAwaitable[str]:
-        return _signed(self.flow.container.issuer(), "access_token", payload)
+        return _signed(provided(self.flow.container.issuer), "access_token", payload)
 
     def refresh_token(self, payload: Mapping[str, Any]) -> MaybeAwaitable[str]:
-        return _signed(self.flow.container.issuer(), "refresh_token", payload)
+        return _signed(provided(self.flow.container.issuer), "refresh_token", payload)
 
     async def response_payload(self, user_id: str) -> TokenPair:
         issued = await self.flow.issue_pair(user_id, _login_request.get())
@@ -375,7 +377,7 @@ class LoginIssueTokenService:
         with cookie transport)."""
         _login_request.set(request)
         self.flow.check_request(request)
-        if self.flow.container.settings().dpop == "required":
+        if provided(self.flow.container.settings).dpop == "required":
             self.flow.dpop.require_proof(request)
 
     def token_response(self, pair: TokenPair) -> Response:
