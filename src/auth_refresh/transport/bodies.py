@@ -37,9 +37,10 @@ MAX_BODY_BYTES = 64 * 1024
 
 def _content_headers(request: Request) -> tuple[str, str | None]:
     """The body's media type (lower case, no parameters) and its ``Content-Length`` as sent:
-    the first of each, as ``request.headers.get`` gives it, in one pass over the headers."""
+    the first of each, as ``request.headers.get`` gives it, in one pass over the ASGI scope's
+    headers (``request.headers`` would build its ``Headers`` for them first)."""
     content_type = length = None
-    for name, value in request.headers.raw:
+    for name, value in request.scope["headers"]:
         if name == b"content-type":
             if content_type is None:
                 content_type = value
