@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from auth_refresh import RefreshTokenStore, RotationOutcome, StoreUnavailableError, open_store
+from auth_refresh.stores.postgres import STEP_DEADLINE_SECONDS
 from auth_refresh.stores.postgres_batches import BATCH_LIMIT
 from postgres_server import PostgresServer
 from store_fixtures import Family, opened
@@ -162,6 +163,36 @@ async def test_closing_while_a_batch_is_under_way_leaves_no_connection_open(
     with warnings.catch_warnings():
         warnings.simplefilter("error", ResourceWarning)
         gc.collect()
+
+
+async def test_a_rotation_asked_while_a_batch_hangs_is_answered_by_its_own_deadline(
+    server: PostgresServer,
+) -> None:
+    # A rotation has no timer of its own: the batch before it ends at its first caller's
+    # deadline, and its own batch at its own. The server is frozen throughout.
+    url = server.fresh_database()
+    async with opened(url) as store:
+        hung, asked = await Family(store).start(), await Family(store).start()
+        # Connections open already, so the second batch waits on the frozen server's reply,
+        # not on a connect timeout of its own.
+        await asyncio.gather(*(family.active() for family in (hung, asked) * 2))
+        server.pause()
+        try:
+            first = asyncio.ensure_future(hung.rotate(hung.first_token))
+            await asyncio.sleep(STEP_DEADLINE_SECONDS / 3)  # its batch is sent and waits
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailableError):
+                await asked.rotate(asked.first_token)
+            waited = time.monotonic() - started
+            with pytest.raises(StoreUnavailableError):
+                await first
+        finally:
+            server.resume()
+        # Answered after the batch before it failed, and by its own deadline (slack for a
+        # loaded machine); nothing written: both first tokens are still live.
+        assert STEP_DEADLINE_SECONDS / 2 < waited < STEP_DEADLINE_SECONDS + 0.4
+        for family in (hung, asked):
+            assert (await family.rotate(family.first_token))[0] is RotationOutcome.ROTATED
 
 
 async def test_closing_while_batches_are_under_way_answers_every_refresh_in_them(

@@ -24,15 +24,14 @@ per subject in its own statement (``auth_refresh_start_family_before``), taking 
 subject's other logins.
 
 A refresh is one round trip, or a share of one: the rotations an event loop asks for while a
-batch is under way go together in the next (``auth_refresh.postgres_batches``), one call of the
+batch is under way go together in the next (``postgres_batches``), one call of the
 ``auth_refresh_rotate_batch`` function, which runs ``auth_refresh_rotate`` (``decide_rotation``
 in PL/pgSQL, holding the family's row lock for the decision and the write) for each, in family
 id order, in one transaction. Every statement has a server-side ``statement_timeout`` and every
-step a client-side deadline: a server that is down, restarting or hung gives
-``StoreUnavailableError`` within 1.5 s; a connection that timed out is dropped, and the pool
-opens a new one for the next step. A rotation or a login answered with that error never
-takes effect later: its statement carries a deadline in the server's clock, past which the
-server writes nothing (``auth_refresh.postgres_batches``).
+step a client-side deadline (a rotation's, its batch's): a server that is down, restarting or
+hung gives ``StoreUnavailableError`` within 1.5 s; a connection that timed out is dropped, and
+the pool opens a new one. A rotation or a login answered with that error never takes effect
+later: its statement carries a deadline in the server's clock, past which it writes nothing.
 """
 
 from __future__ import annotations
@@ -304,17 +303,18 @@ class PostgresRefreshTokenStore:
 
     async def _rotation(self, request: RotationRequest) -> RotationRow:
         gives_up = time.monotonic() + STEP_DEADLINE_SECONDS
-        with _unavailable_as_503():
-            async with asyncio.timeout(STEP_DEADLINE_SECONDS):
-                pool = await self._pool()
-                loop = asyncio.get_running_loop()
-                rotations = self._rotations.get(loop)
-                if rotations is None or rotations.pool is not pool:
-                    rotations = RotationBatches(pool, self._clock, STEP_DEADLINE_SECONDS)
-                    self._rotations[loop] = rotations
-                # At the deadline the answer is cancelled: a batch not yet sent leaves it out,
-                # one sent writes nothing (its server-side deadline is earlier).
-                return await rotations.submit(request, gives_up)
+        loop = asyncio.get_running_loop()
+        rotations = self._rotations.get(loop)
+        if rotations is None or rotations.pool is not self._pools.get(loop):
+            with _unavailable_as_503():
+                async with asyncio.timeout(STEP_DEADLINE_SECONDS):
+                    pool = await self._pool()
+            rotations = self._rotations.get(loop)
+            if rotations is None or rotations.pool is not pool:
+                rotations = RotationBatches(pool, self._clock, STEP_DEADLINE_SECONDS)
+                self._rotations[loop] = rotations
+        # No timer of its own: batches go in order, each under its earliest caller's deadline.
+        return await rotations.submit(request, gives_up)
 
     async def _step(
         self,

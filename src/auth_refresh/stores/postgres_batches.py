@@ -3,9 +3,10 @@ way go to the server together in the next, one call of ``auth_refresh_rotate_bat
 
 A batch is one statement, so one transaction: it commits whole or not at all. A batch that
 fails (server down, timed out, connection broken) answers every rotation in it with
-``StoreUnavailableError`` and its connection is closed, not returned to the pool. Each caller
-waits under its own deadline: one whose deadline passes gives up, and its rotation is left out
-of the batch if that batch has not been sent yet.
+``StoreUnavailableError`` and its connection is closed, not returned to the pool. Batches go in
+the order asked, each under the earliest deadline of its callers, so each caller is answered by
+its own deadline with no timer of its own; one that gave up (cancelled) is left out of a batch
+not yet sent.
 
 A rotation answered with an error never takes effect later: a batch carries the earliest of its
 callers' deadlines, less ``COMMIT_MARGIN_SECONDS``, in the server's clock, and the server writes
