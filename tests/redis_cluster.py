@@ -20,18 +20,17 @@ from pathlib import Path
 
 import redis
 
-from servers import free_port
+from servers import EPHEMERAL_START, free_port
 from store_fixtures import STARTUP_SECONDS, RedisServer
 
 MASTERS = 3
 
 
 def free_cluster_port() -> int:
-    """A free port whose cluster bus port (10000 higher) is free too."""
+    """A free port whose cluster bus port (10000 higher) is free too, both below the range of
+    outgoing connections."""
     while True:
-        port = free_port()
-        if port > 55535:
-            continue
+        port = free_port(below=EPHEMERAL_START - 10000)
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port + 10000))

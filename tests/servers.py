@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -18,10 +19,29 @@ ROOT = Path(__file__).resolve().parent.parent
 STARTUP_SECONDS = 30.0
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Servers listen below the kernel's range for outgoing connections: a port probed free there
+# cannot be taken by one of the suite's many client sockets before the server binds it (a Redis
+# Cluster node once failed to start so).
+FIRST_PORT = 10000
+EPHEMERAL_START = _ephemeral_start()
+
+
+def free_port(below: int = EPHEMERAL_START) -> int:
+    """A port free on 127.0.0.1, from ``FIRST_PORT`` up to ``below``."""
+    while True:
+        port = random.randrange(FIRST_PORT, below)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
         return port
 
 
